@@ -1,0 +1,149 @@
+"""Dataset recipes (thesis 4.2.1): how sources become a pool / val / test split.
+
+One function, ``build``, expresses all four thesis datasets by its arguments:
+
+* V2:    one source.
+* Mixed: equal shares of several sources, in every split.
+* Noisy: Mixed plus a deterministic per-image corruption.
+* Hard:  Noisy with every pool image present ``pool_repeats`` times, each copy with
+         its own small fixed rotation; val and test are not repeated.
+
+Val and test are drawn first from each source's seeded permutation, so they do not
+change when the pool size (or the base set, which the loop draws from the pool)
+changes. Every stored row has a stable integer id (its row number); the loop, the
+scores and the saved state speak only in ids. No Lightning, no files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.data.corruptions import corrupt, rotate
+from src.data.sources import Source
+
+SPLITS = ("test", "val", "pool")
+
+
+@dataclass
+class BuiltDataset:
+    images: torch.Tensor            # uint8 [M, C, H, W], row = id
+    labels: torch.Tensor            # int64 [M]
+    source_index: np.ndarray        # int [M]: which source the row came from
+    original_id: np.ndarray         # int [M]: the row it was copied from (itself unless repeated)
+    pool_ids: np.ndarray
+    val_ids: np.ndarray
+    test_ids: np.ndarray
+    class_names: list[str]
+    source_names: list[str]
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def equal_shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one, larger first."""
+    return [total // parts + (1 if j < total % parts else 0) for j in range(parts)]
+
+
+def _to_shape(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    x = torch.from_numpy(images)
+    if x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:  # ITU-R 601 luma
+            w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            x = (x.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
+        else:
+            raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return np.ascontiguousarray(x.numpy())
+
+
+def build(
+    sources: list[Source],
+    sizes: dict,
+    image_size: int,
+    channels: int = 1,
+    split_seed: int = 0,
+    corruption: dict | None = None,
+    pool_repeats: int = 1,
+    repeat_max_degrees: float = 10.0,
+) -> BuiltDataset:
+    if not sources:
+        raise ValueError("dataset.sources is empty; name at least one source")
+    loaded = [s.load() for s in sources]
+    class_names = loaded[0].class_names
+    for d in loaded[1:]:
+        if d.class_names != class_names:
+            raise ValueError(f"sources {loaded[0].name!r} and {d.name!r} have different class lists; "
+                             "a mixed recipe needs one label space")
+    shares = {split: equal_shares(int(sizes[split]), len(loaded)) for split in SPLITS}
+
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {s: [] for s in SPLITS}
+    for j, data in enumerate(loaded):
+        need = sum(shares[s][j] for s in SPLITS)
+        if need > len(data.labels):
+            raise ValueError(
+                f"dataset.sizes: source {data.name!r} must supply {need} items "
+                f"({', '.join(f'{s} {shares[s][j]}' for s in SPLITS)}) but has {len(data.labels)}; "
+                "lower dataset.sizes.pool/val/test")
+        perm = np.random.default_rng(np.random.SeedSequence([split_seed, j])).permutation(len(data.labels))
+        start = 0
+        for split in SPLITS:  # test first, then val, then pool: val/test ignore the pool size
+            rows = perm[start:start + shares[split][j]]
+            start += shares[split][j]
+            parts[split].append((_to_shape(data.images[rows], image_size, channels),
+                                 data.labels[rows], np.full(len(rows), j)))
+
+    images, labels, origin, split_ids = [], [], [], {}
+    offset = 0
+    for k, split in enumerate(SPLITS):
+        x = np.concatenate([p[0] for p in parts[split]])
+        y = np.concatenate([p[1] for p in parts[split]])
+        o = np.concatenate([p[2] for p in parts[split]])
+        # interleave sources so that storage order carries no source blocks
+        order = np.random.default_rng(np.random.SeedSequence([split_seed, 1000 + k])).permutation(len(y))
+        images.append(x[order]); labels.append(y[order]); origin.append(o[order])
+        split_ids[split] = np.arange(offset, offset + len(y), dtype=np.int64)
+        offset += len(y)
+    images = np.concatenate(images)
+    labels = np.concatenate(labels)
+    origin = np.concatenate(origin)
+    original = np.arange(len(labels), dtype=np.int64)
+
+    if corruption:
+        images = corrupt(images, original, kind=corruption["kind"], severity=int(corruption["severity"]),
+                         seed=int(corruption.get("seed", split_seed)))
+
+    if pool_repeats > 1:
+        pool = split_ids["pool"]
+        parent = np.repeat(pool, pool_repeats)
+        copy = np.tile(np.arange(pool_repeats), len(pool))
+        degrees = np.array([
+            np.random.default_rng(np.random.SeedSequence([split_seed, 7, int(p), int(c)])).uniform(
+                -repeat_max_degrees, repeat_max_degrees)
+            for p, c in zip(parent, copy)])
+        rotated = rotate(images[parent], degrees)
+        keep = np.concatenate([split_ids["test"], split_ids["val"]])  # rows [0, n_test + n_val)
+        images = np.concatenate([images[keep], rotated])
+        labels = np.concatenate([labels[keep], labels[parent]])
+        origin = np.concatenate([origin[keep], origin[parent]])
+        original = np.concatenate([keep, parent])
+        split_ids["pool"] = np.arange(len(keep), len(keep) + len(parent), dtype=np.int64)
+
+    return BuiltDataset(
+        images=torch.from_numpy(np.ascontiguousarray(images)),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        source_index=origin,
+        original_id=original,
+        pool_ids=split_ids["pool"], val_ids=split_ids["val"], test_ids=split_ids["test"],
+        class_names=list(class_names),
+        source_names=[d.name for d in loaded],
+    )

@@ -1,0 +1,107 @@
+"""The image-classification LightningModule: uint8 batches in, logits and metrics out."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from src.models.backbones import SmallCNN, build_network
+
+
+def topk_values(num_classes: int) -> list[int]:
+    """Top-k accuracies worth reporting for this many classes (thesis: 1, 5, 20)."""
+    return [k for k in (1, 5, 20) if num_classes >= k]
+
+
+class ImageClassifier(pl.LightningModule):
+    """Any classification network behind the thesis' metrics.
+
+    The module takes uint8 images [B, C, H, W] and does the preprocessing itself
+    (scale to [0, 1], optional resize, grey-to-RGB for 3-channel networks,
+    normalisation), so datasets stay compact uint8 tensors and the pool pass and
+    the training steps see exactly the same inputs.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        net: dict,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        input_size: int | None = None,
+        input_mean: Sequence[float] = (0.5,),
+        input_std: Sequence[float] = (0.5,),
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        net = dict(net)
+        self.net = build_network(net.pop("name"), num_classes, in_channels, net.pop("weights", None), **net)
+        self.net_channels = in_channels if isinstance(self.net, SmallCNN) else 3
+        if len(input_mean) not in (1, self.net_channels) or len(input_std) != len(input_mean):
+            raise ValueError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
+        self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(input_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.input_size = input_size
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.topk = topk_values(num_classes)
+
+        def accuracies():
+            return MetricCollection({f"acc_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                                     for k in self.topk})
+
+        self.val_acc, self.test_acc = accuracies(), accuracies()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+
+    # -- forward -------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        if x.shape[1] != self.net_channels:
+            x = x.expand(-1, self.net_channels, -1, -1)
+        if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images))
+
+    def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+    # -- steps ----------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        images, labels, _ = batch
+        loss = self.loss_fn(self(images), labels)
+        self.train_loss.update(loss.detach(), weight=len(labels))
+        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        return loss
+
+    def _eval_step(self, batch, stage: str):
+        images, labels, _ = batch
+        logits = self(images)
+        loss_metric, acc = (self.val_loss, self.val_acc) if stage == "val" else (self.test_loss, self.test_acc)
+        loss_metric.update(F.cross_entropy(logits, labels, reduction="sum") / len(labels), weight=len(labels))
+        acc.update(logits, labels)
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log_dict({f"{stage}/{k}": v for k, v in acc.items()}, on_step=False, on_epoch=True,
+                      batch_size=len(labels))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+                                                         "monitor": "val/loss"}}

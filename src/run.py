@@ -1,0 +1,214 @@
+"""Entry point: ``python -m src.run [overrides]`` runs one active-learning experiment.
+
+Hydra composes ``conf/config.yaml`` with the overrides; the config is validated
+before anything is built; the datamodule, model and baseline are instantiated; the
+outer loop runs its rounds and writes everything under the run directory
+(``hydra.run.dir`` / ``hydra.sweep.dir``): rounds.jsonl, state.json, summary.json,
+per-round epoch logs and the W&B files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import re
+import secrets
+import sys
+from pathlib import Path
+
+# Quieter start-up: these are set before the heavy imports read them.
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("PYTORCH_LIGHTNING_DISABLE_TIPS", "1")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from src.config_check import ConfigError, check_group_overrides, validate  # noqa: E402
+from src.loop.records import RunStore  # noqa: E402
+
+log = logging.getLogger("src.run")
+
+
+# -- resolvers (registered on import, so the compose API in tests sees them too) -------
+def _slug(value) -> str:
+    """A value fit for a directory or run name: '[50, 100]' -> '50_100'."""
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", str(value)).strip("_")
+
+
+def latest_unfinished_run(parent: Path) -> Path | None:
+    """The newest run directory under ``parent`` that has a state but is not finished."""
+    if not parent.is_dir():
+        return None
+    for candidate in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+        if (candidate / "state.json").exists() and not (candidate / "summary.json").exists():
+            return candidate
+    return None
+
+
+def _run_dir(parent: str, resume) -> str:
+    if str(resume).lower() in ("true", "1", "yes"):
+        found = latest_unfinished_run(Path(parent))
+        if found is not None:
+            return str(found)
+    return str(Path(parent) / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+OmegaConf.register_new_resolver("slug", _slug, replace=True)
+OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True, use_cache=True)
+
+
+# -- building ----------------------------------------------------------------------------
+def build_model(cfg: DictConfig, datamodule):
+    import torch
+
+    from src.models.baseline import Baseline, load_into
+
+    # A seeded construction makes the random init (the baseline of a scratch model) reproducible.
+    torch.manual_seed(int(cfg.model.baseline.init_seed))
+    model = hydra.utils.instantiate(cfg.model.module, num_classes=datamodule.num_classes,
+                                    in_channels=datamodule.channels)
+    if cfg.model.baseline.get("checkpoint"):
+        load_into(model, cfg.model.baseline.checkpoint)
+    return model, Baseline(model)
+
+
+def make_tracker(cfg: DictConfig):
+    from src.tracking import CsvTracker, NoTracker, WandbTracker
+
+    name = cfg.logger.name
+    if name == "none":
+        return NoTracker()
+    if name == "csv":
+        return CsvTracker()
+    group = cfg.logger.group
+    if group is None:
+        group = cfg.task_name
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            group = f"{cfg.task_name}/{Path(hc.sweep.dir).name}"
+    return WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
+                        group=group, job_type=cfg.logger.job_type, name=cfg.run_name, tags=cfg.logger.tags)
+
+
+def result_fingerprint(cfg: DictConfig) -> dict:
+    """The settings a resumed run must share with the original: all that changes results."""
+    keep = {k: cfg[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", OmegaConf.to_container(OmegaConf.create(keep), resolve=True))
+    return flat
+
+
+def format_table(records: list[dict]) -> str:
+    cols = [("round", "round", "{}"), ("labelled", "n_labelled", "{}"), ("epochs", "epochs", "{}"),
+            ("test loss", "test/loss", "{:.4f}"), ("top-1", "test/acc_top1", "{:.4f}"),
+            ("top-5", "test/acc_top5", "{:.4f}"), ("top-20", "test/acc_top20", "{:.4f}"),
+            ("select s", "select_seconds", "{:.1f}"), ("fit s", "fit_seconds", "{:.1f}")]
+    cols = [c for c in cols if any(c[1] in r for r in records)]
+    rows = [[c[0] for c in cols]] + [[c[2].format(r[c[1]]) if c[1] in r else "-" for c in cols] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- the experiment --------------------------------------------------------------------------
+def quiet_libraries() -> None:
+    """Keep the console to our round lines: Lightning's per-Trainer banners repeat every round."""
+    import warnings
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning_fabric.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*Experiment logs directory .* exists and is not empty.*")
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    validate(cfg)
+    quiet_libraries()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    store = RunStore(run_dir)
+    if store.exists() and not cfg.resume:
+        raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue it, "
+                          "or choose another hydra.run.dir / hydra.sweep.dir")
+    if store.exists() and (run_dir / "summary.json").exists():
+        log.info("%s is already complete; nothing to do", run_dir)
+
+    from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, curve_summary
+    from src.loop.records import write_json_atomic
+
+    try:
+        datamodule = hydra.utils.instantiate(cfg.dataset)
+        datamodule.setup()
+        validate(cfg, pool_size=len(datamodule.pool_ids))
+        model, baseline = build_model(cfg, datamodule)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise ConfigError(str(err)) from err
+
+    id_file = run_dir / "run_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(run_id)
+
+    progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    tracker = make_tracker(cfg)
+    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id)
+    records, failed = [], True
+    try:
+        trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
+        loop = ActiveLearningLoop(
+            datamodule=datamodule, model=model, baseline=baseline, scorer_name=cfg.scorer.name,
+            selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
+            trainer_cfg=trainer_cfg, callbacks_cfg=cfg.callbacks, seed=cfg.seed, run_dir=run_dir,
+            tracker=tracker, steps_per_epoch=cfg.trainer.get("steps_per_epoch"), progress=progress,
+            epoch_logs=cfg.logger.name != "none", fingerprint=result_fingerprint(cfg))
+        log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, datamodule.name,
+                 len(datamodule.pool_ids), loop.n_rounds, loop.budgets, run_dir)
+        records = loop.run()
+        failed = False
+    finally:
+        summary = curve_summary(records)
+        tracker.finish(summary) if not failed else _finish_failed(tracker, summary)
+    write_json_atomic(run_dir / "summary.json", summary)
+    log.info("per-round results:\n%s", format_table(records))
+    log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
+             f"; {cfg.logger.name}: {tracker.location}" if tracker.location else "")
+    return summary
+
+
+def _finish_failed(tracker, summary):
+    run = getattr(tracker, "run", None)
+    if run is not None:   # close the W&B run so the next multirun job does not log into it
+        run.finish(exit_code=1)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        summary = run_experiment(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return summary.get("auc/test/acc_top1")
+
+
+def cli() -> None:
+    message = check_group_overrides(sys.argv[1:])
+    if message:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()
