@@ -62,8 +62,8 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     if not isinstance(sel.shuffle, bool):
         fail(f"selection.shuffle={sel.shuffle!r} must be true or false")
     div = sel.diversity
-    if div.labels not in ("predicted", "true"):
-        fail(f"selection.diversity.labels={div.labels!r}; allowed: predicted, true")
+    if div.labels not in ("predicted", "ground_truth"):
+        fail(f"selection.diversity.labels={div.labels!r}; allowed: predicted, ground_truth")
     if div.k is not None and (not _is_int(div.k) or div.k < 1):
         fail(f"selection.diversity.k={div.k!r} must be an integer >= 1 or null (even share)")
 

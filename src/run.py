@@ -144,49 +144,61 @@ def run_experiment(cfg: DictConfig) -> dict:
     if store.exists() and (run_dir / "summary.json").exists():
         log.info("%s is already complete; nothing to do", run_dir)
 
-    from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, curve_summary
+    from src.loop.active_loop import curve_summary
     from src.loop.records import write_json_atomic
 
-    try:
-        datamodule = hydra.utils.instantiate(cfg.dataset)
-        datamodule.setup()
-        validate(cfg, pool_size=len(datamodule.pool_ids))
-        model, baseline = build_model(cfg, datamodule)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        raise ConfigError(str(err)) from err
+    progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    loop = build_loop(cfg, run_dir, progress=progress)   # ConfigError before anything trains
 
     id_file = run_dir / "run_id"
     run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
 
-    progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
-    tracker = make_tracker(cfg)
-    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id)
+    loop.tracker = make_tracker(cfg)
+    loop.tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id)
+    log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
+             len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
     records, failed = [], True
     try:
+        records = loop.run()
+        failed = False
+    finally:
+        summary = curve_summary(records)
+        loop.tracker.finish(summary) if not failed else _finish_failed(loop.tracker)
+    write_json_atomic(run_dir / "summary.json", summary)
+    log.info("per-round results:\n%s", format_table(records))
+    log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
+             f"; {cfg.logger.name}: {loop.tracker.location}" if loop.tracker.location else "")
+    return summary
+
+
+def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
+    """Datamodule, model, baseline and loop from a composed config; data errors become ConfigError."""
+    from src.loop.active_loop import ActiveLearningLoop, SelectionSettings
+    from src.tracking import NoTracker
+
+    try:
+        datamodule = hydra.utils.instantiate(cfg.dataset)
+        datamodule.setup()
+        validate(cfg, pool_size=len(datamodule.pool_ids))
+        model, baseline = build_model(cfg, datamodule)
         trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
         loop = ActiveLearningLoop(
             datamodule=datamodule, model=model, baseline=baseline, scorer_name=cfg.scorer.name,
             selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
             trainer_cfg=trainer_cfg, callbacks_cfg=cfg.callbacks, seed=cfg.seed, run_dir=run_dir,
-            tracker=tracker, steps_per_epoch=cfg.trainer.get("steps_per_epoch"), progress=progress,
+            tracker=NoTracker(), steps_per_epoch=cfg.trainer.get("steps_per_epoch"), progress=progress,
             epoch_logs=cfg.logger.name != "none", fingerprint=result_fingerprint(cfg))
-        log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, datamodule.name,
-                 len(datamodule.pool_ids), loop.n_rounds, loop.budgets, run_dir)
-        records = loop.run()
-        failed = False
-    finally:
-        summary = curve_summary(records)
-        tracker.finish(summary) if not failed else _finish_failed(tracker, summary)
-    write_json_atomic(run_dir / "summary.json", summary)
-    log.info("per-round results:\n%s", format_table(records))
-    log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
-             f"; {cfg.logger.name}: {tracker.location}" if tracker.location else "")
-    return summary
+        state = loop.store.read_state()
+        if state is not None:
+            loop.check_fingerprint(state)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise ConfigError(str(err)) from err
+    return loop
 
 
-def _finish_failed(tracker, summary):
+def _finish_failed(tracker):
     run = getattr(tracker, "run", None)
     if run is not None:   # close the W&B run so the next multirun job does not log into it
         run.finish(exit_code=1)

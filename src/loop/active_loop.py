@@ -139,7 +139,7 @@ class ActiveLearningLoop:
                 pending["seconds"] = time.perf_counter() - started
                 state["pending"] = pending
         else:
-            self._check_fingerprint(state)
+            self.check_fingerprint(state)
             log.info("resuming %s after round %d of %d", self.run_dir, state["completed_rounds"] - 1, self.n_rounds)
 
         for r in range(int(state["completed_rounds"]), self.n_rounds):
@@ -201,7 +201,7 @@ class ActiveLearningLoop:
         new_state = {**state, "completed_rounds": r + 1, "labelled_ids": labelled.tolist(), "pending": next_pending}
         return record, new_state
 
-    def _check_fingerprint(self, state: dict) -> None:
+    def check_fingerprint(self, state: dict) -> None:
         saved = state.get("fingerprint", {})
         changed = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
         if changed:

@@ -44,7 +44,14 @@ class Baseline:
 
 def load_into(module: nn.Module, checkpoint: str | Path) -> None:
     state = load_checkpoint_state(checkpoint)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"model.baseline.checkpoint={checkpoint}: does not fit the model "
-                         f"(missing {list(missing)[:3]}..., unexpected {list(unexpected)[:3]}...)")
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                  if k in state and state[k].shape != v.shape]
+    if missing or unexpected or mismatched:
+        detail = "; ".join(f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+                           for name, items in (("missing", missing), ("unexpected", unexpected),
+                                               ("shape", mismatched)) if items)
+        raise ValueError(f"model.baseline.checkpoint={checkpoint}: does not fit the model ({detail})")
+    module.load_state_dict(state)

@@ -36,7 +36,8 @@ def pivot_window(n: int, budget: int, pivot: float) -> tuple[int, int]:
     if not 0.0 <= pivot <= 1.0:
         raise ValueError(f"pivot must be in [0, 1], got {pivot}")
     budget = min(budget, n)
-    centre = pivot * (n - 1)
+    # rounded so that decimal pivots hitting a half rank (0.55 * 50) tie exactly, not by float noise
+    centre = round(pivot * (n - 1), 9)
     # Centre of ranks [s, s+b) is s + (b-1)/2; ties (half ranks) go to the harder side.
     start = math.ceil(centre - (budget - 1) / 2 - 0.5)
     start = min(max(start, 0), n - budget)

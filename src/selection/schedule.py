@@ -29,6 +29,8 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
     if base_size > pool_size:
         raise ValueError(f"selection.base_size={base_size} is larger than the pool ({pool_size} items)")
     available = pool_size - base_size
+    if not isinstance(budget, (int, list, tuple)):
+        raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
     budgets = [budget] if isinstance(budget, int) else list(budget)
     if not budgets or any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in budgets):
         raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
@@ -40,6 +42,8 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
     if isinstance(budget, int):
         if n_select is None:
             if available == 0:
+                if not has_base:
+                    raise ValueError("selection: the pool is empty, so there is nothing to select or train on")
                 return []
             n_select = math.ceil(available / budget)
             return [budget] * (n_select - 1) + [available - budget * (n_select - 1)]
