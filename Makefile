@@ -32,8 +32,8 @@ test: install ## run the test suite (what CI runs)
 test-fast: install ## unit tests only, no end-to-end CLI runs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-bench: install ## speed and memory benchmarks; figures to stdout and bench-results/
-	$(PY) -m benchmarks.bench
+bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); figures to stdout and bench-results/
+	$(PY) -m benchmarks.bench $(ARGS)
 
 clean: ## remove outputs/ and multirun/ results (not the venv)
 	rm -rf outputs multirun/*/ bench-results
