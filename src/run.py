@@ -34,7 +34,9 @@ log = logging.getLogger("src.run")
 # -- resolvers (registered on import, so the compose API in tests sees them too) -------
 def _slug(value) -> str:
     """A value fit for a directory or run name: '[50, 100]' -> '50_100'."""
-    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", str(value)).strip("_")
+    text = re.sub(r"[\[\]'\"]", "", str(value))      # lists read as their items: b50_100
+    text = re.sub(r"[^A-Za-z0-9.=+-]+", "_", text)
+    return re.sub(r"_*-_*", "-", text).strip("_")
 
 
 def latest_unfinished_run(parent: Path) -> Path | None:
@@ -75,21 +77,14 @@ def build_model(cfg: DictConfig, datamodule):
 
 
 def make_tracker(cfg: DictConfig):
-    from src.tracking import CsvTracker, NoTracker, WandbTracker
-
-    name = cfg.logger.name
-    if name == "none":
-        return NoTracker()
-    if name == "csv":
-        return CsvTracker()
-    group = cfg.logger.group
-    if group is None:
+    """The tracker of ``cfg.logger``; a W&B group left null becomes the task (and sweep) name."""
+    if "group" in cfg.logger and cfg.logger.group is None:
         group = cfg.task_name
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:
             group = f"{cfg.task_name}/{Path(hc.sweep.dir).name}"
-    return WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                        group=group, job_type=cfg.logger.job_type, name=cfg.run_name, tags=cfg.logger.tags)
+        return hydra.utils.instantiate(cfg.logger, group=group)
+    return hydra.utils.instantiate(cfg.logger)
 
 
 def result_fingerprint(cfg: DictConfig) -> dict:
@@ -165,11 +160,11 @@ def run_experiment(cfg: DictConfig) -> dict:
         failed = False
     finally:
         summary = curve_summary(records)
-        loop.tracker.finish(summary) if not failed else _finish_failed(loop.tracker)
+        loop.tracker.finish(summary, failed=failed)
     write_json_atomic(run_dir / "summary.json", summary)
     log.info("per-round results:\n%s", format_table(records))
     log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
-             f"; {cfg.logger.name}: {loop.tracker.location}" if loop.tracker.location else "")
+             f"; tracker: {loop.tracker.location}" if loop.tracker.location else "")
     return summary
 
 
@@ -189,19 +184,13 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
             selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
             trainer_cfg=trainer_cfg, callbacks_cfg=cfg.callbacks, seed=cfg.seed, run_dir=run_dir,
             tracker=NoTracker(), steps_per_epoch=cfg.trainer.get("steps_per_epoch"), progress=progress,
-            epoch_logs=cfg.logger.name != "none", fingerprint=result_fingerprint(cfg))
+            epoch_logs=not cfg.logger._target_.endswith(".NoTracker"), fingerprint=result_fingerprint(cfg))
         state = loop.store.read_state()
         if state is not None:
             loop.check_fingerprint(state)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise ConfigError(str(err)) from err
     return loop
-
-
-def _finish_failed(tracker):
-    run = getattr(tracker, "run", None)
-    if run is not None:   # close the W&B run so the next multirun job does not log into it
-        run.finish(exit_code=1)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

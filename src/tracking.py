@@ -15,7 +15,6 @@ import netrc
 import os
 from pathlib import Path
 
-from src.loop.records import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,11 @@ def round_metrics(record: dict) -> dict:
 
 
 class Tracker:
+    """Interface: start once (also on resume), log each committed round, finish once."""
+
     def start(self, config: dict, run_dir: Path, run_id: str) -> None: ...
     def log_round(self, record: dict) -> None: ...
-    def finish(self, summary: dict) -> None: ...
+    def finish(self, summary: dict, failed: bool = False) -> None: ...
     location: str | None = None
 
 
@@ -59,8 +60,8 @@ class CsvTracker(Tracker):
         tmp.write_text(buf.getvalue())
         os.replace(tmp, self.path)
 
-    def finish(self, summary):
-        write_json_atomic(self.run_dir / "summary.json", summary)
+    def finish(self, summary, failed=False):
+        pass   # the curve summary is written by the run itself (summary.json)
 
 
 def wandb_has_credentials() -> bool:
@@ -106,9 +107,10 @@ class WandbTracker(Tracker):
     def log_round(self, record):
         self.run.log(round_metrics(record))
 
-    def finish(self, summary):
+    def finish(self, summary, failed=False):
         for key, value in summary.items():
             self.run.summary[key] = value
-        self.run.finish()
+        # always finished, also after a failure: otherwise the next multirun job logs into this run
+        self.run.finish(exit_code=1 if failed else 0)
         log.info("W&B run (%s) saved in %s%s", self.mode, self.location,
                  f"; upload with: wandb sync {self.location}" if self.mode == "offline" else "")

@@ -110,6 +110,20 @@ class ActiveLearningLoop:
         return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen.scores.tolist(),
                 "n_scored": int(len(candidates))}
 
+    def select_with_baseline(self, base: np.ndarray) -> dict:
+        """Round 0's selection by the baseline model, on the device the Trainer would use.
+
+        Later selections run inside the round's Trainer (the model is already on its
+        device then); this one happens before any Trainer, so the model is moved by hand.
+        """
+        device = hydra.utils.instantiate(self.trainer_cfg, logger=False, enable_progress_bar=False,
+                                         enable_model_summary=False).strategy.root_device
+        self.model.to(device)
+        try:
+            return self.select_for_round(self.model, 0, np.zeros(0, np.int64), base)
+        finally:
+            self.model.cpu()
+
     # -- one round --------------------------------------------------------------------------
     def make_trainer(self, round_index: int, extra_callbacks: list) -> tuple[pl.Trainer, RestoreBestWeights | None]:
         """A fresh Trainer with fresh callbacks (EarlyStopping keeps state across fits)."""
@@ -135,7 +149,7 @@ class ActiveLearningLoop:
                      "pending": None, "fingerprint": self.fingerprint}
             if not self.has_base:
                 started = time.perf_counter()
-                pending = self.select_for_round(self.model, 0, np.zeros(0, np.int64), base)
+                pending = self.select_with_baseline(base)
                 pending["seconds"] = time.perf_counter() - started
                 state["pending"] = pending
         else:
