@@ -181,6 +181,8 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
         trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
         loop = ActiveLearningLoop(
             datamodule=datamodule, model=model, baseline=baseline, scorer_name=cfg.scorer.name,
+            scorer_options={k: v for k, v in OmegaConf.to_container(cfg.scorer, resolve=True).items()
+                            if k != "name"},
             selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
             trainer_cfg=trainer_cfg, callbacks_cfg=cfg.callbacks, seed=cfg.seed, run_dir=run_dir,
             tracker=NoTracker(), steps_per_epoch=cfg.trainer.get("steps_per_epoch"), progress=progress,

@@ -53,9 +53,11 @@ class ActiveLearningLoop:
     def __init__(self, *, datamodule: ActiveDataModule, model: pl.LightningModule, baseline: Baseline,
                  scorer_name: str, selection: SelectionSettings, trainer_cfg, callbacks_cfg, seed: int,
                  run_dir: str | Path, tracker: Tracker, steps_per_epoch: int | None = None,
-                 progress: bool = True, epoch_logs: bool = True, fingerprint: dict | None = None):
+                 progress: bool = True, epoch_logs: bool = True, fingerprint: dict | None = None,
+                 scorer_options: dict | None = None):
         self.dm, self.model, self.baseline = datamodule, model, baseline
         self.scorer = get_scorer(scorer_name)
+        self.scorer_options = dict(scorer_options or {})   # task-specific knobs, passed to model.score_batch
         self.sel = selection
         self.trainer_cfg, self.callbacks_cfg = trainer_cfg, callbacks_cfg
         self.seed = int(seed)
@@ -97,7 +99,8 @@ class ActiveLearningLoop:
         if self.scorer.needs_model or predicted:
             ids, scores, predictions = score_pool(model, self.dm.pool_dataloader(candidates), self.scorer,
                                                   want_predictions=predicted, progress=self.progress,
-                                                  desc=f"scoring pool for round {round_index}")
+                                                  desc=f"scoring pool for round {round_index}",
+                                                  **self.scorer_options)
             assert np.array_equal(ids, candidates)
         if not self.scorer.needs_model:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, round_index, STREAM_RANDOM_SCORES))

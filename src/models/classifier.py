@@ -72,6 +72,14 @@ class ImageClassifier(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.preprocess(images))
 
+    def score_batch(self, batch, scorer, want_classes: bool, **scorer_options):
+        """Pool scoring of one batch: (one score per image, predicted class per image)."""
+        from src.loop.pool import score_logits
+
+        images, labels, _ = batch
+        logits = self(images.to(self.device, non_blocking=True))
+        return score_logits(logits, labels.to(self.device, non_blocking=True), scorer, want_classes)
+
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels)
 
