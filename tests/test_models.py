@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import copy
-import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from src.models.backbones import SmallCNN, build_network
+from src.models.backbones import build_network
 from src.models.baseline import Baseline, load_checkpoint_state, load_into
 from src.models.classifier import ImageClassifier, topk_values
 from src.loop.callbacks import RestoreBestWeights

@@ -33,7 +33,6 @@ from src.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-TIMING_KEYS = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
 
 
 @dataclass

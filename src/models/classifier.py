@@ -6,7 +6,6 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
