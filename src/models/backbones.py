@@ -93,8 +93,15 @@ def build_network(name: str, num_classes: int, in_channels: int, weights: str | 
         except KeyError:
             allowed = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
             raise ValueError(f"model.net.weights={weights!r} is not a weight of {name}; allowed: {', '.join(allowed)}")
-        net = torchvision.models.get_model(name, weights=None, num_classes=len(tv_weights.meta["categories"]),
-                                           **kwargs)
-        net.load_state_dict(_pretrained_state(name, weights, tv_weights, weights_file, download))
+        state = _pretrained_state(name, weights, tv_weights, weights_file, download)
+        n_out = len(tv_weights.meta["categories"])
+        # built on the meta device: a random init of VGG-16's 138M parameters would be
+        # overwritten at once, and costs seconds
+        with torch.device("meta"):
+            net = torchvision.models.get_model(name, weights=None, num_classes=n_out, **kwargs)
+        net.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in list(net.parameters()) + list(net.buffers())):   # state without some tensor
+            net = torchvision.models.get_model(name, weights=None, num_classes=n_out, **kwargs)
+            net.load_state_dict(state)
         return _replace_head(net, num_classes)
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
