@@ -89,7 +89,9 @@ def make_tracker(cfg: DictConfig):
 
 def result_fingerprint(cfg: DictConfig) -> dict:
     """The settings a resumed run must share with the original: all that changes results."""
-    keep = {k: cfg[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
+    # resolved in the whole config: data roots interpolate paths.*, which is not kept here
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keep = {k: resolved[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
     flat = {}
 
     def walk(prefix, node):
