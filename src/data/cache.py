@@ -163,5 +163,10 @@ def _build(final: Path, root: Path, files: list[Path], image_size: int, resize_s
     (tmp / "meta.json").write_text(json.dumps({
         "version": DECODE_VERSION, "n_files": n, "n_kept": int(len(kept)), "image_size": s,
         "resize_size": resize_size, "skipped": [files[i].relative_to(root).as_posix() for i in bad]}))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        # another process (a parallel multirun job) finished the same cache first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / "meta.json").exists():
+            raise

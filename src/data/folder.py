@@ -9,7 +9,6 @@ names the path, the layout expected and where the data is published.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ import numpy as np
 from src.data.cache import cached_images, is_image
 from src.data.sources import Source, SourceData
 
-log = logging.getLogger(__name__)
 
 # Names of pre-split sub-trees and the recipe split each one fills.
 SPLIT_DIRS = {"train": "pool", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -129,8 +127,6 @@ class ImageTreeSource(Source):
         files, labels, splits, names = self.scan()
         cached = cached_images(self.name, self.root, files, labels, self.image_size, self.cache_dir,
                                resize_size=self.resize_size, skip_corrupt=self.skip_corrupt, workers=self.workers)
-        if cached.skipped:
-            log.warning("%s: %d unreadable image(s) skipped (dataset.skip_corrupt=true)", self.name, len(cached.skipped))
         if len(cached.kept) == 0:
             raise ValueError(f"{self.title} at {self.root}: no readable images")
         return SourceData(self.name, cached.images, labels[cached.kept], names,
