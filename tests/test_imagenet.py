@@ -9,6 +9,7 @@ test, and rotations change pixels.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -195,9 +196,8 @@ def test_folder_source_with_pre_split_sub_trees_keeps_them(tmp_path):
     assert (len(dm.data.pool_ids), len(dm.data.val_ids), len(dm.data.test_ids)) == (12, 6, 8)
     source = dm.sources[0]
     files, _, splits, _ = source.scan()
-    item_of = {}
-    for f, s in zip(files, splits):
-        item_of[np.asarray(dm.sources[0].load().images[files.index(f)]).tobytes()] = (int(f.stem), s)
+    decoded = source.load().images          # row i = files[i] (nothing skipped)
+    item_of = {np.asarray(decoded[i]).tobytes(): (int(f.stem), s) for i, (f, s) in enumerate(zip(files, splits))}
     for split, ids, lo, hi in (("pool", dm.data.pool_ids, 0, 6), ("val", dm.data.val_ids, 20, 23),
                                ("test", dm.data.test_ids, 40, 44)):
         found = [item_of[dm.data.images[i].numpy().tobytes()] for i in ids]
@@ -206,7 +206,6 @@ def test_folder_source_with_pre_split_sub_trees_keeps_them(tmp_path):
     fixed = build([ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
                   sizes={"pool": 5, "val": 2, "test": 3}, image_size=16, channels=3)
     assert (len(fixed.pool_ids), len(fixed.val_ids), len(fixed.test_ids)) == (5, 2, 3)
-    import shutil
     shutil.rmtree(root / "val")
     no_val = build([ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
                    sizes={"pool": None, "val": 2, "test": None}, image_size=16, channels=3)
