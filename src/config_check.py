@@ -71,8 +71,8 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     if sizes is not None:
         for split in ("pool", "val", "test"):
             v = sizes.get(split)
-            if not _is_int(v) or v < (0 if split == "pool" else 1):
-                fail(f"dataset.sizes.{split}={v!r} must be an integer >= {0 if split == 'pool' else 1}")
+            if v is not None and (not _is_int(v) or v < (0 if split == "pool" else 1)):  # null: what the data has
+                fail(f"dataset.sizes.{split}={v!r} must be an integer >= {0 if split == 'pool' else 1} or null")
     if cfg.dataset.get("pool_repeats") is not None and (not _is_int(cfg.dataset.pool_repeats)
                                                         or cfg.dataset.pool_repeats < 1):
         fail(f"dataset.pool_repeats={cfg.dataset.pool_repeats!r} must be an integer >= 1")

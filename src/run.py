@@ -89,7 +89,9 @@ def make_tracker(cfg: DictConfig):
 
 def result_fingerprint(cfg: DictConfig) -> dict:
     """The settings a resumed run must share with the original: all that changes results."""
-    keep = {k: cfg[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
+    # resolved in the whole config: data roots interpolate paths.*, which is not kept here
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keep = {k: resolved[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
     flat = {}
 
     def walk(prefix, node):
@@ -177,6 +179,8 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
         datamodule = hydra.utils.instantiate(cfg.dataset)
         datamodule.setup()
         validate(cfg, pool_size=len(datamodule.pool_ids))
+        from src.data.plots import save_class_distribution
+        save_class_distribution(datamodule.data, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
         model, baseline = build_model(cfg, datamodule)
         trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
         loop = ActiveLearningLoop(

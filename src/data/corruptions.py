@@ -31,8 +31,11 @@ def corrupt(images: np.ndarray, ids: np.ndarray, kind: str, severity: int, seed:
         raise ValueError(f"dataset.corruption.severity={severity} must be an integer in 1..5")
     out = np.empty_like(images)
     if kind == "gaussian_blur":
-        blurred = _gaussian_blur(torch.from_numpy(images).float(), _BLUR_SIGMA[severity - 1])
-        return blurred.round().clamp(0, 255).to(torch.uint8).numpy()
+        for start in range(0, len(images), 256):   # chunks: bounded float memory at 224 px
+            block = torch.from_numpy(np.ascontiguousarray(images[start:start + 256])).float()
+            blurred = _gaussian_blur(block, _BLUR_SIGMA[severity - 1])
+            out[start:start + 256] = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
+        return out
     for i, item_id in enumerate(ids):
         rng = _item_rng(seed, item_id)
         x = images[i].astype(np.float32)

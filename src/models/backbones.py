@@ -39,12 +39,41 @@ def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+def _pretrained_state(name: str, weights: str, tv_weights, weights_file, download: bool) -> dict:
+    """The state dict of torchvision weights: from ``weights_file`` when given, else from the
+    torch hub cache, downloaded into it first when ``download`` allows."""
+    from pathlib import Path
+
+    from src.models.baseline import load_checkpoint_state
+
+    if weights_file:
+        path = Path(str(weights_file)).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model.module.net.weights_file={path}: no such file (a saved state dict of "
+                                    f"torchvision's {name} with {weights} weights)")
+        return load_checkpoint_state(path)
+    file_name = tv_weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    options = (f"let torchvision download {tv_weights.url} into {cached.parent} "
+               f"(model.module.net.download=true, needs network), or put {file_name} there yourself, "
+               f"or set model.module.net.weights_file=<a saved state dict of {name}>")
+    if not cached.is_file() and not download:
+        raise FileNotFoundError(f"model.module.net.weights={weights}: {cached} does not exist and downloading "
+                                f"is off; {options}")
+    try:
+        return tv_weights.get_state_dict(progress=False)
+    except Exception as err:  # network or cache failure: say what to do instead
+        raise FileNotFoundError(f"model.module.net.weights={weights}: could not load torchvision's {name} weights "
+                                f"({type(err).__name__}: {err}); {options}") from err
+
+
 def build_network(name: str, num_classes: int, in_channels: int, weights: str | None = None, **kwargs) -> nn.Module:
     """``small_cnn`` or any torchvision classification model name (resnet18, vgg16, ...).
 
     ``weights`` names torchvision weights ('DEFAULT', 'IMAGENET1K_V1'); they are
-    loaded (and downloaded once into the torch hub cache) here, and the head is
-    replaced when the class count differs from the weights'.
+    loaded (and downloaded once into the torch hub cache unless ``download=False``,
+    or read from ``weights_file``) here, and the head is replaced when the class
+    count differs from the weights'.
     """
     if name == "small_cnn":
         if weights:
@@ -56,18 +85,23 @@ def build_network(name: str, num_classes: int, in_channels: int, weights: str | 
     if name not in available:
         raise ValueError(f"model.net.name={name!r} is not small_cnn or a torchvision classification model "
                          f"(e.g. resnet18, vgg16, mobilenet_v3_small)")
+    weights_file = kwargs.pop("weights_file", None)
+    download = bool(kwargs.pop("download", True))
     if weights:
         try:
             tv_weights = torchvision.models.get_model_weights(name)[weights]
         except KeyError:
             allowed = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
             raise ValueError(f"model.net.weights={weights!r} is not a weight of {name}; allowed: {', '.join(allowed)}")
-        try:
-            net = torchvision.models.get_model(name, weights=tv_weights, **kwargs)
-        except Exception as err:  # network or cache failure: say what to do instead
-            raise RuntimeError(
-                f"model.net.weights={weights}: could not load torchvision weights for {name} ({err}); "
-                f"put {tv_weights.url.rsplit('/', 1)[-1]} into $TORCH_HOME/hub/checkpoints, or use "
-                "model.baseline.source=checkpoint model.baseline.path=<file>") from err
+        state = _pretrained_state(name, weights, tv_weights, weights_file, download)
+        n_out = len(tv_weights.meta["categories"])
+        # built on the meta device: a random init of VGG-16's 138M parameters would be
+        # overwritten at once, and costs seconds
+        with torch.device("meta"):
+            net = torchvision.models.get_model(name, weights=None, num_classes=n_out, **kwargs)
+        net.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in list(net.parameters()) + list(net.buffers())):   # state without some tensor
+            net = torchvision.models.get_model(name, weights=None, num_classes=n_out, **kwargs)
+            net.load_state_dict(state)
         return _replace_head(net, num_classes)
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
