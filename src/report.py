@@ -105,6 +105,13 @@ def representative(group: agg.Group) -> agg.RunData:
     return sorted(group.runs, key=lambda r: (not r.finished, str(r.seed), str(r.path)))[0]
 
 
+def describe_keys(keys: list[str], shown: int = 5) -> str:
+    if not keys:
+        return "nothing (all runs form one group)"
+    head = ", ".join(keys[:shown])
+    return head if len(keys) <= shown else f"{head} and {len(keys) - shown} more keys"
+
+
 # -- the report ---------------------------------------------------------------------------------
 def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
@@ -152,7 +159,7 @@ def build_report(dirs, out=None, group_by=None, facet=None, metrics=None, paired
 
     # figures: every metric, the epochs figure included
     figures = []
-    subtitle = "grouped by " + (", ".join(keys) if keys else "nothing (one group)")
+    subtitle = "grouped by " + describe_keys(keys)
     for metric in all_metrics:
         path = plots.plot_metric(groups, metric, fig_dir / f"{plots.file_stem(metric)}.{fmt}", subtitle, facets)
         figures.append((plots.metric_title(metric), _rel(path, out)))
@@ -216,7 +223,7 @@ def build_report(dirs, out=None, group_by=None, facet=None, metrics=None, paired
                str(r.records[-1]["n_labelled"]) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
     content = pages.ReportContent(
         title=title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
-        intro=[f"Runs grouped by {', '.join(keys) if keys else 'nothing (all runs form one group)'}; seeds are "
+        intro=[f"Runs grouped by {describe_keys(keys)}; seeds are "
                "repetitions. Every point is a completed active-learning round (train from the baseline "
                "weights on the labelled set, then test)."],
         runs=run_table, figures=figures, auc=auc_table, pvalues=pvalue_tables, grids=grid_files,
