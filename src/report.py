@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -159,7 +160,7 @@ def build_report(dirs, out=None, group_by=None, facet=None, metrics=None, paired
 
     # figures: every metric, the epochs figure included
     figures = []
-    subtitle = "grouped by " + describe_keys(keys)
+    subtitle = textwrap.fill("grouped by " + describe_keys(keys, shown=3), 110)
     for metric in all_metrics:
         path = plots.plot_metric(groups, metric, fig_dir / f"{plots.file_stem(metric)}.{fmt}", subtitle, facets)
         figures.append((plots.metric_title(metric), _rel(path, out)))

@@ -167,7 +167,7 @@ def _override_items(run: RunData) -> dict:
             continue
         k, v = o.split("=", 1)
         k = k.lstrip("+~")
-        if k in IGNORED_KEYS or k.startswith(("hydra.", "paths.")):
+        if k in IGNORED_KEYS or k in ("logger", "paths", "hydra") or k.startswith(IGNORED_PREFIXES):
             continue
         items[k] = v
     return items
