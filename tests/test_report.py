@@ -183,3 +183,36 @@ def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, m
 def test_missing_directory_is_a_one_line_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "no such run or multirun directory" in capsys.readouterr().err
+
+
+def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose_cfg, monkeypatch):
+    """The run-side W&B extras, with the real SDK offline and the real (debug=fast) dataset."""
+    import hydra
+
+    from src.analysis.wandb_offline import media_files
+    from src.tracking import WandbTracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    dm = hydra.utils.instantiate(compose_cfg("debug=fast").dataset)
+    dm.setup()
+    tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=3)
+    tracker.datamodule = dm
+    tracker.start({"seed": 1}, tmp_path, "abc123")
+    ids, scores = [5, 9, 2, 7], [0.2, 0.9, 0.5, 0.1]
+    tracker.log_round({"round": 0, "n_labelled": 4, "selected_ids": ids, "selected_scores": scores,
+                       "epochs": 2, "test/acc_top1": 0.5})
+    tracker.finish({"auc/test/acc_top1": 0.5})
+
+    (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    row = next(h for h in read_offline_run(log_dir).history if "al/n_labelled" in h)
+    columns, rows = read_table(log_dir, media(row, "al/selection"))
+    assert columns == ["round", "n_labelled", "rank", "id", "score", "label"]
+    assert [r[3] for r in rows] == ids and [r[4] for r in rows] == pytest.approx(scores)
+    assert [r[5] for r in rows] == [dm.data.class_names[int(dm.data.labels[i])] for i in ids]
+    top = media(row, "al/top_selected")
+    # the three highest scores, highest first
+    assert [c.split()[1] for c in top["captions"]] == ["9", "2", "5"]
+    files = media_files(log_dir, top)
+    assert len(files) == 3 and all(f.is_file() for f in files)
+    for f in files:
+        _png_ok(f)
