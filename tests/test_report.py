@@ -16,7 +16,7 @@ from scipy import stats as st
 
 from src.analysis import aggregate as agg
 from src.analysis.stats import compare, pvalue_matrix
-from src.analysis.wandb_offline import media, read_offline_run, read_table
+from src.analysis.wandb_offline import media, read_offline_run, read_table, wait_until_finished
 from src.report import build_report, main
 
 X = [20, 40, 60]
@@ -169,6 +169,7 @@ def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, m
     md = (out / "report.md").read_text()
     assert "(paired)" in md and not (out / "figures" / "test_loss.png").exists()
     (log_dir,) = (out / "wandb").glob("offline-run-*")
+    assert wait_until_finished(log_dir)
     wb = read_offline_run(log_dir)
     # the sweep's group (no W&B logs in these runs: task name / sweep folder)
     assert wb.job_type == "report" and wb.group == f"al/{sweep.name}"
@@ -204,6 +205,7 @@ def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose
     tracker.finish({"auc/test/acc_top1": 0.5})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert wait_until_finished(log_dir)
     row = next(h for h in read_offline_run(log_dir).history if "al/n_labelled" in h)
     columns, rows = read_table(log_dir, media(row, "al/selection"))
     assert columns == ["round", "n_labelled", "rank", "id", "score", "label"]

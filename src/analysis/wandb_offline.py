@@ -88,6 +88,28 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
 
 
 
+def wait_until_finished(run_dir: str | Path, timeout: float = 60.0) -> bool:
+    """Wait until the run's log holds its ``exit`` record.
+
+    ``wandb.finish()`` hands the last records to the SDK's service process, which writes
+    them a moment later; reading the log right away (a test, a script after a run) may
+    otherwise see a log without its history.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for path in Path(run_dir).glob("run-*.wandb"):
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
+                    return True
+            except Exception:   # a chunk still being written
+                pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 def media(row: dict, key: str) -> dict:
     """A logged image or table of a history row, as one dict.
 
