@@ -106,6 +106,17 @@ def representative(group: agg.Group) -> agg.RunData:
     return sorted(group.runs, key=lambda r: (not r.finished, str(r.seed), str(r.path)))[0]
 
 
+def best_cells(groups, metrics, aucs) -> set:
+    """(row, column) of the best mean AUC per metric, for the AUC table's highlight."""
+    cells = set()
+    for j, m in enumerate(metrics):
+        means = [(aucs[m][g.label].mean, i) for i, g in enumerate(groups) if aucs[m][g.label].values]
+        if means:
+            pick = max(means) if agg.higher_is_better(m) else min(means)
+            cells.add((pick[1], j + 1))
+    return cells
+
+
 def describe_keys(keys: list[str], shown: int = 5) -> str:
     if not keys:
         return "nothing (all runs form one group)"
@@ -183,7 +194,8 @@ def build_report(dirs, out=None, group_by=None, facet=None, metrics=None, paired
             rows=[[g.legend] + [f"{pages.fmt(aucs[m][g.label].mean)} ± {pages.fmt(aucs[m][g.label].std)}"
                                 for m in auc_metrics] for g in groups],
             note="In the metric's units: the curve's mean height over the labelled range, so runs of different "
-                 "budgets compare. Higher is better for accuracies and mAP, lower for losses.")
+                 "budgets compare. Highlighted: the best group per metric (highest accuracy or mAP, lowest loss).",
+            significant=best_cells(groups, auc_metrics, aucs))
     pvalue_tables, matrices = [], {}
     test_metrics = [m for m in auc_metrics if not m.startswith("test/ap/")]
     if len(groups) > 1:

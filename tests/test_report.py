@@ -153,7 +153,7 @@ def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
     for target in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / target).is_file(), target
     assert "random (3, 1 incomplete)" in md and "still running or crashed" in md
-    assert "0.3000 ± 0.0661" in md                     # entropy's AUC of top-1, mean ± std
+    assert "**0.3000 ± 0.0661**" in md                 # entropy's AUC of top-1, mean ± std, the best
 
     rows = [line.split(",") for line in res["curves_csv"].read_text().splitlines()]
     assert rows[0] == ["group", "metric", "n_labelled", "mean", "std", "runs"]
