@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -n 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench clean
+.PHONY: help install run test test-fast bench report clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ test-fast: install ## unit tests only, no end-to-end CLI runs
 bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); figures to stdout and bench-results/
 	$(PY) -m benchmarks.bench $(ARGS)
 	$(PY) -m benchmarks.bench_data $(ARGS)
+
+report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]
+	@test -n "$(DIRS)" || { echo 'usage: make report DIRS="multirun/<date>_<time> ..." [ARGS=...]'; exit 2; }
+	$(PY) -m src.report $(DIRS) $(ARGS)
 
 clean: ## remove outputs/ and multirun/ results (not the venv)
 	rm -rf outputs multirun/*/ bench-results

@@ -153,6 +153,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     id_file.write_text(run_id)
 
     loop.tracker = make_tracker(cfg)
+    loop.tracker.datamodule = loop.dm     # images and labels for the tracker's selection panels
     loop.tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id)
     log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
              len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)

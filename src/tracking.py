@@ -35,6 +35,8 @@ class Tracker:
     def log_round(self, record: dict) -> None: ...
     def finish(self, summary: dict, failed: bool = False) -> None: ...
     location: str | None = None
+    # set by the entry point: trackers that show selected images read them (and labels) here
+    datamodule = None
 
 
 class NoTracker(Tracker):
@@ -85,10 +87,13 @@ def resolve_wandb_mode(mode: str) -> str:
 
 class WandbTracker(Tracker):
     def __init__(self, project: str, group: str, job_type: str, name: str, mode: str = "auto",
-                 entity: str | None = None, tags: list[str] | None = None):
+                 entity: str | None = None, tags: list[str] | None = None, log_selection: bool = True,
+                 selection_images: int = 8):
         self.kwargs = dict(project=project, group=group, job_type=job_type, name=name, entity=entity,
                            tags=list(tags or []))
         self.mode = resolve_wandb_mode(mode)
+        self.log_selection = bool(log_selection)
+        self.selection_images = int(selection_images)
         self.run = None
 
     def start(self, config, run_dir, run_id):
@@ -104,7 +109,36 @@ class WandbTracker(Tracker):
         self.location = str(Path(self.run.dir).parent)
 
     def log_round(self, record):
-        self.run.log(round_metrics(record))
+        metrics = round_metrics(record)
+        if self.log_selection and record.get("selected_ids"):
+            metrics.update(self.selection_media(record))
+        self.run.log(metrics)
+
+    def selection_media(self, record: dict) -> dict:
+        """The round's selection as a table (id, score, label) and its top-scored images."""
+        import wandb
+
+        ids, scores = record["selected_ids"], record.get("selected_scores") or []
+        labels = names = None
+        data = getattr(self.datamodule, "data", None)
+        if data is not None:
+            labels = data.labels[ids].tolist()
+            names = [data.class_names[i] if i < len(data.class_names) else str(i) for i in labels]
+        rows = []
+        for rank, i in enumerate(ids):
+            rows.append([record["round"], record["n_labelled"], rank, int(i),
+                         float(scores[rank]) if rank < len(scores) else None, names[rank] if names else None])
+        out = {"al/selection": wandb.Table(columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows)}
+        if data is not None and scores and self.selection_images > 0:
+            # highest scores first: the items the scorer found hardest (pivot 0 takes these)
+            top = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.selection_images]
+            images = []
+            for k in top:
+                img = data.images[ids[k]].numpy()
+                img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+                images.append(wandb.Image(img, caption=f"id {ids[k]} {names[k]} score {scores[k]:.3f}"))
+            out["al/top_selected"] = images
+        return out
 
     def finish(self, summary, failed=False):
         for key, value in summary.items():

@@ -85,3 +85,53 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
             if m.step_metric:
                 run.step_metrics[m.name or m.glob_name] = m.step_metric
     return run
+
+
+
+def wait_until_finished(run_dir: str | Path, timeout: float = 60.0) -> bool:
+    """Wait until the run's log holds its ``exit`` record.
+
+    ``wandb.finish()`` hands the last records to the SDK's service process, which writes
+    them a moment later; reading the log right away (a test, a script after a run) may
+    otherwise see a log without its history.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for path in Path(run_dir).glob("run-*.wandb"):
+            try:
+                if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
+                    return True
+            except Exception:   # a chunk still being written
+                pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def media(row: dict, key: str) -> dict:
+    """A logged image or table of a history row, as one dict.
+
+    The SDK flattens a media value into nested keys (``al/selection`` ->
+    ``al/selection/_type``, ``al/selection/path``, ...); this gathers them back.
+    """
+    if isinstance(row.get(key), dict):
+        return row[key]
+    prefix = key + "/"
+    found = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+    if "_type" not in found:
+        raise KeyError(f"{key}: no logged media in this history row")
+    return found
+
+
+def media_files(run_dir: str | Path, value: dict) -> list[Path]:
+    """The files a logged table, image or image list was saved to, under the run's ``files/``."""
+    names = value.get("filenames") or [value["path"]]
+    return [Path(run_dir) / "files" / n for n in names]
+
+
+def read_table(run_dir: str | Path, value: dict) -> tuple[list[str], list[list]]:
+    """Columns and rows of a logged ``wandb.Table`` (``_type: table-file``)."""
+    data = json.loads(media_files(run_dir, value)[0].read_text())
+    return list(data["columns"]), [list(row) for row in data["data"]]

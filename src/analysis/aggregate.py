@@ -1,0 +1,358 @@
+"""From run directories to groups of repetitions: loading, grouping, curves and AUCs.
+
+Reads only what a run wrote (``.hydra/config.yaml``, ``.hydra/overrides.yaml``,
+``rounds.jsonl``, ``summary.json``). A run without ``summary.json`` is still running or
+crashed: it is kept up to its last completed round and flagged ``incomplete``.
+
+Runs are grouped by the configuration keys whose values differ between them; the seed
+(and everything derived from it) is the repetition, never a grouping key.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from src.analysis.curves import normalised_auc
+from src.loop.records import read_records
+
+# Keys that name or place a run rather than change its result; never grouping keys.
+IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")
+IGNORED_KEYS = {"seed", "run_name", "resume", "progress", "task_name"}
+# Round-record fields that are not metrics (ids, bookkeeping, timings).
+NON_METRIC_FIELDS = {"round", "n_labelled", "n_selected", "selection", "selected_ids", "selected_scores"}
+EPOCH_METRICS = ("epochs", "best_epoch")
+TIMING_METRICS = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
+
+
+@dataclass
+class RunData:
+    path: Path
+    config: dict                      # flattened, resolved where possible: "selection.pivot" -> 0.25
+    overrides: list[str]
+    records: list[dict]
+    summary: dict | None              # None: still running or crashed
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.finished else "incomplete"
+
+    def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labelled count, value) of every completed round that has ``metric``."""
+        pts = [(r["n_labelled"], r[metric]) for r in self.records
+               if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
+        if not pts:
+            return np.zeros(0), np.zeros(0)
+        x, y = zip(*pts)
+        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+@dataclass
+class Group:
+    label: str
+    key: tuple                        # the values of the grouping keys
+    runs: list[RunData] = field(default_factory=list)
+
+    @property
+    def n_incomplete(self) -> int:
+        return sum(not r.finished for r in self.runs)
+
+    @property
+    def legend(self) -> str:
+        """The thesis' ``name (runs)`` legend; incomplete runs are named so nobody mistakes them."""
+        extra = f", {self.n_incomplete} incomplete" if self.n_incomplete else ""
+        return f"{self.label} ({len(self.runs)}{extra})"
+
+
+# -- loading --------------------------------------------------------------------------------
+def flatten(node, prefix: str = "") -> dict:
+    """Nested dicts to dotted keys; lists stay one value (a list of sources is one setting)."""
+    out = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def load_config(run_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    import src.run  # noqa: F401  (registers the resolvers the saved config may use)
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    cfg = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:       # an interpolation that needs what only the run had: keep it literal
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    run_dir = Path(run_dir)
+    overrides_path = run_dir / ".hydra" / "overrides.yaml"
+    overrides = []
+    if overrides_path.exists():
+        import yaml
+
+        overrides = [str(o) for o in (yaml.safe_load(overrides_path.read_text()) or [])]
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return RunData(path=run_dir, config=flatten(load_config(run_dir)), overrides=overrides,
+                   records=read_records(run_dir / "rounds.jsonl"), summary=summary)
+
+
+def find_run_dirs(paths) -> list[Path]:
+    """Every run directory (one with ``rounds.jsonl`` or ``.hydra/config.yaml``) under the paths."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such run or multirun directory")
+        if (p / "rounds.jsonl").exists() or (p / ".hydra" / "config.yaml").exists():
+            found.append(p)
+            continue
+        for marker in sorted(p.rglob("rounds.jsonl")):
+            if "wandb" not in marker.parts:
+                found.append(marker.parent)
+    return sorted(dict.fromkeys(d.resolve() for d in found))
+
+
+def load_runs(paths) -> list[RunData]:
+    runs = [load_run(d) for d in find_run_dirs(paths)]
+    return [r for r in runs if r.records or r.config]
+
+
+# -- grouping -------------------------------------------------------------------------------
+def _hashable(value):
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _seed_derived(key: str, runs: list[RunData]) -> bool:
+    """True for keys that equal the seed in every run (model.baseline.init_seed = ${seed})."""
+    return all(r.config.get(key) == r.seed for r in runs)
+
+
+def differing_keys(runs: list[RunData]) -> list[str]:
+    keys = sorted({k for r in runs for k in r.config})
+    out = []
+    for k in keys:
+        if k in IGNORED_KEYS or k.startswith(IGNORED_PREFIXES):
+            continue
+        if len({_hashable(r.config.get(k)) for r in runs}) > 1 and not _seed_derived(k, runs):
+            out.append(k)
+    return out
+
+
+def _override_items(run: RunData) -> dict:
+    items = OrderedDict()
+    for o in run.overrides:
+        if "=" not in o:
+            continue
+        k, v = o.split("=", 1)
+        k = k.lstrip("+~")
+        if k in IGNORED_KEYS or k in ("logger", "paths", "hydra") or k.startswith(IGNORED_PREFIXES):
+            continue
+        items[k] = v
+    return items
+
+
+def _short(key: str, value) -> str:
+    """``scorer=entropy`` reads as ``entropy``; ``selection.pivot=0.25`` as ``pivot=0.25``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value) if abs(value) < 1e15 else value
+    if "." not in key:
+        return str(value)
+    return f"{key.rsplit('.', 1)[-1]}={value}"
+
+
+def _label_from_config(run: RunData, keys: list[str]) -> str:
+    # When a `<group>...name` key differs (dataset.name, scorer.name), the group's other
+    # differing keys follow from it: the name alone labels it.
+    named_roots = {k.split(".")[0] for k in keys if k.endswith(".name")}
+    shown = [k for k in keys if k.endswith(".name") or k.split(".")[0] not in named_roots]
+    shorts = [k.rsplit(".", 1)[-1] for k in shown]
+    parts = []
+    for k in shown:
+        v = run.config.get(k)
+        if k.endswith(".name"):
+            parts.append(str(v))
+        elif shorts.count(k.rsplit(".", 1)[-1]) > 1:
+            parts.append(f"{k}={v}")
+        else:
+            parts.append(_short(k, v))
+    return ", ".join(parts) if parts else "all runs"
+
+
+def group_runs(runs: list[RunData], by: list[str] | None = None) -> tuple[list[Group], list[str]]:
+    """Groups of repetitions and the keys that define them.
+
+    ``by``: grouping keys named by the user (config keys such as ``selection.pivot``, or
+    config-group overrides such as ``scorer``); default: every key that differs.
+    Labels come from the runs' command-line overrides when those tell the groups apart
+    exactly as the config does (they read like the sweep command), else from the keys.
+    """
+    if by:
+        keys = [k if any(k in r.config for r in runs) else _group_key(k, runs) for k in by]
+    else:
+        keys = differing_keys(runs)
+    groups: "OrderedDict[tuple, Group]" = OrderedDict()
+    for run in sorted(runs, key=lambda r: (tuple(_hashable(r.config.get(k)) for k in keys), str(r.path))):
+        gk = tuple(_hashable(run.config.get(k)) for k in keys)
+        if gk not in groups:
+            groups[gk] = Group(label=_label_from_config(run, keys), key=gk)
+        groups[gk].runs.append(run)
+    out = list(groups.values())
+    _relabel_from_overrides(out)
+    _dedupe_labels(out)
+    return out, keys
+
+
+def _group_key(name: str, runs: list[RunData]) -> str:
+    """A config-group name (``scorer``) to the key that names its choice (``scorer.name``)."""
+    candidate = f"{name}.name"
+    if any(candidate in r.config for r in runs):
+        return candidate
+    raise KeyError(f"--group-by {name}: not a key of the runs' configs (e.g. selection.pivot, scorer)")
+
+
+def _relabel_from_overrides(groups: list[Group]) -> None:
+    if len(groups) < 2:
+        return
+    per_group = []
+    for g in groups:
+        variants = {_hashable({k: v for k, v in _override_items(r).items() if k not in _common_overrides(groups)})
+                    for r in g.runs}
+        if len(variants) != 1:
+            return
+        per_group.append({k: v for k, v in _override_items(g.runs[0]).items() if k not in _common_overrides(groups)})
+    if len({_hashable(p) for p in per_group}) != len(groups) or not all(per_group):
+        return
+    for g, items in zip(groups, per_group):
+        g.label = ", ".join(_short(k, v) for k, v in items.items())
+
+
+def _common_overrides(groups: list[Group]) -> set:
+    all_runs = [r for g in groups for r in g.runs]
+    first = _override_items(all_runs[0])
+    return {k for k, v in first.items() if all(_override_items(r).get(k) == v for r in all_runs)}
+
+
+def _dedupe_labels(groups: list[Group]) -> None:
+    seen: dict[str, int] = {}
+    for g in groups:
+        seen[g.label] = seen.get(g.label, 0) + 1
+        if seen[g.label] > 1:
+            g.label = f"{g.label} #{seen[g.label]}"
+
+
+# -- metrics, curves, AUCs ------------------------------------------------------------------
+def metric_names(runs: list[RunData]) -> list[str]:
+    """Every numeric per-round metric present: test/* first, then val/*, then epochs."""
+    found = set()
+    for r in runs:
+        for rec in r.records:
+            for k, v in rec.items():
+                if k in NON_METRIC_FIELDS or k in TIMING_METRICS:
+                    continue
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    found.add(k)
+
+    def order(k: str):
+        head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2
+        return (head, k.count("/"), k)
+
+    return sorted(found, key=order)
+
+
+def sample_std(values) -> float:
+    """Standard deviation over repetitions (ddof = 1); 0 for a single run."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+@dataclass
+class Curve:
+    x: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    n: np.ndarray                     # runs contributing at each x
+
+
+def group_curve(group: Group, metric: str) -> Curve:
+    """Mean and std over the group's runs at each labelled count any of them reached.
+
+    Runs are matched on their own x values (equal budgets give equal grids); a crashed
+    run contributes only the rounds it completed, so ``n`` may fall along the curve.
+    """
+    by_x: dict[float, list[float]] = {}
+    for run in group.runs:
+        for x, y in zip(*run.curve(metric)):
+            by_x.setdefault(float(x), []).append(float(y))
+    xs = sorted(by_x)
+    return Curve(x=np.asarray(xs), mean=np.asarray([np.mean(by_x[x]) for x in xs]),
+                 std=np.asarray([sample_std(by_x[x]) for x in xs]),
+                 n=np.asarray([len(by_x[x]) for x in xs], dtype=np.int64))
+
+
+def run_auc(run: RunData, metric: str) -> float:
+    x, y = run.curve(metric)
+    return normalised_auc(x, y) if x.size else math.nan
+
+
+@dataclass
+class AucStats:
+    values: list[float]               # one per run used, in run order
+    seeds: list
+    mean: float
+    std: float
+    n_excluded: int                   # incomplete runs left out
+
+
+def group_auc(group: Group, metric: str, include_incomplete: bool = False) -> AucStats:
+    """AUC of each run's curve (normalised: mean height over its labelled range).
+
+    A crashed run's AUC covers a shorter range than a finished one's, so by default it is
+    left out of the table and the tests (and counted); ``include_incomplete`` keeps it.
+    """
+    used = [r for r in group.runs if r.finished or include_incomplete]
+    pairs = [(run_auc(r, metric), r.seed) for r in used]
+    pairs = [(a, s) for a, s in pairs if not math.isnan(a)]
+    values = [a for a, _ in pairs]
+    return AucStats(values=values, seeds=[s for _, s in pairs],
+                    mean=float(np.mean(values)) if values else math.nan,
+                    std=sample_std(values) if values else math.nan,
+                    n_excluded=len(group.runs) - len(used))
+
+
+def curves_table(groups: list[Group], metrics: list[str]) -> list[dict]:
+    """Long-format rows of every group's aggregated curve: the CSV of the report."""
+    rows = []
+    for metric in metrics:
+        for g in groups:
+            c = group_curve(g, metric)
+            for x, m, s, n in zip(c.x, c.mean, c.std, c.n):
+                rows.append({"group": g.label, "metric": metric, "n_labelled": int(x) if float(x).is_integer() else x,
+                             "mean": float(m), "std": float(s), "runs": int(n)})
+    return rows
+
+
+def higher_is_better(metric: str) -> bool:
+    name = metric.rsplit("/", 1)[-1]
+    return not ("loss" in name or name in EPOCH_METRICS)

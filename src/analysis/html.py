@@ -1,0 +1,168 @@
+"""The report's pages: one Markdown file and one self-contained HTML file.
+
+Both show the same content, built once as a ``ReportContent``. The HTML embeds its
+figures as data URIs and inline CSS (one file that can be mailed or attached to a
+paper draft); its only links are to files the report wrote next to it (CSVs, PNGs).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src.analysis.stats import Comparison
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    significant: set = field(default_factory=set)   # (row, col) cells to highlight
+
+
+@dataclass
+class ReportContent:
+    title: str
+    intro: list[str]                                  # paragraphs (plain text)
+    runs: Table
+    figures: list[tuple[str, str]]                    # (caption, path relative to the page)
+    auc: Table | None
+    pvalues: list[Table]
+    grids: list[tuple[str, str]]
+    downloads: list[tuple[str, str]]                  # (caption, relative path)
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}f}"
+
+
+def pvalue_table(metric: str, labels: list[str], matrix: dict[str, dict[str, Comparison]], alpha: float,
+                 paired: bool) -> Table:
+    """p-values above the diagonal's mirror are the same test; each cell also gives Cohen's d (row - column)."""
+    rows, hot = [], set()
+    for i, a in enumerate(labels):
+        cells = [a]
+        for j, b in enumerate(labels):
+            c = matrix[a][b]
+            if a == b:
+                cells.append("1.00")
+                continue
+            mark = "" if c.test in ("welch", "same") else " (paired)" if c.test == "paired" else ""
+            cells.append(f"{fmt(c.p, 3)} (d={fmt(c.effect, 2)}){mark}")
+            if not math.isnan(c.p) and c.p < alpha:
+                hot.add((i, j + 1))
+        rows.append(cells)
+    kind = "paired t-test where the seeds match, else Welch's" if paired else "Welch's t-test"
+    return Table(title=f"p-values, AUC of {metric}", header=[""] + labels, rows=rows, significant=hot,
+                 note=f"{kind} over per-seed AUCs; d = Cohen's d of row minus column; "
+                      f"highlighted: p < {alpha}. '–': fewer than two runs in a group.")
+
+
+# -- Markdown -----------------------------------------------------------------------------------
+def _md_table(t: Table) -> list[str]:
+    def esc(s: str) -> str:
+        return str(s).replace("|", "\\|")
+
+    out = [f"**{t.title}**", "", "| " + " | ".join(esc(h) for h in t.header) + " |",
+           "|" + "|".join("---" for _ in t.header) + "|"]
+    for i, row in enumerate(t.rows):
+        out.append("| " + " | ".join(f"**{esc(c)}**" if (i, j) in t.significant else esc(c)
+                                     for j, c in enumerate(row)) + " |")
+    if t.note:
+        out += ["", f"_{t.note}_"]
+    return out + [""]
+
+
+def render_markdown(c: ReportContent) -> str:
+    lines = [f"# {c.title}", ""]
+    for p in c.intro:
+        lines += [p, ""]
+    for n in c.notes:
+        lines += [f"> **Note:** {n}", ""]
+    lines += ["## Runs", ""] + _md_table(c.runs)
+    lines += ["## Learning curves", "", "Mean over seeds (line) and ±1 standard deviation (band); "
+              "the legend gives the number of runs.", ""]
+    for caption, path in c.figures:
+        lines += [f"![{caption}]({path})", ""]
+    if c.auc:
+        lines += ["## Area under the curve", ""] + _md_table(c.auc)
+    if c.pvalues:
+        lines += ["## Significance", ""]
+        for t in c.pvalues:
+            lines += _md_table(t)
+    if c.grids:
+        lines += ["## Selected images", ""]
+        for caption, path in c.grids:
+            lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
+    if c.downloads:
+        lines += ["## Files", ""] + [f"- [{cap}]({path})" for cap, path in c.downloads] + [""]
+    return "\n".join(lines)
+
+
+# -- HTML ---------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}td.sig{background:#fde2b3;font-weight:600}
+figure{display:inline-block;margin:.4em;vertical-align:top}figure img{max-width:560px;border:1px solid #eee}
+.grid img{max-width:100%}.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
+.caption{font-size:.85em;color:#555}
+"""
+
+
+def _data_uri(path: Path) -> str:
+    suffix = path.suffix.lower().lstrip(".")
+    mime = {"png": "image/png", "svg": "image/svg+xml", "jpg": "image/jpeg", "jpeg": "image/jpeg"}[suffix]
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def _html_table(t: Table) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in t.header)
+    body = []
+    for i, row in enumerate(t.rows):
+        cells = "".join(f"<td class=\"sig\">{e(str(v))}</td>" if (i, j) in t.significant else f"<td>{e(str(v))}</td>"
+                        for j, v in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    note = f"<p class=\"caption\">{e(t.note)}</p>" if t.note else ""
+    return f"<h3>{e(t.title)}</h3><table><tr>{head}</tr>{''.join(body)}</table>{note}"
+
+
+def render_html(c: ReportContent, base: Path) -> str:
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(c.title)}</title>"
+             f"<style>{_CSS}</style></head><body><h1>{e(c.title)}</h1>"]
+    parts += [f"<p>{e(p)}</p>" for p in c.intro]
+    parts += [f"<p class=\"note\"><b>Note:</b> {e(n)}</p>" for n in c.notes]
+    parts.append("<h2>Runs</h2>" + _html_table(c.runs))
+    parts.append("<h2>Learning curves</h2><p class=\"caption\">Mean over seeds (line) and ±1 standard deviation "
+                 "(band); the legend gives the number of runs.</p>")
+    for caption, path in c.figures:
+        parts.append(f"<figure><img src=\"{_data_uri(base / path)}\" alt=\"{e(caption)}\">"
+                     f"<figcaption class=\"caption\">{e(caption)}</figcaption></figure>")
+    if c.auc:
+        parts.append("<h2>Area under the curve</h2>" + _html_table(c.auc))
+    if c.pvalues:
+        parts.append("<h2>Significance</h2>" + "".join(_html_table(t) for t in c.pvalues))
+    if c.grids:
+        parts.append("<h2>Selected images</h2>")
+        for caption, path in c.grids:
+            parts.append(f"<figure class=\"grid\"><figcaption><b>{e(caption)}</b></figcaption>"
+                         f"<img src=\"{_data_uri(base / path)}\" alt=\"{e(caption)}\"></figure>")
+    if c.downloads:
+        parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href=\"{e(p)}\">{e(cap)}</a></li>"
+                                                    for cap, p in c.downloads) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
