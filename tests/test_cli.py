@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from src.analysis.wandb_offline import read_offline_run
+from src.analysis.wandb_offline import read_offline_run, wait_until_finished
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
 pytestmark = pytest.mark.slow
@@ -32,6 +32,7 @@ def test_single_run_writes_records_summary_and_an_offline_wandb_run(tmp_path):
     # read the W&B run back from its own files with the SDK's record format
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
+    assert wait_until_finished(offline[0])      # the SDK's service writes the log's tail after exit
     wb = read_offline_run(offline[0])
     assert wb.name == "margin-p0.0-b20-base0-s5" and wb.job_type == "margin" and wb.group == "al"
     assert wb.config["selection"]["budget"] == 20 and wb.config["scorer"]["name"] == "margin"
@@ -70,6 +71,7 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
         selections.append(records[0]["selected_ids"])
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1                                   # each job its own W&B run
+        assert wait_until_finished(runs[0])
         wb = read_offline_run(runs[0])
         assert wb.group.startswith("al/") and len([h for h in wb.history if "al/n_labelled" in h]) == 2
     assert selections[0] != selections[1]                       # hardest vs easiest
