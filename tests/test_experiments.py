@@ -70,7 +70,7 @@ def test_experiment_composes_and_validates(name):
                     "below composes this config instead")
     cfg = compose_in(CONF, f"experiment={name}")
     validate(cfg)
-    assert cfg.task_name == name or name == "pivot_sweep_cpu"
+    assert cfg.task_name == name
 
 
 @pytest.fixture(scope="module")
