@@ -71,8 +71,11 @@ def build_model(cfg: DictConfig, datamodule):
     torch.manual_seed(int(cfg.model.baseline.init_seed))
     model = hydra.utils.instantiate(cfg.model.module, num_classes=datamodule.num_classes,
                                     in_channels=datamodule.channels)
-    if cfg.model.baseline.get("checkpoint"):
-        load_into(model, cfg.model.baseline.checkpoint)
+    from src.pretrain import named_baseline_checkpoint
+
+    checkpoint = cfg.model.baseline.get("checkpoint") or named_baseline_checkpoint(cfg)
+    if checkpoint:
+        load_into(model, checkpoint)
     return model, Baseline(model)
 
 
@@ -107,6 +110,7 @@ def format_table(records: list[dict]) -> str:
     cols = [("round", "round", "{}"), ("labelled", "n_labelled", "{}"), ("epochs", "epochs", "{}"),
             ("test loss", "test/loss", "{:.4f}"), ("top-1", "test/acc_top1", "{:.4f}"),
             ("top-5", "test/acc_top5", "{:.4f}"), ("top-20", "test/acc_top20", "{:.4f}"),
+            ("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}"),
             ("select s", "select_seconds", "{:.1f}"), ("fit s", "fit_seconds", "{:.1f}")]
     cols = [c for c in cols if any(c[1] in r for r in records)]
     rows = [[c[0] for c in cols]] + [[c[2].format(r[c[1]]) if c[1] in r else "-" for c in cols] for r in records]
@@ -202,7 +206,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    return summary.get("auc/test/acc_top1")
+    return summary.get("auc/test/acc_top1", summary.get("auc/test/map"))
 
 
 def cli() -> None:
