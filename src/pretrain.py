@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import hydra
+import hydra.errors
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("src.pretrain")
@@ -38,9 +39,10 @@ def make_command(cfg: DictConfig) -> str:
 
 def baseline_fingerprint(cfg: DictConfig) -> dict:
     """What the saved weights depend on: the baseline group and the network's construction."""
-    keep = {"baseline": {k: v for k, v in cfg.baseline.items() if k not in ("dir", "make_if_missing")},
-            "model": cfg.model.module}
-    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.create(keep), resolve=True), sort_keys=True))
+    baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
+    keep = {"baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
+            "model": OmegaConf.to_container(cfg.model.module, resolve=True)}
+    return json.loads(json.dumps(keep, sort_keys=True))
 
 
 def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
@@ -49,11 +51,12 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
     if node is None or node.get("name") in NO_FILE:
         return None
     path = baseline_path(cfg)
+    if not path.is_file() and node.get("make_if_missing"):
+        path = pretrain(cfg)
     if not path.is_file():
-        if node.get("make_if_missing"):
-            return pretrain(cfg)
         raise FileNotFoundError(f"baseline={node.name}: {path} does not exist; make it with: {make_command(cfg)} "
                                 f"(same overrides), or pass baseline.make_if_missing=true")
+    log.info("loading baseline %s from %s", node.name, path)
     return path
 
 
@@ -122,8 +125,9 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
         pretrain(cfg)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, KeyError, hydra.errors.InstantiationException) as err:
+        cause = err.__cause__ if isinstance(err, hydra.errors.InstantiationException) and err.__cause__ else err
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

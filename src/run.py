@@ -21,6 +21,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("PYTORCH_LIGHTNING_DISABLE_TIPS", "1")
 
 import hydra  # noqa: E402
+import hydra.errors  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -196,6 +197,11 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
             loop.check_fingerprint(state)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise ConfigError(str(err)) from err
+    except hydra.errors.InstantiationException as err:
+        # a constructor's own ValueError (a bad dataset or model setting) reads as a config error
+        if isinstance(err.__cause__, (ValueError, FileNotFoundError, KeyError)):
+            raise ConfigError(str(err.__cause__)) from err
+        raise
     return loop
 
 

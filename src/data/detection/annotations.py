@@ -95,7 +95,8 @@ class _Collector:
         if not boxes and not self.keep_empty:
             self.report.dropped_empty_images += 1
             return
-        clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0, [width, height, width, height])
+        clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0,
+                          [width, height, width, height]).astype(np.float32)
         self.records.append(ImageRecord(file, int(width), int(height), clipped, np.asarray(labels, dtype=np.int64)))
         self.report.images += 1
         self.report.boxes += len(boxes)

@@ -70,18 +70,28 @@ class FileSource:
         if format not in readers:
             raise ValueError(f"dataset.source.format={format!r}; allowed: coco, voc")
         self.format = format
-        self.records: list[ImageRecord]
-        self.records, self.report = readers[format](annotations, images, classes, class_map, strict, keep_empty)
-        if not self.records:
-            raise ValueError(f"dataset.source.annotations={annotations}: no images left after the class map")
+        self.args = dict(annotations=annotations, images=images, class_map=class_map, strict=strict,
+                         keep_empty=keep_empty)
+        if not annotations or not images:
+            raise ValueError("dataset.source.annotations and dataset.source.images must both be set "
+                             f"(the {format} annotations and the image folder)")
         self.classes = [str(c) for c in classes]
+        self.records: list[ImageRecord] | None = None
         self.size: tuple[int, int] | None = None
 
     def describe(self) -> str:
-        return f"{self.format}[{len(self.records)} images]"
+        return f"{self.format}[{self.args['annotations']}]"
 
     def prepare(self, width: int, height: int) -> None:
+        """Read the annotations (once): errors surface in the datamodule's setup, before training."""
         self.size = (width, height)
+        if self.records is None:
+            readers = {"coco": read_coco, "voc": read_voc}
+            a = self.args
+            self.records, self.report = readers[self.format](a["annotations"], a["images"], self.classes,
+                                                             a["class_map"], a["strict"], a["keep_empty"])
+            if not self.records:
+                raise ValueError(f"dataset.source.annotations={a['annotations']}: no images left after the class map")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -155,6 +165,7 @@ class DetectionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
             return
+        self.source.prepare(self.width, self.height)
         n = len(self.source)
         val, test = int(self.sizes["val"]), int(self.sizes["test"])
         pool = self.sizes.get("pool")
@@ -165,7 +176,6 @@ class DetectionDataModule(pl.LightningDataModule):
         order = np.random.default_rng(self.split_seed).permutation(n)
         self.splits = {"val": np.sort(order[:val]), "test": np.sort(order[val:val + test]),
                        "pool": np.sort(order[val + test:val + test + pool])}
-        self.source.prepare(self.width, self.height)
 
     @property
     def num_classes(self) -> int:

@@ -85,8 +85,30 @@ def _shade(colour, factor) -> tuple:
     return tuple(int(np.clip(c * factor, 0, 255)) for c in colour)
 
 
+class _Draw:
+    """ImageDraw with corners put in order: at a few pixels' size, rounding can cross them."""
+
+    def __init__(self, draw: ImageDraw.ImageDraw):
+        self.draw = draw
+
+    @staticmethod
+    def _box(xy):
+        x0, y0, x1, y1 = xy
+        return [x0, y0, max(x0, x1), max(y0, y1)]
+
+    def rectangle(self, xy, **kw):
+        self.draw.rectangle(self._box(xy), **kw)
+
+    def ellipse(self, xy, **kw):
+        self.draw.ellipse(self._box(xy), **kw)
+
+    def polygon(self, xy, **kw):
+        self.draw.polygon(xy, **kw)
+
+
 def _paint(draw: ImageDraw.ImageDraw, obj: dict, fill=None) -> None:
     """The primitives of one object; ``fill`` overrides every colour (instance map)."""
+    draw = _Draw(draw)
     x0, y0, x1, y1 = obj["box"]
     w, h = x1 - x0, y1 - y0
     c = obj["colour"]
@@ -168,9 +190,11 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
     if style not in STYLES:
         raise ValueError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
     st = STYLES[style]
-    rng = np.random.default_rng([int(seed), 7919])
-    arr = _background(rng, width, height, st)
-    objects = _layout(rng, width, height, max_objects)
+    # separate streams: the layout is the same in every style, only the look changes
+    layout_rng, look_rng = np.random.default_rng([int(seed), 7919]), np.random.default_rng([int(seed), 7907])
+    objects = _layout(layout_rng, width, height, max_objects)
+    arr = _background(look_rng, width, height, st)
+    rng = look_rng
     light = rng.uniform(*st["light"])
     haze = rng.uniform(*st["haze"])
     noise_rng = np.random.default_rng([int(seed), 104729])
