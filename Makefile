@@ -34,6 +34,7 @@ test-fast: install ## unit tests only, no end-to-end CLI runs
 
 bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); figures to stdout and bench-results/
 	$(PY) -m benchmarks.bench $(ARGS)
+	$(PY) -m benchmarks.bench_detection $(ARGS)
 
 clean: ## remove outputs/ and multirun/ results (not the venv)
 	rm -rf outputs multirun/*/ bench-results

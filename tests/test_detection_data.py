@@ -138,7 +138,7 @@ def test_file_source_resizes_images_and_boxes(tmp_path):
     path = _coco(tmp_path, COCO_ANNS[:2])
     source = FileSource("coco", str(path), str(tmp_path), ["person", "car"], {"pedestrian": "person"})
     source.prepare(80, 15)
-    assert len(source) == 2
+    assert len(source) == 3          # images without boxes are kept by default
     image, target = source.load(0)
     assert image.shape == (3, 15, 80) and image.dtype == torch.uint8
     torch.testing.assert_close(target["boxes"], torch.tensor([[4, 1.5, 24, 7.5], [40, 2.5, 50, 5.0]]))
