@@ -45,17 +45,28 @@ def baseline_fingerprint(cfg: DictConfig) -> dict:
     return json.loads(json.dumps(keep, sort_keys=True))
 
 
+def _is_current(cfg: DictConfig, path: Path) -> bool:
+    """Whether ``path`` exists and was made with this config's baseline and model settings."""
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        return False
+    return json.loads(meta.read_text()).get("fingerprint") == baseline_fingerprint(cfg)
+
+
 def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
     """The file of the named baseline for an active-learning run, made first when asked; None when unnamed."""
     node = cfg.get("baseline")
     if node is None or node.get("name") in NO_FILE:
         return None
     path = baseline_path(cfg)
-    if not path.is_file() and node.get("make_if_missing"):
+    if node.get("make_if_missing") and not _is_current(cfg, path):
         path = pretrain(cfg)
     if not path.is_file():
         raise FileNotFoundError(f"baseline={node.name}: {path} does not exist; make it with: {make_command(cfg)} "
                                 f"(same overrides), or pass baseline.make_if_missing=true")
+    if not _is_current(cfg, path):
+        raise ValueError(f"baseline={node.name}: {path} was made with other settings (baseline or model config); "
+                         f"make it again with: {make_command(cfg)} (same overrides)")
     log.info("loading baseline %s from %s", node.name, path)
     return path
 
@@ -76,11 +87,10 @@ def pretrain(cfg: DictConfig) -> Path:
     path = baseline_path(cfg)
     meta_path = path.with_suffix(".json")
     fingerprint = baseline_fingerprint(cfg)
-    if path.is_file() and meta_path.is_file():
-        saved = json.loads(meta_path.read_text()).get("fingerprint")
-        if saved == fingerprint:
-            log.info("baseline %s: reusing %s (same settings)", node.name, path)
-            return path
+    if _is_current(cfg, path):
+        log.info("baseline %s: reusing %s (same settings)", node.name, path)
+        return path
+    if path.is_file():
         log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
 
     datamodule = hydra.utils.instantiate(node.dataset)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from src.config_check import ConfigError, validate
+from src.pretrain import named_baseline_checkpoint
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
 TINY = ["task=detection", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
@@ -58,7 +59,7 @@ def test_loss_scorer_with_a_base_set_and_ground_truth_diversity(tmp_path):
 
 
 @pytest.mark.slow
-def test_pretrain_a_named_baseline_and_run_from_it(tmp_path):
+def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
     base = [f"baseline.dir={tmp_path / 'baselines'}", "baseline.epochs=1", "baseline.dataset.source.n=8",
             "baseline.dataset.sizes.pool=6", "baseline.dataset.sizes.val=2"]
     run_args = [*TINY, "baseline=synthetic", *base]
@@ -73,6 +74,12 @@ def test_pretrain_a_named_baseline_and_run_from_it(tmp_path):
                          f"hydra.run.dir={tmp_path / 'pre2'}")
     assert "reusing" in again.stdout + again.stderr and weights.stat().st_mtime_ns == stamp
     assert "training" in first.stdout + first.stderr
+
+    # weights made with other settings are not silently used
+    changed = compose_cfg(*[a for a in run_args if a != "baseline.epochs=1"], "baseline.epochs=2")
+    with pytest.raises(ValueError, match="was made with other settings"):
+        named_baseline_checkpoint(changed)
+    assert named_baseline_checkpoint(compose_cfg(*run_args)) == weights
 
     run_cli(*run_args, f"hydra.run.dir={tmp_path / 'al'}")
     log_text = (tmp_path / "al" / "run.log").read_text()
