@@ -118,3 +118,30 @@ def test_detection_config_composes_and_bad_values_fail_fast(compose_cfg, tmp_pat
             validate(compose_cfg(*overrides))
     validate(compose_cfg("task=detection", "baseline=untrained"))     # no file needed
     validate(compose_cfg())                                            # classification untouched
+
+
+def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
+    """Real files: scenes saved as JPEGs with a COCO file, two classes kept, two renamed."""
+    from PIL import Image
+
+    from src.data.detection.scenes import CLASSES, render_scene
+
+    images, anns = [], []
+    for i in range(12):
+        scene = render_scene(900 + i, "street", 200, 120)
+        Image.fromarray(scene.image).save(tmp_path / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 120})
+        for (x0, y0, x1, y1), label in zip(scene.boxes.tolist(), scene.labels.tolist()):
+            anns.append({"id": len(anns), "image_id": i, "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0]})
+    (tmp_path / "ann.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}))
+    cfg = compose_cfg("task=detection", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
+                      "trainer.max_epochs=1", "dataset=coco", f"dataset.source.annotations={tmp_path / 'ann.json'}",
+                      f"dataset.source.images={tmp_path}", "dataset.source.classes=[person,car]",
+                      "dataset.source.class_map={bus: car, truck: car}", "dataset.sizes.val=2", "dataset.sizes.test=2",
+                      "dataset.num_workers=0", "dataset.image_size=[96,54]", "selection.diversity.enabled=true")
+    loop = build_loop(cfg, tmp_path / "run")
+    assert loop.dm.num_classes == 2 and len(loop.pool_ids) == 8       # pool: null = the rest
+    records = loop.run()
+    assert [r["n_labelled"] for r in records] == [4, 8]
+    assert set(k for k in records[0] if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}
