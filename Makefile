@@ -35,6 +35,7 @@ test-fast: install ## unit tests only, no end-to-end CLI runs
 bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); figures to stdout and bench-results/
 	$(PY) -m benchmarks.bench $(ARGS)
 	$(PY) -m benchmarks.bench_data $(ARGS)
+	$(PY) -m benchmarks.bench_detection $(ARGS)
 
 report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]
 	@test -n "$(DIRS)" || { echo 'usage: make report DIRS="multirun/<date>_<time> ..." [ARGS=...]'; exit 2; }

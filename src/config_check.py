@@ -112,6 +112,32 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
         path = Path(str(cfg.model.baseline.checkpoint))
         if not path.is_file():
             fail(f"model.baseline.checkpoint={path}: no such file")
+    _check_detection(cfg, fail)
+
+
+def _check_detection(cfg: DictConfig, fail) -> None:
+    """Detection's own keys: the scorer's aggregation, the model/dataset pairing, a named baseline."""
+    detector = "detector" in str(cfg.model.module.get("_target_"))
+    detection_data = "detection" in str(cfg.dataset.get("_target_"))
+    if detector != detection_data:
+        fail(f"model={cfg.model.module._target_} does not fit dataset={cfg.dataset._target_}; for detection "
+             "pass task=detection (or a detection model with a detection dataset)")
+    sc = cfg.scorer
+    if "aggregate" in sc and sc.aggregate not in ("mean", "max", "sum"):
+        fail(f"scorer.aggregate={sc.aggregate!r}; allowed: mean, max, sum")
+    if "top_k" in sc and (not _is_int(sc.top_k) or sc.top_k < 1):
+        fail(f"scorer.top_k={sc.top_k!r} must be a positive integer")
+    for key in ("score_threshold", "nms_iou"):
+        if key in sc and (not _is_number(sc[key]) or not 0.0 <= float(sc[key]) <= 1.0):
+            fail(f"scorer.{key}={sc[key]!r} must be a number in [0, 1]")
+    node = cfg.get("baseline")
+    if node is not None and node.get("name") not in (None, "untrained") and not node.get("make_if_missing") \
+            and not cfg.model.baseline.get("checkpoint"):
+        from src.pretrain import baseline_path, make_command
+
+        if not baseline_path(cfg).is_file():
+            fail(f"baseline={node.name}: {baseline_path(cfg)} does not exist; make it with: {make_command(cfg)} "
+                 "(same overrides), or pass baseline.make_if_missing=true")
 
 
 _GROUP_OVERRIDE = re.compile(r"^(?:\+{1,2})?([a-z_]+)=(.*)$")

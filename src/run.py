@@ -21,6 +21,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("PYTORCH_LIGHTNING_DISABLE_TIPS", "1")
 
 import hydra  # noqa: E402
+import hydra.errors  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
@@ -71,8 +72,11 @@ def build_model(cfg: DictConfig, datamodule):
     torch.manual_seed(int(cfg.model.baseline.init_seed))
     model = hydra.utils.instantiate(cfg.model.module, num_classes=datamodule.num_classes,
                                     in_channels=datamodule.channels)
-    if cfg.model.baseline.get("checkpoint"):
-        load_into(model, cfg.model.baseline.checkpoint)
+    from src.pretrain import named_baseline_checkpoint
+
+    checkpoint = cfg.model.baseline.get("checkpoint") or named_baseline_checkpoint(cfg)
+    if checkpoint:
+        load_into(model, checkpoint)
     return model, Baseline(model)
 
 
@@ -91,7 +95,8 @@ def result_fingerprint(cfg: DictConfig) -> dict:
     """The settings a resumed run must share with the original: all that changes results."""
     # resolved in the whole config: data roots interpolate paths.*, which is not kept here
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    keep = {k: resolved[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer", "callbacks")}
+    keep = {k: resolved[k] for k in ("seed", "source", "dataset", "model", "scorer", "selection", "trainer",
+                                     "callbacks", "baseline") if k in resolved}
     flat = {}
 
     def walk(prefix, node):
@@ -101,7 +106,7 @@ def result_fingerprint(cfg: DictConfig) -> dict:
         else:
             flat[prefix] = node
 
-    walk("", OmegaConf.to_container(OmegaConf.create(keep), resolve=True))
+    walk("", keep)
     return flat
 
 
@@ -109,6 +114,7 @@ def format_table(records: list[dict]) -> str:
     cols = [("round", "round", "{}"), ("labelled", "n_labelled", "{}"), ("epochs", "epochs", "{}"),
             ("test loss", "test/loss", "{:.4f}"), ("top-1", "test/acc_top1", "{:.4f}"),
             ("top-5", "test/acc_top5", "{:.4f}"), ("top-20", "test/acc_top20", "{:.4f}"),
+            ("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}"),
             ("select s", "select_seconds", "{:.1f}"), ("fit s", "fit_seconds", "{:.1f}")]
     cols = [c for c in cols if any(c[1] in r for r in records)]
     rows = [[c[0] for c in cols]] + [[c[2].format(r[c[1]]) if c[1] in r else "-" for c in cols] for r in records]
@@ -197,6 +203,11 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
             loop.check_fingerprint(state)
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise ConfigError(str(err)) from err
+    except hydra.errors.InstantiationException as err:
+        # a constructor's own ValueError (a bad dataset or model setting) reads as a config error
+        if isinstance(err.__cause__, (ValueError, FileNotFoundError, KeyError)):
+            raise ConfigError(str(err.__cause__)) from err
+        raise
     return loop
 
 
@@ -207,7 +218,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    return summary.get("auc/test/acc_top1")
+    return summary.get("auc/test/acc_top1", summary.get("auc/test/map"))
 
 
 def cli() -> None:

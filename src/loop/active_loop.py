@@ -229,7 +229,8 @@ class ActiveLearningLoop:
 def format_round_line(record: dict, n_rounds: int) -> str:
     parts = [f"round {record['round'] + 1}/{n_rounds}", f"labelled {record['n_labelled']}",
              f"epochs {record['epochs']}"]
-    parts += [f"{k} {record[k]:.4f}" for k in ("test/loss", "test/acc_top1", "test/acc_top5") if k in record]
+    shown = ("test/loss", "test/acc_top1", "test/acc_top5", "test/map", "test/map_50")
+    parts += [f"{k} {record[k]:.4f}" for k in shown if k in record]
     parts.append(f"select {record['select_seconds']:.1f}s fit {record['fit_seconds']:.1f}s")
     return " | ".join(parts)
 

@@ -1,0 +1,66 @@
+"""Per-image scores for object detection: pure tensor functions, no Lightning.
+
+A detector yields thousands of anchors per image. Per image we keep the ``top_k``
+most confident detections (confidence = highest foreground probability, above
+``score_threshold``, after class-wise non-maximum suppression) and score each of
+them with the classification uncertainty of its *full* class distribution,
+background included: a box the model is unsure is an object at all is uncertain
+too. The per-detection scores are aggregated into one per image (mean by default;
+max or sum). An image without any detection gets the maximal score 1, as in the
+thesis' pipeline: the model finds nothing there, so it is worth labelling.
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms
+
+from src.selection.scorers import UNCERTAINTY
+
+AGGREGATES = ("mean", "max", "sum")
+NO_DETECTION_SCORE = 1.0
+
+
+def top_detections(probs: torch.Tensor, boxes: torch.Tensor, top_k: int, score_threshold: float,
+                   nms_iou: float = 0.5) -> torch.Tensor:
+    """Indices of the kept detections of one image, most confident first.
+
+    ``probs`` [A, C+1] softmax over background (column 0) and the C classes;
+    ``boxes`` [A, 4] the decoded xyxy boxes of the same anchors.
+    """
+    conf, cls = probs[:, 1:].max(dim=1)
+    candidates = torch.nonzero(conf > score_threshold).squeeze(1)
+    if candidates.numel() == 0:
+        return candidates
+    # NMS over all anchors is the expensive part; a few times top_k candidates suffice for top_k survivors
+    cap = min(candidates.numel(), max(10 * top_k, 100))
+    candidates = candidates[conf[candidates].topk(cap).indices]
+    keep = batched_nms(boxes[candidates].float(), conf[candidates].float(), cls[candidates], nms_iou)
+    return candidates[keep[:top_k]]
+
+
+def aggregate(values: torch.Tensor, how: str) -> float:
+    """One image's detection scores -> its score; no detection -> 1."""
+    if values.numel() == 0:
+        return NO_DETECTION_SCORE
+    if how == "mean":
+        return float(values.mean())
+    if how == "max":
+        return float(values.max())
+    if how == "sum":
+        return float(values.sum())
+    raise ValueError(f"scorer.aggregate={how!r}; allowed: {', '.join(AGGREGATES)}")
+
+
+def image_uncertainty(det_probs: list[torch.Tensor], method: str, how: str = "mean") -> torch.Tensor:
+    """One score per image from the class distributions [D_i, C+1] of its kept detections."""
+    if method not in UNCERTAINTY:
+        raise ValueError(f"scorer.name={method!r} is not an uncertainty scorer; allowed: {', '.join(UNCERTAINTY)}")
+    fn = UNCERTAINTY[method]
+    return torch.tensor([aggregate(fn(p.float()) if p.shape[0] else p.new_zeros(0), how) for p in det_probs],
+                        dtype=torch.float64)
+
+
+def predicted_class(det_labels: list[torch.Tensor], empty: int = -1) -> torch.Tensor:
+    """Most frequent predicted class per image (lowest index on ties); ``empty`` without detections."""
+    return torch.tensor([int(torch.bincount(l).argmax()) if l.numel() else empty for l in det_labels],
+                        dtype=torch.int64)

@@ -1,0 +1,24 @@
+"""Smoke check of the detection benchmark: it runs and writes every figure (not a timing test)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import bench_detection
+
+
+@pytest.mark.slow
+def test_bench_detection_quick_writes_its_figures(tmp_path, capsys):
+    out = tmp_path / "bench_detection.json"
+    bench_detection.main(["--quick", "--size", "96x54", "--out", str(out)])
+    assert "goal >= 0.9" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["meta"]["mode"] == "quick" and res["meta"]["input"] == [96, 54]
+    assert set(res["variants"]) == {"bare forward", "network only", "entropy", "margin", "least_confidence",
+                                    "loss", "entropy + predictions"}
+    for row in res["variants"].values():
+        for key in ("seconds", "items_per_s", "ratio_to_bare", "cpu_seconds", "cpu_ratio_to_bare"):
+            assert math.isfinite(row[key]) and row[key] > 0
+    assert res["variants"]["bare forward"]["ratio_to_bare"] == 1.0

@@ -1,0 +1,147 @@
+"""Detection end to end through the real CLI (subprocesses), plus its config checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from src.config_check import ConfigError, validate
+from src.pretrain import named_baseline_checkpoint
+from src.run import build_loop
+from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
+
+TINY = ["task=detection", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
+        "dataset.sizes.val=4", "dataset.sizes.test=4", "dataset.image_size=[96,54]", "selection.budget=4",
+        "selection.rounds=2", "trainer.max_epochs=1"]
+
+
+def run_pretrain(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "src.pretrain", *args], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"src.pretrain failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.mark.slow
+def test_two_rounds_on_embedded_scenes_are_recorded_and_reproducible(tmp_path, compose_cfg):
+    args = [*TINY, "scorer=entropy", "selection.diversity.enabled=true", "seed=3"]
+    proc = run_cli(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    records = read_jsonl(tmp_path / "a" / "rounds.jsonl")
+    assert [r["n_labelled"] for r in records] == [4, 8]
+    for r in records:
+        for key in ("test/map", "test/map_50", "test/loss", "test/loss_cls", "test/loss_box", "val/map",
+                    "val/loss_cls", "val/loss_box"):
+            assert key in r, key
+        assert r["test/loss"] == pytest.approx(r["test/loss_cls"] + r["test/loss_box"], rel=1e-5)
+        assert all(0.0 <= s <= 1.0 for s in r["selected_scores"])
+    assert any(k.startswith("test/ap/") for k in records[0])
+    chosen = records[0]["selected_ids"] + records[1]["selected_ids"]
+    assert len(set(chosen)) == 8
+    assert "mAP" in proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "auc/test/map" in summary
+    # same seed, same CPU results (the second run in-process: the same build_loop the CLI uses)
+    again = build_loop(compose_cfg(*args), tmp_path / "b").run()
+    assert without_timings(again) == without_timings(records)
+
+
+def test_loss_scorer_with_a_base_set_and_ground_truth_diversity(tmp_path, compose_cfg):
+    cfg = compose_cfg(*TINY, "scorer=loss", "selection.base_size=4", "selection.diversity.enabled=true",
+                      "selection.diversity.labels=ground_truth")
+    records = build_loop(cfg, tmp_path).run()
+    assert [r["selection"] for r in records] == ["base", "loss"]
+    scores = records[1]["selected_scores"]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)     # pivot 0: highest loss first
+    assert all(s >= 0 for s in scores)
+
+
+@pytest.mark.slow
+def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
+    base = [f"baseline.dir={tmp_path / 'baselines'}", "baseline.epochs=1", "baseline.dataset.source.n=8",
+            "baseline.dataset.sizes.pool=6", "baseline.dataset.sizes.val=2"]
+    run_args = [*TINY, "baseline=synthetic", *base]
+    # (a missing baseline's one-line error with the command that makes it: see the config test below)
+    first = run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]", *base,
+                         f"hydra.run.dir={tmp_path / 'pre1'}")
+    weights = tmp_path / "baselines" / "synthetic.pt"
+    meta = json.loads((tmp_path / "baselines" / "synthetic.json").read_text())
+    assert weights.is_file() and meta["name"] == "synthetic" and "val/map" in meta["metrics"]
+    stamp = weights.stat().st_mtime_ns
+    again = run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]", *base,
+                         f"hydra.run.dir={tmp_path / 'pre2'}")
+    assert "reusing" in again.stdout + again.stderr and weights.stat().st_mtime_ns == stamp
+    assert "training" in first.stdout + first.stderr
+
+    # weights made with other settings are not silently used
+    changed = compose_cfg(*[a for a in run_args if a != "baseline.epochs=1"], "baseline.epochs=2")
+    with pytest.raises(ValueError, match="was made with other settings"):
+        named_baseline_checkpoint(changed)
+    assert named_baseline_checkpoint(compose_cfg(*run_args)) == weights
+
+    run_cli(*run_args, f"hydra.run.dir={tmp_path / 'al'}")
+    log_text = (tmp_path / "al" / "run.log").read_text()
+    assert f"loading baseline synthetic from {weights}" in log_text
+    assert len(read_jsonl(tmp_path / "al" / "rounds.jsonl")) == 2
+
+
+@pytest.mark.slow
+def test_a_broken_annotation_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "ann.json").write_text('{"images": [}')
+    proc = run_cli("task=detection", "dataset=coco", f"dataset.source.annotations={tmp_path / 'ann.json'}",
+                   f"dataset.source.images={tmp_path}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                   check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "ann.json:1:13: not valid JSON" in lines[0]
+
+
+def test_detection_config_composes_and_bad_values_fail_fast(compose_cfg, tmp_path):
+    cfg = compose_cfg("task=detection")
+    assert cfg.dataset.name == "scenes" and cfg.model.module.arch == "ssdlite320_mobilenet_v3_large"
+    assert cfg.scorer.aggregate == "mean" and cfg.task_name == "detection"
+    validate(cfg)
+    cfg = compose_cfg("task=detection", "scorer=margin", "dataset=coco", "model=ssd300")
+    assert cfg.scorer.name == "margin" and cfg.scorer.top_k == 10 and cfg.dataset.name == "coco"
+    validate(cfg)                                   # pool: null is allowed for datasets on disk
+    for overrides, message in [
+        (["task=detection", "scorer.aggregate=median"], "scorer.aggregate='median'"),
+        (["task=detection", "scorer.top_k=0"], "scorer.top_k=0"),
+        (["task=detection", "scorer.score_threshold=2"], "scorer.score_threshold=2"),
+        (["task=detection", "model=small_cnn"], "pass task=detection"),
+        (["model=ssdlite"], "pass task=detection"),
+        (["task=detection", "baseline=real", f"baseline.dir={tmp_path}"], "python -m src.pretrain task=detection"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            validate(compose_cfg(*overrides))
+    validate(compose_cfg("task=detection", "baseline=untrained"))     # no file needed
+    validate(compose_cfg())                                            # classification untouched
+
+
+def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
+    """Real files: scenes saved as JPEGs with a COCO file, two classes kept, two renamed."""
+    from PIL import Image
+
+    from src.data.detection.scenes import CLASSES, render_scene
+
+    images, anns = [], []
+    for i in range(12):
+        scene = render_scene(900 + i, "street", 200, 120)
+        Image.fromarray(scene.image).save(tmp_path / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 120})
+        for (x0, y0, x1, y1), label in zip(scene.boxes.tolist(), scene.labels.tolist()):
+            anns.append({"id": len(anns), "image_id": i, "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0]})
+    (tmp_path / "ann.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}))
+    cfg = compose_cfg("task=detection", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
+                      "trainer.max_epochs=1", "dataset=coco", f"dataset.source.annotations={tmp_path / 'ann.json'}",
+                      f"dataset.source.images={tmp_path}", "dataset.source.classes=[person,car]",
+                      "dataset.source.class_map={bus: car, truck: car}", "dataset.sizes.val=2", "dataset.sizes.test=2",
+                      "dataset.num_workers=0", "dataset.image_size=[96,54]", "selection.diversity.enabled=true")
+    loop = build_loop(cfg, tmp_path / "run")
+    assert loop.dm.num_classes == 2 and len(loop.pool_ids) == 8       # pool: null = the rest
+    records = loop.run()
+    assert [r["n_labelled"] for r in records] == [4, 8]
+    assert set(k for k in records[0] if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}

@@ -1,0 +1,127 @@
+"""The SSD module: per-image loss scorer vs the model's own loss, mAP vs pycocotools, pool scoring."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from src.data.detection.datamodule import DetectionDataModule, SceneSource
+from src.loop.pool import score_pool
+from src.models.detector import SSDDetector
+from src.selection.scorers import get_scorer
+
+SIZE = (128, 72)
+
+
+@pytest.fixture(scope="module")
+def datamodule():
+    dm = DetectionDataModule("scenes", SceneSource(n=12, seed=5), {"pool": 8, "val": 2, "test": 2},
+                             image_size=SIZE, eval_batch_size=4)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SSDDetector(num_classes=6, input_size=SIZE).eval()
+
+
+def _batch_with_an_empty_image(dm):
+    images, targets, ids = next(iter(dm.pool_dataloader(dm.pool_ids[:3])))
+    targets[2] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    return images, targets, ids
+
+
+def test_loss_scorer_equals_the_models_own_loss_per_image(model, datamodule):
+    batch = _batch_with_an_empty_image(datamodule)
+    with torch.inference_mode():
+        scores, classes = model.score_batch(batch, get_scorer("loss"), want_classes=False)
+    assert classes is None and scores.shape == (3,)
+    # reference: torchvision's own training-mode forward, one image at a time (BatchNorm
+    # kept in eval mode so both see the same network)
+    net = model.net
+    net.train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    images, targets, _ = batch
+    try:
+        with torch.no_grad():
+            for i in range(3):
+                t = {"boxes": targets[i]["boxes"], "labels": targets[i]["labels"] + 1}
+                own = net([images[i].float() / 255], [t])
+                expected = float(own["classification"] + own["bbox_regression"])
+                assert float(scores[i]) == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    finally:
+        net.eval()
+    assert float(scores[2]) == 0.0 and float(scores[0]) > 0      # nothing to find, nothing to lose
+
+
+def test_uncertainty_scores_classes_and_no_detection(model, datamodule):
+    batch = _batch_with_an_empty_image(datamodule)
+    with torch.inference_mode():
+        scores, classes = model.score_batch(batch, get_scorer("margin"), want_classes=True, top_k=5,
+                                            score_threshold=0.0)
+        assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+        assert classes.dtype == torch.int64 and ((classes >= 0) & (classes < 6)).all()
+        # a threshold nothing passes: no detection -> the maximal score 1, class -1
+        scores, classes = model.score_batch(batch, get_scorer("entropy"), want_classes=True, score_threshold=1.0)
+    assert scores.tolist() == [1.0, 1.0, 1.0] and classes.tolist() == [-1, -1, -1]
+
+
+def test_score_pool_keeps_one_score_per_image(model, datamodule):
+    ids, scores, preds = score_pool(model, datamodule.pool_dataloader(datamodule.pool_ids), get_scorer("entropy"),
+                                    want_predictions=True, progress=False)
+    assert ids.tolist() == datamodule.pool_ids.tolist()
+    assert scores.shape == (8,) and preds.shape == (8,)
+    detections = model(next(iter(datamodule.pool_dataloader(datamodule.pool_ids[:2])))[0])
+    assert len(detections) == 2 and all(((d["labels"] >= 0) & (d["labels"] < 6)).all() for d in detections)
+
+
+def test_vgg_input_too_small_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"input_size=\[160, 90\] is too small for ssd300_vgg16"):
+        SSDDetector(num_classes=2, arch="ssd300_vgg16", input_size=(160, 90))
+    with pytest.raises(ValueError, match="model.module.arch='yolo'"):
+        SSDDetector(num_classes=2, arch="yolo")
+
+
+def test_map_equals_pycocotools_on_a_hand_made_case(model):
+    """The module's test metric (torchmetrics, COCO backend) against pycocotools run by hand."""
+    gts = [{"boxes": torch.tensor([[10., 10., 50., 50.], [60., 20., 90., 70.]]), "labels": torch.tensor([0, 1])},
+           {"boxes": torch.tensor([[5., 5., 40., 30.]]), "labels": torch.tensor([0])}]
+    preds = [{"boxes": torch.tensor([[12., 10., 50., 52.], [60., 25., 88., 70.], [0., 0., 20., 20.]]),
+              "scores": torch.tensor([0.9, 0.6, 0.7]), "labels": torch.tensor([0, 1, 0])},
+             {"boxes": torch.tensor([[5., 8., 30., 30.], [50., 50., 60., 60.]]),
+              "scores": torch.tensor([0.8, 0.3]), "labels": torch.tensor([0, 1])}]
+    metric = model.test_map.clone()
+    metric.update(preds, gts)
+    result = metric.compute()
+
+    images = [{"id": i, "width": 100, "height": 100} for i in range(2)]
+    anns, dets = [], []
+    for i, (g, p) in enumerate(zip(gts, preds)):
+        for b, l in zip(g["boxes"].tolist(), g["labels"].tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": l, "iscrowd": 0,
+                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
+        for b, s, l in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append({"image_id": i, "category_id": l, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": 0}, {"id": 1}]}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert float(result["map"]) == pytest.approx(ev.stats[0], abs=1e-6)
+    assert float(result["map_50"]) == pytest.approx(ev.stats[1], abs=1e-6)
+    assert 0 < ev.stats[0] < 1
+    # per class: COCOeval's precision array [T, R, K, A, M] averaged over IoUs and recalls
+    precision = ev.eval["precision"][:, :, :, 0, -1]
+    for k in range(2):
+        p = precision[:, :, k]
+        assert float(result["map_per_class"][k]) == pytest.approx(float(np.mean(p[p > -1])), abs=1e-6)
