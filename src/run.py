@@ -186,8 +186,9 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
         datamodule = hydra.utils.instantiate(cfg.dataset)
         datamodule.setup()
         validate(cfg, pool_size=len(datamodule.pool_ids))
-        from src.data.plots import save_class_distribution
-        save_class_distribution(datamodule.data, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
+        # an optional capability: classification datamodules plot their splits' class counts
+        if hasattr(datamodule, "save_class_distribution"):
+            datamodule.save_class_distribution(run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
         model, baseline = build_model(cfg, datamodule)
         trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
         loop = ActiveLearningLoop(

@@ -126,6 +126,13 @@ class ActiveDataModule(pl.LightningDataModule):
         self.setup()
         return self.data.labels[torch.as_tensor(np.asarray(ids, dtype=np.int64))].numpy()
 
+    def save_class_distribution(self, out_dir, title: str = ""):
+        """class_distribution.png/.json of the pool, val and test splits (thesis figures 4.19-4.20)."""
+        from src.data.plots import save_class_distribution
+
+        self.setup()
+        return save_class_distribution(self.data, out_dir, title=title)
+
     # -- what the loop sets before each fit --------------------------------------------
     def set_labelled(self, ids: Sequence[int], shuffle: bool, seed: int, steps_per_epoch: int | None = None):
         self.labelled_ids = np.asarray(ids, dtype=np.int64)
