@@ -168,3 +168,13 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str
                 return (f"{group}={option!r} is not a known option of the {group!r} config group; "
                         f"allowed: {', '.join(groups[group])}")
     return None
+
+
+def exit_on_unknown_group_option(argv: Sequence[str]) -> None:
+    """Entry points call this before Hydra: a typo in ``group=option`` exits 2 with one line."""
+    import sys
+
+    message = check_group_overrides(argv)
+    if message:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

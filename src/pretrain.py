@@ -142,12 +142,9 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    from src.config_check import check_group_overrides
+    from src.config_check import exit_on_unknown_group_option
 
-    message = check_group_overrides(sys.argv[1:])
-    if message:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_unknown_group_option(sys.argv[1:])
     main()
 
 

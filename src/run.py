@@ -26,7 +26,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from src.config_check import ConfigError, check_group_overrides, validate  # noqa: E402
+from src.config_check import ConfigError, validate  # noqa: E402
 from src.loop.records import RunStore  # noqa: E402
 
 log = logging.getLogger("src.run")
@@ -223,10 +223,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    message = check_group_overrides(sys.argv[1:])
-    if message:
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+    from src.config_check import exit_on_unknown_group_option
+
+    exit_on_unknown_group_option(sys.argv[1:])
     main()
 
 

@@ -64,7 +64,48 @@ class RepeatingSampler(Sampler[int]):
             yield from take
 
 
-class ActiveDataModule(pl.LightningDataModule):
+def train_sampler(n: int, batch_size: int, shuffle: bool, seed: int, steps_per_epoch: int | None) -> Sampler[int]:
+    """The labelled set's sampling for one fit, shared by every task's datamodule.
+
+    Fixed steps per epoch repeat or truncate the set (thesis 4.1.2); otherwise one pass,
+    reshuffled every epoch from a seeded generator, or in labelled order when shuffle
+    is off (base first, then each selection in score order: thesis 4.1.1).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if steps_per_epoch:
+        return RepeatingSampler(n, steps_per_epoch * batch_size, shuffle, generator)
+    if shuffle:
+        return torch.utils.data.RandomSampler(range(n), generator=generator)
+    return torch.utils.data.SequentialSampler(range(n))
+
+
+class LabelledSetDataModule(pl.LightningDataModule):
+    """What the loop sets before each fit and the train loader it implies, for every task.
+
+    Subclasses provide ``setup``, ``batch_size`` and ``_loader(ids, batch_size, sampler)``.
+    """
+
+    labelled_ids = np.zeros(0, dtype=np.int64)
+    shuffle_train = True
+    train_seed = 0
+    steps_per_epoch: int | None = None
+
+    def set_labelled(self, ids: Sequence[int], shuffle: bool, seed: int, steps_per_epoch: int | None = None):
+        self.labelled_ids = np.asarray(ids, dtype=np.int64)
+        self.shuffle_train = bool(shuffle)
+        self.train_seed = int(seed)
+        self.steps_per_epoch = steps_per_epoch
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        if len(self.labelled_ids) == 0:
+            raise RuntimeError("no labelled ids set: the loop must call set_labelled() before fit")
+        sampler = train_sampler(len(self.labelled_ids), self.batch_size, self.shuffle_train, self.train_seed,
+                                self.steps_per_epoch)
+        return self._loader(self.labelled_ids, self.batch_size, sampler)
+
+
+class ActiveDataModule(LabelledSetDataModule):
     def __init__(
         self,
         name: str,
@@ -95,10 +136,6 @@ class ActiveDataModule(pl.LightningDataModule):
         # one switch for every file-backed source: leave unreadable images out instead of failing
         self.skip_corrupt = bool(skip_corrupt)
         self.data: BuiltDataset | None = None
-        self.labelled_ids = np.zeros(0, dtype=np.int64)
-        self.shuffle_train = True
-        self.train_seed = 0
-        self.steps_per_epoch: int | None = None
 
     # -- building ---------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -133,32 +170,11 @@ class ActiveDataModule(pl.LightningDataModule):
         self.setup()
         return save_class_distribution(self.data, out_dir, title=title)
 
-    # -- what the loop sets before each fit --------------------------------------------
-    def set_labelled(self, ids: Sequence[int], shuffle: bool, seed: int, steps_per_epoch: int | None = None):
-        self.labelled_ids = np.asarray(ids, dtype=np.int64)
-        self.shuffle_train = bool(shuffle)
-        self.train_seed = int(seed)
-        self.steps_per_epoch = steps_per_epoch
-
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, ids, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(RowsDataset(self.data, ids), batch_size=batch_size, sampler=sampler,
                           shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           collate_fn=_keep_batch, persistent_workers=False)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        if len(self.labelled_ids) == 0:
-            raise RuntimeError("no labelled ids set: the loop must call set_labelled() before fit")
-        generator = torch.Generator().manual_seed(self.train_seed)
-        n = len(self.labelled_ids)
-        if self.steps_per_epoch:
-            sampler = RepeatingSampler(n, self.steps_per_epoch * self.batch_size, self.shuffle_train, generator)
-        elif self.shuffle_train:
-            sampler = torch.utils.data.RandomSampler(range(n), generator=generator)
-        else:  # train in labelled order: base first, then each selection in score order
-            sampler = torch.utils.data.SequentialSampler(range(n))
-        return self._loader(self.labelled_ids, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

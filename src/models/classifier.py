@@ -107,8 +107,6 @@ class ImageClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
-                                                         "monitor": "val/loss"}}
+        from src.models.optim import configure
+
+        return configure(self, self.optimizer_factory, self.scheduler_factory)

@@ -13,12 +13,11 @@ import logging
 from typing import Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.datamodule import RepeatingSampler
+from src.data.datamodule import LabelledSetDataModule
 from src.data.detection.annotations import ImageRecord, read_coco, read_voc
 from src.data.detection.scenes import CLASSES as SCENE_CLASSES, render_scene
 
@@ -142,7 +141,7 @@ def majority_class(labels: torch.Tensor, empty: int = -1) -> int:
     return int(torch.bincount(labels).argmax())
 
 
-class DetectionDataModule(pl.LightningDataModule):
+class DetectionDataModule(LabelledSetDataModule):
     """Pool / val / test ids over one detection source, fixed by ``split_seed``."""
 
     def __init__(self, name: str, source, sizes: dict, image_size: Sequence[int] = (256, 144),
@@ -159,8 +158,6 @@ class DetectionDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.num_workers, self.pin_memory = int(num_workers), bool(pin_memory)
         self.splits: dict[str, np.ndarray] | None = None
-        self.labelled_ids = np.zeros(0, dtype=np.int64)
-        self.shuffle_train, self.train_seed, self.steps_per_epoch = True, 0, None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits is not None:
@@ -199,27 +196,9 @@ class DetectionDataModule(pl.LightningDataModule):
         self.setup()
         return np.asarray([majority_class(self.source.labels(int(i))) for i in ids], dtype=np.int64)
 
-    def set_labelled(self, ids: Sequence[int], shuffle: bool, seed: int, steps_per_epoch: int | None = None):
-        self.labelled_ids = np.asarray(ids, dtype=np.int64)
-        self.shuffle_train, self.train_seed, self.steps_per_epoch = bool(shuffle), int(seed), steps_per_epoch
-
     def _loader(self, ids, batch_size: int, sampler=None) -> DataLoader:
         return DataLoader(DetectionItems(self.source, ids), batch_size=batch_size, sampler=sampler, shuffle=False,
                           num_workers=self.num_workers, pin_memory=self.pin_memory, collate_fn=collate)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        if len(self.labelled_ids) == 0:
-            raise RuntimeError("no labelled ids set: the loop must call set_labelled() before fit")
-        generator = torch.Generator().manual_seed(self.train_seed)
-        n = len(self.labelled_ids)
-        if self.steps_per_epoch:
-            sampler = RepeatingSampler(n, self.steps_per_epoch * self.batch_size, self.shuffle_train, generator)
-        elif self.shuffle_train:
-            sampler = torch.utils.data.RandomSampler(range(n), generator=generator)
-        else:
-            sampler = torch.utils.data.SequentialSampler(range(n))
-        return self._loader(self.labelled_ids, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
