@@ -103,8 +103,9 @@ def pretrain(cfg: DictConfig) -> Path:
                                     in_channels=datamodule.channels)
     datamodule.set_labelled(ids, shuffle=True, seed=int(node.get("seed", 0)))
     pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
-    trainer_args = {k: v for k, v in OmegaConf.to_container(cfg.trainer, resolve=True).items()
-                    if k != "steps_per_epoch"}
+    from src.run import lightning_trainer_cfg
+
+    trainer_args = OmegaConf.to_container(lightning_trainer_cfg(cfg), resolve=True)
     trainer_args.update(max_epochs=int(node.epochs), min_epochs=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     has_val = int(node.dataset.sizes.get("val") or 0) > 0

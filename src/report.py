@@ -92,9 +92,7 @@ def selection_rows(run: agg.RunData, data, k: int, max_rounds: int) -> list[dict
 
         def cell(item):
             i, s = item
-            label = int(data.labels[i])
-            name = data.class_names[label] if label < len(data.class_names) else str(label)
-            return data.images[i].numpy(), name, float(s)
+            return data.images[i].numpy(), data.label_name(int(data.labels[i])), float(s)
 
         rows.append({"round": rec["round"], "n_labelled": rec["n_labelled"],
                      "hardest": [cell(t) for t in hardest], "easiest": [cell(t) for t in easiest]})

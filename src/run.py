@@ -80,6 +80,11 @@ def build_model(cfg: DictConfig, datamodule):
     return model, Baseline(model)
 
 
+def lightning_trainer_cfg(cfg: DictConfig) -> DictConfig:
+    """``cfg.trainer`` without the keys that are not pytorch_lightning.Trainer arguments."""
+    return OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
+
+
 def make_tracker(cfg: DictConfig):
     """The tracker of ``cfg.logger``; a W&B group left null becomes the task (and sweep) name."""
     if "group" in cfg.logger and cfg.logger.group is None:
@@ -190,7 +195,7 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
         if hasattr(datamodule, "save_class_distribution"):
             datamodule.save_class_distribution(run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
         model, baseline = build_model(cfg, datamodule)
-        trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k != "steps_per_epoch"])
+        trainer_cfg = lightning_trainer_cfg(cfg)
         loop = ActiveLearningLoop(
             datamodule=datamodule, model=model, baseline=baseline, scorer_name=cfg.scorer.name,
             scorer_options={k: v for k, v in OmegaConf.to_container(cfg.scorer, resolve=True).items()

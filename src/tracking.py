@@ -123,7 +123,7 @@ class WandbTracker(Tracker):
         data = getattr(self.datamodule, "data", None)
         if data is not None:
             labels = data.labels[ids].tolist()
-            names = [data.class_names[i] if i < len(data.class_names) else str(i) for i in labels]
+            names = [data.label_name(i) for i in labels]
         rows = []
         for rank, i in enumerate(ids):
             rows.append([record["round"], record["n_labelled"], rank, int(i),

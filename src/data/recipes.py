@@ -44,6 +44,10 @@ class BuiltDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def label_name(self, label: int) -> str:
+        """The class name of a label index (the index itself past the end of the list)."""
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
+
 
 def equal_shares(total: int, parts: int) -> list[int]:
     """``total`` split into ``parts`` integers differing by at most one, larger first."""
