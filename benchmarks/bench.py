@@ -74,7 +74,7 @@ def log(msg: str) -> None:
 
 # -- config and objects, built as src.run builds them -------------------------------------------
 def compose_cfg(overrides: list[str]):
-    import src.run  # noqa: F401  (registers the slug / run_dir resolvers)
+    import src.config.resolvers  # noqa: F401  (registers the slug / run_dir resolvers)
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 

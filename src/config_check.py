@@ -8,13 +8,14 @@ from typing import Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.errors import UserError
 from src.selection.schedule import plan_budgets
 from src.selection.scorers import SCORER_NAMES
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A user-facing configuration mistake: printed as one line, exit status 2."""
 
 

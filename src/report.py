@@ -61,7 +61,7 @@ class DatasetCache:
     def get(self, run: agg.RunData):
         from omegaconf import OmegaConf
 
-        import src.run  # noqa: F401  (resolvers)
+        import src.config.resolvers  # noqa: F401  (resolvers)
 
         cfg = OmegaConf.load(run.path / ".hydra" / "config.yaml")
         key = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=True), sort_keys=True, default=str)

@@ -8,10 +8,8 @@ per-round epoch logs and the W&B files.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
-import re
 import secrets
 import sys
 from pathlib import Path
@@ -26,40 +24,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+import src.config.resolvers  # noqa: E402,F401  (registers the config resolvers)
 from src.config_check import ConfigError, validate  # noqa: E402
 from src.loop.records import RunStore  # noqa: E402
 
 log = logging.getLogger("src.run")
-
-
-# -- resolvers (registered on import, so the compose API in tests sees them too) -------
-def _slug(value) -> str:
-    """A value fit for a directory or run name: '[50, 100]' -> '50_100'."""
-    text = re.sub(r"[\[\]'\"]", "", str(value))      # lists read as their items: b50_100
-    text = re.sub(r"[^A-Za-z0-9.=+-]+", "_", text)
-    return re.sub(r"_*-_*", "-", text).strip("_")
-
-
-def latest_unfinished_run(parent: Path) -> Path | None:
-    """The newest run directory under ``parent`` that has a state but is not finished."""
-    if not parent.is_dir():
-        return None
-    for candidate in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
-        if (candidate / "state.json").exists() and not (candidate / "summary.json").exists():
-            return candidate
-    return None
-
-
-def _run_dir(parent: str, resume) -> str:
-    if str(resume).lower() in ("true", "1", "yes"):
-        found = latest_unfinished_run(Path(parent))
-        if found is not None:
-            return str(found)
-    return str(Path(parent) / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
-
-
-OmegaConf.register_new_resolver("slug", _slug, replace=True)
-OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True, use_cache=True)
 
 
 # -- building ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-import src.run  # noqa: F401  (registers the config resolvers)
+import src.config.resolvers  # noqa: F401  (registers the config resolvers)
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

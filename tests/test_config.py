@@ -5,7 +5,8 @@ import pytest
 from hydra.utils import instantiate
 
 from src.config_check import ConfigError, check_group_overrides, config_groups, validate
-from src.run import _slug, latest_unfinished_run
+from src.config.resolvers import latest_unfinished_run
+from src.config.resolvers import slug as _slug
 from src.tracking import resolve_wandb_mode
 
 

@@ -93,7 +93,7 @@ def flatten(node, prefix: str = "") -> dict:
 def load_config(run_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    import src.run  # noqa: F401  (registers the resolvers the saved config may use)
+    import src.config.resolvers  # noqa: F401  (registers the resolvers the saved config may use)
 
     path = run_dir / ".hydra" / "config.yaml"
     if not path.exists():

@@ -1,0 +1,1 @@
+"""Everything about the composed Hydra config: resolvers, validation, override checks."""
