@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import src.config.resolvers  # noqa: E402,F401  (registers the config resolvers)
 from src.config_check import ConfigError, validate  # noqa: E402
+from src.errors import UserError  # noqa: E402
 from src.loop.records import RunStore  # noqa: E402
 
 log = logging.getLogger("src.run")
@@ -176,10 +177,14 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
         state = loop.store.read_state()
         if state is not None:
             loop.check_fingerprint(state)
+    except UserError:
+        raise
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise ConfigError(str(err)) from err
     except hydra.errors.InstantiationException as err:
         # a constructor's own ValueError (a bad dataset or model setting) reads as a config error
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
         if isinstance(err.__cause__, (ValueError, FileNotFoundError, KeyError)):
             raise ConfigError(str(err.__cause__)) from err
         raise
@@ -190,7 +195,7 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False):
 def main(cfg: DictConfig) -> float | None:
     try:
         summary = run_experiment(cfg)
-    except ConfigError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     return summary.get("auc/test/acc_top1", summary.get("auc/test/map"))
