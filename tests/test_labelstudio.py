@@ -187,3 +187,17 @@ def test_exports_read_from_a_copied_pool(tmp_path):
     items, _ = read_export(FIXTURES / "classification_export.json", "classification", CLASSES["classification"],
                            tmp_path)
     assert {i.file for i in items} == {tmp_path / "pool" / "classification" / n for n in EXPECTED_CLASSIFICATION}
+
+
+@pytest.mark.parametrize("stamp, expected", [("2000-01-01T00:00:00Z", "dog"), ("2100-01-01T00:00:00Z", "bird")])
+def test_an_image_in_two_tasks_keeps_the_later_label(tmp_path, stamp, expected):
+    def duplicate(tasks):
+        copy = json.loads(json.dumps(tasks[0]))      # 'a cat.png', labelled 'dog' in the real export
+        copy["id"] = 99
+        copy["annotations"][0].update(id=99, updated_at=stamp, result=[
+            {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["bird"]}}])
+        tasks.append(copy)
+    items, report = read_export(_tampered(tmp_path, "classification_export.json", duplicate), "classification",
+                                CLASSES["classification"], FIXTURES)
+    got = {i.file.name: CLASSES["classification"][i.label] for i in items}
+    assert got["a cat.png"] == expected and report.superseded == 1 and report.labelled == 2

@@ -183,14 +183,14 @@ class ExportReport:
     labelled: int = 0
     unannotated: int = 0        # no annotation, or only skipped (cancelled) ones
     no_choice: int = 0          # classification annotations submitted without a class
-    replaced: int = 0           # tasks of an image labelled again in a later task of the file
+    superseded: int = 0         # labels of an image replaced by a later annotation of it in another task
     boxes: int = 0
     bad_boxes: dict = field(default_factory=dict)
 
     def summary(self, source: str) -> str:
         bad = ", ".join(f"{n} {why}" for why, n in sorted(self.bad_boxes.items())) or "none"
         return (f"{source}: {self.tasks} tasks, {self.labelled} images labelled, {self.unannotated} without "
-                f"an annotation, {self.no_choice} without a class, {self.replaced} relabelled later; "
+                f"an annotation, {self.no_choice} without a class, {self.superseded} superseded; "
                 f"{self.boxes} boxes, bad boxes skipped: {bad}")
 
 
@@ -249,10 +249,10 @@ def image_path(value, document_root: Path, pool_root: Path, image_prefix: str, w
                         f"(tasks must come from this project's import file)")
     encoded = value[len(image_prefix):]
     relative = unquote_plus(encoded) if "?" in image_prefix else unquote(encoded)
-    if not relative or "\x00" in relative or os.path.isabs(relative) or relative.startswith("~"):
+    if not relative or "\x00" in relative or os.path.isabs(relative):
         raise UserError(f"{where}: image {value!r} is not a relative path below the document root")
     path = _absolute(document_root / relative)
-    if not _is_inside(path, pool_root) or path == pool_root:
+    if not _is_inside(path, pool_root):
         raise UserError(f"{where}: image {value!r} lies outside the pool {pool_root}")
     if not path.is_file():
         raise UserError(f"{where}: image {path} named by the export does not exist in the pool")
@@ -273,10 +273,17 @@ def _read_choice(results: list[dict], classes: Sequence[str], where: str) -> int
             raise UserError(f"{where}: results of type {', '.join(kinds)} but no 'choices': not a classification "
                             f"export (read a RectangleLabels project with task=detection)")
         return None
-    names = [c for r in choices for c in (r.get("value") or {}).get("choices", [])]
+    names = [c for r in choices for c in _choices_of(r, where)]
     if len(names) != 1:
         raise UserError(f"{where}: {len(names)} classes chosen ({names}); one class per image is allowed")
     return _class_of(names[0], classes, where)
+
+
+def _choices_of(result: dict, where: str) -> list:
+    value = result.get("value")
+    if not isinstance(value, dict) or not isinstance(value.get("choices"), list):
+        raise UserError(f"{where}: a 'choices' result without a value.choices list")
+    return value["choices"]
 
 
 def _image_size(result: dict, file: Path, where: str) -> tuple[int, int]:
@@ -375,7 +382,7 @@ def read_export(path: str | Path, task: str, classes: Sequence[str], document_ro
             item = ImageRecord(file, w, h, pixels, np.asarray(labels, dtype=np.int64))
         when = _when(annotation, where)
         if file in latest:
-            report.replaced += 1
+            report.superseded += 1
             if latest[file][0] > when:
                 continue
         latest[file] = (when, item)
