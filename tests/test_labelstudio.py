@@ -201,3 +201,25 @@ def test_an_image_in_two_tasks_keeps_the_later_label(tmp_path, stamp, expected):
                                 CLASSES["classification"], FIXTURES)
     got = {i.file.name: CLASSES["classification"][i.label] for i in items}
     assert got["a cat.png"] == expected and report.superseded == 1 and report.labelled == 2
+
+
+def test_labelstudio_source_decodes_the_merged_labelled_images(tmp_path):
+    from src.labelling.source import LabelStudioSource
+
+    source = LabelStudioSource(str(FIXTURES / "classification_export.json"), CLASSES["classification"], FIXTURES,
+                               FIXTURES / "pool", image_size=16, cache_dir=tmp_path)
+    data = source.load()
+    assert data.images.shape == (2, 3, 16, 16) and data.class_names == CLASSES["classification"]
+    assert [CLASSES["classification"][k] for k in data.labels] == ["dog", "cat"]   # 'a cat.png', 'b+1.png'
+    # the scenario paints image k's background 40 * k (a corner) and a white square inside
+    assert data.images[0, :, 0, 0].tolist() == [0, 0, 0] and data.images[1, :, 0, 0].tolist() == [40, 40, 40]
+    assert data.images[0].max() == 255
+
+
+def test_labelstudio_source_without_labels_is_one_line(tmp_path):
+    from src.labelling.source import LabelStudioSource
+
+    export = tmp_path / "empty.json"
+    export.write_text("[]")
+    with pytest.raises(UserError, match="no labelled image in them yet"):
+        LabelStudioSource(str(export), ["cat"], FIXTURES, cache_dir=tmp_path).load()

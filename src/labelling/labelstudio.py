@@ -110,7 +110,7 @@ def label_config(task: str, classes: Sequence[str]) -> str:
 
 def image_url(image: str | Path, document_root: str | Path, image_prefix: str = LOCAL_FILES_PREFIX) -> str:
     """The reference to ``image`` in a task: its path under ``document_root``, URL-quoted, behind the prefix."""
-    root, path = _absolute(document_root), _absolute(image)
+    root, path = lexical_abspath(document_root), lexical_abspath(image)
     if not _is_inside(path, root):
         raise UserError(f"image {image}: not under the Label Studio document root {root}; "
                         f"images must lie below it to be served")
@@ -194,7 +194,7 @@ class ExportReport:
                 f"{self.boxes} boxes, bad boxes skipped: {bad}")
 
 
-def _absolute(path: str | Path) -> Path:
+def lexical_abspath(path: str | Path) -> Path:
     """Absolute and lexically normalised (``..`` folded), symlinks kept: a pool may be a folder of links."""
     return Path(os.path.normpath(os.path.abspath(os.fspath(path))))
 
@@ -251,7 +251,7 @@ def image_path(value, document_root: Path, pool_root: Path, image_prefix: str, w
     relative = unquote_plus(encoded) if "?" in image_prefix else unquote(encoded)
     if not relative or "\x00" in relative or os.path.isabs(relative):
         raise UserError(f"{where}: image {value!r} is not a relative path below the document root")
-    path = _absolute(document_root / relative)
+    path = lexical_abspath(document_root / relative)
     if not _is_inside(path, pool_root):
         raise UserError(f"{where}: image {value!r} lies outside the pool {pool_root}")
     if not path.is_file():
@@ -354,8 +354,8 @@ def read_export(path: str | Path, task: str, classes: Sequence[str], document_ro
     Images must lie in ``pool_root`` (default: the document root).
     """
     _check_task(task)
-    path, document_root = Path(path), _absolute(document_root)
-    pool_root = _absolute(pool_root) if pool_root is not None else document_root
+    path, document_root = Path(path), lexical_abspath(document_root)
+    pool_root = lexical_abspath(pool_root) if pool_root is not None else document_root
     classes = [str(c) for c in classes]
     tasks = _load_tasks(path)
     if task == "detection":
@@ -395,7 +395,7 @@ def read_export(path: str | Path, task: str, classes: Sequence[str], document_ro
 def merge_labels(earlier: Iterable, later: Iterable) -> list:
     """Earlier labels updated by later ones: an image labelled in both keeps its later label whole
     (for detection its later box set, not a union). Earlier order first, then new images."""
-    merged = {_absolute(item.file): item for item in earlier}
+    merged = {lexical_abspath(item.file): item for item in earlier}
     for item in later:
-        merged[_absolute(item.file)] = item
+        merged[lexical_abspath(item.file)] = item
     return list(merged.values())
