@@ -223,3 +223,38 @@ def test_labelstudio_source_without_labels_is_one_line(tmp_path):
     export.write_text("[]")
     with pytest.raises(UserError, match="no labelled image in them yet"):
         LabelStudioSource(str(export), ["cat"], FIXTURES, cache_dir=tmp_path).load()
+
+
+@pytest.mark.slow
+def test_run_trains_on_a_labelstudio_campaign(tmp_path):
+    """`python -m src.run dataset=labelstudio` over two rounds of exports (the real export's task,
+    repeated over 60 pool images, classes in turn), the second relabelling 'img 0' from cat to bird."""
+    from PIL import Image
+
+    from tests.conftest import read_jsonl, run_cli
+
+    real = json.loads((FIXTURES / "classification_export.json").read_text())[0]     # 'a cat.png', labelled 'dog'
+    (tmp_path / "pool").mkdir()
+    rounds = [[], []]
+    for i in range(60):
+        Image.fromarray(np.full((12, 12, 3), 80 * (i % 3), np.uint8)).save(tmp_path / "pool" / f"img {i}.png")
+        task = json.loads(json.dumps(real))
+        task["id"], task["data"]["image"] = i + 1, f"/data/local-files/?d=pool/img%20{i}.png"
+        task["annotations"][0]["result"][0]["value"]["choices"] = [CLASSES["classification"][i % 3]]
+        rounds[i >= 30].append(task)
+    relabelled = json.loads(json.dumps(rounds[0][0]))          # 'img 0' again in round 2
+    relabelled["annotations"][0]["result"][0]["value"]["choices"] = ["bird"]
+    rounds[1].append(relabelled)
+    for k, tasks in enumerate(rounds):
+        (tmp_path / f"round{k + 1}.json").write_text(json.dumps(tasks))
+    run_dir = tmp_path / "run"
+    run_cli("dataset=labelstudio", f"dataset.exports=[{tmp_path}/round1.json,{tmp_path}/round2.json]",
+            f"dataset.document_root={tmp_path}", f"dataset.pool_root={tmp_path}/pool",
+            "dataset.classes=[cat,dog,bird]", "dataset.image_size=12", f"dataset.cache_dir={tmp_path}/cache",
+            "debug=fast", "dataset.sizes.pool=null", "dataset.sizes.val=10", "dataset.sizes.test=10",
+            "selection.budget=10", f"hydra.run.dir={run_dir}")
+    records = read_jsonl(run_dir / "rounds.jsonl")
+    assert [r["n_labelled"] for r in records] == [10, 20]
+    counts = json.loads((run_dir / "class_distribution.json").read_text())["counts"]
+    # 20 images per class, one cat relabelled bird: 19 / 20 / 21 over pool (the rest) + val + test
+    assert np.sum([counts[split] for split in ("pool", "val", "test")], axis=0).tolist() == [19, 20, 21]
