@@ -37,6 +37,9 @@ class LabelStudioSource(Source):
         if not classes:
             raise UserError("dataset.classes: empty; list the classes of the model, in label order")
         self.classes = [str(c) for c in classes]
+        if not document_root:
+            raise UserError("dataset.document_root: not set; the LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of the "
+                            "Label Studio server the tasks were imported into")
         self.document_root = Path(str(document_root)).expanduser()
         self.pool_root = Path(str(pool_root)).expanduser() if pool_root else self.document_root
         self.image_prefix = image_prefix
