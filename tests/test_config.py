@@ -72,7 +72,7 @@ def test_unknown_group_options_are_caught_before_hydra():
     msg = check_group_overrides(["scorer=entropy,margn"])
     assert msg.startswith("scorer='margn' is not a known option") and "least_confidence" in msg
     msg = check_group_overrides(["dataset=imagenet"])
-    assert msg.startswith("dataset='imagenet' is not a known option") and "digits, folder, hard, mixed, noisy" in msg
+    assert msg.startswith("dataset='imagenet' is not a known option") and "digits, folder, hard, labelstudio, mixed, noisy" in msg
     assert check_group_overrides(["+experiment=pivot_cpu", "hydra/launcher=basic"]) is None
 
 
