@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from src.errors import UserError
+from src.models.weights import load_into
 
 MODEL_FILE, META_FILE = "model.pt", "model.json"
 CODE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
@@ -101,16 +102,11 @@ def load_trained_model(run_dir: str | Path):
     """(model in eval mode, the run's composed config, its ``model.json``) of a run that saved its model."""
     import hydra
 
-    from src.models.baseline import load_into
-
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     cfg = compose_run_config(run_overrides(run_dir))
     _without_pretrained(cfg.model.module)      # the saved weights replace them: nothing to download
     model = hydra.utils.instantiate(cfg.model.module, num_classes=len(meta["classes"]),
                                     in_channels=meta["channels"])
-    try:
-        load_into(model, run_dir / MODEL_FILE)
-    except ValueError as err:       # load_into's own "does not fit" / "not readable" check
-        raise UserError(f"run_dir={run_dir}: {MODEL_FILE} does not fit the run's model ({err})") from err
+    load_into(model, run_dir / MODEL_FILE, key=f"run_dir={run_dir}: {MODEL_FILE}")
     return model.eval(), cfg, meta
