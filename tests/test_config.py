@@ -15,7 +15,7 @@ from src.tracking import resolve_wandb_mode
 @pytest.mark.parametrize("overrides", [
     [], ["dataset=v2"], ["dataset=mixed"], ["dataset=noisy"], ["dataset=hard"], ["model=resnet18"],
     ["model=vgg16"], ["trainer=gpu"], ["callbacks=none"], ["logger=csv"], ["logger=none"],
-    ["experiment=pivot_cpu"], ["debug=fast"], ["scorer=loss", "selection.base_size=100"],
+    ["experiment=pivot", "scale=cpu"], ["debug=fast"], ["scorer=loss", "selection.base_size=100"],
 ])
 def test_every_option_composes_and_validates(compose_cfg, overrides):
     cfg = compose_cfg(*overrides)
@@ -73,7 +73,7 @@ def test_unknown_group_options_are_caught_before_hydra():
     assert msg.startswith("scorer='margn' is not a known option") and "least_confidence" in msg
     msg = check_group_overrides(["dataset=imagenet"])
     assert msg.startswith("dataset='imagenet' is not a known option") and "digits, folder, hard, labelstudio, mixed, noisy" in msg
-    assert check_group_overrides(["+experiment=pivot_cpu", "hydra/launcher=basic"]) is None
+    assert check_group_overrides(["+experiment=pivot", "scale=cpu", "hydra/launcher=basic"]) is None
 
 
 def test_resume_finds_the_newest_unfinished_run(tmp_path):

@@ -15,7 +15,8 @@ from typing import Sequence
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 # old key prefix -> new key prefix (kept working, with a deprecation line, for one release)
-RENAMED_KEYS = {"model.baseline.": "model.init.", "trainer.steps_per_epoch": "fit.steps_per_epoch"}
+RENAMED_KEYS = {"model.baseline.": "model.init.", "trainer.steps_per_epoch": "fit.steps_per_epoch",
+                "model.module.optimizer.": "optim."}
 
 _GROUP_OVERRIDE = re.compile(r"^(?:\+{1,2})?([a-z_]+)=(.*)$")
 
