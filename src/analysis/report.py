@@ -74,6 +74,10 @@ class ReportResult:
     notes: list[str]
     wandb_dir: str | None = None
 
+    @property
+    def all_figures(self) -> list[Path]:
+        return self.figures + self.grids + self.audit_grids + self.mismatch_figures
+
 
 @dataclass
 class _Sections:
@@ -282,7 +286,7 @@ def mismatch_section(groups: list[Group], opts: ReportOptions, out: Path, s: _Se
     s.tables["loss_vs_accuracy.csv"] = (mismatch.MISMATCH_COLUMNS, rows)
     per_group = [(g, [r for r in rows if r["group"] == g.label]) for g in groups]
     key = rows[0]["accuracy_key"]
-    path = plots.plot_mismatch(per_group, out / "figures" / f"loss_vs_accuracy.{opts.fmt}", key)
+    path = plots.plot_mismatch(per_group, out / "figures" / f"best_epochs_by_loss_and_accuracy.{opts.fmt}", key)
     s.mismatch_figures.append(("Best epoch by val loss vs by val accuracy (thesis 4.2.3)",
                                path.relative_to(out).as_posix()))
     table_rows = []
