@@ -138,7 +138,7 @@ def _png_ok(path: Path) -> None:
 
 def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
     out = tmp_path / "report"
-    res = build_report([sweep], out=out, grid_k=3)
+    res = build_report([sweep], out=out, grid_k=3, audit_n=4)
     names = {p.name for p in res.figures}
     assert {"test_acc_top1.png", "test_loss.png", "val_loss.png", "epochs.png"} <= names
     for p in res.all_figures:
