@@ -358,3 +358,10 @@ def test_best_epochs_by_loss_and_by_accuracy_per_round(tmp_path, compose_cfg):
     # one group: 2 rounds, accuracy peaks later in 1 of 2, mean gap 0.5, given up 0.05 ± std(0.1, 0)
     assert f"| all runs (1) | 2 | 0.50 | 0.50 | 0.0500 ± {np.std([0.1, 0.0], ddof=1):.4f} |" in md
     _png_ok(res.mismatch_figures[0])
+
+
+def test_a_detection_run_is_reported_with_a_note_instead_of_grids(tmp_path, compose_cfg):
+    run = make_run(tmp_path / "runs", compose_cfg("task=detection", "debug=fast"), "entropy", 1, [0.2, 0.3], True)
+    res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])
+    assert res.grids == [] and res.audit_grids == []
+    assert any("classification datasets only" in n for n in res.notes)

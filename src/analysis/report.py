@@ -21,6 +21,7 @@ from src.analysis import html as pages
 from src.analysis import mismatch, plots, selections, stats
 from src.analysis.aggregate import Group, RunData
 from src.analysis.wandb_report import log_report
+from src.config.resolvers import format_value
 from src.errors import UserError
 
 CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
@@ -121,7 +122,7 @@ def facet_panels(groups: list[Group], runs: list[RunData], facet: str | None):
         return None
     key = agg.resolve_key(facet, runs)
     values = sorted({agg._hashable(g.runs[0].config.get(key)) for g in groups})
-    return [(agg.format_value(json.loads(v)), [g for g in groups if agg._hashable(g.runs[0].config.get(key)) == v])
+    return [(format_value(json.loads(v)), [g for g in groups if agg._hashable(g.runs[0].config.get(key)) == v])
             for v in values]
 
 

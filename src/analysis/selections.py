@@ -54,13 +54,16 @@ class DatasetCache:
         if key not in self._built:
             try:
                 dm = hydra.utils.instantiate(dataset)
+                # classification data modules hold their images in `data` (None until setup); a
+                # detection data module has none, and its setup would only cost time
+                if not hasattr(dm, "data"):
+                    raise NotRebuildable("image grids are drawn for classification datasets only")
                 dm.setup()
             except REBUILD_ERRORS as err:
                 raise NotRebuildable(f"the dataset could not be rebuilt here ({err})") from err
-            data = getattr(dm, "data", None)
-            if not isinstance(data, BuiltDataset):
+            if not isinstance(dm.data, BuiltDataset):
                 raise NotRebuildable("image grids are drawn for classification datasets only")
-            self._built[key] = data
+            self._built[key] = dm.data
         return self._built[key]
 
 
