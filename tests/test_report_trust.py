@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from omegaconf import OmegaConf
 from PIL import Image
@@ -60,14 +61,17 @@ def test_nothing_to_report_is_one_line_and_status_2_missing_or_empty(tmp_path, c
     assert not (tmp_path / "empty" / "report").exists()
 
 
-def test_a_resolver_that_reads_this_machine_is_refused(tmp_path, compose_cfg, capsys, monkeypatch):
+@pytest.mark.parametrize("value, resolver", [("${oc.env:AL_SELECT_TEST_SECRET}", "oc.env"),
+                                             ("x-${oc.select:nope,${oc.env:AL_SELECT_TEST_SECRET}}", "oc.env"),
+                                             ("${run_dir:/,true}", "run_dir")])
+def test_a_resolver_that_reads_this_machine_is_refused(tmp_path, compose_cfg, capsys, monkeypatch, value, resolver):
     monkeypatch.setenv("AL_SELECT_TEST_SECRET", "s3cr3t-value")
     cfg = OmegaConf.to_container(compose_cfg("debug=fast"), resolve=True)
-    cfg["dataset"]["name"] = "${oc.env:AL_SELECT_TEST_SECRET}"       # would become a group label
+    cfg["dataset"]["name"] = value       # would become a group label, on the page and on W&B
     run = _run_dir(tmp_path, cfg)
     assert main([str(run), "--out", str(tmp_path / "report"), "--no-grids"]) == 2
     line = _one_error_line(capsys)
-    assert "oc.env" in line and "dataset.name" in line and "s3cr3t" not in line
+    assert f"resolver '{resolver}'" in line and "dataset.name" in line and "s3cr3t" not in line
     assert not (tmp_path / "report").exists()
 
 

@@ -1,7 +1,8 @@
 """What the report trusts in a run directory received from someone else: nothing executable.
 
 A run directory is data. The report reads only files inside it, evaluates only the
-project's own config resolvers (``src.config.resolvers``, plus ``oc.select``) and, to
+project's own pure config resolvers (``src.config.resolvers.PURE_RESOLVERS``, plus
+``oc.select``) and, to
 draw image grids, instantiates only the project's own data classes (classes defined
 under ``src.data``, and the dataset factories named in ``DATA_FACTORIES``). Anything else
 is refused before any work with one line naming the file, the key and what is allowed.
@@ -14,7 +15,7 @@ import inspect
 import re
 from pathlib import Path
 
-from src.config.resolvers import PROJECT_RESOLVERS
+from src.config.resolvers import PURE_RESOLVERS
 from src.errors import UserError
 
 # OmegaConf's own resolvers that only read other keys of the same config.
@@ -56,7 +57,7 @@ def _walk(node, where: str, with_keys: bool = False):
 
 
 def allowed_resolvers() -> list[str]:
-    return sorted(SAFE_BUILTIN_RESOLVERS + tuple(PROJECT_RESOLVERS))
+    return sorted(SAFE_BUILTIN_RESOLVERS + tuple(PURE_RESOLVERS))
 
 
 def check_resolvers(raw_config, path: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from omegaconf import Container, OmegaConf
 
-# name -> function of every resolver this module registers: the only resolvers (besides
-# ``oc.select``) that the report evaluates in a run directory received from elsewhere.
-PROJECT_RESOLVERS: dict = {}
+# name -> function of every resolver this module registers whose value depends on its
+# arguments alone: the only resolvers (besides ``oc.select``) that the report evaluates in a
+# run directory received from elsewhere (``run_dir`` lists this machine's directories: not here).
+PURE_RESOLVERS: dict = {}
 
 
 def format_value(value) -> str:
@@ -63,12 +64,13 @@ def run_dir(parent: str, resume) -> str:
     return str(Path(parent) / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
 
 
-def register(name: str, function, **options) -> None:
-    """Register a resolver and list it in ``PROJECT_RESOLVERS``."""
+def register(name: str, function, pure: bool = True, **options) -> None:
+    """Register a resolver; ``pure``: its value depends on its arguments alone (no files, no environment)."""
     OmegaConf.register_new_resolver(name, function, replace=True, **options)
-    PROJECT_RESOLVERS[name] = function
+    if pure:
+        PURE_RESOLVERS[name] = function
 
 
 register("slug", slug)
 register("fmt", format_value)
-register("run_dir", run_dir, use_cache=True)
+register("run_dir", run_dir, pure=False, use_cache=True)
