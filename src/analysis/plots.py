@@ -171,11 +171,12 @@ def plot_mismatch(per_group: list[tuple[Group, list[dict]]], path: Path, accurac
     for i, (g, rows) in enumerate(per_group):
         if not rows:
             continue
-        colour, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
+        style = group_style(i)
+        colour = style["color"]
         for field, dash, name in (("best_epoch_by_loss", "-", "loss"), ("best_epoch_by_accuracy", "--", "accuracy")):
             x, mean, _ = mismatch.by_labelled(rows, field)
-            left.plot(x, mean, color=colour, linestyle=dash, marker=marker, markerfacecolor="none",
-                      label=f"{g.label}: by val {name}")
+            # dashes say loss or accuracy here; the group's width and marker keep equal lines visible
+            left.plot(x, mean, label=f"{g.label}: by val {name}", **{**style, "linestyle": dash})
         x, mean, std = mismatch.by_labelled(rows, "accuracy_given_up")
         right.plot(x, mean, label=g.legend, **group_style(i))
         right.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)

@@ -266,8 +266,8 @@ def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sect
 
 
 def audit_note(opts: ReportOptions, with_predictions: bool) -> str:
-    which = f"round {opts.audit_round}" if opts.audit_round is not None else "its first selection by the scorer"
-    note = (f"Per group, one run's {which}: the {opts.audit_n} highest-scored selected items in rank order with "
+    which = f"round {opts.audit_round}" if opts.audit_round is not None else "the first selection by its scorer"
+    note = (f"Per group, from one run, {which}: the {opts.audit_n} highest-scored selected items in rank order with "
             "their true labels, as the thesis' human validation (table 4.1) looked at them. To repeat it, open "
             "label_audit.csv and put 1 in 'disagree' for every item whose label you disagree with or whose image "
             "is unusable; the share per group is the table's number.")
