@@ -25,9 +25,16 @@ from src.errors import UserError  # noqa: E402
 log = logging.getLogger("src.report")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A bad command line is a user error like any other: one line, exit status 2."""
+        print(f"error: {message}; see python -m src.report --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m src.report", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", help="run directories or multirun (sweep) directories, searched recursively")
     p.add_argument("--out", help="output directory (default: <first dir>/report)")
     p.add_argument("--group-by", nargs="+", metavar="KEY",

@@ -365,3 +365,22 @@ def test_a_detection_run_is_reported_with_a_note_instead_of_grids(tmp_path, comp
     res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])
     assert res.grids == [] and res.audit_grids == []
     assert any("classification datasets only" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--metrics", "test/nope"], "--metrics test/nope: not in the runs; present: test/acc_top1"),
+    (["--group-by", "selection.nope"], "selection.nope: not a key of the runs' configs"),
+    (["--facet", "nope"], "nope: not a key of the runs' configs"),
+    (["--grid-k", "0"], "--grid-k=0: must be at least 1"),
+    (["--audit-n", "many"], "argument --audit-n: invalid int value: 'many'"),
+])
+def test_command_line_mistakes_are_one_line_and_status_2(sweep, tmp_path, capsys, args, says):
+    out = tmp_path / "rep"
+    try:
+        status = main([str(sweep), "--out", str(out), "--no-grids", *args])
+    except SystemExit as exited:         # argparse's own checks exit from inside parse_args
+        status = exited.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not out.exists()
