@@ -3,6 +3,7 @@ figures and pages that open; the W&B summary run read back from its offline log.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import re
@@ -18,9 +19,11 @@ from scipy import stats as st
 from src.analysis import aggregate as agg
 from src.analysis import plots
 from src.analysis.stats import compare, pvalue_matrix
-from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
 from src.analysis.report import build_report
+from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
+from src.loop.records import RoundRecord
 from src.report import main
+from src.tasks import classification
 
 X = [20, 40, 60]
 # test/acc_top1 per round, by hand: two methods, three seeds; random's seed 3 crashed after 2 rounds
@@ -69,7 +72,7 @@ def auc_by_hand(y):
 def test_groups_by_the_differing_key_with_seeds_as_repetitions(sweep):
     runs = agg.load_runs([sweep])
     groups, keys = agg.group_runs(runs)
-    # the seed and what follows from it (model.baseline.init_seed, run_name) never group
+    # the seed and what follows from it (model.init.init_seed, run_name) never group
     assert keys == ["scorer.name"]
     assert [g.label for g in groups] == ["entropy", "random"]
     assert [sorted(r.seed for r in g.runs) for g in groups] == [[1, 2, 3], [1, 2, 3]]
@@ -210,11 +213,10 @@ def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose
     dm = hydra.utils.instantiate(compose_cfg("debug=fast").dataset)
     dm.setup()
     tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=3)
-    tracker.datamodule = dm
-    tracker.start({"seed": 1}, tmp_path, "abc123")
+    tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(classification.item_view, dm))
     ids, scores = [5, 9, 2, 7], [0.2, 0.9, 0.5, 0.1]
-    tracker.log_round({"round": 0, "n_labelled": 4, "selected_ids": ids, "selected_scores": scores,
-                       "epochs": 2, "test/acc_top1": 0.5})
+    tracker.log_round(RoundRecord(round=0, n_labelled=4, n_selected=4, selection="entropy", selected_ids=ids,
+                                  selected_scores=scores, epochs=2, best_epoch=1, metrics={"test/acc_top1": 0.5}))
     tracker.finish({"auc/test/acc_top1": 0.5})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")

@@ -96,13 +96,13 @@ def run_mismatch(run: RunData) -> list[RoundMismatch]:
     """Every round of ``run`` whose per-epoch log is present."""
     out = []
     for rec in run.records:
-        path = inside(run.path, f"rounds/round_{int(rec['round']):03d}/metrics.csv")
+        path = inside(run.path, f"rounds/round_{int(rec.round):03d}/metrics.csv")
         if path is None:
             continue
         with open(path, newline="") as fh:
             log = parse_epoch_log(fh)
         if log is not None:
-            out.append(round_mismatch(log, int(rec["round"]), int(rec["n_labelled"])))
+            out.append(round_mismatch(log, int(rec.round), int(rec.n_labelled)))
     return out
 
 

@@ -256,7 +256,7 @@ def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sect
             continue
         items = selections.audit_items(record, data, opts.audit_n)
         with_predictions |= any(it.prediction for it in items)
-        caption = f"{g.label} — seed {run.seed}, round {record['round']}: the {len(items)} highest-scored selected"
+        caption = f"{g.label} — seed {run.seed}, round {record.round}: the {len(items)} highest-scored selected"
         path = plots.plot_audit_grid(items, out / "figures" / f"audit_{i:02d}.{opts.fmt}", caption)
         s.audit_grids.append((caption, path.relative_to(out).as_posix()))
         audit += selections.audit_rows(g, run, record, items)
@@ -310,7 +310,7 @@ def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, au
         title=f"{len(runs)} runs in {len(groups)} groups",
         header=["group", "seed", "status", "rounds", "labelled", "run directory"],
         rows=[[g.label, str(r.seed), r.status, str(len(r.records)),
-               str(r.records[-1]["n_labelled"]) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
+               str(r.records[-1].n_labelled) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
     captions = {"curves.csv": "aggregated curves (CSV)", "auc.csv": "per-group AUCs (CSV)",
                 "pvalues.csv": "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
                 "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}

@@ -10,14 +10,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra.utils
 import numpy as np
 
 from src.analysis.aggregate import Group, RunData, load_config
 from src.analysis.trust import check_dataset_config, inside, with_local_cache
+from src.config.instantiate import build
 from src.data.cache import UnreadableImage
 from src.data.recipes import BuiltDataset
 from src.errors import UserError
+from src.loop.records import RoundRecord
 
 # What stops a dataset from being rebuilt on this machine (files absent or unreadable):
 # the grid is skipped with a note instead of stopping the whole report.
@@ -53,7 +54,7 @@ class DatasetCache:
         key = json.dumps(dataset, sort_keys=True, default=str)
         if key not in self._built:
             try:
-                dm = hydra.utils.instantiate(dataset)
+                dm = build(dataset)
                 # classification data modules hold their images in `data` (None until setup); a
                 # detection data module has none, and its setup would only cost time
                 if not hasattr(dm, "data"):
@@ -80,9 +81,8 @@ def representative(group: Group) -> RunData:
     return sorted(group.runs, key=lambda r: (not r.finished, str(r.seed), str(r.path)))[0]
 
 
-def scored_records(run: RunData) -> list[dict]:
-    return [r for r in run.records
-            if r.get("selected_scores") and len(r["selected_scores"]) == len(r.get("selected_ids") or [])]
+def scored_records(run: RunData) -> list[RoundRecord]:
+    return [r for r in run.records if r.selected_scores and len(r.selected_scores) == len(r.selected_ids)]
 
 
 def _cell(data: BuiltDataset, item_id: int, score: float) -> tuple:
@@ -93,10 +93,10 @@ def selection_rows(run: RunData, data: BuiltDataset, k: int, max_rounds: int) ->
     """Per scored round: the ``k`` highest- and ``k`` lowest-scored ids among those selected."""
     rows = []
     for rec in evenly(scored_records(run), max_rounds):
-        pairs = sorted(zip(rec["selected_ids"], rec["selected_scores"]), key=lambda t: -t[1])
+        pairs = sorted(zip(rec.selected_ids, rec.selected_scores), key=lambda t: -t[1])
         hardest = pairs[:k]
         easiest = pairs[max(k, len(pairs) - k):][::-1]
-        rows.append({"round": rec["round"], "n_labelled": rec["n_labelled"], "selection": rec.get("selection"),
+        rows.append({"round": rec.round, "n_labelled": rec.n_labelled, "selection": rec.selection,
                      "hardest": [_cell(data, *t) for t in hardest], "easiest": [_cell(data, *t) for t in easiest]})
     return rows
 
@@ -126,11 +126,11 @@ class AuditItem:
     image: np.ndarray                  # uint8 [C, H, W]
 
 
-def audit_record(run: RunData, audit_round: int | None) -> dict | None:
+def audit_record(run: RunData, audit_round: int | None) -> RoundRecord | None:
     """The selection to audit: round ``audit_round``, or the first one a scorer made (not the base set)."""
-    records = [r for r in run.records if r.get("selected_ids") and r.get("selection") != "base"]
+    records = [r for r in run.records if r.selected_ids and r.selection != "base"]
     if audit_round is not None:
-        records = [r for r in records if r["round"] == audit_round]
+        records = [r for r in records if r.round == audit_round]
     return records[0] if records else None
 
 
@@ -140,15 +140,20 @@ def _prediction(data: BuiltDataset, value) -> str:
     return data.label_name(int(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def audit_items(record: dict, data: BuiltDataset, n: int) -> list[AuditItem]:
+def audit_items(record: RoundRecord, data: BuiltDataset, n: int) -> list[AuditItem]:
     """The ``n`` highest-scored items of a selection, hardest first, with label and prediction.
 
     ``selected_ids`` are in rank order; ``selected_predictions`` (the model's predicted class
     of each, parallel to the ids) fills the prediction when the record has it.
     """
-    ids = list(record["selected_ids"])
-    scores = list(record.get("selected_scores") or [float("nan")] * len(ids))
-    predictions = list(record.get("selected_predictions") or [None] * len(ids))
+    ids = list(record.selected_ids)
+    scores = list(record.selected_scores) if len(record.selected_scores) == len(ids) else [float("nan")] * len(ids)
+    predictions = record.selected_predictions
+    if predictions is None:
+        predictions = [None] * len(ids)
+    elif not isinstance(predictions, list) or len(predictions) != len(ids):
+        raise UserError(f"round {record.round}: selected_predictions must be a list parallel to selected_ids "
+                        f"({len(ids)} items)")
     order = sorted(range(len(ids)), key=lambda j: (-scores[j] if scores[j] == scores[j] else 0.0, j))
     items = []
     for rank, j in enumerate(order[:n], start=1):
@@ -159,8 +164,8 @@ def audit_items(record: dict, data: BuiltDataset, n: int) -> list[AuditItem]:
     return items
 
 
-def audit_rows(group: Group, run: RunData, record: dict, items: list[AuditItem]) -> list[dict]:
+def audit_rows(group: Group, run: RunData, record: RoundRecord, items: list[AuditItem]) -> list[dict]:
     """CSV rows of one group's audit; ``disagree`` and ``comment`` are for the person annotating."""
-    return [{"group": group.label, "seed": run.seed, "run": run.path.name, "round": record["round"],
+    return [{"group": group.label, "seed": run.seed, "run": run.path.name, "round": record.round,
              "rank": it.rank, "id": it.item_id, "score": it.score, "label": it.label,
              "prediction": it.prediction, "disagree": "", "comment": ""} for it in items]
