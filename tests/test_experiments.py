@@ -166,7 +166,7 @@ def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
     assert report_main([str(sweep), "--grid-k", "2"]) == 0
     out = sweep / "report"
     md = (out / "report.md").read_text()
-    assert "shuffle=False (1)" in md and "shuffle=True (1)" in md
+    assert "shuffle=false (1)" in md and "shuffle=true (1)" in md     # spelled as typed, not as Python prints
     for png in (out / "figures").glob("*.png"):
         with Image.open(png) as im:
             im.verify()

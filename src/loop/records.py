@@ -44,6 +44,9 @@ class RoundRecord:
     reset_seconds: float = 0.0
     fit_seconds: float = 0.0
     test_seconds: float = 0.0
+    # the model's predicted class of each selected id (parallel to selected_ids); None: not recorded,
+    # and then absent from the JSON, so records without it stay byte-identical
+    selected_predictions: list | None = None
 
     HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
                                        "selected_scores", "epochs", "best_epoch")
@@ -52,7 +55,8 @@ class RoundRecord:
     def to_json(self) -> dict:
         """The ``rounds.jsonl`` object: the head fields, the metrics (val/* then test/*, each sorted), timings."""
         metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
-        return {**{k: getattr(self, k) for k in self.HEAD}, **dict(metrics),
+        predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
+        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics),
                 **{k: getattr(self, k) for k in self.TIMINGS}}
 
     @classmethod
@@ -67,7 +71,8 @@ class RoundRecord:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
             raise UserError(f"{where}: a round record with a non-numeric metric")
         return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
-                   **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS})
+                   **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
+                   selected_predictions=obj.get("selected_predictions"))
 
     def value(self, key: str):
         """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value."""
