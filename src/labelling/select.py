@@ -185,7 +185,9 @@ def keep(cfg: DictConfig, request: Request, ids, scores, chosen) -> list[Path]:
     rank_of = np.empty(len(ids), dtype=np.int64)
     rank_of[ranking] = np.arange(len(ids))
     reasons_by_rank = drop_reasons(len(ids), chosen.ranks, float(cfg.selection.pivot))
-    kept = link_subset([request.files[int(i)] for i in chosen.ids], request.root, request.out, copy=bool(cfg.copy))
+    kept_files = [request.files[int(i)] for i in chosen.ids]
+    # cfg["copy"], not cfg.copy: that is DictConfig's copy method, always true
+    kept = link_subset(kept_files, request.root, request.out, copy=bool(cfg["copy"]))
     write_manifest(request.out / "manifest.csv", [request.files[int(i)] for i in ids], scores, rank_of,
                    [reasons_by_rank[r] for r in rank_of], root=request.root)
     return kept
