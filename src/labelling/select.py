@@ -31,7 +31,7 @@ from src.labelling.pool import UnlabelledImages, class_guesses, pool_files
 from src.labelling.trained import load_trained_model, read_meta
 from src.loop.pool import score_pool
 from src.selection.ranking import rank_by_score, select
-from src.selection.scorers import get_scorer
+from src.selection.scorers import get_scorer, random_scores
 from src.tasks import get_task
 
 MODES, EXPORTS = ("label", "keep"), ("none", "labelstudio")
@@ -198,6 +198,8 @@ def run_select(cfg: DictConfig) -> Path:
     request = check_request(cfg)
     model, run_cfg, _ = load_trained_model(request.run_dir)
     (ids, scores, predicted), loader = score_files(model, cfg, run_cfg, request)
+    if not get_scorer(cfg.scorer.name).needs_model:     # random: a seeded draw, the reference subset
+        scores = random_scores(len(ids), torch.Generator().manual_seed(int(cfg.seed))).numpy()
     chosen = _select(cfg, request, ids, scores, predicted)
     if request.mode == "label":
         propose(cfg, request, model, loader, chosen)
