@@ -185,6 +185,8 @@ def keep(cfg: DictConfig, request: Request, ids, scores, chosen) -> list[Path]:
     rank_of = np.empty(len(ids), dtype=np.int64)
     rank_of[ranking] = np.arange(len(ids))
     reasons_by_rank = drop_reasons(len(ids), chosen.ranks, float(cfg.selection.pivot))
+    if not get_scorer(cfg.scorer.name).needs_model:     # random scores: harder/easier would mean nothing
+        reasons_by_rank = [reason and "not in the random draw" for reason in reasons_by_rank]
     kept_files = [request.files[int(i)] for i in chosen.ids]
     # cfg["copy"], not cfg.copy: that is DictConfig's copy method, always true
     kept = link_subset(kept_files, request.root, request.out, copy=bool(cfg["copy"]))
