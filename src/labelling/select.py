@@ -129,8 +129,10 @@ class InputShape(Dataset):
 
 
 class LabelledImages(Dataset):
-    def __init__(self, files: list[Path], labels: np.ndarray, image_size: int):
-        self.images, self.labels = UnlabelledImages(files, "classification", image_size), labels
+    """Item i: (uint8 [3, H, W] image, its class from the folder tree, i)."""
+
+    def __init__(self, files: list[Path], labels: np.ndarray, image_size: int, resize_size: int | None):
+        self.images, self.labels = UnlabelledImages(files, "classification", image_size, resize_size), labels
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -142,8 +144,9 @@ class LabelledImages(Dataset):
 def score_files(model, cfg: DictConfig, run_cfg: DictConfig, request: Request):
     """(ids, scores, predicted classes) of the request's files under ``cfg.scorer``."""
     size, channels = int(run_cfg.dataset.image_size), int(request.meta["channels"])
-    base = (UnlabelledImages(request.files, "classification", size) if request.labels is None
-            else LabelledImages(request.files, request.labels, size))
+    resize = run_cfg.dataset.get("resize_size")
+    base = (UnlabelledImages(request.files, "classification", size, resize) if request.labels is None
+            else LabelledImages(request.files, request.labels, size, resize))
     loader = DataLoader(InputShape(base, size, channels), batch_size=int(cfg.batch_size), shuffle=False)
     adapter = functools.partial(get_task("classification").score_batch, scorer=get_scorer(cfg.scorer.name))
     return score_pool(model, loader, adapter, want_predictions=True, progress=False), loader
