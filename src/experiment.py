@@ -23,6 +23,7 @@ from src.analysis.curves import curve_summary
 from src.config.validate import validate
 from src.config.instantiate import build
 from src.errors import UserError
+from src.labelling.trained import save_trained_model
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings
 from src.loop.records import RoundRecord, RunStore, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
@@ -163,6 +164,8 @@ def run_experiment(cfg: DictConfig) -> dict:
         summary = curve_summary(records)
         tracker.finish(summary, failed=failed)
     write_json_atomic(run_dir / "summary.json", summary)
+    if cfg.get("save_model"):
+        save_trained_model(run_dir, loop.model, cfg.task_type, loop.dm.data.class_names, loop.dm.channels)
     log.info("per-round results:\n%s", format_table(records, task))
     log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
              f"; tracker: {tracker.location}" if tracker.location else "")

@@ -41,11 +41,13 @@ def pool_files(folder: str | Path) -> list[Path]:
 class UnlabelledImages(Dataset):
     """Item i: (uint8 [3, H, W] image, -1 or an empty detection target, i)."""
 
-    def __init__(self, files: Sequence[Path], task: str, image_size: int | Sequence[int]):
+    def __init__(self, files: Sequence[Path], task: str, image_size: int | Sequence[int],
+                 resize_size: int | None = None):
         if task not in TASKS:
             raise UserError(f"task={task!r}: allowed {' | '.join(TASKS)}")
         self.files, self.task = [Path(f) for f in files], task
         self.image_size = int(image_size) if task == "classification" else tuple(int(v) for v in image_size)
+        self.resize_size = resize_size     # classification: as the run's dataset decoded its files
         self.original_sizes: dict[int, tuple[int, int]] = {}
 
     def __len__(self) -> int:
@@ -53,7 +55,7 @@ class UnlabelledImages(Dataset):
 
     def __getitem__(self, i: int):
         if self.task == "classification":
-            return torch.from_numpy(decode_image(self.files[i], self.image_size).copy()), torch.tensor(-1), i
+            return torch.from_numpy(decode_image(self.files[i], self.image_size, self.resize_size).copy()), torch.tensor(-1), i
         from PIL import Image
 
         width, height = self.image_size
