@@ -2,6 +2,7 @@
 with one line that names the key and what is allowed."""
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,9 @@ from src.selection.schedule import plan_budgets
 from src.selection.scorers import SCORER_NAMES
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+log = logging.getLogger("src.config_check")
 
 
 class ConfigError(UserError, ValueError):
@@ -88,6 +92,9 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
             plan_budgets(pool, sel.base_size, budget, sel.rounds)
         except ValueError as err:
             fail(str(err))
+        capped = budget_capped_notice(pool, sel.base_size, budget, sel.rounds)
+        if capped and pool_size is not None:     # the real pool: said once, at start-up
+            log.warning(capped)
 
     cb = cfg.callbacks
     if cb.mode not in ("min", "max"):
@@ -114,6 +121,17 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
         if not path.is_file():
             fail(f"model.baseline.checkpoint={path}: no such file")
     _check_detection(cfg, fail)
+
+
+def budget_capped_notice(pool: int, base_size: int, budget, rounds) -> str | None:
+    """One line when an int budget exceeds what the pool has left (rounds=null), which
+    shrinks the schedule to a single selection of the whole rest; else None."""
+    available = pool - base_size
+    if not _is_int(budget) or rounds is not None or not 0 < available < budget:
+        return None
+    return (f"selection.budget={budget} is larger than the {available} pool items left after a base set of "
+            f"{base_size}: the run has {1 + int(base_size > 0)} round(s) and selects all {available} at once "
+            f"(no learning curve); lower selection.budget or enlarge the pool (dataset.sizes.pool)")
 
 
 def _check_detection(cfg: DictConfig, fail) -> None:
