@@ -149,6 +149,10 @@ def _check_detection(cfg: DictConfig, fail) -> None:
     for key in ("score_threshold", "nms_iou"):
         if key in sc and (not _is_number(sc[key]) or not 0.0 <= float(sc[key]) <= 1.0):
             fail(f"scorer.{key}={sc[key]!r} must be a number in [0, 1]")
+    if detector:     # backbone weights must already be in the hub cache: nothing downloads
+        from src.models.pretrained import backbone_weights_file
+
+        backbone_weights_file(str(cfg.model.module.arch), cfg.model.module.get("weights_backbone"))
     node = cfg.get("baseline")
     if node is not None and node.get("name") not in (None, "untrained") and not node.get("make_if_missing") \
             and not cfg.model.baseline.get("checkpoint"):
