@@ -99,7 +99,10 @@ def pretrain(cfg: DictConfig) -> Path:
     if len(ids) == 0:
         raise ValueError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
     torch.manual_seed(int(node.get("seed", 0)))
-    model = hydra.utils.instantiate(cfg.model.module, num_classes=datamodule.num_classes,
+    module_cfg = cfg.model.module
+    if node.get("optimizer") is not None:   # the pretraining's own optimiser settings, e.g. a higher lr
+        module_cfg = OmegaConf.merge(module_cfg, {"optimizer": node.optimizer})
+    model = hydra.utils.instantiate(module_cfg, num_classes=datamodule.num_classes,
                                     in_channels=datamodule.channels)
     datamodule.set_labelled(ids, shuffle=True, seed=int(node.get("seed", 0)))
     pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
