@@ -22,6 +22,8 @@ import hydra
 import hydra.errors
 from omegaconf import DictConfig, OmegaConf
 
+from src.errors import UserError
+
 log = logging.getLogger("src.pretrain")
 
 NO_FILE = (None, "untrained")
@@ -93,6 +95,10 @@ def pretrain(cfg: DictConfig) -> Path:
     if path.is_file():
         log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
 
+    from src.models.pretrained import backbone_weights_file
+
+    # a missing ImageNet file stops here, before thousands of images are read or rendered
+    backbone_weights_file(str(cfg.model.module.get("arch")), cfg.model.module.get("weights_backbone"))
     datamodule = hydra.utils.instantiate(node.dataset)
     datamodule.setup()
     ids = datamodule.pool_ids
@@ -139,7 +145,7 @@ def main(cfg: DictConfig) -> None:
     quiet_libraries()
     try:
         pretrain(cfg)
-    except (ValueError, FileNotFoundError, KeyError, hydra.errors.InstantiationException) as err:
+    except (UserError, ValueError, FileNotFoundError, KeyError, hydra.errors.InstantiationException) as err:
         cause = err.__cause__ if isinstance(err, hydra.errors.InstantiationException) and err.__cause__ else err
         print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)

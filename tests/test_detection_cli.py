@@ -200,3 +200,15 @@ def test_detection_baselines_experiment_sweeps_seeds():
     sweep = params["hydra"]["sweeper"]["params"]
     assert len(str(sweep["seed"]).split(",")) >= 3
     assert set(str(sweep["baseline"]).split(",")) == {"real", "synthetic", "untrained"}
+
+
+@pytest.mark.slow
+def test_thesis_pretrain_without_imagenet_weights_stops_before_any_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    proc = run_pretrain("experiment=detection_thesis", f"baseline.dir={tmp_path / 'bl'}",
+                        f"hydra.run.dir={tmp_path / 'pre'}", check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "vgg16_features-amdegroot-88682ab5.pth" in lines[0]
+    assert "weights_backbone=null" in lines[0]
+    assert not (tmp_path / "bl").exists() and not (tmp_path / "hub").exists()
