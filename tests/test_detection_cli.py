@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from src.config_check import ConfigError, validate
+from src.config.validate import validate
 from src.errors import UserError
-from src.pretrain import named_baseline_checkpoint
-from src.run import build_loop
+from src.errors import UserError as ConfigError
+from src.models.named_baselines import named_baseline_checkpoint
+from src.experiment import build_loop
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
 # baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
@@ -54,8 +55,8 @@ def test_loss_scorer_with_a_base_set_and_ground_truth_diversity(tmp_path, compos
     cfg = compose_cfg(*TINY, "scorer=loss", "selection.base_size=4", "selection.diversity.enabled=true",
                       "selection.diversity.labels=ground_truth")
     records = build_loop(cfg, tmp_path).run()
-    assert [r["selection"] for r in records] == ["base", "loss"]
-    scores = records[1]["selected_scores"]
+    assert [r.selection for r in records] == ["base", "loss"]
+    scores = records[1].selected_scores
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)     # pivot 0: highest loss first
     assert all(s >= 0 for s in scores)
 
@@ -148,12 +149,12 @@ def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
     loop = build_loop(cfg, tmp_path / "run")
     assert loop.dm.num_classes == 2 and len(loop.pool_ids) == 8       # pool: null = the rest
     records = loop.run()
-    assert [r["n_labelled"] for r in records] == [4, 8]
-    assert set(k for k in records[0] if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}
+    assert [r.n_labelled for r in records] == [4, 8]
+    assert set(k for k in records[0].metrics if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}
 
 
 def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, tmp_path, monkeypatch):
-    from src.config_check import budget_capped_notice
+    from src.config.validate import budget_capped_notice
 
     msg = budget_capped_notice(300, 0, 1000, None)
     assert msg.startswith("selection.budget=1000 is larger than the 300 pool items") and "1 round(s)" in msg
@@ -165,7 +166,7 @@ def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, 
     # the thesis experiment on the embedded pool (its weights and baseline set aside for this check)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     cfg = compose_cfg("experiment=detection_thesis", "baseline=untrained", "model.module.weights_backbone=null")
-    with caplog.at_level("WARNING", logger="src.config_check"):
+    with caplog.at_level("WARNING", logger="src.config.validate"):
         validate(cfg)                                   # the declared pool: no line yet
         assert not caplog.records
         validate(cfg, pool_size=300)                    # the real pool, at start-up

@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from src.errors import UserError
+
 CLASSES = ("person", "car", "bus", "truck", "bicycle", "motorcycle")
 
 # (width, height) of each class at the bottom edge of the image, in image heights
@@ -194,7 +196,7 @@ def class_indices(classes: Sequence[str] | None) -> tuple[int, ...]:
         return tuple(range(len(CLASSES)))
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"dataset.source.classes={list(classes)!r}: give distinct names from "
+        raise UserError(f"dataset.source.classes={list(classes)!r}: give distinct names from "
                          f"{', '.join(CLASSES)} (or null for all)")
     return tuple(CLASSES.index(c) for c in classes)
 
@@ -211,9 +213,10 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
     object as near as the bottom edge); ``size_factor`` multiplies every object's size.
     """
     if style not in STYLES:
-        raise ValueError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
+        raise UserError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
     if not 0 < min_scale <= 1 or not 0 < size_factor <= 2:
-        raise ValueError(f"scene min_scale={min_scale!r} must be in (0, 1] and size_factor={size_factor!r} in (0, 2]")
+        raise UserError(f"dataset.source.min_scale={min_scale!r} must be in (0, 1] and "
+                        f"dataset.source.size_factor={size_factor!r} in (0, 2]")
     subset = class_indices(classes)
     st = STYLES[style]
     # separate streams: the layout is the same in every style, only the look changes
