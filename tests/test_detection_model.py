@@ -149,7 +149,7 @@ def test_scene_class_subset_relabels_and_keeps_only_those_classes():
                              image_size=SIZE)
     dm.setup()
     assert dm.class_names == ["car", "person"] and dm.num_classes == 2
-    with pytest.raises(ValueError, match=r"dataset.source.classes=\['car', 'tram'\]"):
+    with pytest.raises(UserError, match=r"dataset.source.classes=\['car', 'tram'\]"):
         SceneSource(n=6, classes=["car", "tram"])
 
 
@@ -165,7 +165,7 @@ def test_scene_min_scale_and_size_factor_bound_the_object_heights():
             s = render_scene(seed, "synthetic", 128, h, max_objects=1, min_scale=min_scale, size_factor=factor)
             heights = s.boxes[:, 3] - s.boxes[:, 1]
             assert (heights >= smallest * h * min_scale * factor * 0.9 - 1).all(), (min_scale, factor, seed)
-    with pytest.raises(ValueError, match="min_scale=0"):
+    with pytest.raises(UserError, match="dataset.source.min_scale=0"):
         render_scene(0, min_scale=0)
 
 
@@ -178,7 +178,6 @@ def _meta_state(builder):
 
 
 def test_backbone_weights_missing_from_the_hub_cache_is_one_line_how_to(tmp_path, monkeypatch):
-    from src.errors import UserError
     from src.models.pretrained import backbone_weights_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
