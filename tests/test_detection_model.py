@@ -195,8 +195,6 @@ def test_backbone_weights_missing_from_the_hub_cache_is_one_line_how_to(tmp_path
 
 
 def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path, monkeypatch):
-    from src.errors import UserError
-
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
