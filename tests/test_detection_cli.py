@@ -8,12 +8,14 @@ import sys
 import pytest
 
 from src.config.validate import validate
+from src.errors import UserError
 from src.errors import UserError as ConfigError
 from src.models.named_baselines import named_baseline_checkpoint
 from src.experiment import build_loop
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
-TINY = ["task=detection", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
+# baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
+TINY = ["task=detection", "baseline=none", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
         "dataset.sizes.val=4", "dataset.sizes.test=4", "dataset.image_size=[96,54]", "selection.budget=4",
         "selection.rounds=2", "trainer.max_epochs=1"]
 
@@ -63,7 +65,8 @@ def test_loss_scorer_with_a_base_set_and_ground_truth_diversity(tmp_path, compos
 def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
     base = [f"baseline.dir={tmp_path / 'baselines'}", "baseline.epochs=1", "baseline.dataset.source.n=8",
             "baseline.dataset.sizes.pool=6", "baseline.dataset.sizes.val=2"]
-    run_args = [*TINY, "baseline=synthetic", *base]
+    run_args = [*[a for a in TINY if a != "baseline=none"], "baseline=synthetic", "baseline.make_if_missing=false",
+                *base]
     # (a missing baseline's one-line error with the command that makes it: see the config test below)
     first = run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]", *base,
                          f"hydra.run.dir={tmp_path / 'pre1'}")
@@ -113,7 +116,8 @@ def test_detection_config_composes_and_bad_values_fail_fast(compose_cfg, tmp_pat
         (["task=detection", "scorer.score_threshold=2"], "scorer.score_threshold=2"),
         (["task=detection", "model=small_cnn"], "pass task=detection"),
         (["model=ssdlite"], "pass task=detection"),
-        (["task=detection", "baseline=real", f"baseline.dir={tmp_path}"], "python -m src.pretrain task=detection"),
+        (["task=detection", "baseline=real", f"baseline.dir={tmp_path}", "baseline.make_if_missing=false"],
+         "python -m src.pretrain task=detection"),
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
             validate(compose_cfg(*overrides))
@@ -136,7 +140,8 @@ def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
             anns.append({"id": len(anns), "image_id": i, "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0]})
     (tmp_path / "ann.json").write_text(json.dumps(
         {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(CLASSES)]}))
-    cfg = compose_cfg("task=detection", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
+    cfg = compose_cfg("task=detection", "baseline=none", "logger=none", "progress=false", "selection.budget=4",
+                      "selection.rounds=2",
                       "trainer.max_epochs=1", "dataset=coco", f"dataset.source.annotations={tmp_path / 'ann.json'}",
                       f"dataset.source.images={tmp_path}", "dataset.source.classes=[person,car]",
                       "dataset.source.class_map={bus: car, truck: car}", "dataset.sizes.val=2", "dataset.sizes.test=2",
@@ -146,3 +151,65 @@ def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
     records = loop.run()
     assert [r.n_labelled for r in records] == [4, 8]
     assert set(k for k in records[0].metrics if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}
+
+
+def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, tmp_path, monkeypatch):
+    from src.config.validate import budget_capped_notice
+
+    msg = budget_capped_notice(300, 0, 1000, None)
+    assert msg.startswith("selection.budget=1000 is larger than the 300 pool items") and "1 round(s)" in msg
+    assert "2 round(s)" in budget_capped_notice(300, 20, 1000, None)
+    assert budget_capped_notice(300, 20, 1000, None).startswith("selection.budget=1000 is larger than the 280")
+    assert budget_capped_notice(300, 0, 300, None) is None          # exactly the pool: one full round, as asked
+    assert budget_capped_notice(300, 0, 1000, 3) is None            # explicit rounds: plan_budgets refuses
+    assert budget_capped_notice(300, 0, [100, 900], None) is None   # a list: plan_budgets refuses
+    # the thesis experiment on the embedded pool (its weights and baseline set aside for this check)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = compose_cfg("experiment=detection_thesis", "baseline=untrained", "model.module.weights_backbone=null")
+    with caplog.at_level("WARNING", logger="src.config.validate"):
+        validate(cfg)                                   # the declared pool: no line yet
+        assert not caplog.records
+        validate(cfg, pool_size=300)                    # the real pool, at start-up
+    assert [r.getMessage() for r in caplog.records] == [budget_capped_notice(300, 0, 1000, None)]
+    with pytest.raises(ConfigError, match="select 1300 items in total but the pool has only 300"):
+        validate(compose_cfg(*TINY, "selection.budget=[1000,300]", "selection.rounds=null"), pool_size=300)
+
+
+def test_thesis_detection_settings_and_its_pretrained_start(compose_cfg, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = compose_cfg("experiment=detection_thesis")
+    m = cfg.model.module
+    assert m.arch == "ssd300_vgg16" and m.weights_backbone == "imagenet" and list(m.input_size) == [512, 288]
+    assert m.optimizer.lr == 0.001 and m.scheduler is None
+    assert cfg.dataset.batch_size == 20 and cfg.selection.budget == 1000 and cfg.trainer.max_epochs == 100
+    assert cfg.callbacks.monitor == "val/loss" and cfg.callbacks.early_stopping.patience == 3
+    # 4.3.3: baselines of about 10,000 images trained 25 epochs, for real and synthetic alike
+    for name in ("real", "synthetic"):
+        b = compose_cfg("experiment=detection_thesis", f"baseline={name}").baseline
+        assert b.name == name and b.epochs == 25 and b.dataset.sizes.pool == 10000
+        assert b.dataset.source.n >= 10000 and list(b.dataset.image_size) == [512, 288]
+        assert b.dir == "baselines/thesis" and not b.make_if_missing and b.optimizer is None
+    # no ImageNet file in this (empty) hub cache: one line naming it, before any data
+    with pytest.raises(UserError, match="vgg16_features-amdegroot-88682ab5.pth .* is not in the torch hub cache"):
+        validate(cfg)
+
+
+def test_detection_baselines_experiment_sweeps_seeds():
+    import yaml
+
+    params = yaml.safe_load((REPO / "conf" / "experiment" / "detection_baselines.yaml").read_text())
+    sweep = params["hydra"]["sweeper"]["params"]
+    assert len(str(sweep["seed"]).split(",")) >= 3
+    assert set(str(sweep["baseline"]).split(",")) == {"real", "synthetic", "untrained"}
+
+
+@pytest.mark.slow
+def test_thesis_pretrain_without_imagenet_weights_stops_before_any_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    proc = run_pretrain("experiment=detection_thesis", f"baseline.dir={tmp_path / 'bl'}",
+                        f"hydra.run.dir={tmp_path / 'pre'}", check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "vgg16_features-amdegroot-88682ab5.pth" in lines[0]
+    assert "weights_backbone=null" in lines[0]
+    assert not (tmp_path / "bl").exists() and not (tmp_path / "hub").exists()

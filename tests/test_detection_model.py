@@ -131,3 +131,84 @@ def test_map_equals_pycocotools_on_a_hand_made_case(model):
     for k in range(2):
         p = precision[:, :, k]
         assert float(result["map_per_class"][k]) == pytest.approx(float(np.mean(p[p > -1])), abs=1e-6)
+
+
+# -- scene options the CPU default uses --------------------------------------------------------
+def test_scene_class_subset_relabels_and_keeps_only_those_classes():
+    from src.data.detection.scenes import CLASSES, render_scene
+
+    seen = set()
+    for seed in range(40):
+        full = render_scene(seed, "street", 128, 72, max_objects=4, classes=None)
+        assert full.labels.max(initial=0) < len(CLASSES)
+        sub = render_scene(seed, "street", 128, 72, max_objects=4, classes=["truck", "person"])
+        assert set(sub.labels.tolist()) <= {0, 1}
+        seen |= set(sub.labels.tolist())
+    assert seen == {0, 1}
+    dm = DetectionDataModule("s", SceneSource(n=6, seed=1, classes=["car", "person"]), {"pool": 2, "val": 2, "test": 2},
+                             image_size=SIZE)
+    dm.setup()
+    assert dm.class_names == ["car", "person"] and dm.num_classes == 2
+    with pytest.raises(UserError, match=r"dataset.source.classes=\['car', 'tram'\]"):
+        SceneSource(n=6, classes=["car", "tram"])
+
+
+def test_scene_min_scale_and_size_factor_bound_the_object_heights():
+    from src.data.detection.scenes import _BASE_SIZE, render_scene
+
+    # one object per scene (nothing occludes it): its box height is at least the smallest class
+    # height x min_scale x size_factor x 0.9 (the size jitter), less a pixel of rounding
+    h = 72
+    smallest = min(bh for _, bh in _BASE_SIZE.values())
+    for min_scale, factor in [(0.6, 1.2), (0.9, 1.0)]:
+        for seed in range(25):
+            s = render_scene(seed, "synthetic", 128, h, max_objects=1, min_scale=min_scale, size_factor=factor)
+            heights = s.boxes[:, 3] - s.boxes[:, 1]
+            assert (heights >= smallest * h * min_scale * factor * 0.9 - 1).all(), (min_scale, factor, seed)
+    with pytest.raises(UserError, match="dataset.source.min_scale=0"):
+        render_scene(0, min_scale=0)
+
+
+# -- torchvision backbone weights: from the hub cache only ---------------------------------------
+def _meta_state(builder):
+    import torchvision
+
+    with torch.device("meta"):
+        return getattr(torchvision.models, builder)().state_dict()
+
+
+def test_backbone_weights_missing_from_the_hub_cache_is_one_line_how_to(tmp_path, monkeypatch):
+    from src.models.pretrained import backbone_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for arch, name, file in [("ssd300_vgg16", "imagenet", "vgg16_features-amdegroot-88682ab5.pth"),
+                             ("ssdlite320_mobilenet_v3_large", "imagenet", "mobilenet_v3_large-8738ca79.pth")]:
+        with pytest.raises(UserError) as err:
+            backbone_weights_file(arch, name)
+        msg = str(err.value)
+        assert "\n" not in msg and file in msg and str(tmp_path / "hub" / "checkpoints") in msg
+        assert "nothing downloads" in msg and "weights_backbone=null" in msg
+    with pytest.raises(UserError, match="allowed: imagenet, DEFAULT"):
+        backbone_weights_file("ssd300_vgg16", "IMAGENET9K")
+    assert backbone_weights_file("ssd300_vgg16", None) is None
+    assert not (tmp_path / "hub").exists()        # nothing was fetched or created
+
+
+def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    # every tensor a stride-0 view of one number: a file of ~100 kB with the real keys and shapes
+    state = {k: torch.full((), 0.25, dtype=v.dtype).expand(v.shape) for k, v in _meta_state("mobilenet_v3_large").items()}
+    torch.save(state, cache / "mobilenet_v3_large-8738ca79.pth")
+    model = SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="imagenet")
+    first_conv = model.net.backbone.features[0][0][0].weight
+    assert torch.all(first_conv == 0.25)
+    # a file that does not fit, and one holding more than tensors, are refused with one line
+    del state["features.0.0.weight"]
+    torch.save(state, cache / "mobilenet_v3_large-8738ca79.pth")
+    with pytest.raises(UserError, match="1 missing, 0 unexpected, 0 mis-shaped keys, e.g. features.0.0.weight"):
+        SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="IMAGENET1K_V1")
+    torch.save({"w": torch.zeros(1), "extra": io.BytesIO()}, cache / "mobilenet_v3_large-8738ca79.pth")
+    with pytest.raises(UserError, match="not a plain torch state dict"):
+        SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="imagenet")

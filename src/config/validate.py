@@ -2,6 +2,7 @@
 with one line that names the key and what is allowed (a ``UserError``)."""
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from src.selection.detection_scorers import AGGREGATES
 from src.selection.schedule import plan_budgets
 from src.selection.scorers import SCORER_NAMES
 from src.tasks import get_task
+
+log = logging.getLogger("src.config.validate")
 
 
 def _is_int(v) -> bool:
@@ -54,6 +57,9 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
             plan_budgets(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
         except ValueError as err:
             raise UserError(str(err)) from None
+        capped = budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
+        if capped and pool_size is not None:     # the real pool: said once, at start-up
+            log.warning(capped)
     _check_training(cfg)
     lg = cfg.logger
     if "mode" in lg and lg.mode not in ("auto", "online", "offline", "disabled"):
@@ -138,8 +144,25 @@ def _check_task(cfg: DictConfig) -> None:
             raise UserError(f"scorer.{key}={sc[key]!r} must be a number in [0, 1]")
 
 
+def budget_capped_notice(pool: int, base_size: int, budget, rounds) -> str | None:
+    """One line when an int budget exceeds what the pool has left (rounds=null), which
+    shrinks the schedule to a single selection of the whole rest; else None."""
+    available = pool - base_size
+    if not _is_int(budget) or rounds is not None or not 0 < available < budget:
+        return None
+    return (f"selection.budget={budget} is larger than the {available} pool items left after a base set of "
+            f"{base_size}: the run has {1 + int(base_size > 0)} round(s) and selects all {available} at once "
+            f"(no learning curve); lower selection.budget or enlarge the pool (dataset.sizes.pool)")
+
+
 def _check_starting_weights(cfg: DictConfig) -> None:
-    """``model.init.checkpoint`` exists; a named baseline exists or will be made."""
+    """``model.init.checkpoint`` exists; a named baseline exists or will be made; torchvision
+    backbone weights are already in the hub cache (nothing downloads)."""
+    module = cfg.model.module
+    if "weights_backbone" in module:
+        from src.models.pretrained import backbone_weights_file
+
+        backbone_weights_file(str(module.get("arch")), module.get("weights_backbone"))
     checkpoint = cfg.model.init.get("checkpoint")
     if checkpoint and not Path(str(checkpoint)).is_file():
         raise UserError(f"model.init.checkpoint={checkpoint}: no such file")

@@ -39,6 +39,9 @@ def build_ssd(arch: str, num_classes: int, input_size: Sequence[int], weights_ba
     if len(input_size) != 2 or not all(int(v) >= 32 for v in input_size):
         raise UserError(f"model.module.input_size={list(input_size)!r} must be [width, height], each >= 32")
     width, height = (int(v) for v in input_size)
+    from src.models.pretrained import checked_backbone_weights   # from the hub cache only: never a download
+
+    weights_backbone = checked_backbone_weights(arch, weights_backbone)
     net = ARCHS[arch](weights=None, weights_backbone=weights_backbone, num_classes=num_classes + 1, **kwargs)
     net.transform = GeneralizedRCNNTransform(min(width, height), max(width, height), net.transform.image_mean,
                                              net.transform.image_std, size_divisible=1, fixed_size=(width, height))

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config.instantiate import build
 from src.errors import UserError
+from src.models.pretrained import backbone_weights_file
 from src.models.weights import WeightSnapshot
 
 log = logging.getLogger("src.pretrain")
@@ -110,13 +111,18 @@ def pretrain(cfg: DictConfig) -> Path:
         return path
     if path.is_file():
         log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
+    # a missing ImageNet file stops here, before thousands of images are read or rendered
+    backbone_weights_file(str(cfg.model.module.get("arch")), cfg.model.module.get("weights_backbone"))
     datamodule = build(node.dataset)
     datamodule.setup()
     if len(datamodule.pool_ids) == 0:
         raise UserError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
     torch.manual_seed(int(node.get("seed", 0)))
-    model = build(cfg.model.module, num_classes=datamodule.num_classes,
-                                    in_channels=datamodule.channels)
+    module_cfg = cfg.model.module
+    if node.get("optimizer") is not None:   # the pretraining's own optimiser settings, e.g. a higher lr
+        # resolved first: model.module.optimizer interpolates the optim group
+        module_cfg = OmegaConf.merge(OmegaConf.to_container(module_cfg, resolve=True), {"optimizer": node.optimizer})
+    model = build(module_cfg, num_classes=datamodule.num_classes, in_channels=datamodule.channels)
     started = time.perf_counter()
     metrics = _fit(cfg, datamodule, model)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.datamodule import LabelledSetDataModule
 from src.data.detection.annotations import ImageRecord, read_coco, read_voc
-from src.data.detection.scenes import CLASSES as SCENE_CLASSES, render_scene
+from src.data.detection.scenes import CLASSES as SCENE_CLASSES, class_indices, render_scene
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,11 +28,13 @@ log = logging.getLogger(__name__)
 class SceneSource:
     """``n`` embedded surveillance scenes of one style, rendered once at the datamodule's size."""
 
-    def __init__(self, n: int = 400, style: str = "street", seed: int = 0, max_objects: int = 8):
+    def __init__(self, n: int = 400, style: str = "street", seed: int = 0, max_objects: int = 8, **scene_options):
         if int(n) < 1:
             raise UserError(f"dataset.source.n={n!r} must be a positive integer")
         self.n, self.style, self.seed, self.max_objects = int(n), str(style), int(seed), int(max_objects)
-        self.classes = list(SCENE_CLASSES)
+        # classes / min_scale / size_factor of render_scene; the labels index the kept classes
+        self.scene_options = scene_options
+        self.classes = [SCENE_CLASSES[k] for k in class_indices(scene_options.get("classes"))]
         self._cache: tuple | None = None
 
     def describe(self) -> str:
@@ -45,7 +47,8 @@ class SceneSource:
         targets = []
         for i in range(self.n):
             # scene seeds are spread so that sources with nearby seeds do not share scenes
-            scene = render_scene(self.seed * 1_000_003 + i, self.style, width, height, self.max_objects)
+            scene = render_scene(self.seed * 1_000_003 + i, self.style, width, height, self.max_objects,
+                                 **self.scene_options)
             images[i] = torch.from_numpy(scene.image).permute(2, 0, 1)
             targets.append({"boxes": torch.from_numpy(scene.boxes), "labels": torch.from_numpy(scene.labels)})
         self._cache = ((width, height), images, targets)

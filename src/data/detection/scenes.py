@@ -17,6 +17,7 @@ is flat, saturated and noise-free, like a simple render.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -58,17 +59,21 @@ def _overlap_of_smaller(a, b) -> float:
     return iw * ih / smaller
 
 
-def _layout(rng: np.random.Generator, width: int, height: int, max_objects: int) -> list[dict]:
+def _layout(rng: np.random.Generator, width: int, height: int, max_objects: int,
+            classes: tuple[int, ...], min_scale: float, size_factor: float) -> list[dict]:
     """Classes, foot points, sizes and colours of the objects, far to near."""
     horizon = HORIZON * height
+    weights = _CLASS_WEIGHTS[list(classes)]
+    if len(classes) < len(CLASSES):    # (all classes: the stored weights as they are, so the draws stay bitwise)
+        weights = weights / weights.sum()
     objects: list[dict] = []
     for _ in range(int(rng.integers(1, max_objects + 1)) * 3):       # tries; rejected ones are skipped
         if len(objects) >= max_objects:
             break
-        cls = int(rng.choice(len(CLASSES), p=_CLASS_WEIGHTS))
-        scale = rng.uniform(MIN_SCALE, 1.0)
+        cls = classes[int(rng.choice(len(classes), p=weights))]
+        scale = rng.uniform(min_scale, 1.0)
         foot_y = horizon + scale * (height - horizon)
-        bw, bh = (s * height * scale * rng.uniform(0.9, 1.1) for s in _BASE_SIZE[CLASSES[cls]])
+        bw, bh = (s * height * scale * size_factor * rng.uniform(0.9, 1.1) for s in _BASE_SIZE[CLASSES[cls]])
         # vehicles keep to the road (it widens towards the camera), people anywhere
         road_half = 0.08 * width + scale * 0.45 * width
         centre = width / 2 + rng.uniform(-1, 1) * (road_half if cls != 0 else 0.5 * width)
@@ -185,16 +190,38 @@ def _background(rng: np.random.Generator, width: int, height: int, style: dict) 
     return arr
 
 
+def class_indices(classes: Sequence[str] | None) -> tuple[int, ...]:
+    """Indices into CLASSES of a subset given by name (None: all), in the subset's order."""
+    if classes is None:
+        return tuple(range(len(CLASSES)))
+    unknown = [c for c in classes if c not in CLASSES]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise UserError(f"dataset.source.classes={list(classes)!r}: give distinct names from "
+                         f"{', '.join(CLASSES)} (or null for all)")
+    return tuple(CLASSES.index(c) for c in classes)
+
+
 def render_scene(seed: int, style: str = "street", width: int = 256, height: int = 144,
-                 max_objects: int = 8, draw_objects: bool = True, noise: bool = True) -> Scene:
+                 max_objects: int = 8, draw_objects: bool = True, noise: bool = True,
+                 classes: Sequence[str] | None = None, min_scale: float = MIN_SCALE,
+                 size_factor: float = 1.0) -> Scene:
     """Scene ``seed`` in ``style``. ``draw_objects=False`` gives the same scene empty
-    (same background, light and noise), which is how the tests check the boxes."""
+    (same background, light and noise), which is how the tests check the boxes.
+
+    ``classes`` limits the objects to those classes (labels then index that list);
+    ``min_scale`` in (0, 1] is the distance scale of the farthest object (1: every
+    object as near as the bottom edge); ``size_factor`` multiplies every object's size.
+    """
     if style not in STYLES:
         raise UserError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
+    if not 0 < min_scale <= 1 or not 0 < size_factor <= 2:
+        raise UserError(f"dataset.source.min_scale={min_scale!r} must be in (0, 1] and "
+                        f"dataset.source.size_factor={size_factor!r} in (0, 2]")
+    subset = class_indices(classes)
     st = STYLES[style]
     # separate streams: the layout is the same in every style, only the look changes
     layout_rng, look_rng = np.random.default_rng([int(seed), 7919]), np.random.default_rng([int(seed), 7907])
-    objects = _layout(layout_rng, width, height, max_objects)
+    objects = _layout(layout_rng, width, height, max_objects, subset, min_scale, size_factor)
     arr = _background(look_rng, width, height, st)
     rng = look_rng
     light = rng.uniform(*st["light"])
@@ -226,6 +253,6 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
         if len(xs) == 0:
             continue
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        labels.append(obj["cls"])
+        labels.append(subset.index(obj["cls"]))
     return Scene(image=image, boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
                  labels=np.asarray(labels, dtype=np.int64))
