@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.errors import UserError
+
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
@@ -27,7 +29,6 @@ class SourceData:
     # per item 'pool' / 'val' / 'test' when the data comes pre-split (a folder tree
     # with train/val/test sub-trees); None lets the recipe draw every split
     splits: np.ndarray | None = None
-    skipped: int = 0          # unreadable files left out (dataset.skip_corrupt=true)
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -103,7 +104,7 @@ class FontDigits(Source):
 
     def __init__(self, n: int = 2000, seed: int = 0, size: int = 28):
         if n < 1 or size < 8:
-            raise ValueError(f"FontDigits needs n >= 1 and size >= 8, got n={n}, size={size}")
+            raise UserError(f"FontDigits needs n >= 1 and size >= 8, got n={n}, size={size}")
         self.n, self.seed, self.size = int(n), int(seed), int(size)
 
     def _load(self) -> SourceData:
