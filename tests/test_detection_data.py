@@ -11,6 +11,7 @@ from PIL import Image
 from src.data.detection.annotations import read_coco, read_voc
 from src.data.detection.datamodule import DetectionDataModule, FileSource, SceneSource
 from src.data.detection.scenes import CLASSES, HORIZON, render_scene
+from src.errors import UserError
 
 
 # -- generator --------------------------------------------------------------------------------
@@ -85,30 +86,31 @@ COCO_ANNS = [
 
 def test_coco_reader_maps_drops_and_skips(tmp_path):
     path = _coco(tmp_path, COCO_ANNS)
-    records, report = read_coco(path, tmp_path, ["person", "car"], {"pedestrian": "person"})
+    records, report, _ = read_coco(path, tmp_path, ["person", "car"], {"pedestrian": "person"})
     assert [r.file.name for r in records] == ["im0.png", "im1.png", "im2.png"]
     np.testing.assert_allclose(records[0].boxes, [[2, 3, 12, 15], [20, 5, 25, 10]])
     assert records[0].labels.tolist() == [0, 0]
     assert records[1].labels.tolist() == [1] and records[2].labels.tolist() == []
     assert report.dropped_class == 2
     assert dict(report.bad) == {"zero or negative size": 1, "outside the image": 1, "unknown class": 1}
-    records, report = read_coco(path, tmp_path, ["person", "car"], {"pedestrian": "person"}, keep_empty=False)
+    records, report, _ = read_coco(path, tmp_path, ["person", "car"], {"pedestrian": "person"}, keep_empty=False)
     assert len(records) == 2 and report.dropped_empty_images == 1
 
 
 def test_coco_reader_errors_name_file_and_position(tmp_path):
     path = _coco(tmp_path, COCO_ANNS)
-    with pytest.raises(ValueError, match=r"annotation 14: bad box \(zero or negative size\)"):
+    with pytest.raises(UserError, match=r"annotation 14: bad box \(zero or negative size\)"):
         read_coco(path, tmp_path, ["person", "car"], strict=True)
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [\n  {"id": 1,, }\n]}')
-    with pytest.raises(ValueError, match=r"broken\.json:2:12: not valid JSON"):
+    with pytest.raises(UserError, match=r"broken\.json:2:12: not valid JSON"):
         read_coco(broken, tmp_path, ["person"])
-    (tmp_path / "im1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"im1\.png named by an annotation does not exist"):
-        read_coco(path, tmp_path, ["person", "car"])
-    with pytest.raises(ValueError, match=r"class_map maps to \['bike'\]"):
+    with pytest.raises(UserError, match=r"class_map maps to \['bike'\]"):
         read_coco(path, tmp_path, ["person"], {"cycle": "bike"})
+    (tmp_path / "im1.png").unlink()
+    with pytest.raises(UserError, match=r"ann\.json: image 1 names image 'im1\.png', which does not exist under "
+                                        r"the image root"):
+        read_coco(path, tmp_path, ["person", "car"])
 
 
 def _voc(folder, name, objects, w=40, h=30):
@@ -122,15 +124,15 @@ def _voc(folder, name, objects, w=40, h=30):
 def test_voc_reader(tmp_path):
     _voc(tmp_path, "a", [("person", (1, 1, 10, 20)), ("van", (11, 2, 30, 12)), ("tree", (1, 1, 5, 5))])
     _voc(tmp_path, "b", [("car", (10, 10, 5, 20)), ("car", (1, 1, 45, 10))])     # inverted, outside
-    records, report = read_voc(tmp_path, tmp_path, ["person", "car"], {"van": "car"})
+    records, report, _ = read_voc(tmp_path, tmp_path, ["person", "car"], {"van": "car"})
     # 1-based inclusive corners: xmin=1..xmax=10 covers pixels 0..9 -> [0, 10)
     np.testing.assert_allclose(records[0].boxes, [[0, 0, 10, 20], [10, 1, 30, 12]])
     assert records[0].labels.tolist() == [0, 1] and records[1].labels.tolist() == []
     assert report.dropped_class == 1 and sum(report.bad.values()) == 2
-    with pytest.raises(ValueError, match=r"b\.xml: object 0: bad box"):
+    with pytest.raises(UserError, match=r"b\.xml: object 0: bad box"):
         read_voc(tmp_path, tmp_path, ["person", "car"], strict=True)
     (tmp_path / "c.xml").write_text("<annotation>\n<filename>c.png</filename>\n<size></annotation>")
-    with pytest.raises(ValueError, match=r"c\.xml:3:\d+: not valid XML"):
+    with pytest.raises(UserError, match=r"c\.xml:3:\d+: not valid XML"):
         read_voc(tmp_path, tmp_path, ["person", "car"])
 
 
@@ -157,5 +159,23 @@ def test_scene_datamodule_splits_batches_and_majority_labels():
     for t, i in zip(targets, ids):
         counts = torch.bincount(t["labels"], minlength=len(CLASSES))
         assert dm.labels_of([int(i)])[0] == (int(counts.argmax()) if len(t["labels"]) else -1)
-    with pytest.raises(ValueError, match="exceeds the 30 images"):
+    with pytest.raises(UserError, match="exceeds the 30 images"):
         DetectionDataModule("x", SceneSource(n=30), {"pool": 20, "val": 6, "test": 6}).setup()
+
+
+# -- image paths stay inside the image root (issue 9) ------------------------------------------
+@pytest.mark.parametrize("file_name", ["../../other/a.png", "/etc/passwd", "sub/../../a.png"])
+def test_a_coco_image_path_outside_the_root_is_a_one_line_error(tmp_path, file_name):
+    root = tmp_path / "data" / "images"
+    root.mkdir(parents=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    _image(other / "a.png")
+    _image(tmp_path / "a.png")
+    ann = tmp_path / "data" / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 7, "file_name": file_name, "width": 40, "height": 30}],
+                               "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    with pytest.raises(UserError) as err:
+        read_coco(ann, root, ["person"])
+    message = str(err.value)
+    assert "\n" not in message and str(ann) in message and repr(file_name) in message and str(root) in message

@@ -75,6 +75,24 @@ def decode_image(path: str | Path, image_size: int, resize_size: int | None = No
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def decode_stretched(path: str | Path, width: int, height: int,
+                     expect_size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [3, height, width]: RGB resized to exactly width x height (PIL bilinear), the
+    aspect ratio not kept: detection boxes are scaled by the same two factors.
+    ``expect_size`` (width, height) is the size the annotation declares for the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UnreadableImage(f"cannot read image {path}: {err}") from err
+    if expect_size is not None and im.size != tuple(expect_size):
+        raise UnreadableImage(f"{path}: image is {im.size[0]}x{im.size[1]} but its annotation says "
+                              f"{expect_size[0]}x{expect_size[1]}")
+    return np.asarray(im.resize((int(width), int(height)), Image.BILINEAR)).transpose(2, 0, 1)
+
+
 @dataclass
 class CachedImages:
     images: np.ndarray      # uint8 memmap [N_kept, C, H, W]
