@@ -179,3 +179,92 @@ def test_a_coco_image_path_outside_the_root_is_a_one_line_error(tmp_path, file_n
         read_coco(ann, root, ["person"])
     message = str(err.value)
     assert "\n" not in message and str(ann) in message and repr(file_name) in message and str(root) in message
+
+
+def test_a_symlink_inside_the_root_is_followed(tmp_path):
+    elsewhere = tmp_path / "disk2"
+    elsewhere.mkdir()
+    _image(elsewhere / "a.png")
+    root = tmp_path / "images"
+    root.mkdir()
+    (root / "linked").symlink_to(elsewhere)
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "linked/a.png", "width": 40, "height": 30}],
+                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                               "categories": [{"id": 1, "name": "person"}]}))
+    records, _, _ = read_coco(ann, root, ["person"])
+    assert records[0].file == root / "linked" / "a.png" and records[0].file.is_file()
+
+
+def _voc_xml(path, filename, objects, folder=None, recorded=None, w=40, h=30):
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                   f"<ymax>{d}</ymax></bndbox></object>" for n, (a, b, c, d) in objects)
+    extra = (f"<folder>{folder}</folder>" if folder else "") + (f"<path>{recorded}</path>" if recorded else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<annotation>{extra}<filename>{filename}</filename><size><width>{w}</width>"
+                    f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>")
+
+
+def test_voc_tool_exports_resolve_folder_path_then_flat_name(tmp_path):
+    """LabelImg / CVAT: images in sub-folders named by <folder>, the labeller's own <path>."""
+    images, ann = tmp_path / "images", tmp_path / "ann"
+    (images / "batch1").mkdir(parents=True)
+    (images / "extra" / "deep").mkdir(parents=True)
+    _image(images / "batch1" / "a.png", 40, 30)           # <folder>/<filename>
+    _image(images / "extra" / "deep" / "b.png", 40, 30)   # relative <path>
+    _image(images / "c.png", 40, 30)                      # flat; its <path> is the labeller's machine
+    _image(images / "d.png", 40, 30)                      # absolute <path> inside the root
+    box = [("car", (1, 1, 10, 10))]
+    _voc_xml(ann / "a.xml", "a.png", box, folder="batch1", recorded="/home/someone/batch1/a.png")
+    _voc_xml(ann / "b.xml", "b.png", box, folder="nowhere", recorded="extra/deep/b.png")
+    _voc_xml(ann / "c.xml", "c.png", box, folder="VOC2007", recorded="C:/Users/x/c.png")
+    _voc_xml(ann / "d.xml", "d.png", box, recorded=str(images / "d.png"))
+    records, _, names = read_voc(ann, images, None)
+    assert [r.file for r in records] == [images / "batch1" / "a.png", images / "extra" / "deep" / "b.png",
+                                         images / "c.png", images / "d.png"]
+    assert names == ["car"]
+    # a relative name that leaves the root is an error naming the file, the entry and the root
+    _voc_xml(ann / "e.xml", "e.png", box, recorded="../../etc/e.png")
+    with pytest.raises(UserError, match=r"e\.xml: <path> names image '\.\./\.\./etc/e\.png', which is outside "
+                                        r"the image root"):
+        read_voc(ann, images, None)
+    _voc_xml(ann / "e.xml", "../e.png", box)
+    with pytest.raises(UserError, match=r"e\.xml: <filename> names image '\.\./e\.png', which is outside"):
+        read_voc(ann, images, None)
+    _voc_xml(ann / "e.xml", "e.png", box, folder="sub")
+    with pytest.raises(UserError, match=r"e\.xml: image 'e\.png' does not exist under the image root .* "
+                                        r"\(looked for sub/e\.png, e\.png\)"):
+        read_voc(ann, images, None)
+
+
+# -- classes ------------------------------------------------------------------------------------
+def test_classes_that_keep_no_box_stop_with_the_names_found_and_how_to_map_them(tmp_path):
+    trucks = [("fedex_truck", (1, 1, 10, 10)), ("ups_truck", (2, 2, 12, 12))]
+    for k in range(3):
+        _voc(tmp_path, f"t{k}", trucks[: 1 + (k > 0)] + [("jimmy_johns", (3, 3, 9, 9))] * (k == 2))
+    with pytest.raises(UserError) as err:
+        read_voc(tmp_path, tmp_path, ["person", "car"])
+    message = str(err.value)
+    assert "\n" not in message
+    assert "dataset.source.classes=['person', 'car'] keep no box" in message
+    assert "fedex_truck 3, ups_truck 2, jimmy_johns 1" in message
+    assert "dataset.source.class_map={fedex_truck: person, ups_truck: person}" in message
+    assert "dataset.source.classes=null" in message
+    # the hint works: map them, or take the names found
+    records, _, names = read_voc(tmp_path, tmp_path, ["truck"], {"fedex_truck": "truck", "ups_truck": "truck"})
+    assert names == ["truck"] and sum(len(r.labels) for r in records) == 5
+    records, _, names = read_voc(tmp_path, tmp_path, None)
+    assert names == ["fedex_truck", "jimmy_johns", "ups_truck"]
+    assert records[2].labels.tolist() == [0, 2, 1]
+    records, _, names = read_voc(tmp_path, tmp_path, None, {"ups_truck": "truck", "fedex_truck": "truck"})
+    assert names == ["jimmy_johns", "truck"]
+
+
+def test_a_split_without_boxes_stops_before_training(tmp_path):
+    for k in range(6):
+        _voc(tmp_path, f"i{k}", [("car", (1, 1, 10, 10))] if k == 0 else [("tree", (1, 1, 10, 10))])
+    source = FileSource("voc", str(tmp_path), str(tmp_path), ["car"])
+    dm = DetectionDataModule("voc", source, {"pool": None, "val": 2, "test": 2}, image_size=(32, 24))
+    with pytest.raises(UserError, match=r"none of the 2 (val|test) images has a box of dataset\.source\.classes="
+                                        r"\['car'\]; the files name these classes \(boxes\): tree 5, car 1"):
+        dm.setup()
