@@ -54,7 +54,8 @@ def test_yolo_tree_through_the_datamodule_keeps_its_splits(tmp_path):
     dm = DetectionDataModule("yolo", FileSource("yolo", root=str(root), cache_dir=str(tmp_path / "cache")),
                              {"pool": None, "val": None, "test": None}, image_size=(32, 24))
     dm.setup()
-    assert [dm.splits[s].tolist() for s in ("pool", "val", "test")] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [dm.splits[s].tolist() for s in ("pool", "val", "test")] == \
+        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert dm.class_names == ["car", "person"]
     # a test split the file lacks is drawn from train; a number takes that many of a split
     root2 = yolo_tree(tmp_path / "two", per_split=6)
@@ -63,14 +64,16 @@ def test_yolo_tree_through_the_datamodule_keeps_its_splits(tmp_path):
     dm.setup()
     sizes = {s: len(v) for s, v in dm.splits.items()}
     assert sizes == {"pool": 4, "val": 6, "test": 2}
-    assert set(dm.splits["test"]) | set(dm.splits["pool"]) <= set(range(6)) and set(dm.splits["val"]) == set(range(6, 12))
+    assert set(dm.splits["test"]) | set(dm.splits["pool"]) <= set(range(6))
+    assert set(dm.splits["val"]) == set(range(6, 12))
     assert not set(dm.splits["test"]) & set(dm.splits["pool"])
 
 
 @pytest.mark.parametrize("spec, message", [
     ({"names": ["a"], "train": "images/train", "val": "../../elsewhere/images/val"},
      r"data\.yaml: val names folder '.*elsewhere/images/val', which is outside the image root"),
-    ({"names": ["a"], "train": "/etc", "val": "images/val"}, r"data\.yaml: train names folder '/etc', which is outside"),
+    ({"names": ["a"], "train": "/etc", "val": "images/val"},
+     r"data\.yaml: train names folder '/etc', which is outside"),
     ({"path": "/tmp", "names": ["a"], "train": "images/train", "val": "images/val"},
      r"data\.yaml: path='/tmp' leaves dataset\.source\.root="),
     ({"names": ["a"], "val": "images/val"}, r"data\.yaml: no 'train'"),
