@@ -90,7 +90,7 @@ def decode_stretched(path: str | Path, width: int, height: int,
     if expect_size is not None and im.size != tuple(expect_size):
         raise UnreadableImage(f"{path}: image is {im.size[0]}x{im.size[1]} but its annotation says "
                               f"{expect_size[0]}x{expect_size[1]}")
-    return np.asarray(im.resize((int(width), int(height)), Image.BILINEAR)).transpose(2, 0, 1)
+    return np.ascontiguousarray(np.asarray(im.resize((int(width), int(height)), Image.BILINEAR)).transpose(2, 0, 1))
 
 
 @dataclass
