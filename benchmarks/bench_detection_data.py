@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from benchmarks.bench_data import write_results
 from src.data.detection.datamodule import DetectionDataModule, FileSource
 from src.data.detection.scenes import CLASSES, render_scene
 from src.loop.pool import score_pool
@@ -150,10 +151,7 @@ def main(argv=None) -> dict:
                   f"{row['jpeg_images_per_s']:,.1f} | {row['ratio']:.1f}x |")
     print("\none-time cache build: " + ", ".join(
         f"{at['cache_build_seconds']:.1f} s at {at['input_px'][0]}x{at['input_px'][1]}" for at in results["inputs"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out}")
+    write_results(args.out, results)
     return results
 
 

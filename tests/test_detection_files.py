@@ -47,6 +47,7 @@ def test_yolo_reads_boxes_splits_and_images_without_labels(tmp_path):
     assert report.found == {"car": 6, "person": 2}
     records, _, names = read_yolo(root, ["person"])
     assert names == ["person"] and sum(len(r.labels) for r in records) == 2
+    assert len(read_yolo(root.parent / "elsewhere" / ".." / root.name)[0]) == 6    # a root written with '..'
 
 
 def test_yolo_tree_through_the_datamodule_keeps_its_splits(tmp_path):

@@ -15,6 +15,7 @@ Every path stays inside the root; the YAML is read with ``yaml.safe_load``.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -109,7 +110,7 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True)
     """Records (each with its split), report and class names of a YOLO tree (see the module doc)."""
     if not root:
         raise UserError(f"{KEY}.root is not set; name the folder that holds data.yaml")
-    root = Path(str(root)).expanduser().absolute()
+    root = Path(os.path.abspath(os.path.expanduser(str(root))))    # '..' folded: the containment test compares paths
     if not root.is_dir():
         raise UserError(f"{KEY}.root={root}: no such directory")
     path, data = _data_yaml(root)
