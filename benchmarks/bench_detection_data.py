@@ -21,6 +21,7 @@ several interleaved rounds on the same machine. The ratio cache / jpeg is the fi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from src.data.detection.scenes import CLASSES, render_scene
 from src.loop.pool import score_pool
 from src.models.detector import SSDDetector
 from src.selection.scorers import get_scorer
+from src.tasks import detection
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_detection_data.json"
@@ -95,8 +97,8 @@ def train_epoch(dm, model) -> float:
 def score(dm, model) -> float:
     model.eval()
     start = time.perf_counter()
-    score_pool(model, dm.pool_dataloader(dm.pool_ids), get_scorer("entropy"), want_predictions=False,
-               progress=False)
+    adapter = functools.partial(detection.score_batch, scorer=get_scorer("entropy"))
+    score_pool(model, dm.pool_dataloader(dm.pool_ids), adapter, want_predictions=False, progress=False)
     return time.perf_counter() - start
 
 
