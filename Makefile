@@ -49,6 +49,7 @@ bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); fi
 	$(PY) -m benchmarks.bench $(ARGS)
 	$(PY) -m benchmarks.bench_data $(ARGS)
 	$(PY) -m benchmarks.bench_detection $(ARGS)
+	$(PY) -m benchmarks.bench_detection_data $(ARGS)
 	$(PY) -m benchmarks.bench_detection_curve $(ARGS)
 
 report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]

@@ -167,11 +167,16 @@ def main(argv=None) -> dict:
         data_rate = "-" if r["data_images_per_s"] is None else f"{r['data_images_per_s']:,.0f}"
         print(f"| {name} | {data_rate} | {r['epoch_images_per_s']:,.0f} | "
               f"{r['epoch_images_per_s'] / base:.2f}x |")
-    out = Path(args.out)
+    write_results(args.out, results)
+    return results
+
+
+def write_results(out: str | Path, results: dict) -> None:
+    """The figures as JSON (bench-results/ by default), and where they went."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {out}")
-    return results
 
 
 if __name__ == "__main__":

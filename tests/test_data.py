@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.errors import UserError
 from src.data.datamodule import ActiveDataModule, RepeatingSampler
 from src.data.recipes import build
 from src.data.sources import FontDigits, MnistDigits, Source, SourceData, UciDigits
+from src.errors import UserError
 
 
 class Blocks(Source):

@@ -17,13 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from src.errors import UserError
 from src.data.cache import cached_images, decode_image
 from src.data.datamodule import ActiveDataModule
 from src.data.folder import ImageFolderSource
 from src.data.imagenet import ImageNetA, ImageNetR, ImageNetV2
 from src.data.plots import save_class_distribution
 from src.data.recipes import build
+from src.errors import UserError
 
 # ImageNet-1k classes used below, with their index as published (tench, goldfish, ...).
 WNID_INDEX = {"n01440764": 0, "n01443537": 1, "n01484850": 2, "n01491361": 3, "n15075141": 999}
@@ -162,15 +162,14 @@ def test_the_cache_gives_the_same_tensors_as_decoding_the_files(tmp_path):
 def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
     tree = make_tree(tmp_path / "t", {"a": 0, "b": 1}, 3)
     files = sorted(tree.rglob("*.jpg"))
-    labels = np.array([0, 0, 0, 1, 1, 1])
-    first = cached_images("t", tree, files, labels, 16, tmp_path / "cache")
-    again = cached_images("t", tree, files, labels, 16, tmp_path / "cache")
+    first = cached_images(tree, files, 16, tmp_path / "cache")
+    again = cached_images(tree, files, 16, tmp_path / "cache")
     assert first.built and not again.built and first.path == again.path
     write_jpeg(files[0], 250, 9)                        # new content: size and mtime change
-    changed = cached_images("t", tree, files, labels, 16, tmp_path / "cache")
+    changed = cached_images(tree, files, 16, tmp_path / "cache")
     assert changed.built and changed.path != first.path and not first.path.exists()
     np.testing.assert_array_equal(changed.images[0], decode_image(files[0], 16))
-    other_size = cached_images("t", tree, files, labels, 20, tmp_path / "cache")
+    other_size = cached_images(tree, files, 20, tmp_path / "cache")
     assert other_size.built and changed.path.exists()   # another resolution is another cache
 
 

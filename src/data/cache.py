@@ -1,17 +1,26 @@
-"""Decode-once image cache: JPEG/PNG files -> one memory-mapped uint8 array on disk.
+"""Decode-once image cache: image files -> one memory-mapped uint8 array on disk.
 
 Decoding and resizing a JPEG costs far more CPU than a training step needs from
 it, and the active-learning loop touches the same images in every epoch of every
-round of every run. So each image of a source is decoded and resized once, at a
-given resolution, into ``<cache_dir>/<name>-<size>px-<digest>/images.u8`` (a raw
-[N, 3, S, S] uint8 array opened with ``np.memmap``): only the rows a recipe
-indexes are ever read into memory.
+round of every run. So each image of a source is decoded and resized once into
+``<cache_dir>/<root name>-<owner digest>-<content digest>/images.u8`` (a raw
+[N, C, H, W] uint8 array opened with ``np.memmap``): only the rows a reader
+indexes are ever read into memory. Classification folders (centre crop) and
+detection annotation files (stretched to the model's width x height) share it.
 
-The digest covers everything the pixels depend on: the file list (relative path,
-byte size, modification time), the labels, the resolution and the decoding
-version. A changed, added or removed file gives a new digest; stale caches of the
-same source and resolution are deleted then. A cache is written under a temporary
-name and renamed when complete, so an interrupted build is never read.
+A cache is keyed by what determines its bytes, never by a display name:
+
+* the owner digest: the resolved image root, what owns the file list there (the
+  root itself, or the resolved annotation file), the decoder and its settings
+  (resolution, resize) and the decoding version;
+* the content digest: every file's path relative to the root, byte size and
+  modification time, plus what the owner declares per file (a detection image's
+  annotated size).
+
+A changed, added or removed file gives a new content digest; the stale cache of
+the same owner (and only that one) is deleted then, so two roots, two annotation
+files or two resolutions never evict each other. A cache is written under a
+temporary name and renamed when complete, so an interrupted build is never read.
 
 Corruptions (Noisy/Hard) are not cached: they are a deterministic function of
 (seed, item id) applied to the ~10k rows a recipe selects, seconds of work, and
@@ -25,8 +34,9 @@ import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -65,80 +75,122 @@ def decode_image(path: str | Path, image_size: int, resize_size: int | None = No
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
 
 
+def decode_stretched(path: str | Path, width: int, height: int,
+                     expect_size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 [3, height, width]: RGB resized to exactly width x height (PIL bilinear), the
+    aspect ratio not kept: detection boxes are scaled by the same two factors.
+    ``expect_size`` (width, height) is the size the annotation declares for the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UnreadableImage(f"cannot read image {path}: {err}") from err
+    if expect_size is not None and im.size != tuple(expect_size):
+        raise UnreadableImage(f"{path}: image is {im.size[0]}x{im.size[1]} but its annotation says "
+                              f"{expect_size[0]}x{expect_size[1]}")
+    return np.ascontiguousarray(np.asarray(im.resize((int(width), int(height)), Image.BILINEAR)).transpose(2, 0, 1))
+
+
 @dataclass
 class CachedImages:
-    images: np.ndarray      # uint8 memmap [N_kept, 3, S, S]
+    images: np.ndarray      # uint8 memmap [N_kept, C, H, W]
     kept: np.ndarray        # int64 [N_kept]: positions in the input file list
     skipped: list[str]      # files that could not be decoded (only with skip_corrupt)
     path: Path
     built: bool             # True when this call decoded the files, False when it reused a cache
 
 
-def _digest(name: str, root: Path, files: list[Path], labels: np.ndarray, image_size: int,
-            resize_size: int | None) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([DECODE_VERSION, name, int(image_size), resize_size]).encode())
-    for path, label in zip(files, labels.tolist()):
-        st = path.stat()
-        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
-    return h.hexdigest()[:20]
+@dataclass
+class CacheKey:
+    """Everything but the files themselves that decides a cache's bytes (see the module doc)."""
+    root: Path                         # the folder the files are relative to
+    owner: str                         # what owns the file list: the resolved root, or an annotation file
+    settings: dict                     # decoder name and its settings (JSON-serialisable)
+    shape: tuple[int, int, int]        # one decoded image: channels, height, width
+    per_file: list[str] | None = field(default=None)   # what the owner declares per file, if anything
+
+    def owner_digest(self) -> str:
+        h = hashlib.sha256(json.dumps([DECODE_VERSION, str(self.root.resolve()), self.owner, self.settings,
+                                       list(self.shape)], sort_keys=True).encode())
+        return h.hexdigest()[:12]
+
+    def content_digest(self, files: list[Path]) -> str:
+        h = hashlib.sha256()
+        extra = self.per_file if self.per_file is not None else [""] * len(files)
+        for path, declared in zip(files, extra):
+            st = path.stat()
+            h.update(f"{path.relative_to(self.root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0{declared}\n"
+                     .encode())
+        return h.hexdigest()[:20]
 
 
-def cached_images(name: str, root: str | Path, files: list[Path], labels: np.ndarray, image_size: int,
-                  cache_dir: str | Path, resize_size: int | None = None, skip_corrupt: bool = False,
+def cached_images(root: str | Path, files: list[Path], image_size: int, cache_dir: str | Path,
+                  resize_size: int | None = None, skip_corrupt: bool = False,
                   workers: int | None = None) -> CachedImages:
-    """The decoded images of ``files`` (under ``root``), from the cache or decoded into it now.
+    """The centre-cropped [3, S, S] images of ``files`` (under ``root``), from the cache or decoded now.
 
     A file that cannot be decoded raises ``UnreadableImage`` naming it; with
     ``skip_corrupt`` it is left out instead and listed in ``skipped``.
     """
-    root = Path(root)
+    s, resize = int(image_size), (int(resize_size) if resize_size else None)
+    key = CacheKey(Path(root), str(Path(root).resolve()),
+                   {"decoder": "centre_crop", "image_size": s, "resize_size": resize}, (3, s, s))
+    return decode_cached(key, files, lambda path: decode_image(path, s, resize), cache_dir,
+                         skip_corrupt=skip_corrupt, workers=workers)
+
+
+def decode_cached(key: CacheKey, files: list[Path], decode: Callable[[Path], np.ndarray], cache_dir: str | Path,
+                  skip_corrupt: bool = False, workers: int | None = None) -> CachedImages:
+    """``decode(file)`` of every file (uint8 of ``key.shape``), from the cache or decoded into it now.
+
+    ``decode`` raises ``UnreadableImage`` for a bad file: an error, or with
+    ``skip_corrupt`` the file is left out and listed in ``skipped``.
+    """
     cache_dir = Path(cache_dir)
-    prefix = f"{name}-{int(image_size)}px-"
-    final = cache_dir / (prefix + _digest(name, root, files, labels, image_size, resize_size))
-    if not (final / "meta.json").exists():
-        _build(final, root, files, image_size, resize_size, skip_corrupt, workers)
-        for stale in cache_dir.glob(prefix + "*"):   # same source and resolution, older inputs
+    prefix = f"{key.root.resolve().name or 'root'}-{key.owner_digest()}-"
+    final = cache_dir / (prefix + key.content_digest(files))
+    built = not (final / "meta.json").exists()
+    if built:
+        _build(final, key, files, decode, skip_corrupt, workers)
+        for stale in cache_dir.glob(prefix + "*"):   # the same owner and settings, older files
             if stale != final and not stale.name.endswith(".tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
-        built = True
-    else:
-        built = False
     meta = json.loads((final / "meta.json").read_text())
     skipped = meta["skipped"]
     if skipped and not skip_corrupt:
         # the cache was built with skip_corrupt=true; without it a bad file is still an error
-        raise UnreadableImage(f"cannot read image {root / skipped[0]} ({len(skipped)} unreadable file(s) in "
-                              f"{root}); remove or replace it, or pass dataset.skip_corrupt=true")
+        raise UnreadableImage(f"cannot read image {key.root / skipped[0]} ({len(skipped)} unreadable file(s) in "
+                              f"{key.root}); remove or replace it, or pass dataset.skip_corrupt=true")
     if skipped:
         log.warning("%s: skipped %d unreadable image(s) (dataset.skip_corrupt=true), e.g. %s",
-                    name, len(skipped), skipped[0])
+                    key.root, len(skipped), skipped[0])
     kept = np.load(final / "kept.npy")
-    s = int(image_size)
-    images = (np.memmap(final / "images.u8", dtype=np.uint8, mode="r", shape=(len(kept), 3, s, s))
-              if len(kept) else np.zeros((0, 3, s, s), dtype=np.uint8))
-    return CachedImages(images, kept, [str(root / p) for p in skipped], final, built)
+    images = (np.memmap(final / "images.u8", dtype=np.uint8, mode="r", shape=(len(kept),) + tuple(key.shape))
+              if len(kept) else np.zeros((0,) + tuple(key.shape), dtype=np.uint8))
+    return CachedImages(images, kept, [str(key.root / p) for p in skipped], final, built)
 
 
-def _build(final: Path, root: Path, files: list[Path], image_size: int, resize_size: int | None,
+def _build(final: Path, key: CacheKey, files: list[Path], decode: Callable[[Path], np.ndarray],
            skip_corrupt: bool, workers: int | None) -> None:
     tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    s = int(image_size)
     n = len(files)
-    out = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(max(n, 1), 3, s, s))
+    out = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(max(n, 1),) + tuple(key.shape))
     ok = np.zeros(n, dtype=bool)
     bad: list[int] = []
 
     def work(i: int):
         try:
-            out[i] = decode_image(files[i], s, resize_size)
+            out[i] = decode(files[i])
             return i, None
         except UnreadableImage as err:
             return i, err
 
-    log.info("decoding %d images at %dpx into %s (once; later runs reuse it)", n, s, final)
+    log.info("decoding %d images at %dx%d px into %s (once; later runs reuse it)", n, key.shape[2], key.shape[1],
+             final)
     # PIL releases the GIL while decoding and resizing, so threads use several cores.
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         try:
@@ -149,7 +201,7 @@ def _build(final: Path, root: Path, files: list[Path], image_size: int, resize_s
                     bad.append(i)
                 else:
                     raise err
-        except UnreadableImage:
+        except BaseException:   # an unreadable file, or a bug in decode: no half-written cache is left
             pool.shutdown(cancel_futures=True)
             del out
             shutil.rmtree(tmp, ignore_errors=True)
@@ -163,8 +215,9 @@ def _build(final: Path, root: Path, files: list[Path], image_size: int, resize_s
     del out
     np.save(tmp / "kept.npy", kept.astype(np.int64))
     (tmp / "meta.json").write_text(json.dumps({
-        "version": DECODE_VERSION, "n_files": n, "n_kept": int(len(kept)), "image_size": s,
-        "resize_size": resize_size, "skipped": [files[i].relative_to(root).as_posix() for i in bad]}))
+        "version": DECODE_VERSION, "n_files": n, "n_kept": int(len(kept)), "owner": key.owner,
+        "settings": key.settings, "shape": list(key.shape),
+        "skipped": [files[i].relative_to(key.root).as_posix() for i in bad]}))
     try:
         os.replace(tmp, final)
     except OSError:

@@ -65,7 +65,7 @@ class ImageTreeSource(Source):
 
     def layout_error(self, problem: str) -> UserError:
         return UserError(f"{self.title} {problem}: expected {self.layout.replace('<root>', str(self.root))}"
-                         f"{self.where_to_get()}; set {self.root_key}=<folder>")
+                                 f"{self.where_to_get()}; set {self.root_key}=<folder>")
 
     # -- scanning ------------------------------------------------------------------------------
     def check_root(self) -> list[Path]:
@@ -126,13 +126,12 @@ class ImageTreeSource(Source):
 
     def _load(self) -> SourceData:
         files, labels, splits, names = self.scan()
-        cached = cached_images(self.name, self.root, files, labels, self.image_size, self.cache_dir,
-                               resize_size=self.resize_size, skip_corrupt=self.skip_corrupt, workers=self.workers)
+        cached = cached_images(self.root, files, self.image_size, self.cache_dir, resize_size=self.resize_size,
+                               skip_corrupt=self.skip_corrupt, workers=self.workers)
         if len(cached.kept) == 0:
             raise UserError(f"{self.title} at {self.root}: no readable images")
         return SourceData(self.name, cached.images, labels[cached.kept], names,
-                          splits=None if splits is None else splits[cached.kept],
-                          skipped=len(cached.skipped))
+                          splits=None if splits is None else splits[cached.kept])
 
 
 class ImageFolderSource(ImageTreeSource):

@@ -15,17 +15,27 @@ scores and the saved state speak only in ids. No Lightning, no files.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from src.data.corruptions import corrupt, rotate
-from src.data.sources import Source
+from src.data.sources import Source, SourceData
 from src.errors import UserError
 
 SPLITS = ("test", "val", "pool")
+
+# Seed streams under ``split_seed`` (numpy SeedSequence entropy [split_seed, stream, ...]):
+# stream j < INTERLEAVE_STREAM is source j's permutation (``split_rows``), so a recipe may
+# mix up to a thousand sources before streams could meet.
+INTERLEAVE_STREAM = 1000   # + split index k: the order that mixes the sources within split k
+ROTATION_STREAM = 7        # with (pool row, copy): the Hard recipe's fixed rotation of that copy
+# Rows resized (float32) or rotated at once: bounds the temporary float memory, which at
+# 224 px is 0.6 MB per row, to a few hundred MB.
+GATHER_CHUNK = 512
+ROTATE_CHUNK = 256
 
 
 @dataclass
@@ -39,7 +49,6 @@ class BuiltDataset:
     test_ids: np.ndarray
     class_names: list[str]
     source_names: list[str]
-    extra: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -64,7 +73,8 @@ def _to_shape(images: np.ndarray, size: int, channels: int) -> np.ndarray:
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
         else:
-            raise UserError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+            raise UserError(f"dataset.channels={channels}: cannot convert {x.shape[1]}-channel images to "
+                            f"{channels} channels; allowed: 1 or 3")
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
@@ -113,7 +123,8 @@ def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndar
     return out
 
 
-def _gather(images: np.ndarray, rows: np.ndarray, size: int, channels: int, chunk: int = 512) -> np.ndarray:
+def _gather(images: np.ndarray, rows: np.ndarray, size: int, channels: int,
+            chunk: int = GATHER_CHUNK) -> np.ndarray:
     """``images[rows]`` at the recipe's shape. Rows are read in ascending order (sequential
     reads from a memory-mapped cache) and in chunks (bounded float memory when resizing)."""
     order = np.argsort(rows, kind="stable")
@@ -130,27 +141,22 @@ def _gather(images: np.ndarray, rows: np.ndarray, size: int, channels: int, chun
     return out
 
 
-def build(
-    sources: list[Source],
-    sizes: dict,
-    image_size: int,
-    channels: int = 1,
-    split_seed: int = 0,
-    corruption: dict | None = None,
-    pool_repeats: int = 1,
-    repeat_max_degrees: float = 10.0,
-) -> BuiltDataset:
+def _load_sources(sources: list[Source]) -> list[SourceData]:
     if not sources:
         raise UserError("dataset.sources is empty; name at least one source")
     loaded = [s.load() for s in sources]
-    class_names = loaded[0].class_names
     for d in loaded[1:]:
-        if d.class_names != class_names:
+        if d.class_names != loaded[0].class_names:
             raise UserError(f"sources {loaded[0].name!r} and {d.name!r} have different class lists; "
-                             "a mixed recipe needs one label space")
+                            "a mixed recipe needs one label space")
+    return loaded
+
+
+def _split_parts(loaded: list[SourceData], sizes: dict, image_size: int, channels: int,
+                 split_seed: int) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """Per split, per source: (images at the recipe's shape, labels, source index)."""
     shares = {split: (equal_shares(int(sizes[split]), len(loaded)) if sizes.get(split) is not None
                       else [None] * len(loaded)) for split in SPLITS}
-
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {s: [] for s in SPLITS}
     for j, data in enumerate(loaded):
         rows_of = split_rows(data, j, {s: shares[s][j] for s in SPLITS}, split_seed)
@@ -161,54 +167,75 @@ def build(
     for split in SPLITS:
         if sum(len(p[1]) for p in parts[split]) == 0:
             raise UserError(f"dataset split {split!r} is empty: dataset.sizes.{split} is 0 or the sources "
-                             f"have no items for it")
+                            f"have no items for it")
+    return parts
 
+
+def _interleave(parts: dict, split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(images, labels, source index, ids per split): test rows first, then val, then pool, the
+    sources of each split shuffled together so that storage order carries no source blocks."""
     images, labels, origin, split_ids = [], [], [], {}
     offset = 0
     for k, split in enumerate(SPLITS):
         x = np.concatenate([p[0] for p in parts[split]])
         y = np.concatenate([p[1] for p in parts[split]])
         o = np.concatenate([p[2] for p in parts[split]])
-        # interleave sources so that storage order carries no source blocks
-        order = np.random.default_rng(np.random.SeedSequence([split_seed, 1000 + k])).permutation(len(y))
+        stream = np.random.SeedSequence([split_seed, INTERLEAVE_STREAM + k])
+        order = np.random.default_rng(stream).permutation(len(y))
         images.append(x[order]); labels.append(y[order]); origin.append(o[order])
         split_ids[split] = np.arange(offset, offset + len(y), dtype=np.int64)
         offset += len(y)
-    images = np.concatenate(images)
-    labels = np.concatenate(labels)
-    origin = np.concatenate(origin)
-    original = np.arange(len(labels), dtype=np.int64)
+    return np.concatenate(images), np.concatenate(labels), np.concatenate(origin), split_ids
 
+
+def _repeat_pool(images: np.ndarray, labels: np.ndarray, origin: np.ndarray, split_ids: dict, split_seed: int,
+                 pool_repeats: int, max_degrees: float):
+    """The Hard recipe: every pool row ``pool_repeats`` times, each copy rotated by its own fixed angle;
+    val and test kept once. Returns (images, labels, origin, original row, split ids)."""
+    pool = split_ids["pool"]
+    parent = np.repeat(pool, pool_repeats)
+    copy = np.tile(np.arange(pool_repeats), len(pool))
+    degrees = np.array([
+        np.random.default_rng(np.random.SeedSequence([split_seed, ROTATION_STREAM, int(p), int(c)])).uniform(
+            -max_degrees, max_degrees)
+        for p, c in zip(parent, copy)])
+    keep = np.concatenate([split_ids["test"], split_ids["val"]])  # rows [0, n_test + n_val)
+    repeated = np.empty((len(keep) + len(parent),) + images.shape[1:], dtype=np.uint8)
+    repeated[:len(keep)] = images[keep]
+    for start in range(0, len(parent), ROTATE_CHUNK):
+        stop = min(start + ROTATE_CHUNK, len(parent))
+        repeated[len(keep) + start:len(keep) + stop] = rotate(images[parent[start:stop]], degrees[start:stop])
+    split_ids = dict(split_ids, pool=np.arange(len(keep), len(keep) + len(parent), dtype=np.int64))
+    return (repeated, np.concatenate([labels[keep], labels[parent]]), np.concatenate([origin[keep], origin[parent]]),
+            np.concatenate([keep, parent]), split_ids)
+
+
+def build(
+    sources: list[Source],
+    sizes: dict,
+    image_size: int,
+    channels: int = 1,
+    split_seed: int = 0,
+    corruption: dict | None = None,
+    pool_repeats: int = 1,
+    repeat_max_degrees: float = 10.0,
+) -> BuiltDataset:
+    loaded = _load_sources(sources)
+    parts = _split_parts(loaded, sizes, image_size, channels, split_seed)
+    images, labels, origin, split_ids = _interleave(parts, split_seed)
+    original = np.arange(len(labels), dtype=np.int64)
     if corruption:
         images = corrupt(images, original, kind=corruption["kind"], severity=int(corruption["severity"]),
                          seed=int(corruption.get("seed", split_seed)))
-
     if pool_repeats > 1:
-        pool = split_ids["pool"]
-        parent = np.repeat(pool, pool_repeats)
-        copy = np.tile(np.arange(pool_repeats), len(pool))
-        degrees = np.array([
-            np.random.default_rng(np.random.SeedSequence([split_seed, 7, int(p), int(c)])).uniform(
-                -repeat_max_degrees, repeat_max_degrees)
-            for p, c in zip(parent, copy)])
-        keep = np.concatenate([split_ids["test"], split_ids["val"]])  # rows [0, n_test + n_val)
-        repeated = np.empty((len(keep) + len(parent),) + images.shape[1:], dtype=np.uint8)
-        repeated[:len(keep)] = images[keep]
-        for start in range(0, len(parent), 256):   # chunks: bounded float memory at 224 px
-            stop = min(start + 256, len(parent))
-            repeated[len(keep) + start:len(keep) + stop] = rotate(images[parent[start:stop]], degrees[start:stop])
-        images = repeated
-        labels = np.concatenate([labels[keep], labels[parent]])
-        origin = np.concatenate([origin[keep], origin[parent]])
-        original = np.concatenate([keep, parent])
-        split_ids["pool"] = np.arange(len(keep), len(keep) + len(parent), dtype=np.int64)
-
+        images, labels, origin, original, split_ids = _repeat_pool(images, labels, origin, split_ids, split_seed,
+                                                                   pool_repeats, repeat_max_degrees)
     return BuiltDataset(
         images=torch.from_numpy(np.ascontiguousarray(images)),
         labels=torch.from_numpy(labels.astype(np.int64)),
         source_index=origin,
         original_id=original,
         pool_ids=split_ids["pool"], val_ids=split_ids["val"], test_ids=split_ids["test"],
-        class_names=list(class_names),
+        class_names=list(loaded[0].class_names),
         source_names=[d.name for d in loaded],
     )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from src.errors import UserError
+
 DIGIT_CLASSES = [str(d) for d in range(10)]
 
 
@@ -27,7 +29,6 @@ class SourceData:
     # per item 'pool' / 'val' / 'test' when the data comes pre-split (a folder tree
     # with train/val/test sub-trees); None lets the recipe draw every split
     splits: np.ndarray | None = None
-    skipped: int = 0          # unreadable files left out (dataset.skip_corrupt=true)
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:

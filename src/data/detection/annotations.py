@@ -1,18 +1,26 @@
-"""Detection annotations on disk: COCO JSON and Pascal VOC XML, read into one shape.
+"""Detection annotations on disk: COCO JSON, Pascal VOC XML and YOLO trees, read into one shape.
 
-Both readers return ``ImageRecord``s with boxes in pixel xyxy and labels as indices
-into the configured ``classes`` list. Source class names are renamed with
-``class_map`` (source name -> one of ``classes``); names that map to none of
-``classes`` are dropped silently (that is a choice, not an error). Bad boxes (zero
-or negative size, outside the image, an undeclared category) are skipped and counted,
-or raise with ``strict=True``. Every error names the file (and, where a parser can
-tell, the line and column), and missing image files are reported before any image is
-decoded.
+Every reader first turns its files into ``RawImage``s (an image file, its size and
+its objects under the class names the files use), then ``apply_classes`` makes the
+``ImageRecord``s every reader returns: boxes in pixel xyxy, labels as indices into
+the class list. Source class names are renamed with ``class_map`` (source name ->
+class); names that map to none of ``classes`` are dropped and counted. ``classes``
+None takes the (mapped) names found in the files, sorted. Bad boxes (zero or
+negative size, outside the image, an undeclared class) are skipped and counted, or
+raise with ``strict=True``.
+
+Annotation files come from other people, so they are untrusted input: every image
+path they name must stay inside the configured image root (checked on the path as
+written, so symlinks that the root itself holds are followed), and a mistake in them
+is a ``UserError`` naming the file and the entry, raised before any image is decoded.
+When the configured classes keep no box at all, the error lists the class names
+found in the files with their counts, and how to map them.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # Rounding of float annotations can put an edge a hair past the border; more than this is an error.
 EDGE_TOLERANCE = 1.0
+# Where the readers' settings live in the config, for messages.
+KEY = "dataset.source"
 
 
 @dataclass
@@ -35,6 +45,23 @@ class ImageRecord:
     height: int
     boxes: np.ndarray        # float32 [N, 4] xyxy, pixels
     labels: np.ndarray       # int64 [N]
+    split: str | None = None  # 'pool' / 'val' / 'test' when the files come pre-split (YOLO), else None
+
+
+@dataclass
+class RawObject:
+    name: str | None         # the class name as the file writes it; None: a class the file does not declare
+    box: tuple               # x0, y0, x1, y1 in pixels
+    where: str               # "<file>: <entry>", for messages
+
+
+@dataclass
+class RawImage:
+    file: Path
+    width: int
+    height: int
+    objects: list[RawObject] = field(default_factory=list)
+    split: str | None = None
 
 
 @dataclass
@@ -45,6 +72,7 @@ class ReadReport:
     dropped_class: int = 0
     dropped_empty_images: int = 0
     bad: Counter = field(default_factory=Counter)
+    found: Counter = field(default_factory=Counter)   # boxes per class name as the files write it
 
     def summary(self, source: str) -> str:
         bad = ", ".join(f"{n} {why}" for why, n in sorted(self.bad.items())) or "none"
@@ -52,16 +80,27 @@ class ReadReport:
                 f"unused classes dropped; {self.dropped_empty_images} images without boxes dropped; "
                 f"bad boxes skipped: {bad}")
 
+    def found_names(self) -> str:
+        """'name count, ...' of the class names in the files, most frequent first."""
+        return ", ".join(f"{name} {n}" for name, n in self.found.most_common())
+
 
 class ClassMapper:
-    def __init__(self, classes, class_map=None):
+    """Source class name -> label index; ``classes`` None takes the mapped names found, sorted."""
+
+    def __init__(self, classes, class_map=None, found: Counter | None = None):
+        self.class_map = {str(k): str(v) for k, v in dict(class_map or {}).items()}
+        if classes is None:
+            classes = sorted({self.class_map.get(n, n) for n in (found or {})})
+            if not classes:
+                classes = sorted(set(self.class_map.values()))
         self.classes = [str(c) for c in classes]
         if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise UserError(f"dataset.source.classes={self.classes!r} must be a non-empty list of distinct names")
-        self.class_map = {str(k): str(v) for k, v in dict(class_map or {}).items()}
+            raise UserError(f"{KEY}.classes={self.classes!r} must be a non-empty list of distinct names, or null "
+                            "(the class names found in the files)")
         unknown = sorted(v for v in self.class_map.values() if v not in self.classes)
         if unknown:
-            raise UserError(f"dataset.source.class_map maps to {unknown}, which are not in dataset.source.classes={self.classes}")
+            raise UserError(f"{KEY}.class_map maps to {unknown}, which are not in {KEY}.classes={self.classes}")
         self.index = {name: i for i, name in enumerate(self.classes)}
 
     def __call__(self, source_name: str) -> int | None:
@@ -80,127 +119,224 @@ def check_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
     return None
 
 
-class _Collector:
-    """Shared bookkeeping of both readers: bad-box policy, dropped classes, empty images."""
+def image_root(images, key: str = f"{KEY}.images") -> Path:
+    """The image root as an absolute path (not resolved: symlinks inside it stay as written)."""
+    if not images:
+        raise UserError(f"{key} is not set; name the folder the annotations' image paths are relative to")
+    root = Path(os.path.abspath(os.path.expanduser(str(images))))
+    if not root.is_dir():
+        raise UserError(f"{key}={images}: no such directory")
+    return root
 
-    def __init__(self, mapper: ClassMapper, strict: bool, keep_empty: bool):
-        self.mapper, self.strict, self.keep_empty = mapper, bool(strict), bool(keep_empty)
-        self.report = ReadReport()
-        self.records: list[ImageRecord] = []
 
-    def bad(self, why: str, where: str) -> None:
-        if self.strict:
-            raise UserError(f"{where}: bad box ({why}); dataset.source.strict=false skips such boxes with a count")
-        self.report.bad[why] += 1
+def inside_root(root: Path, name: str) -> Path | None:
+    """``root / name`` with ``..`` folded away when that stays inside ``root``, else None.
 
-    def add(self, file: Path, width: int, height: int, boxes: list, labels: list) -> None:
-        if not boxes and not self.keep_empty:
-            self.report.dropped_empty_images += 1
-            return
+    An absolute ``name`` counts when it lies inside ``root``. The test is on the path
+    as written: a symlink the root holds is the root owner's choice and is followed.
+    """
+    path = Path(os.path.normpath(root / name))
+    return path if path == root or root in path.parents else None
+
+
+def image_inside(root: Path, name: str, source, entry: str, what: str = "image") -> Path:
+    """``inside_root`` or a one-line error naming the annotation file, the entry and the root."""
+    path = inside_root(root, str(name))
+    if path is None:
+        raise UserError(f"{source}: {entry} names {what} {str(name)!r}, which is outside the image root {root}; "
+                        "image paths must stay inside it")
+    return path
+
+
+def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class_map=None, strict: bool = False,
+                  keep_empty: bool = True) -> tuple[list[ImageRecord], ReadReport, list[str]]:
+    """Records, report and class names of a reader's raw images (see the module doc)."""
+    report = ReadReport(bad=Counter(bad))
+    report.found = Counter(obj.name for image in raw for obj in image.objects if obj.name is not None)
+    mapper = ClassMapper(classes, class_map, report.found)
+    records = []
+    for image in raw:
+        boxes, labels = [], []
+        for obj in image.objects:
+            label = None if obj.name is None else mapper(obj.name)
+            if label is None and obj.name is not None:
+                report.dropped_class += 1
+                continue
+            why = "unknown class" if obj.name is None else check_box(*obj.box, image.width, image.height)
+            if why:
+                if strict:
+                    raise UserError(f"{obj.where}: bad box ({why}); {KEY}.strict=false skips such boxes "
+                                    "with a count")
+                report.bad[why] += 1
+                continue
+            boxes.append(obj.box)
+            labels.append(label)
+        if not boxes and not keep_empty:
+            report.dropped_empty_images += 1
+            continue
         clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0,
-                          [width, height, width, height]).astype(np.float32)
-        self.records.append(ImageRecord(file, int(width), int(height), clipped, np.asarray(labels, dtype=np.int64)))
-        self.report.images += 1
-        self.report.boxes += len(boxes)
+                          [image.width, image.height, image.width, image.height]).astype(np.float32)
+        records.append(ImageRecord(image.file, int(image.width), int(image.height), clipped,
+                                   np.asarray(labels, dtype=np.int64), image.split))
+        report.images += 1
+        report.boxes += len(boxes)
+    if report.boxes == 0:
+        raise UserError(no_box_message(source, mapper.classes, report))
+    log.info(report.summary(source))
+    return records, report, mapper.classes
 
 
-def _check_images_exist(records: list[ImageRecord], annotation_file: Path) -> None:
-    for r in records:
-        if not r.file.is_file():
-            raise UserError(f"{annotation_file}: image {r.file} named by an annotation does not exist")
+def no_box_message(source, classes: list[str], report: ReadReport, where: str = "") -> str:
+    """One line: no box is kept (``where``: in which part), the names the files use and how to map them."""
+    if not report.found:
+        return f"{source}: the files hold no boxes at all{where}; a detection set needs annotated objects"
+    example = ", ".join(f"{name}: {classes[0]}" for name, _ in report.found.most_common(2))
+    return (f"{source}: {KEY}.classes={classes} keep no box{where}; the files name these classes (boxes): "
+            f"{report.found_names()}; rename them with {KEY}.class_map={{{example}}}, or set "
+            f"{KEY}.classes=null to use the names found")
 
 
-def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True):
-    """Records of a COCO detection JSON (``images``, ``annotations``, ``categories``)."""
-    path = Path(annotation_file)
+# -- COCO ------------------------------------------------------------------------------------
+def _coco_field(entry, name: str, kind, where: str):
+    """``entry[name]`` checked to be of ``kind`` (a type or a tuple), else a one-line error."""
+    if not isinstance(entry, dict) or name not in entry:
+        raise UserError(f"{where}: malformed COCO entry (no '{name}')")
+    value = entry[name]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise UserError(f"{where}: malformed COCO entry ('{name}' is {value!r})")
+    return value
+
+
+def _coco_box(ann, where: str) -> tuple:
+    bbox = _coco_field(ann, "bbox", list, where)
+    if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        raise UserError(f"{where}: malformed COCO entry ('bbox' must be 4 numbers [x, y, w, h], got {bbox!r})")
+    x, y, w, h = (float(v) for v in bbox)
+    return x, y, x + w, y + h
+
+
+def _load_coco(path: Path) -> dict:
     if not path.is_file():
-        raise UserError(f"dataset.source.annotations={path}: no such file")
+        raise UserError(f"{KEY}.annotations={path}: no such file")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from err
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not a text file ({err})") from err
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("images", "annotations", "categories")):
         raise UserError(f"{path}: not a COCO detection file (needs lists 'images', 'annotations', 'categories')")
-    out = _Collector(ClassMapper(classes, class_map), strict, keep_empty)
+    return data
+
+
+def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True):
+    """Records, report and class names of a COCO detection JSON (``images``, ``annotations``, ``categories``)."""
+    path = Path(annotation_file)
+    data = _load_coco(path)
+    root = image_root(image_dir)
+    number = (int, float)
+    category = {_coco_field(c, "id", int, f"{path}: category #{k}"): str(_coco_field(c, "name", str, f"{path}: "
+                f"category #{k}")) for k, c in enumerate(data["categories"])}
+    raw: dict[int, RawImage] = {}
+    for k, im in enumerate(data["images"]):
+        where = f"{path}: image #{k}"
+        image_id = _coco_field(im, "id", (int, str), where)
+        file_name = _coco_field(im, "file_name", str, where)
+        raw[image_id] = RawImage(image_inside(root, file_name, path, f"image {image_id}"),
+                                 int(_coco_field(im, "width", number, where)),
+                                 int(_coco_field(im, "height", number, where)))
+        if not raw[image_id].file.is_file():
+            raise UserError(f"{path}: image {image_id} names image {file_name!r}, which does not exist under the "
+                            f"image root {root}")
+    bad = Counter()
+    for k, ann in enumerate(data["annotations"]):
+        where = f"{path}: annotation {ann.get('id', f'#{k}') if isinstance(ann, dict) else f'#{k}'}"
+        image = raw.get(_coco_field(ann, "image_id", (int, str), where))
+        if image is None:
+            if strict:
+                raise UserError(f"{where}: unknown image_id; {KEY}.strict=false skips such boxes with a count")
+            bad["unknown image_id"] += 1
+            continue
+        if ann.get("iscrowd", 0):
+            continue        # crowd regions are not single objects
+        category_id = _coco_field(ann, "category_id", int, where)
+        image.objects.append(RawObject(category.get(category_id), _coco_box(ann, where), where))
+    return apply_classes(list(raw.values()), bad, str(path), classes, class_map, strict, keep_empty)
+
+
+# -- Pascal VOC ------------------------------------------------------------------------------
+def _voc_text(node, tag: str, xml: Path, where: str = "") -> str:
+    text = node.findtext(tag)
+    if text is None or not text.strip():
+        raise UserError(f"{xml}: malformed VOC annotation (no <{tag}>{where})")
+    return text.strip()
+
+
+def _voc_number(node, tag: str, xml: Path, where: str = "") -> float:
+    text = _voc_text(node, tag, xml, where)
     try:
-        category = {c["id"]: str(c["name"]) for c in data["categories"]}
-        images = {im["id"]: im for im in data["images"]}
-        per_image: dict = {i: ([], []) for i in images}
-        for k, ann in enumerate(data["annotations"]):
-            where = f"{path}: annotation {ann.get('id', f'#{k}')}"
-            image = images.get(ann["image_id"])
-            if image is None:
-                out.bad("unknown image_id", where)
-                continue
-            if ann.get("iscrowd", 0):
-                continue        # crowd regions are not single objects
-            if ann["category_id"] not in category:
-                out.bad("unknown class", where)
-                continue
-            label = out.mapper(category[ann["category_id"]])
-            if label is None:
-                out.report.dropped_class += 1
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            why = check_box(x, y, x + w, y + h, image["width"], image["height"])
-            if why:
-                out.bad(why, where)
-                continue
-            per_image[ann["image_id"]][0].append([x, y, x + w, y + h])
-            per_image[ann["image_id"]][1].append(label)
-        for image_id, im in images.items():
-            boxes, labels = per_image[image_id]
-            out.add(Path(image_dir) / im["file_name"], im["width"], im["height"], boxes, labels)
-    except (KeyError, TypeError, ValueError) as err:   # a field missing or of the wrong type
-        raise UserError(f"{path}: malformed COCO entry ({type(err).__name__}: {err})") from err
-    _check_images_exist(out.records, path)
-    log.info(out.report.summary(str(path)))
-    return out.records, out.report
+        return float(text)
+    except ValueError:
+        raise UserError(f"{xml}: malformed VOC annotation (<{tag}>{where} is {text!r}, not a number)") from None
+
+
+def voc_image_path(root: Path, annotation, xml: Path) -> Path:
+    """The image of one VOC file: ``<folder>/<filename>``, then ``<path>``, then the flat ``<filename>``.
+
+    Labelling tools (LabelImg, CVAT) write images into sub-folders named by
+    ``<folder>`` and record the labeller's own ``<path>``. A relative name that leaves
+    the root is an error; an absolute ``<path>`` outside it (the labeller's machine)
+    is not a candidate.
+    """
+    filename = _voc_text(annotation, "filename", xml)
+    folder = (annotation.findtext("folder") or "").strip()
+    recorded = (annotation.findtext("path") or "").strip()
+    tried = []
+    if folder:
+        tried.append(image_inside(root, os.path.join(folder, filename), xml, "<folder>/<filename>"))
+    if recorded:
+        if os.path.isabs(recorded):
+            inside = inside_root(root, recorded)
+            tried += [inside] if inside else []
+        else:
+            tried.append(image_inside(root, recorded, xml, "<path>"))
+    tried.append(image_inside(root, filename, xml, "<filename>"))
+    for path in tried:
+        if path.is_file():
+            return path
+    raise UserError(f"{xml}: image {filename!r} does not exist under the image root {root} (looked for "
+                    f"{', '.join(p.relative_to(root).as_posix() for p in dict.fromkeys(tried))})")
+
+
+def _voc_image(xml: Path, root: Path) -> RawImage:
+    try:
+        annotation = ET.parse(xml).getroot()
+    except ET.ParseError as err:
+        line, col = err.position
+        raise UserError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
+    image = RawImage(voc_image_path(root, annotation, xml), int(_voc_number(annotation, "size/width", xml)),
+                     int(_voc_number(annotation, "size/height", xml)))
+    for k, obj in enumerate(annotation.findall("object")):
+        where = f" in object {k}"
+        box = obj.find("bndbox")
+        if box is None:
+            raise UserError(f"{xml}: malformed VOC annotation (no <bndbox>{where})")
+        # VOC corners are 1-based and inclusive: pixel i spans [i-1, i) in xyxy terms
+        corners = (_voc_number(box, "xmin", xml, where) - 1, _voc_number(box, "ymin", xml, where) - 1,
+                   _voc_number(box, "xmax", xml, where), _voc_number(box, "ymax", xml, where))
+        image.objects.append(RawObject(_voc_text(obj, "name", xml, where), corners, f"{xml}: object {k}"))
+    return image
 
 
 def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, keep_empty=True):
-    """Records of a Pascal VOC folder of XML files (one per image)."""
+    """Records, report and class names of a Pascal VOC folder of XML files (one per image)."""
     adir = Path(annotation_dir)
     if not adir.is_dir():
-        raise UserError(f"dataset.source.annotations={adir}: no such directory")
+        raise UserError(f"{KEY}.annotations={adir}: no such directory")
     files = sorted(adir.glob("*.xml"))
     if not files:
-        raise UserError(f"dataset.source.annotations={adir}: no .xml files in it")
-    out = _Collector(ClassMapper(classes, class_map), strict, keep_empty)
-    for xml in files:
-        try:
-            root = ET.parse(xml).getroot()
-        except ET.ParseError as err:
-            line, col = err.position
-            raise UserError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
-        try:
-            name = root.findtext("filename")
-            width, height = int(root.findtext("size/width")), int(root.findtext("size/height"))
-            boxes, labels = [], []
-            for k, obj in enumerate(root.findall("object")):
-                where = f"{xml}: object {k}"
-                label = out.mapper(str(obj.findtext("name")).strip())
-                if label is None:
-                    out.report.dropped_class += 1
-                    continue
-                bb = obj.find("bndbox")
-                # VOC corners are 1-based and inclusive: pixel i spans [i-1, i) in xyxy terms
-                x0, y0 = float(bb.findtext("xmin")) - 1, float(bb.findtext("ymin")) - 1
-                x1, y1 = float(bb.findtext("xmax")), float(bb.findtext("ymax"))
-                why = check_box(x0, y0, x1, y1, width, height)
-                if why:
-                    out.bad(why, where)
-                    continue
-                boxes.append([x0, y0, x1, y1])
-                labels.append(label)
-        except (TypeError, AttributeError, ValueError) as err:   # a field missing or not a number
-            raise UserError(f"{xml}: malformed VOC annotation (a missing or non-numeric filename, size or "
-                             f"bndbox field: {err})") from err
-        if not name:
-            raise UserError(f"{xml}: malformed VOC annotation (no <filename>)")
-        out.add(Path(image_dir) / name, width, height, boxes, labels)
-    _check_images_exist(out.records, adir)
-    log.info(out.report.summary(str(adir)))
-    return out.records, out.report
+        raise UserError(f"{KEY}.annotations={adir}: no .xml files in it")
+    root = image_root(image_dir)
+    raw = [_voc_image(xml, root) for xml in files]
+    return apply_classes(raw, Counter(), str(adir), classes, class_map, strict, keep_empty)

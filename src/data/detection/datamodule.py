@@ -10,23 +10,36 @@ its background class itself).
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.cache import CacheKey, decode_cached, decode_stretched
 from src.data.datamodule import LabelledSetDataModule
-from src.data.detection.annotations import ImageRecord, read_coco, read_voc
+from src.data.detection.annotations import ImageRecord, ReadReport, read_coco, read_voc
 from src.data.detection.scenes import CLASSES as SCENE_CLASSES, class_indices, render_scene
+from src.data.detection.yolo import read_yolo
+from src.data.recipes import split_rows
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
+# Scene i of a source with seed s is scene number s * SCENE_SEED_STRIDE + i: a prime stride
+# far above any source size, so sources with nearby seeds never share a scene.
+SCENE_SEED_STRIDE = 1_000_003
+
+
 class SceneSource:
     """``n`` embedded surveillance scenes of one style, rendered once at the datamodule's size."""
+
+    splits = None        # the datamodule draws every split
+    report = None        # no annotation files read
 
     def __init__(self, n: int = 400, style: str = "street", seed: int = 0, max_objects: int = 8, **scene_options):
         if int(n) < 1:
@@ -46,8 +59,7 @@ class SceneSource:
         images = torch.empty(self.n, 3, height, width, dtype=torch.uint8)
         targets = []
         for i in range(self.n):
-            # scene seeds are spread so that sources with nearby seeds do not share scenes
-            scene = render_scene(self.seed * 1_000_003 + i, self.style, width, height, self.max_objects,
+            scene = render_scene(self.seed * SCENE_SEED_STRIDE + i, self.style, width, height, self.max_objects,
                                  **self.scene_options)
             images[i] = torch.from_numpy(scene.image).permute(2, 0, 1)
             targets.append({"boxes": torch.from_numpy(scene.boxes), "labels": torch.from_numpy(scene.labels)})
@@ -64,37 +76,87 @@ class SceneSource:
         return images[i], targets[i]
 
 
-class FileSource:
-    """Images and boxes of a COCO JSON file or a VOC folder, loaded and resized per item."""
+FORMATS = ("coco", "voc", "yolo")
 
-    def __init__(self, format: str, annotations: str, images: str, classes: Sequence[str],
-                 class_map: dict | None = None, strict: bool = False, keep_empty: bool = True):
-        readers = {"coco": read_coco, "voc": read_voc}
-        if format not in readers:
-            raise UserError(f"dataset.source.format={format!r}; allowed: coco, voc")
-        self.format = format
-        self.args = dict(annotations=annotations, images=images, class_map=class_map, strict=strict,
-                         keep_empty=keep_empty)
-        if not annotations or not images:
+
+class FileSource:
+    """Images and boxes of a COCO JSON file, a VOC folder or a YOLO tree.
+
+    The images are decoded once, at the datamodule's width x height, into the shared
+    decode cache (``src/data/cache.py``) under ``cache_dir``; the boxes are scaled by
+    the same factors when the annotations are read (every run reads them: they are
+    cheap, and so can never be stale). ``cache_dir`` None decodes every image on every
+    access instead (the slow path, kept for the benchmark).
+    """
+
+    def __init__(self, format: str, annotations: str | None = None, images: str | None = None,
+                 classes: Sequence[str] | None = None, class_map: dict | None = None, strict: bool = False,
+                 keep_empty: bool = True, root: str | None = None, cache_dir: str | None = None,
+                 workers: int | None = None):
+        if format not in FORMATS:
+            raise UserError(f"dataset.source.format={format!r}; allowed: {', '.join(FORMATS)}")
+        if format == "yolo" and not root:
+            raise UserError("dataset.source.root must be set: the YOLO folder that holds data.yaml")
+        if format != "yolo" and (not annotations or not images):
             raise UserError("dataset.source.annotations and dataset.source.images must both be set "
-                             f"(the {format} annotations and the image folder)")
-        self.classes = [str(c) for c in classes]
+                            f"(the {format} annotations and the image folder)")
+        self.format = format
+        self.args = dict(annotations=annotations, images=images, root=root, class_map=class_map, strict=strict,
+                         keep_empty=keep_empty)
+        self.classes = None if classes is None else [str(c) for c in classes]
+        self.cache_dir, self.workers = cache_dir, workers
         self.records: list[ImageRecord] | None = None
+        self.report: ReadReport | None = None
+        self.splits: np.ndarray | None = None
         self.size: tuple[int, int] | None = None
+        self.images: np.ndarray | None = None       # uint8 [N, 3, H, W] from the cache, or None (decode per access)
+        self.targets: list[dict] = []
 
     def describe(self) -> str:
-        return f"{self.format}[{self.args['annotations']}]"
+        return f"{self.format}[{self.args['root'] if self.format == 'yolo' else self.args['annotations']}]"
+
+    def read(self) -> None:
+        """Read the annotations (once): errors surface in the datamodule's setup, before training."""
+        if self.records is not None:
+            return
+        a = self.args
+        if self.format == "yolo":
+            self.records, self.report, self.classes = read_yolo(a["root"], self.classes, a["class_map"],
+                                                                a["strict"], a["keep_empty"])
+        else:
+            reader = read_coco if self.format == "coco" else read_voc
+            self.records, self.report, self.classes = reader(a["annotations"], a["images"], self.classes,
+                                                             a["class_map"], a["strict"], a["keep_empty"])
+        if not self.records:
+            raise UserError(f"{self.describe()}: no images left after the class map (dataset.source.keep_empty="
+                            "true keeps images without boxes)")
+        if self.format == "yolo":
+            self.splits = np.asarray([r.split for r in self.records])
 
     def prepare(self, width: int, height: int) -> None:
-        """Read the annotations (once): errors surface in the datamodule's setup, before training."""
+        self.read()
+        if self.size == (width, height):
+            return
         self.size = (width, height)
-        if self.records is None:
-            readers = {"coco": read_coco, "voc": read_voc}
-            a = self.args
-            self.records, self.report = readers[self.format](a["annotations"], a["images"], self.classes,
-                                                             a["class_map"], a["strict"], a["keep_empty"])
-            if not self.records:
-                raise UserError(f"dataset.source.annotations={a['annotations']}: no images left after the class map")
+        self.targets = []
+        for r in self.records:
+            scale = torch.tensor([width / r.width, height / r.height] * 2, dtype=torch.float32)
+            self.targets.append({"boxes": torch.from_numpy(r.boxes) * scale, "labels": torch.from_numpy(r.labels)})
+        self.images = None if self.cache_dir is None else self._cached(width, height)
+
+    def _cached(self, width: int, height: int) -> np.ndarray:
+        a = self.args
+        root = Path(os.path.abspath(os.path.expanduser(str(a["root"] if self.format == "yolo" else a["images"]))))
+        owner = (root / "data.yaml") if self.format == "yolo" else Path(str(a["annotations"])).expanduser()
+        key = CacheKey(root, str(owner.resolve()), {"decoder": "stretched", "width": width, "height": height},
+                       (3, height, width), per_file=[f"{r.width}x{r.height}" for r in self.records])
+        declared = {r.file: (r.width, r.height) for r in self.records}
+
+        def decode(file: Path) -> np.ndarray:
+            return decode_stretched(file, width, height, declared[file])
+
+        return decode_cached(key, [r.file for r in self.records], decode, Path(str(self.cache_dir)).expanduser(),
+                             workers=self.workers).images
 
     def __len__(self) -> int:
         return len(self.records)
@@ -103,20 +165,10 @@ class FileSource:
         return torch.from_numpy(self.records[i].labels)
 
     def load(self, i: int) -> tuple[torch.Tensor, dict]:
+        if self.images is not None:
+            return torch.from_numpy(np.array(self.images[i])), self.targets[i]
         r = self.records[i]
-        width, height = self.size
-        try:
-            with Image.open(r.file) as im:
-                im = im.convert("RGB")
-                if im.size != (r.width, r.height):
-                    raise UserError(f"{r.file}: image is {im.size[0]}x{im.size[1]} but its annotation "
-                                     f"says {r.width}x{r.height}")
-                im = im.resize((width, height), Image.BILINEAR)
-        except OSError as err:
-            raise UserError(f"{r.file}: cannot read the image ({err})") from err
-        image = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        scale = torch.tensor([width / r.width, height / r.height] * 2, dtype=torch.float32)
-        return image, {"boxes": torch.from_numpy(r.boxes) * scale, "labels": torch.from_numpy(r.labels)}
+        return torch.from_numpy(decode_stretched(r.file, *self.size, (r.width, r.height))), self.targets[i]
 
 
 class DetectionItems(Dataset):
@@ -167,16 +219,42 @@ class DetectionDataModule(LabelledSetDataModule):
         if self.splits is not None:
             return
         self.source.prepare(self.width, self.height)
+        self.splits = self._presplit() if self.source.splits is not None else self._drawn_splits()
+        self._check_boxes_in_every_split()
+
+    def _drawn_splits(self) -> dict[str, np.ndarray]:
         n = len(self.source)
         val, test = int(self.sizes["val"]), int(self.sizes["test"])
         pool = self.sizes.get("pool")
         pool = n - val - test if pool is None else int(pool)
         if pool < 0 or val + test + pool > n:
             raise UserError(f"dataset.sizes: pool {pool} + val {val} + test {test} exceeds the {n} images of "
-                             f"{self.source.describe()}")
+                            f"{self.source.describe()}")
         order = np.random.default_rng(self.split_seed).permutation(n)
-        self.splits = {"val": np.sort(order[:val]), "test": np.sort(order[val:val + test]),
-                       "pool": np.sort(order[val + test:val + test + pool])}
+        return {"val": np.sort(order[:val]), "test": np.sort(order[val:val + test]),
+                "pool": np.sort(order[val + test:val + test + pool])}
+
+    def _presplit(self) -> dict[str, np.ndarray]:
+        """The source's own splits (a YOLO tree's train/val/test); ``dataset.sizes`` null takes a whole
+        split, a number that many of it, a split the files lack is drawn from the train images:
+        the rule of pre-split classification folders (``recipes.split_rows``)."""
+        if not (self.source.splits == "pool").any():
+            raise UserError(f"{self.source.describe()}: its train split holds no images")
+        wanted = {s: (None if self.sizes.get(s) is None else int(self.sizes[s])) for s in ("pool", "val", "test")}
+        shim = SimpleNamespace(name=self.source.describe(), labels=self.source.splits, splits=self.source.splits)
+        return {split: np.sort(rows) for split, rows in split_rows(shim, 0, wanted, self.split_seed).items()}
+
+    def _check_boxes_in_every_split(self) -> None:
+        """Stop before training when a split has no box of the configured classes: an empty pool trains
+        nothing, an empty val or test set gives no mAP (the rule: at least one box in each split)."""
+        for split in ("pool", "val", "test"):
+            ids = self.splits[split]
+            if len(ids) and not any(len(self.source.labels(int(i))) for i in ids):
+                report = self.source.report
+                found = f"; the files name these classes (boxes): {report.found_names()}" if report else ""
+                raise UserError(f"{self.source.describe()}: none of the {len(ids)} {split} images has a box of "
+                                f"dataset.source.classes={self.class_names}{found}; map them with "
+                                "dataset.source.class_map or change dataset.sizes / the split files")
 
     @property
     def num_classes(self) -> int:

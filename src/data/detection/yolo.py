@@ -1,0 +1,138 @@
+"""YOLO detection trees (the ultralytics layout), read into the records of ``annotations.py``.
+
+``<root>/data.yaml`` names the splits and the classes::
+
+    path: .                 # optional: the data set folder, relative to the root (default: the root)
+    train: images/train     # folders (or lists of folders) of images, relative to path
+    val: images/val
+    test: images/test       # optional
+    names: [person, car]    # or an index -> name map: {0: person, 1: car}
+
+The labels of ``.../images/<split>/x.jpg`` are in ``.../labels/<split>/x.txt``, one
+box per line as ``class cx cy w h`` normalised to the image size; an image without a
+label file has no boxes. The file's train / val / test become the pool / val / test.
+Every path stays inside the root; the YAML is read with ``yaml.safe_load``.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+from src.data.cache import is_image
+from src.data.detection.annotations import KEY, RawImage, RawObject, apply_classes, image_inside, inside_root
+from src.errors import UserError
+
+# data.yaml split key -> the datamodule split it fills
+SPLITS = {"train": "pool", "val": "val", "test": "test"}
+
+
+def _data_yaml(root: Path) -> tuple[Path, dict]:
+    path = root / "data.yaml"
+    if not path.is_file():
+        raise UserError(f"{KEY}.root={root}: no data.yaml in it (a YOLO tree has <root>/data.yaml naming "
+                        "train, val and names)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise UserError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from err
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping with train, val and names")
+    for required in ("train", "val", "names"):
+        if data.get(required) in (None, "", []):
+            raise UserError(f"{path}: no '{required}' (needs train, val, names; optional path, test)")
+    return path, data
+
+
+def class_names(names, path: Path) -> dict[int, str]:
+    """data.yaml ``names`` (a list, or an index -> name map) as {index: name}."""
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
+                                              for k in names):
+        raise UserError(f"{path}: names must be a list of class names or a map of class index (0, 1, ...) to "
+                        f"name, got {names!r}")
+    return {k: str(v) for k, v in names.items()}
+
+
+def _split_folders(data: dict, key: str, base: Path, root: Path, path: Path) -> list[Path]:
+    entries = data[key] if isinstance(data[key], list) else [data[key]]
+    folders = []
+    for entry in entries:
+        folder = image_inside(root, str(base / str(entry)), path, key, what="folder")
+        if not folder.is_dir():
+            raise UserError(f"{path}: {key}: {entry!r} is not a folder under {root} (image lists in .txt files "
+                            "are not read; name the image folder)")
+        if "images" not in folder.relative_to(root).parts:
+            raise UserError(f"{path}: {key}: {entry!r} is not inside an images/ folder (the labels of "
+                            "images/<split>/x.jpg are read from labels/<split>/x.txt)")
+        folders.append(folder)
+    return folders
+
+
+def label_file(image: Path, root: Path) -> Path:
+    """The label file of an image: the last ``images`` folder of its path becomes ``labels``."""
+    parts = list(image.relative_to(root).parts)
+    k = len(parts) - 1 - parts[::-1].index("images")
+    parts[k] = "labels"
+    return root.joinpath(*parts).with_suffix(".txt")
+
+
+def _objects(labels: Path, width: int, height: int, names: dict[int, str], bad: Counter, strict: bool) -> list:
+    objects = []
+    for n, line in enumerate(labels.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{labels}:{n}"
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise UserError(f"{where}: not a label line 'class cx cy w h' (got {line.strip()!r})") from None
+        if len(values) != 5:     # more values: a segmentation polygon, not a box
+            if strict:
+                raise UserError(f"{where}: bad box (not 5 values 'class cx cy w h'); {KEY}.strict=false skips "
+                                "such lines with a count")
+            bad["not 5 values"] += 1
+            continue
+        cls, cx, cy, w, h = values
+        box = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        objects.append(RawObject(names.get(int(cls)) if cls.is_integer() else None, box, where))
+    return objects
+
+
+def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True):
+    """Records (each with its split), report and class names of a YOLO tree (see the module doc)."""
+    if not root:
+        raise UserError(f"{KEY}.root is not set; name the folder that holds data.yaml")
+    root = Path(os.path.abspath(os.path.expanduser(str(root))))    # '..' folded: the containment test compares paths
+    if not root.is_dir():
+        raise UserError(f"{KEY}.root={root}: no such directory")
+    path, data = _data_yaml(root)
+    base = inside_root(root, str(data.get("path") or "."))
+    if base is None:
+        raise UserError(f"{path}: path={data['path']!r} leaves {KEY}.root={root}; remove it or give a folder "
+                        "inside the root")
+    names = class_names(data["names"], path)
+    raw, bad = [], Counter()
+    for key, split in SPLITS.items():
+        if data.get(key) in (None, "", []):
+            continue
+        for folder in _split_folders(data, key, base, root, path):
+            for image_file in sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)):
+                try:
+                    with Image.open(image_file) as im:
+                        width, height = im.size
+                except OSError as err:
+                    raise UserError(f"{path}: {key}: cannot read image {image_file} ({err})") from err
+                labels = label_file(image_file, root)
+                objects = _objects(labels, width, height, names, bad, strict) if labels.is_file() else []
+                raw.append(RawImage(image_file, width, height, objects, split))
+    if not raw:
+        raise UserError(f"{path}: its train/val/test folders hold no images")
+    return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty)
