@@ -15,6 +15,8 @@ always equal those of an uninterrupted run, and nothing completed is ever lost.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from src.errors import UserError
 
 RECORDS_FILE = "rounds.jsonl"
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,43 @@ def write_json_atomic(path: Path, obj) -> None:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def flock_holder(path: Path) -> str:
+    """The pid holding a flock on ``path`` per the kernel's lock table (Linux ``/proc/locks``), else "unknown"."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        table = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in table:
+        fields = line.split()
+        if "FLOCK" in fields and device in fields:
+            return fields[fields.index(device) - 1]
+    return "unknown"
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path):
+    """Hold the run directory's writer lock (``.lock``) for the block; a second writer is a UserError.
+
+    An ``fcntl.flock`` on an open file: the kernel drops it when the holder exits, so a
+    killed run never blocks its own resume. The lock file stays empty (a refused command
+    changes no byte of the directory); the refusal names the holder from the kernel's table.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir} is in use by another run (pid {flock_holder(path)}); wait for it "
+                            "to finish or choose another hydra.run.dir") from None
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the flock
 
 
 def _record_line(record: RoundRecord) -> str:

@@ -1,0 +1,112 @@
+"""Run directories under faults and refusals: nothing a refused command touches, one writer, and
+every user mistake one line with exit status 2 before any work (issue 9)."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from src.errors import UserError
+from src.loop.records import RoundRecord, lock_run_dir
+from src.tracking import CsvTracker
+from tests.conftest import REPO, cli_env, read_jsonl, run_cli
+
+TINY = ["debug=fast", "selection.rounds=2"]
+
+
+def snapshot(root):
+    """Every file under ``root`` with the hash of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_refused_commands_leave_every_file_of_the_run_directory_unchanged(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, f"hydra.run.dir={run_dir}")
+    before = snapshot(run_dir)
+    assert ".hydra/config.yaml" in before and "rounds.jsonl" in before
+    # a second command into the same directory without resume=true
+    line = one_error_line(run_cli(*TINY, "selection.pivot=0.5", f"hydra.run.dir={run_dir}", check=False))
+    assert str(run_dir) in line
+    # a resume with changed settings
+    line = one_error_line(run_cli(*TINY, "selection.pivot=0.5", "resume=true", f"hydra.run.dir={run_dir}",
+                                  check=False))
+    assert "selection.pivot" in line
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_a_second_writer_stops_at_once_naming_the_directory_and_the_other_process(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with lock_run_dir(run_dir):
+        proc = run_cli(*TINY, f"hydra.run.dir={run_dir}", check=False)
+    line = one_error_line(proc)
+    assert str(run_dir) in line and f"pid {os.getpid()}" in line
+    assert not (run_dir / "rounds.jsonl").exists()
+
+
+def test_the_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from src.loop.records import lock_run_dir\n"
+         f"held = lock_run_dir({str(tmp_path)!r}); held.__enter__(); print('locked', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(UserError, match=rf"{tmp_path}.*pid {holder.pid}"):
+        with lock_run_dir(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with lock_run_dir(tmp_path):     # a kill -9 never blocks a resume
+        fd = os.open(tmp_path / ".lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+
+
+@pytest.mark.slow
+def test_resume_with_nothing_to_resume_names_the_directory(tmp_path):
+    run_dir = tmp_path / "empty"
+    line = one_error_line(run_cli(*TINY, "resume=true", f"hydra.run.dir={run_dir}", check=False))
+    assert str(run_dir) in line and "resume" in line
+
+
+@pytest.mark.slow
+def test_a_mistyped_key_names_the_nearest_valid_key(tmp_path):
+    line = one_error_line(run_cli(*TINY, "selection.pivto=0.5", f"hydra.run.dir={tmp_path / 'r'}", check=False))
+    assert "selection.pivto" in line and "did you mean selection.pivot?" in line
+    assert not (tmp_path / "r").exists()
+
+
+def record(r: int) -> RoundRecord:
+    return RoundRecord(round=r, n_labelled=10 * (r + 1), n_selected=10, selection="base" if r == 0 else "margin",
+                       selected_ids=[r], selected_scores=[], epochs=1, best_epoch=0,
+                       metrics={"test/acc": 0.1 * r, "val/acc": 0.2 * r})
+
+
+def test_csv_history_is_rebuilt_from_the_committed_rounds_on_start(tmp_path):
+    # a first process logged rounds 0-1 and was killed after committing round 2 (before logging it)
+    first = CsvTracker()
+    first.start({}, tmp_path, "id")
+    first.log_round(record(0))
+    first.log_round(record(1))
+    resumed = CsvTracker()
+    resumed.start({}, tmp_path, "id")
+    resumed.replay([record(0), record(1), record(2)])
+    resumed.log_round(record(3))
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert [row.split(",")[header.index("al/round")] for row in rows[1:]] == ["0", "1", "2", "3"]
