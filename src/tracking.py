@@ -40,6 +40,11 @@ class Tracker:
 
     def start(self, config: dict, run_dir: Path, run_id: str, item_view: ItemView | None = None) -> None: ...
     def log_round(self, record: RoundRecord) -> None: ...
+
+    def replay(self, committed: list[RoundRecord]) -> None:
+        """After ``start`` on a resumed run: bring the tracker's history up to the committed rounds
+        (``rounds.jsonl`` is the source of truth; a killed process may not have logged its last ones)."""
+
     def finish(self, summary: dict, failed: bool = False) -> None: ...
 
 
@@ -54,8 +59,17 @@ class CsvTracker(Tracker):
         self.rows: list[dict] = []
         self.location = str(self.path)
 
+    def replay(self, committed):
+        # rebuilt from the records, not appended to: the file of a killed process may lag or be absent
+        self.rows = [round_metrics(r) for r in committed]
+        if self.rows:
+            self._write()
+
     def log_round(self, record):
         self.rows.append(round_metrics(record))
+        self._write()
+
+    def _write(self) -> None:
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)

@@ -110,3 +110,32 @@ def test_csv_history_is_rebuilt_from_the_committed_rounds_on_start(tmp_path):
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     assert [row.split(",")[header.index("al/round")] for row in rows[1:]] == ["0", "1", "2", "3"]
+
+
+def test_a_folder_dataset_with_one_class_names_the_root_and_the_count(tmp_path):
+    from PIL import Image
+
+    from src.data.folder import ImageFolderSource
+
+    (tmp_path / "cats").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cats" / "a.png")
+    with pytest.raises(UserError, match=rf"{tmp_path}: 1 class found \(cats\)"):
+        ImageFolderSource(tmp_path).scan()
+
+
+def test_an_output_directory_under_a_file_is_one_line(tmp_path):
+    from src.config.overrides import check_output_dirs
+
+    (tmp_path / "file").write_text("x")
+    message = check_output_dirs([f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    assert message and f"{tmp_path / 'file'} is not a directory" in message
+    assert check_output_dirs([f"hydra.run.dir={tmp_path / 'new' / 'run'}"]) is None
+
+
+def test_a_mistyped_key_in_process_names_the_nearest_key():
+    from src.config.overrides import check_keys
+
+    assert check_keys(["debug=fast", "selection.pivto=0.5"]) == \
+        "selection.pivto: no such config key; did you mean selection.pivot?"
+    assert check_keys(["task=detection", "scorer=margin,entropy", "selection.pivot=0.5",
+                       "model.init.checkpoint=null"]) is None
