@@ -25,7 +25,7 @@ from src.config.validate import validate
 from src.config.instantiate import build
 from src.errors import UserError
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
-from src.loop.records import RoundRecord, RunStore, lock_run_dir, write_json_atomic
+from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
@@ -193,6 +193,7 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: list[logging.Handler]
     tracker = make_tracker(cfg)
     loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
     record_hydra_files(run_dir, cfg)
+    fault_point("setup")
     for handler in job_log:
         logging.getLogger().addHandler(handler)
 
@@ -210,6 +211,8 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: list[logging.Handler]
         records = loop.run()
         failed = False
     finally:
+        if not failed:
+            fault_point("before_summary")
         summary = curve_summary(records)
         tracker.finish(summary, failed=failed)
     write_json_atomic(run_dir / "summary.json", summary)

@@ -139,3 +139,48 @@ def test_a_mistyped_key_in_process_names_the_nearest_key():
         "selection.pivto: no such config key; did you mean selection.pivot?"
     assert check_keys(["task=detection", "scorer=margin,entropy", "selection.pivot=0.5",
                        "model.init.checkpoint=null"]) is None
+
+
+# One run directory killed at every point in turn: each resume continues what the last kill left.
+# (setup: before round 0; fit and pool: inside round 0; after_state: round 0's commit; half_record:
+# round 1's; temp_unrenamed: round 2's state file; after_record: round 2 committed; before_summary:
+# all rounds done.) Chained so the matrix costs 10 CLI runs, not 17.
+KILL_CHAIN = ["setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
+              "before_summary"]
+FAULT_RUN = ["debug=fast", "selection.rounds=5", "logger=csv"]
+
+
+def run_with_fault(point: str | None, *args: str) -> subprocess.CompletedProcess:
+    env = cli_env()
+    if point:
+        env["AL_SELECT_FAULT"] = point
+    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_point_then_resume_gives_the_uninterrupted_records_and_csv_history(tmp_path):
+    from src.loop.records import FAULT_POINTS
+    from tests.conftest import without_timings
+
+    assert set(KILL_CHAIN) == set(FAULT_POINTS)
+    reference = tmp_path / "reference"
+    run_cli(*FAULT_RUN, f"hydra.run.dir={reference}")
+    killed = tmp_path / "killed"
+    for i, point in enumerate(KILL_CHAIN):
+        resume = ["resume=true"] if i else []
+        proc = run_with_fault(point, *FAULT_RUN, *resume, f"hydra.run.dir={killed}")
+        assert proc.returncode == -9, f"{point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert not (killed / "summary.json").exists()
+    run_cli(*FAULT_RUN, "resume=true", f"hydra.run.dir={killed}")
+
+    expected = read_jsonl(reference / "rounds.jsonl")
+    assert [r["round"] for r in expected] == [0, 1, 2, 3, 4]
+    assert without_timings(read_jsonl(killed / "rounds.jsonl")) == without_timings(expected)
+    import csv
+    with open(killed / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(row["al/round"]) for row in rows] == [0, 1, 2, 3, 4]
+    assert [float(row["test/acc_top1"]) for row in rows] == [r["test/acc_top1"] for r in expected]
+    summary_keys = set(__import__("json").loads((reference / "summary.json").read_text()))
+    assert set(__import__("json").loads((killed / "summary.json").read_text())) == summary_keys

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +29,27 @@ from src.errors import UserError
 RECORDS_FILE = "rounds.jsonl"
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
+
+# Testing hook (tests/test_faults.py): AL_SELECT_FAULT=<point>[:<n>] makes the process SIGKILL
+# itself the n-th time (default 1st) it reaches the named point, to prove what survives a kill
+# at exactly that place. Unset, it costs one dict lookup per point.
+FAULT_ENV = "AL_SELECT_FAULT"
+FAULT_POINTS = ("setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
+                "before_summary")
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process here when ``AL_SELECT_FAULT`` names this point (and its count is reached)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,7 @@ def write_json_atomic(path: Path, obj) -> None:
         json.dump(obj, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
+    fault_point("temp_unrenamed")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -207,11 +230,21 @@ class RunStore:
     def commit(self, record: RoundRecord, state: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.state_path, {**state, "last_record": record.to_json()})
+        fault_point("after_state")
         self._append(record)
+        fault_point("after_record")
 
     def _append(self, record: RoundRecord) -> None:
         with open(self.records_path, "a") as fh:
-            fh.write(_record_line(record))
+            line = _record_line(record)
+            if os.environ.get(FAULT_ENV, "").startswith("half_record"):
+                fh.write(line[: len(line) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+                fault_point("half_record")
+                fh.write(line[len(line) // 2:])
+            else:
+                fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 
