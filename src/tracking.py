@@ -127,6 +127,23 @@ class WandbTracker(Tracker):
             self.run.define_metric(pattern, step_metric="al/n_labelled")
         self.location = str(Path(self.run.dir).parent)
 
+    def replay(self, committed):
+        # What earlier processes of this run got into their W&B logs (a kill may lose the SDK's
+        # unwritten tail, so only what is in the files counts), then the committed rounds after it.
+        # Earlier folders are synced before this one, so history stays in order, each round once.
+        from src.analysis.wandb_offline import read_offline_run
+
+        this = Path(self.run.dir).parent.resolve()
+        logged = -1
+        for folder in Path(self.location).parent.glob("*run-*"):
+            if folder.resolve() == this or not any(folder.glob("run-*.wandb")):
+                continue
+            history = read_offline_run(folder).history
+            logged = max([logged] + [int(row["al/round"]) for row in history if "al/round" in row])
+        for record in committed:
+            if record.round > logged:
+                self.log_round(record)
+
     def log_round(self, record):
         metrics = round_metrics(record)
         if self.log_selection and record.selected_ids:

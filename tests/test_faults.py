@@ -184,3 +184,33 @@ def test_sigkill_at_every_point_then_resume_gives_the_uninterrupted_records_and_
     assert [float(row["test/acc_top1"]) for row in rows] == [r["test/acc_top1"] for r in expected]
     summary_keys = set(__import__("json").loads((reference / "summary.json").read_text()))
     assert set(__import__("json").loads((killed / "summary.json").read_text())) == summary_keys
+
+
+@pytest.mark.slow
+def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(tmp_path):
+    """The W&B run as `wandb sync` of its offline folders assembles it: their histories in folder order."""
+    import json
+
+    from src.analysis.wandb_offline import read_offline_run, wait_until_finished
+
+    run = ["debug=fast", "selection.rounds=5", "logger=wandb", f"hydra.run.dir={tmp_path}"]
+    # killed right after committing round 1 (before logging it), inside round 3's record, before the summary
+    for i, point in enumerate(["after_record:2", "half_record:2", "before_summary"]):
+        proc = run_with_fault(point, *run, *(["resume=true"] if i else []))
+        assert proc.returncode == -9, f"{point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    run_cli(*run, "resume=true")
+    folders = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 4
+    assert wait_until_finished(folders[-1])
+    run_cli(*run, "resume=true")       # a finished job: no new, empty offline run
+    assert sorted((tmp_path / "wandb").glob("offline-run-*")) == folders
+
+    runs = [read_offline_run(f) for f in folders]
+    rounds = [int(row["al/round"]) for r in runs for row in r.history if "al/round" in row]
+    assert rounds == [0, 1, 2, 3, 4]
+    records = read_jsonl(tmp_path / "rounds.jsonl")
+    n_labelled = [row["al/n_labelled"] for r in runs for row in r.history if "al/round" in row]
+    assert n_labelled == [rec["n_labelled"] for rec in records]
+    assert runs[-1].config["selection"]["rounds"] == 5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {k: runs[-1].summary[k] for k in summary} == pytest.approx(summary)
