@@ -132,13 +132,15 @@ def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     """UserError unless ``cfg`` may write into ``run_dir``: a new run into an empty directory, or
     ``resume=true`` on a run with the same result settings. Reads only; runs under the lock."""
     store = RunStore(run_dir)
-    if store.exists() and not cfg.resume:
+    if store.started() and not cfg.resume:
         raise UserError(f"{run_dir} already holds a run; pass resume=true to continue it, "
                         "or choose another hydra.run.dir / hydra.sweep.dir")
-    if cfg.resume and not store.exists():
+    if cfg.resume and store.started() and not store.exists():
+        log.info("resume=true: %s was killed before its first round; starting it over", run_dir)
+    if cfg.resume and not store.started():
         if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise UserError(f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name} "
-                            f"or {store.state_path.name}); drop resume=true to start a new run")
+            raise UserError(f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name}, "
+                            f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run")
         log.info("resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir)
     state = store.read_state()
     if state is not None:

@@ -214,3 +214,158 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
     assert runs[-1].config["selection"]["rounds"] == 5
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {k: runs[-1].summary[k] for k in summary} == pytest.approx(summary)
+
+
+# ---- a table of bad inputs: each one line (a UserError), naming what is wrong, changing no file ----
+
+BAD_CONFIG_VALUES = [
+    ("selection.pivot", 1.5, "selection.pivot=1.5"), ("selection.pivot", -0.1, "selection.pivot=-0.1"),
+    ("selection.base_size", -1, "selection.base_size=-1"), ("selection.budget", 0, "selection.budget=0"),
+    ("selection.budget", [10, -5], "selection.budget=[10, -5]"), ("selection.rounds", 0, "selection.rounds=0"),
+    ("selection.mode", "whatever", "selection.mode='whatever'"),
+    ("callbacks.early_stopping.patience", -1, "callbacks.early_stopping.patience=-1"),
+    ("trainer.max_epochs", 0, "trainer.max_epochs=0"), ("fit.steps_per_epoch", 0, "fit.steps_per_epoch=0"),
+    ("dataset.batch_size", 0, "dataset.batch_size=0"), ("dataset.sizes.pool", -3, "dataset.sizes.pool=-3"),
+    ("progress", "maybe", "progress='maybe'"), ("scorer.name", "bogus", "scorer.name='bogus'"),
+    ("model.init.checkpoint", "/nonexistent/w.pt", "model.init.checkpoint=/nonexistent/w.pt"),
+]
+
+
+@pytest.fixture(scope="module")
+def fast_cfg():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["debug=fast"])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.mark.parametrize("key,value,needle", BAD_CONFIG_VALUES, ids=[c[0] + "=" + str(c[1]) for c in BAD_CONFIG_VALUES])
+def test_bad_config_value_is_one_line_naming_it(fast_cfg, key, value, needle):
+    from omegaconf import OmegaConf
+
+    from src.config.validate import validate
+
+    cfg = fast_cfg.copy()
+    OmegaConf.update(cfg, key, value, merge=False)
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def _argv_case(argv):
+    def run(tmp_path):
+        from src.config.overrides import check_group_overrides, check_keys, check_output_dirs
+
+        def check():
+            args = [a.replace("TMP", str(tmp_path)) for a in argv]
+            message = check_group_overrides(args) or check_output_dirs(args) or check_keys(args)
+            if message:
+                raise UserError(message)
+        return check
+    return run
+
+
+def _folder_case(classes: dict[str, int], root="tree"):
+    def run(tmp_path):
+        from PIL import Image
+
+        from src.data.folder import ImageFolderSource
+
+        (tmp_path / "tree").mkdir()
+        for name, n in classes.items():
+            (tmp_path / "tree" / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / "tree" / name / f"{i}.png")
+        return lambda: ImageFolderSource(tmp_path / root).scan()
+    return run
+
+
+def _coco_case(text):
+    def run(tmp_path):
+        from src.data.detection.annotations import read_coco
+
+        (tmp_path / "images").mkdir()
+        (tmp_path / "ann.json").write_text(text)
+        return lambda: read_coco(tmp_path / "ann.json", tmp_path / "images", ["cat"])
+    return run
+
+
+def _checkpoint_case(make):
+    def run(tmp_path):
+        import torch  # noqa: F401
+
+        from src.models.weights import load_checkpoint_state
+
+        make(tmp_path / "w.pt")
+        return lambda: load_checkpoint_state(tmp_path / "w.pt", "model.init.checkpoint")
+    return run
+
+
+def _line(r):
+    import json
+    return json.dumps(record(r).to_json(), separators=(",", ":")) + "\n"
+
+
+def _run_dir_case(records_text, state):
+    def run(tmp_path):
+        import json
+
+        from src.loop.records import RunStore
+
+        (tmp_path / "rounds.jsonl").write_text(records_text)
+        if state is not None:
+            (tmp_path / "state.json").write_text(json.dumps(state))
+        return lambda: RunStore(tmp_path).recover()
+    return run
+
+
+def _pickled_object(path):
+    import torch
+    torch.save({"weights": __import__("collections").OrderedDict(a=slice(1))}, path)
+
+
+BAD_INPUTS = [
+    ("typo key", lambda t: _argv_case(["debug=fast", "selection.pivto=0.5"]), "did you mean selection.pivot?"),
+    ("typo nested key", lambda t: _argv_case(["trainer.max_epoch=3"]), "did you mean trainer.max_epochs?"),
+    ("unknown scorer option", lambda t: _argv_case(["scorer=entropie"]), "scorer='entropie'"),
+    ("unknown dataset option", lambda t: _argv_case(["dataset=digitz"]), "dataset='digitz'"),
+    ("output dir under a file", None, "is not a directory"),
+    ("one-class folder", lambda t: _folder_case({"cats": 2}), "1 class found (cats)"),
+    ("folder without class folders", lambda t: _folder_case({}), "has no class folders"),
+    ("missing folder root", lambda t: _folder_case({}, root="missing"), "not found at"),
+    ("class folder without images", lambda t: _folder_case({"a": 0, "b": 0}), "holds no images"),
+    ("coco not json", lambda t: _coco_case("{not json"), "ann.json:1:2: not valid JSON"),
+    ("coco image missing", lambda t: _coco_case(
+        '{"images":[{"id":1,"file_name":"x.png","width":4,"height":4}],"annotations":[],'
+        '"categories":[{"id":1,"name":"cat"}]}'), "x.png named by an annotation does not exist"),
+    ("checkpoint garbage", lambda t: _checkpoint_case(lambda p: p.write_bytes(b"garbage")),
+     "not a readable torch weights file"),
+    ("checkpoint with a pickled object", lambda t: _checkpoint_case(_pickled_object),
+     "not a readable torch weights file"),
+    ("records without state", lambda t: _run_dir_case(_line(0), None), "state.json is missing"),
+    ("state ahead of records", lambda t: _run_dir_case(_line(0), {"completed_rounds": 3}),
+     "says 3 rounds are complete but"),
+    ("doubled rounds.jsonl", lambda t: _run_dir_case(_line(0) + _line(1) + _line(0) + _line(1),
+                                                     {"completed_rounds": 2}), "holds 4"),
+    ("record not JSON", lambda t: _run_dir_case("{oops\n", {"completed_rounds": 1}), "rounds.jsonl:1: not a JSON line"),
+    ("record without fields", lambda t: _run_dir_case('{"round": 0}\n', {"completed_rounds": 1}),
+     "a round record without n_labelled"),
+]
+
+
+@pytest.mark.parametrize("name,make,needle", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_it_and_changes_no_file(tmp_path, name, make, needle):
+    if make is None:    # the output directory case needs the file to exist first
+        (tmp_path / "file").write_text("x")
+        make = lambda t: _argv_case(["hydra.run.dir=TMP/file/run"])  # noqa: E731
+    call = make(tmp_path)(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError) as err:
+        call()
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+    assert snapshot(tmp_path) == before

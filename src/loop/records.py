@@ -199,6 +199,10 @@ class RunStore:
     def exists(self) -> bool:
         return self.state_path.exists() or self.records_path.exists()
 
+    def started(self) -> bool:
+        """A run was accepted here (its config recorded), possibly killed before its first round."""
+        return self.exists() or (self.run_dir / ".hydra" / "config.yaml").exists()
+
     def read_state(self) -> dict | None:
         if not self.state_path.exists():
             return None
