@@ -8,6 +8,7 @@ model, and every user mistake surfaces as a ``UserError`` before the first fit.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import sys
@@ -24,8 +25,8 @@ from src.config.validate import validate
 from src.config.instantiate import build
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
-from src.loop.active_loop import ActiveLearningLoop, SelectionSettings
-from src.loop.records import RoundRecord, RunStore, write_json_atomic
+from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
+from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
@@ -125,28 +126,79 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
         new_trainer=new_trainer, seed=cfg.seed, store=RunStore(run_dir), tracker=tracker,
         steps_per_epoch=cfg.fit.get("steps_per_epoch"), progress=progress, fingerprint=result_fingerprint(cfg),
         round_line=functools.partial(round_line, task))
-    state = loop.store.read_state()
-    if state is not None:
-        loop.check_fingerprint(state)
     return loop
 
 
-def run_experiment(cfg: DictConfig) -> dict:
-    """Run (or resume) the experiment of ``cfg`` in Hydra's output directory; returns the curve summary."""
-    validate(cfg)
-    quiet_libraries()
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """UserError unless ``cfg`` may write into ``run_dir``: a new run into an empty directory, or
+    ``resume=true`` on a run with the same result settings. Reads only; runs under the lock."""
     store = RunStore(run_dir)
-    if store.exists() and not cfg.resume:
+    if store.started() and not cfg.resume:
         raise UserError(f"{run_dir} already holds a run; pass resume=true to continue it, "
                         "or choose another hydra.run.dir / hydra.sweep.dir")
-    if store.exists() and (run_dir / "summary.json").exists():
-        log.info("%s is already complete; nothing to do", run_dir)
+    if cfg.resume and store.started() and not store.exists():
+        log.info("resume=true: %s was killed before its first round; starting it over", run_dir)
+    if cfg.resume and not store.started():
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise UserError(f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name}, "
+                            f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run")
+        log.info("resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir)
+    state = store.read_state()
+    if state is not None:
+        check_fingerprint(state, result_fingerprint(cfg), run_dir)
 
+
+def detach_job_log() -> list[logging.Handler]:
+    """Hydra's job log file handlers, taken off the root logger until the run is accepted."""
+    root = logging.getLogger()
+    handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    for handler in handlers:
+        root.removeHandler(handler)
+    return handlers
+
+
+def record_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
+    """``.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them, once the run is accepted
+    (``hydra.output_subdir`` is null so that Hydra itself never writes them before)."""
+    hydra_dir = run_dir / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    hc = HydraConfig.get()
+    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}),
+             "overrides.yaml": hc.overrides.task}
+    for name, node in files.items():
+        tmp = hydra_dir / f".{name}.tmp"
+        tmp.write_text(OmegaConf.to_yaml(node))
+        tmp.replace(hydra_dir / name)
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Run (or resume) the experiment of ``cfg`` in Hydra's output directory; returns the curve summary.
+
+    Nothing is written into the directory until the run is accepted (``accept_run_dir``) and
+    the UserErrors of building the loop are past; the writer lock is held throughout.
+    """
+    validate(cfg)
+    quiet_libraries()
+    job_log = detach_job_log()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with lock_run_dir(run_dir):
+        accept_run_dir(cfg, run_dir)
+        return _run_accepted(cfg, run_dir, job_log)
+
+
+def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: list[logging.Handler]) -> dict:
+    if RunStore(run_dir).exists() and (run_dir / "summary.json").exists():
+        # a finished job: nothing to run, nothing to log (no empty tracker run)
+        log.info("%s is already complete; nothing to do", run_dir)
+        return json.loads((run_dir / "summary.json").read_text())
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     task = get_task(cfg.task_type)
     tracker = make_tracker(cfg)
     loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
+    record_hydra_files(run_dir, cfg)
+    fault_point("setup")
+    for handler in job_log:
+        logging.getLogger().addHandler(handler)
 
     id_file = run_dir / "run_id"
     run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
@@ -154,6 +206,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     id_file.write_text(run_id)
     tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
                   item_view=functools.partial(task.item_view, loop.dm))
+    tracker.replay(loop.store.recover()[0])
     log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
              len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
     records, failed = [], True
@@ -161,11 +214,13 @@ def run_experiment(cfg: DictConfig) -> dict:
         records = loop.run()
         failed = False
     finally:
+        if not failed:
+            fault_point("before_summary")
         summary = curve_summary(records)
         tracker.finish(summary, failed=failed)
-    write_json_atomic(run_dir / "summary.json", summary)
-    if cfg.get("save_model"):
+    if cfg.get("save_model") and not failed:   # before the summary: a finished run always has its model
         save_trained_model(run_dir, loop.model, cfg.task_type, loop.dm.data.class_names, loop.dm.channels)
+    write_json_atomic(run_dir / "summary.json", summary)
     log.info("per-round results:\n%s", format_table(records, task))
     log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
              f"; tracker: {tracker.location}" if tracker.location else "")

@@ -40,6 +40,11 @@ class Tracker:
 
     def start(self, config: dict, run_dir: Path, run_id: str, item_view: ItemView | None = None) -> None: ...
     def log_round(self, record: RoundRecord) -> None: ...
+
+    def replay(self, committed: list[RoundRecord]) -> None:
+        """After ``start`` on a resumed run: bring the tracker's history up to the committed rounds
+        (``rounds.jsonl`` is the source of truth; a killed process may not have logged its last ones)."""
+
     def finish(self, summary: dict, failed: bool = False) -> None: ...
 
 
@@ -54,8 +59,17 @@ class CsvTracker(Tracker):
         self.rows: list[dict] = []
         self.location = str(self.path)
 
+    def replay(self, committed):
+        # rebuilt from the records, not appended to: the file of a killed process may lag or be absent
+        self.rows = [round_metrics(r) for r in committed]
+        if self.rows:
+            self._write()
+
     def log_round(self, record):
         self.rows.append(round_metrics(record))
+        self._write()
+
+    def _write(self) -> None:
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
@@ -112,6 +126,23 @@ class WandbTracker(Tracker):
         for pattern in ("al/*", "val/*", "test/*"):
             self.run.define_metric(pattern, step_metric="al/n_labelled")
         self.location = str(Path(self.run.dir).parent)
+
+    def replay(self, committed):
+        # What earlier processes of this run got into their W&B logs (a kill may lose the SDK's
+        # unwritten tail, so only what is in the files counts), then the committed rounds after it.
+        # Earlier folders are synced before this one, so history stays in order, each round once.
+        from src.analysis.wandb_offline import read_offline_run
+
+        this = Path(self.run.dir).parent.resolve()
+        logged = -1
+        for folder in Path(self.location).parent.glob("*run-*"):
+            if folder.resolve() == this or not any(folder.glob("run-*.wandb")):
+                continue
+            history = read_offline_run(folder).history
+            logged = max([logged] + [int(row["al/round"]) for row in history if "al/round" in row])
+        for record in committed:
+            if record.round > logged:
+                self.log_round(record)
 
     def log_round(self, record):
         metrics = round_metrics(record)

@@ -37,6 +37,8 @@ def iter_records(path: str | Path):
         if kind == 0 and length == 0:  # zero padding up to the end of the block
             pos += left
             continue
+        if pos + _HEADER + length > len(data):
+            break                  # the tail of a log whose writer was killed: not a record
         chunk = data[pos + _HEADER:pos + _HEADER + length]
         pos += _HEADER + length
         if kind in (_FULL, _FIRST):

@@ -7,6 +7,8 @@ what the new one is.
 """
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import sys
 from pathlib import Path
@@ -69,11 +71,76 @@ def rewrite_renamed_keys(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _flat_keys(node, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            keys += [key, *_flat_keys(v, key)]
+    return keys
+
+
+def check_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """One-line message for a ``key.path=value`` override naming no key of the composed config, with the
+    nearest valid key; None when all exist. ``+key`` (add), ``~key`` (remove) and ``hydra.*`` are Hydra's."""
+    groups = config_groups(conf_dir)
+    selections, keys = [], []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith(("-", "~", "hydra.")) or "/" in key:
+            continue
+        if key.lstrip("+") in groups:
+            if not any(c in value for c in "()[]{}$"):   # one option stands for a sweep: the keys match
+                selections.append(f"{key}={value.split(',')[0]}")
+        elif not key.startswith("+") and "." in key:
+            keys.append(key)
+    if not keys:
+        return None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    import src.config.resolvers  # noqa: F401  (the config names resolvers; composition leaves them unresolved)
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=selections)
+    except HydraException:
+        return None   # Hydra reports its own composition errors
+    finally:
+        GlobalHydra.instance().clear()
+    known = _flat_keys(OmegaConf.to_container(cfg, resolve=False))
+    for key in keys:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]}?" if near else "; add a new key with +key=value"
+            return f"{key}: no such config key{hint}"
+    return None
+
+
+def check_output_dirs(argv: Sequence[str]) -> str | None:
+    """One-line message when ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line cannot be
+    created or written (Hydra's own mkdir would end in a traceback)."""
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not sep or "$" in value:
+            continue
+        path = Path(value).expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            return f"{key}={value}: {existing} is not a directory, so the output directory cannot be created"
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return f"{key}={value}: {existing} is not writable; choose an output directory you can write"
+    return None
+
+
 def prepare_argv(argv: list[str]) -> None:
     """What the entry points run before Hydra: renamed keys rewritten in place, and a
-    typo in ``group=option`` exits 2 with one line."""
+    typo in ``group=option`` or in a key path exits 2 with one line."""
     argv[:] = rewrite_renamed_keys(argv)
-    message = check_group_overrides(argv)
+    message = check_group_overrides(argv) or check_output_dirs(argv) or check_keys(argv[1:])
     if message:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -108,6 +108,10 @@ class ImageTreeSource(Source):
             trees = [(self.root, None)]
             class_folders = {self.root: folders}
         names = self.class_names(sorted({c.name for cs in class_folders.values() for c in cs}))
+        if len(names) < 2:
+            # torchmetrics would refuse later with a message about num_classes
+            raise UserError(f"{self.title} at {self.root}: {len(names)} class found ({', '.join(names)}); "
+                            "classification needs at least 2 class folders")
         files, labels, splits = [], [], []
         for tree, split in trees:
             if not class_folders[tree]:

@@ -180,9 +180,14 @@ class ActiveLearningLoop:
         return scores, predictions
 
     def check_fingerprint(self, state: dict) -> None:
-        saved = state.get("fingerprint", {})
-        changed = sorted(k for k in set(saved) | set(self.fingerprint) if saved.get(k) != self.fingerprint.get(k))
-        if changed:
-            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {self.fingerprint.get(k)!r}" for k in changed[:4])
-            raise UserError(f"resume=true: the config differs from the run in {self.store.run_dir} ({shown}); "
-                            "resume with the original settings or start a new run")
+        check_fingerprint(state, self.fingerprint, self.store.run_dir)
+
+
+def check_fingerprint(state: dict, fingerprint: dict, run_dir) -> None:
+    """UserError naming the settings that differ between a saved run's state and ``fingerprint``."""
+    saved = state.get("fingerprint", {})
+    changed = sorted(k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed[:4])
+        raise UserError(f"resume=true: the config differs from the run in {run_dir} ({shown}); "
+                        "resume with the original settings or start a new run")

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from src.loop.records import fault_point
+
 
 def score_pool(model: nn.Module, loader, score_batch: Callable, want_predictions: bool, progress: bool = True,
                desc: str = "scoring pool") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -31,6 +33,7 @@ def score_pool(model: nn.Module, loader, score_batch: Callable, want_predictions
     start = 0
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True):
+            fault_point("pool")
             batch_ids = batch[-1]
             stop = start + len(batch_ids)
             batch_scores, batch_classes = score_batch(model, batch, want_classes=want_predictions)

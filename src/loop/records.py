@@ -15,8 +15,11 @@ always equal those of an uninterrupted run, and nothing completed is ever lost.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -25,6 +28,28 @@ from src.errors import UserError
 
 RECORDS_FILE = "rounds.jsonl"
 STATE_FILE = "state.json"
+LOCK_FILE = ".lock"
+
+# Testing hook (tests/test_faults.py): AL_SELECT_FAULT=<point>[:<n>] makes the process SIGKILL
+# itself the n-th time (default 1st) it reaches the named point, to prove what survives a kill
+# at exactly that place. Unset, it costs one dict lookup per point.
+FAULT_ENV = "AL_SELECT_FAULT"
+FAULT_POINTS = ("setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
+                "before_summary")
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process here when ``AL_SELECT_FAULT`` names this point (and its count is reached)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition(":")
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -101,8 +126,46 @@ def write_json_atomic(path: Path, obj) -> None:
         json.dump(obj, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
+    fault_point("temp_unrenamed")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def flock_holder(path: Path) -> str:
+    """The pid holding a flock on ``path`` per the kernel's lock table (Linux ``/proc/locks``), else "unknown"."""
+    st = os.stat(path)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        table = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in table:
+        fields = line.split()
+        if "FLOCK" in fields and device in fields:
+            return fields[fields.index(device) - 1]
+    return "unknown"
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir: str | Path):
+    """Hold the run directory's writer lock (``.lock``) for the block; a second writer is a UserError.
+
+    An ``fcntl.flock`` on an open file: the kernel drops it when the holder exits, so a
+    killed run never blocks its own resume. The lock file stays empty (a refused command
+    changes no byte of the directory); the refusal names the holder from the kernel's table.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{run_dir} is in use by another run (pid {flock_holder(path)}); wait for it "
+                            "to finish or choose another hydra.run.dir") from None
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the flock
 
 
 def _record_line(record: RoundRecord) -> str:
@@ -141,6 +204,10 @@ class RunStore:
     def exists(self) -> bool:
         return self.state_path.exists() or self.records_path.exists()
 
+    def started(self) -> bool:
+        """A run was accepted here (its config recorded), possibly killed before its first round."""
+        return self.exists() or (self.run_dir / ".hydra" / "config.yaml").exists()
+
     def read_state(self) -> dict | None:
         if not self.state_path.exists():
             return None
@@ -172,11 +239,21 @@ class RunStore:
     def commit(self, record: RoundRecord, state: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.state_path, {**state, "last_record": record.to_json()})
+        fault_point("after_state")
         self._append(record)
+        fault_point("after_record")
 
     def _append(self, record: RoundRecord) -> None:
         with open(self.records_path, "a") as fh:
-            fh.write(_record_line(record))
+            line = _record_line(record)
+            if os.environ.get(FAULT_ENV, "").startswith("half_record"):
+                fh.write(line[: len(line) // 2])
+                fh.flush()
+                os.fsync(fh.fileno())
+                fault_point("half_record")
+                fh.write(line[len(line) // 2:])
+            else:
+                fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
 

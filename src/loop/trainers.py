@@ -6,6 +6,7 @@ between fits, so every round gets its own Trainer and its own callbacks.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from src.config.instantiate import build
+from src.loop.records import FAULT_ENV, fault_point
 
 
 def quiet_libraries() -> None:
@@ -35,8 +37,11 @@ class TrainerFactory:
         self.epoch_logs, self.progress = epoch_logs, progress
 
     def callbacks(self) -> list[pl.Callback]:
-        return [build(node) for node in self.callbacks_cfg.values()
-                if OmegaConf.is_dict(node) and "_target_" in node]
+        built = [build(node) for node in self.callbacks_cfg.values()
+                 if OmegaConf.is_dict(node) and "_target_" in node]
+        if os.environ.get(FAULT_ENV, "").startswith("fit"):
+            built.append(_FaultInFit())   # testing hook only (src.loop.records.FAULT_ENV)
+        return built
 
     def __call__(self, round_index: int) -> pl.Trainer:
         logger = False
@@ -45,3 +50,10 @@ class TrainerFactory:
         return build(self.trainer_cfg, callbacks=self.callbacks(), logger=logger,
                                        default_root_dir=str(self.run_dir), enable_checkpointing=False,
                                        enable_progress_bar=self.progress, enable_model_summary=False)
+
+
+class _FaultInFit(pl.Callback):
+    """The ``fit`` point of the fault-injection testing hook: after a training batch."""
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        fault_point("fit")

@@ -1,0 +1,371 @@
+"""Run directories under faults and refusals: nothing a refused command touches, one writer, and
+every user mistake one line with exit status 2 before any work (issue 9)."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from src.errors import UserError
+from src.loop.records import RoundRecord, lock_run_dir
+from src.tracking import CsvTracker
+from tests.conftest import REPO, cli_env, read_jsonl, run_cli
+
+TINY = ["debug=fast", "selection.rounds=2"]
+
+
+def snapshot(root):
+    """Every file under ``root`` with the hash of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_refused_commands_leave_every_file_of_the_run_directory_unchanged(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, f"hydra.run.dir={run_dir}")
+    before = snapshot(run_dir)
+    assert ".hydra/config.yaml" in before and "rounds.jsonl" in before
+    # a second command into the same directory without resume=true
+    line = one_error_line(run_cli(*TINY, "selection.pivot=0.5", f"hydra.run.dir={run_dir}", check=False))
+    assert str(run_dir) in line
+    # a resume with changed settings
+    line = one_error_line(run_cli(*TINY, "selection.pivot=0.5", "resume=true", f"hydra.run.dir={run_dir}",
+                                  check=False))
+    assert "selection.pivot" in line
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_a_second_writer_stops_at_once_naming_the_directory_and_the_other_process(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with lock_run_dir(run_dir):
+        proc = run_cli(*TINY, f"hydra.run.dir={run_dir}", check=False)
+    line = one_error_line(proc)
+    assert str(run_dir) in line and f"pid {os.getpid()}" in line
+    assert not (run_dir / "rounds.jsonl").exists()
+
+
+def test_the_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from src.loop.records import lock_run_dir\n"
+         f"held = lock_run_dir({str(tmp_path)!r}); held.__enter__(); print('locked', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(UserError, match=rf"{tmp_path}.*pid {holder.pid}"):
+        with lock_run_dir(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
+    with lock_run_dir(tmp_path):     # a kill -9 never blocks a resume
+        fd = os.open(tmp_path / ".lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+
+
+@pytest.mark.slow
+def test_resume_with_nothing_to_resume_names_the_directory(tmp_path):
+    run_dir = tmp_path / "empty"
+    line = one_error_line(run_cli(*TINY, "resume=true", f"hydra.run.dir={run_dir}", check=False))
+    assert str(run_dir) in line and "resume" in line
+
+
+@pytest.mark.slow
+def test_a_mistyped_key_names_the_nearest_valid_key(tmp_path):
+    line = one_error_line(run_cli(*TINY, "selection.pivto=0.5", f"hydra.run.dir={tmp_path / 'r'}", check=False))
+    assert "selection.pivto" in line and "did you mean selection.pivot?" in line
+    assert not (tmp_path / "r").exists()
+
+
+def record(r: int) -> RoundRecord:
+    return RoundRecord(round=r, n_labelled=10 * (r + 1), n_selected=10, selection="base" if r == 0 else "margin",
+                       selected_ids=[r], selected_scores=[], epochs=1, best_epoch=0,
+                       metrics={"test/acc": 0.1 * r, "val/acc": 0.2 * r})
+
+
+def test_csv_history_is_rebuilt_from_the_committed_rounds_on_start(tmp_path):
+    # a first process logged rounds 0-1 and was killed after committing round 2 (before logging it)
+    first = CsvTracker()
+    first.start({}, tmp_path, "id")
+    first.log_round(record(0))
+    first.log_round(record(1))
+    resumed = CsvTracker()
+    resumed.start({}, tmp_path, "id")
+    resumed.replay([record(0), record(1), record(2)])
+    resumed.log_round(record(3))
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert [row.split(",")[header.index("al/round")] for row in rows[1:]] == ["0", "1", "2", "3"]
+
+
+def test_a_folder_dataset_with_one_class_names_the_root_and_the_count(tmp_path):
+    from PIL import Image
+
+    from src.data.folder import ImageFolderSource
+
+    (tmp_path / "cats").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cats" / "a.png")
+    with pytest.raises(UserError, match=rf"{tmp_path}: 1 class found \(cats\)"):
+        ImageFolderSource(tmp_path).scan()
+
+
+def test_an_output_directory_under_a_file_is_one_line(tmp_path):
+    from src.config.overrides import check_output_dirs
+
+    (tmp_path / "file").write_text("x")
+    message = check_output_dirs([f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    assert message and f"{tmp_path / 'file'} is not a directory" in message
+    assert check_output_dirs([f"hydra.run.dir={tmp_path / 'new' / 'run'}"]) is None
+
+
+def test_a_mistyped_key_in_process_names_the_nearest_key():
+    from src.config.overrides import check_keys
+
+    assert check_keys(["debug=fast", "selection.pivto=0.5"]) == \
+        "selection.pivto: no such config key; did you mean selection.pivot?"
+    assert check_keys(["task=detection", "scorer=margin,entropy", "selection.pivot=0.5",
+                       "model.init.checkpoint=null"]) is None
+
+
+# One run directory killed at every point in turn: each resume continues what the last kill left.
+# (setup: before round 0; fit and pool: inside round 0; after_state: round 0's commit; half_record:
+# round 1's; temp_unrenamed: round 2's state file; after_record: round 2 committed; before_summary:
+# all rounds done.) Chained so the matrix costs 10 CLI runs, not 17.
+KILL_CHAIN = ["setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
+              "before_summary"]
+FAULT_RUN = ["debug=fast", "selection.rounds=5", "logger=csv"]
+
+
+def run_with_fault(point: str | None, *args: str) -> subprocess.CompletedProcess:
+    env = cli_env()
+    if point:
+        env["AL_SELECT_FAULT"] = point
+    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_sigkill_at_every_point_then_resume_gives_the_uninterrupted_records_and_csv_history(tmp_path):
+    from src.loop.records import FAULT_POINTS
+    from tests.conftest import without_timings
+
+    assert set(KILL_CHAIN) == set(FAULT_POINTS)
+    reference = tmp_path / "reference"
+    run_cli(*FAULT_RUN, f"hydra.run.dir={reference}")
+    killed = tmp_path / "killed"
+    for i, point in enumerate(KILL_CHAIN):
+        resume = ["resume=true"] if i else []
+        proc = run_with_fault(point, *FAULT_RUN, *resume, f"hydra.run.dir={killed}")
+        assert proc.returncode == -9, f"{point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    assert not (killed / "summary.json").exists()
+    run_cli(*FAULT_RUN, "resume=true", f"hydra.run.dir={killed}")
+
+    expected = read_jsonl(reference / "rounds.jsonl")
+    assert [r["round"] for r in expected] == [0, 1, 2, 3, 4]
+    assert without_timings(read_jsonl(killed / "rounds.jsonl")) == without_timings(expected)
+    import csv
+    with open(killed / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(row["al/round"]) for row in rows] == [0, 1, 2, 3, 4]
+    assert [float(row["test/acc_top1"]) for row in rows] == [r["test/acc_top1"] for r in expected]
+    summary_keys = set(__import__("json").loads((reference / "summary.json").read_text()))
+    assert set(__import__("json").loads((killed / "summary.json").read_text())) == summary_keys
+
+
+@pytest.mark.slow
+def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(tmp_path):
+    """The W&B run as `wandb sync` of its offline folders assembles it: their histories in folder order."""
+    import json
+
+    from src.analysis.wandb_offline import read_offline_run, wait_until_finished
+
+    run = ["debug=fast", "selection.rounds=5", "logger=wandb", f"hydra.run.dir={tmp_path}"]
+    # killed right after committing round 1 (before logging it), inside round 3's record, before the summary
+    for i, point in enumerate(["after_record:2", "half_record:2", "before_summary"]):
+        proc = run_with_fault(point, *run, *(["resume=true"] if i else []))
+        assert proc.returncode == -9, f"{point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
+    run_cli(*run, "resume=true")
+    folders = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 4
+    assert wait_until_finished(folders[-1])
+    run_cli(*run, "resume=true")       # a finished job: no new, empty offline run
+    assert sorted((tmp_path / "wandb").glob("offline-run-*")) == folders
+
+    runs = [read_offline_run(f) for f in folders]
+    rounds = [int(row["al/round"]) for r in runs for row in r.history if "al/round" in row]
+    assert rounds == [0, 1, 2, 3, 4]
+    records = read_jsonl(tmp_path / "rounds.jsonl")
+    n_labelled = [row["al/n_labelled"] for r in runs for row in r.history if "al/round" in row]
+    assert n_labelled == [rec["n_labelled"] for rec in records]
+    assert runs[-1].config["selection"]["rounds"] == 5
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {k: runs[-1].summary[k] for k in summary} == pytest.approx(summary)
+
+
+# ---- a table of bad inputs: each one line (a UserError), naming what is wrong, changing no file ----
+
+BAD_CONFIG_VALUES = [
+    ("selection.pivot", 1.5, "selection.pivot=1.5"), ("selection.pivot", -0.1, "selection.pivot=-0.1"),
+    ("selection.base_size", -1, "selection.base_size=-1"), ("selection.budget", 0, "selection.budget=0"),
+    ("selection.budget", [10, -5], "selection.budget=[10, -5]"), ("selection.rounds", 0, "selection.rounds=0"),
+    ("selection.mode", "whatever", "selection.mode='whatever'"),
+    ("callbacks.early_stopping.patience", -1, "callbacks.early_stopping.patience=-1"),
+    ("trainer.max_epochs", 0, "trainer.max_epochs=0"), ("fit.steps_per_epoch", 0, "fit.steps_per_epoch=0"),
+    ("dataset.batch_size", 0, "dataset.batch_size=0"), ("dataset.sizes.pool", -3, "dataset.sizes.pool=-3"),
+    ("progress", "maybe", "progress='maybe'"), ("scorer.name", "bogus", "scorer.name='bogus'"),
+    ("model.init.checkpoint", "/nonexistent/w.pt", "model.init.checkpoint=/nonexistent/w.pt"),
+]
+
+
+@pytest.fixture(scope="module")
+def fast_cfg():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["debug=fast"])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.mark.parametrize("key,value,needle", BAD_CONFIG_VALUES, ids=[c[0] + "=" + str(c[1]) for c in BAD_CONFIG_VALUES])
+def test_bad_config_value_is_one_line_naming_it(fast_cfg, key, value, needle):
+    from omegaconf import OmegaConf
+
+    from src.config.validate import validate
+
+    cfg = fast_cfg.copy()
+    OmegaConf.update(cfg, key, value, merge=False)
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def _argv_case(argv):
+    def run(tmp_path):
+        from src.config.overrides import check_group_overrides, check_keys, check_output_dirs
+
+        def check():
+            args = [a.replace("TMP", str(tmp_path)) for a in argv]
+            message = check_group_overrides(args) or check_output_dirs(args) or check_keys(args)
+            if message:
+                raise UserError(message)
+        return check
+    return run
+
+
+def _folder_case(classes: dict[str, int], root="tree"):
+    def run(tmp_path):
+        from PIL import Image
+
+        from src.data.folder import ImageFolderSource
+
+        (tmp_path / "tree").mkdir()
+        for name, n in classes.items():
+            (tmp_path / "tree" / name).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / "tree" / name / f"{i}.png")
+        return lambda: ImageFolderSource(tmp_path / root).scan()
+    return run
+
+
+def _coco_case(text):
+    def run(tmp_path):
+        from src.data.detection.annotations import read_coco
+
+        (tmp_path / "images").mkdir()
+        (tmp_path / "ann.json").write_text(text)
+        return lambda: read_coco(tmp_path / "ann.json", tmp_path / "images", ["cat"])
+    return run
+
+
+def _checkpoint_case(make):
+    def run(tmp_path):
+        import torch  # noqa: F401
+
+        from src.models.weights import load_checkpoint_state
+
+        make(tmp_path / "w.pt")
+        return lambda: load_checkpoint_state(tmp_path / "w.pt", "model.init.checkpoint")
+    return run
+
+
+def _line(r):
+    import json
+    return json.dumps(record(r).to_json(), separators=(",", ":")) + "\n"
+
+
+def _run_dir_case(records_text, state):
+    def run(tmp_path):
+        import json
+
+        from src.loop.records import RunStore
+
+        (tmp_path / "rounds.jsonl").write_text(records_text)
+        if state is not None:
+            (tmp_path / "state.json").write_text(json.dumps(state))
+        return lambda: RunStore(tmp_path).recover()
+    return run
+
+
+def _pickled_object(path):
+    import torch
+    torch.save({"weights": __import__("collections").OrderedDict(a=slice(1))}, path)
+
+
+BAD_INPUTS = [
+    ("typo key", lambda t: _argv_case(["debug=fast", "selection.pivto=0.5"]), "did you mean selection.pivot?"),
+    ("typo nested key", lambda t: _argv_case(["trainer.max_epoch=3"]), "did you mean trainer.max_epochs?"),
+    ("unknown scorer option", lambda t: _argv_case(["scorer=entropie"]), "scorer='entropie'"),
+    ("unknown dataset option", lambda t: _argv_case(["dataset=digitz"]), "dataset='digitz'"),
+    ("output dir under a file", None, "is not a directory"),
+    ("one-class folder", lambda t: _folder_case({"cats": 2}), "1 class found (cats)"),
+    ("folder without class folders", lambda t: _folder_case({}), "has no class folders"),
+    ("missing folder root", lambda t: _folder_case({}, root="missing"), "not found at"),
+    ("class folder without images", lambda t: _folder_case({"a": 0, "b": 0}), "holds no images"),
+    ("coco not json", lambda t: _coco_case("{not json"), "ann.json:1:2: not valid JSON"),
+    ("coco image missing", lambda t: _coco_case(
+        '{"images":[{"id":1,"file_name":"x.png","width":4,"height":4}],"annotations":[],'
+        '"categories":[{"id":1,"name":"cat"}]}'), "x.png named by an annotation does not exist"),
+    ("checkpoint garbage", lambda t: _checkpoint_case(lambda p: p.write_bytes(b"garbage")),
+     "not a readable torch weights file"),
+    ("checkpoint with a pickled object", lambda t: _checkpoint_case(_pickled_object),
+     "not a readable torch weights file"),
+    ("records without state", lambda t: _run_dir_case(_line(0), None), "state.json is missing"),
+    ("state ahead of records", lambda t: _run_dir_case(_line(0), {"completed_rounds": 3}),
+     "says 3 rounds are complete but"),
+    ("doubled rounds.jsonl", lambda t: _run_dir_case(_line(0) + _line(1) + _line(0) + _line(1),
+                                                     {"completed_rounds": 2}), "holds 4"),
+    ("record not JSON", lambda t: _run_dir_case("{oops\n", {"completed_rounds": 1}), "rounds.jsonl:1: not a JSON line"),
+    ("record without fields", lambda t: _run_dir_case('{"round": 0}\n', {"completed_rounds": 1}),
+     "a round record without n_labelled"),
+]
+
+
+@pytest.mark.parametrize("name,make,needle", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_one_line_naming_it_and_changes_no_file(tmp_path, name, make, needle):
+    if make is None:    # the output directory case needs the file to exist first
+        (tmp_path / "file").write_text("x")
+        make = lambda t: _argv_case(["hydra.run.dir=TMP/file/run"])  # noqa: E731
+    call = make(tmp_path)(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(UserError) as err:
+        call()
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+    assert snapshot(tmp_path) == before
