@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 import src.config.resolvers  # noqa: E402,F401  (registers the config resolvers)
 from src.config_check import ConfigError, validate  # noqa: E402
 from src.errors import UserError  # noqa: E402
+from src.launch import prepare_job  # noqa: E402
 from src.loop.records import RunStore  # noqa: E402
 
 log = logging.getLogger("src.run")
@@ -112,6 +113,7 @@ def quiet_libraries() -> None:
 
 
 def run_experiment(cfg: DictConfig) -> dict:
+    prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes
     validate(cfg)
     quiet_libraries()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
