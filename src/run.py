@@ -8,6 +8,7 @@ per-round epoch logs and the W&B files.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -123,6 +124,8 @@ def run_experiment(cfg: DictConfig) -> dict:
                           "or choose another hydra.run.dir / hydra.sweep.dir")
     if store.exists() and (run_dir / "summary.json").exists():
         log.info("%s is already complete; nothing to do", run_dir)
+        # a re-submitted sweep passes over its finished jobs: no data, model or W&B run again
+        return json.loads((run_dir / "summary.json").read_text())
 
     from src.loop.active_loop import curve_summary
     from src.loop.records import write_json_atomic

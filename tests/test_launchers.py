@@ -237,10 +237,13 @@ def test_a_resubmitted_sweep_finishes_only_its_unfinished_jobs(sequential_sweep,
         assert (sweep / job / "summary.json").exists()
     # job 1 was continued after its first round, not started again
     assert "resuming" in (sweep / JOB_DIRS[1] / "run.log").read_text()
-    # a finished sweep re-submitted again changes no record
-    before = {job: (sweep / job / "rounds.jsonl").read_bytes() for job in JOB_DIRS}
+    # a finished sweep re-submitted again passes over its jobs: no record, no W&B run changes
+    def files():
+        return {job: ((sweep / job / "rounds.jsonl").read_bytes(), sorted((sweep / job / "wandb").glob("offline-*")))
+                for job in JOB_DIRS}
+    before = files()
     src_run(*args, "resume=true")
-    assert {job: (sweep / job / "rounds.jsonl").read_bytes() for job in JOB_DIRS} == before
+    assert files() == before
 
 
 @pytest.mark.slow
