@@ -24,7 +24,6 @@ order; a variant's ratio is the median over repetitions of fp32 time / variant t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.results import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_fastpaths.json"
@@ -195,9 +196,7 @@ def main(argv=None) -> dict:
                                                 with_compile=not args.no_compile)
         print_model(name, results["models"][name])
     results["meta"]["load_avg_after"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    write_results(args.out, results)
     return results
 
 

@@ -26,7 +26,6 @@ sweep actually got. Figures to stdout and ``bench-results/bench_parallel.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -35,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.results import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_parallel.json"
@@ -121,9 +122,7 @@ def main(argv=None) -> dict:
     res = measure(args.k, size["reps"], work)
     res["meta"] = {"mode": "quick" if args.quick else "full", "job": JOB + work}
     print_table(res)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_results(args.out, res)
     return res
 
 

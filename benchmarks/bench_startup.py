@@ -19,7 +19,6 @@ Figures to stdout and ``bench-results/bench_startup.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -28,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.results import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_startup.json"
@@ -122,9 +123,7 @@ def main(argv=None) -> dict:
               f"{'no' if seen is None else f'yes ({seen:.2f})'} |")
     print(f"\nclassification run (debug=fast logger=none): {run['run_wall_s']:.1f} s wall, of which imports "
           f"{run['all_imports_s']:.1f} s (-X importtime, its own overhead included)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    write_results(args.out, res)
     return res
 
 
