@@ -179,11 +179,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--reps", type=int, help="repetitions (default: 5, quick 2)")
     parser.add_argument("--steps", type=int, help="timed calls per variant and repetition (default: 4, quick 2)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     size = dict(SIZES["quick" if args.quick else "full"])
     size.update({k: getattr(args, k) for k in ("reps", "steps") if getattr(args, k)})
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     results: dict = {"meta": {"mode": "quick" if args.quick else "full", **size, "device": args.device,
                               "threads": torch.get_num_threads(), "torch": torch.__version__,
                               "machine": platform.processor() or platform.machine(),
