@@ -84,9 +84,9 @@ def evenly(items: list, k: int) -> list:
 def selection_rows(run: agg.RunData, data, k: int, max_rounds: int) -> list[dict]:
     """Per scored round: the ``k`` highest- and ``k`` lowest-scored ids among those selected."""
     rows = []
-    scored = [r for r in run.records if r.get("selected_scores") and len(r["selected_scores"]) == len(r["selected_ids"])]
+    scored = [r for r in run.records if r.selected_scores and len(r.selected_scores) == len(r.selected_ids)]
     for rec in evenly(scored, max_rounds):
-        pairs = sorted(zip(rec["selected_ids"], rec["selected_scores"]), key=lambda t: -t[1])
+        pairs = sorted(zip(rec.selected_ids, rec.selected_scores), key=lambda t: -t[1])
         hardest = pairs[:k]
         easiest = pairs[max(k, len(pairs) - k):][::-1]
 
@@ -94,7 +94,7 @@ def selection_rows(run: agg.RunData, data, k: int, max_rounds: int) -> list[dict
             i, s = item
             return data.images[i].numpy(), data.label_name(int(data.labels[i])), float(s)
 
-        rows.append({"round": rec["round"], "n_labelled": rec["n_labelled"],
+        rows.append({"round": rec.round, "n_labelled": rec.n_labelled,
                      "hardest": [cell(t) for t in hardest], "easiest": [cell(t) for t in easiest]})
     return rows
 
@@ -231,7 +231,7 @@ def build_report(dirs, out=None, group_by=None, facet=None, metrics=None, paired
         title=f"{len(runs)} runs in {len(groups)} groups",
         header=["group", "seed", "status", "rounds", "labelled", "run directory"],
         rows=[[g.label, str(r.seed), r.status, str(len(r.records)),
-               str(r.records[-1]["n_labelled"]) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
+               str(r.records[-1].n_labelled) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
     content = pages.ReportContent(
         title=title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
         intro=[f"Runs grouped by {describe_keys(keys)}; seeds are "

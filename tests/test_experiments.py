@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from src.config_check import validate
+from src.config.validate import validate
 from src.loop.records import read_records
-from src.run import build_loop
+from src.experiment import build_loop
 from src.report import main as report_main
 from tests.conftest import CONF, run_cli
 
@@ -115,11 +115,11 @@ def test_every_documented_sweep_value_composes_and_validates(stub_conf, name):
 
 def test_sweep_values_change_what_they_name(stub_conf):
     fixed = compose_in(stub_conf, "experiment=train_length_cpu", "+training=fixed_steps")
-    assert fixed.trainer.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
+    assert fixed.fit.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
     assert fixed.run_name == "entropy-fixed_steps-b60-s1"
     acc = compose_in(stub_conf, "experiment=train_length", "+training=early_stop_acc")
     assert acc.callbacks.monitor == "val/acc_top1" and acc.callbacks.mode == "max"
-    assert acc.trainer.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
+    assert acc.fit.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
     assert compose_in(stub_conf, "experiment=scorers_cpu", "dataset=hard").dataset.pool_repeats == 4
     assert compose_in(stub_conf, "experiment=base_set").dataset.name == "mixed"
 
@@ -133,11 +133,11 @@ def test_cpu_variant_runs_in_smoke_mode(tmp_path, name):
     loop = build_loop(cfg, run_dir)
     records = loop.run()
     assert records == read_records(run_dir / "rounds.jsonl") and len(records) == loop.n_rounds >= 2
-    assert all(0.0 <= r["test/acc_top1"] <= 1.0 for r in records)
+    assert all(0.0 <= r.metrics["test/acc_top1"] <= 1.0 for r in records)
     if name == "base_set_cpu":
-        assert records[0]["selection"] == "base" and records[0]["n_labelled"] == 60
+        assert records[0].selection == "base" and records[0].n_labelled == 60
     if name == "train_length_cpu":
-        assert all(r["epochs"] == 2 for r in records)       # fixed steps: no early stopping
+        assert all(r.epochs == 2 for r in records)       # fixed steps: no early stopping
 
 
 @pytest.mark.slow

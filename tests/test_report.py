@@ -2,6 +2,8 @@
 figures and pages that open; the W&B summary run read back from its offline log."""
 from __future__ import annotations
 
+import functools
+
 import json
 import math
 import re
@@ -17,7 +19,9 @@ from scipy import stats as st
 from src.analysis import aggregate as agg
 from src.analysis.stats import compare, pvalue_matrix
 from src.analysis.wandb_offline import media, read_offline_run, read_table, wait_until_finished
+from src.loop.records import RoundRecord
 from src.report import build_report, main
+from src.tasks import classification
 
 X = [20, 40, 60]
 # test/acc_top1 per round, by hand: two methods, three seeds; random's seed 3 crashed after 2 rounds
@@ -197,11 +201,10 @@ def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose
     dm = hydra.utils.instantiate(compose_cfg("debug=fast").dataset)
     dm.setup()
     tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=3)
-    tracker.datamodule = dm
-    tracker.start({"seed": 1}, tmp_path, "abc123")
+    tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(classification.item_view, dm))
     ids, scores = [5, 9, 2, 7], [0.2, 0.9, 0.5, 0.1]
-    tracker.log_round({"round": 0, "n_labelled": 4, "selected_ids": ids, "selected_scores": scores,
-                       "epochs": 2, "test/acc_top1": 0.5})
+    tracker.log_round(RoundRecord(round=0, n_labelled=4, n_selected=4, selection="entropy", selected_ids=ids,
+                                  selected_scores=scores, epochs=2, best_epoch=1, metrics={"test/acc_top1": 0.5}))
     tracker.finish({"auc/test/acc_top1": 0.5})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")

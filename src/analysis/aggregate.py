@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from src.analysis.curves import normalised_auc
-from src.loop.records import read_records
+from src.loop.records import RoundRecord, read_records
 
 # Keys that name or place a run rather than change its result; never grouping keys.
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")
 IGNORED_KEYS = {"seed", "run_name", "resume", "progress", "task_name"}
-# Round-record fields that are not metrics (ids, bookkeeping, timings).
-NON_METRIC_FIELDS = {"round", "n_labelled", "n_selected", "selection", "selected_ids", "selected_scores"}
+# Round-record fields drawn like metrics besides val/* and test/*.
 EPOCH_METRICS = ("epochs", "best_epoch")
-TIMING_METRICS = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
 
 
 @dataclass
@@ -34,7 +32,7 @@ class RunData:
     path: Path
     config: dict                      # flattened, resolved where possible: "selection.pivot" -> 0.25
     overrides: list[str]
-    records: list[dict]
+    records: list[RoundRecord]
     summary: dict | None              # None: still running or crashed
 
     @property
@@ -51,8 +49,8 @@ class RunData:
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(labelled count, value) of every completed round that has ``metric``."""
-        pts = [(r["n_labelled"], r[metric]) for r in self.records
-               if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
+        pts = [(r.n_labelled, r.value(metric)) for r in self.records
+               if isinstance(r.value(metric), (int, float)) and not isinstance(r.value(metric), bool)]
         if not pts:
             return np.zeros(0), np.zeros(0)
         x, y = zip(*pts)
@@ -268,11 +266,8 @@ def metric_names(runs: list[RunData]) -> list[str]:
     found = set()
     for r in runs:
         for rec in r.records:
-            for k, v in rec.items():
-                if k in NON_METRIC_FIELDS or k in TIMING_METRICS:
-                    continue
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    found.add(k)
+            found.update(k for k, v in rec.metrics.items() if isinstance(v, (int, float)))
+            found.update(EPOCH_METRICS)
 
     def order(k: str):
         head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2
