@@ -42,7 +42,7 @@ DEFAULT_OUT = REPO / "bench-results" / "bench_parallel.json"
 # a fixed amount of work per job: fixed epochs (no early stop), no logger, no progress bars
 JOB = ["logger=none", "progress=false", "callbacks=none", "dataset.sizes.pool=600", "dataset.sizes.val=200",
        "dataset.sizes.test=200", "selection.budget=100"]
-SIZES = {"full": dict(reps=3, rounds=3, epochs=6), "quick": dict(reps=1, rounds=2, epochs=3)}
+SIZES = {"full": dict(reps=2, rounds=3, epochs=6), "quick": dict(reps=1, rounds=2, epochs=3)}
 
 
 def children_cpu_seconds() -> float:
