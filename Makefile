@@ -51,6 +51,9 @@ bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); fi
 	$(PY) -m benchmarks.bench_detection $(ARGS)
 	$(PY) -m benchmarks.bench_detection_data $(ARGS)
 	$(PY) -m benchmarks.bench_detection_curve $(ARGS)
+	$(PY) -m benchmarks.bench_parallel $(ARGS)
+	$(PY) -m benchmarks.bench_fastpaths $(ARGS)
+	$(PY) -m benchmarks.bench_startup $(ARGS)
 
 report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]
 	@test -n "$(DIRS)" || { echo 'usage: make report DIRS="multirun/<date>_<time> ..." [ARGS=...]'; exit 2; }

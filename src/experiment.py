@@ -25,6 +25,7 @@ from src.config.validate import validate
 from src.config.instantiate import build
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
+from src.launch import prepare_job
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
 from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
@@ -177,6 +178,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     Nothing is written into the directory until the run is accepted (``accept_run_dir``) and
     the UserErrors of building the loop are past; the writer lock is held throughout.
     """
+    prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
     validate(cfg)
     quiet_libraries()
     job_log = detach_job_log()
