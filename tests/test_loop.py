@@ -112,4 +112,4 @@ def test_resume_with_a_changed_config_is_refused(compose_cfg, tmp_path):
     from src.errors import UserError as ConfigError
 
     with pytest.raises(ConfigError, match="resume=true: the config differs .*selection.pivot"):
-        build_loop(compose_cfg(*FAST, "selection.rounds=1", "selection.pivot=0.5"), tmp_path / "run")
+        build_loop(compose_cfg(*FAST, "selection.rounds=1", "selection.pivot=0.5"), tmp_path / "run").run()
