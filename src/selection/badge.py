@@ -29,13 +29,25 @@ import torch
 
 def _sq_dist_to(j: int, probs: torch.Tensor, predicted: torch.Tensor, features: torch.Tensor,
                 sq_norm_g: torch.Tensor) -> torch.Tensor:
-    """||g_i - g_j||^2 for every i, from p, yhat and h alone (float64)."""
-    a_dot = (probs @ probs[j]).double()
-    a_dot -= probs[:, predicted[j]].double()
-    a_dot -= probs[j, predicted].double()
-    a_dot += (predicted == predicted[j]).double()
-    h_dot = (features @ features[j]).double()
-    return (sq_norm_g + sq_norm_g[j] - 2.0 * a_dot * h_dot).clamp_min_(0.0)
+    """||g_i - g_j||^2 for every i, from p, yhat and h alone: dot products in the inputs' dtype,
+    the difference of large terms in float64."""
+    label = predicted[j]
+    a_dot = torch.mv(probs, probs[j])
+    a_dot -= probs[:, label]
+    a_dot -= torch.index_select(probs[j], 0, predicted)
+    a_dot += predicted == label
+    h_dot = torch.mv(features, features[j])
+    d2 = torch.addcmul(sq_norm_g + sq_norm_g[j], a_dot.double(), h_dot.double(), value=-2.0)
+    return d2.clamp_min_(0.0)
+
+
+def _row_sq_norms(matrix: torch.Tensor, chunk_rows: int = 8192) -> torch.Tensor:
+    """sum_c m_ic^2 per row in float64, a block of rows at a time (no full-size temporary)."""
+    out = torch.empty(matrix.shape[0], dtype=torch.float64)
+    for start in range(0, matrix.shape[0], chunk_rows):
+        block = matrix[start:start + chunk_rows].double()
+        out[start:start + chunk_rows] = torch.einsum("nc,nc->n", block, block)
+    return out
 
 
 def gradient_embedding_sq_norms(probs: torch.Tensor, features: torch.Tensor,
@@ -44,8 +56,8 @@ def gradient_embedding_sq_norms(probs: torch.Tensor, features: torch.Tensor,
     if predicted is None:
         predicted = probs.argmax(dim=1)
     p_at_pred = probs.gather(1, predicted[:, None]).squeeze(1).double()
-    sq_norm_a = probs.double().pow(2).sum(dim=1) - 2.0 * p_at_pred + 1.0
-    return sq_norm_a * features.double().pow(2).sum(dim=1)
+    sq_norm_a = _row_sq_norms(probs) - 2.0 * p_at_pred + 1.0
+    return sq_norm_a * _row_sq_norms(features)
 
 
 def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, generator: torch.Generator,
@@ -76,13 +88,13 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, ge
         if total > 0.0:
             target = torch.tensor([float(uniforms[step - 1]) * total], dtype=torch.float64)
             pick = int(torch.searchsorted(cumulative, target, right=True))
-            # rounding can put the target at the very end: take the last item with weight
-            pick = min(pick, int(torch.nonzero(min_sq_dist).max()))
+            if pick == n:   # rounding put the target at the very end: the last item with weight
+                pick = int(torch.nonzero(min_sq_dist).max())
         else:
             taken = torch.zeros(n, dtype=torch.bool)
             taken[chosen[:step]] = True
             pick = int(torch.nonzero(~taken)[0])
         chosen[step] = pick
         torch.minimum(min_sq_dist, _sq_dist_to(pick, probs, predicted, features, sq_norm_g), out=min_sq_dist)
-        min_sq_dist[chosen[:step + 1]] = 0.0
+        min_sq_dist[pick] = 0.0    # earlier picks stay at 0: every distance is >= 0
     return chosen

@@ -31,7 +31,7 @@ def _nearest_centre_sq_dist(features: torch.Tensor, sq_norms: torch.Tensor, cent
     out = torch.full((n,), float("inf"), dtype=features.dtype)
     if centres.shape[0] == 0:
         return out
-    centre_sq = centres.pow(2).sum(dim=1)
+    centre_sq = torch.einsum("nd,nd->n", centres, centres)
     for start in range(0, n, chunk_rows):
         block = features[start:start + chunk_rows]
         d2 = sq_norms[start:start + chunk_rows, None] + centre_sq[None, :] - 2.0 * (block @ centres.T)
@@ -54,7 +54,7 @@ def k_center_greedy(features: torch.Tensor, labelled_features: torch.Tensor, bud
     if not 0 < budget <= n:
         raise ValueError(f"budget={budget} must be in [1, {n}] (the pool size)")
     labelled_features = labelled_features.to(features.dtype)
-    sq_norms = features.pow(2).sum(dim=1)
+    sq_norms = torch.einsum("nd,nd->n", features, features)     # no N x D temporary
     min_sq_dist = _nearest_centre_sq_dist(features, sq_norms, labelled_features, chunk_rows)
     chosen = torch.empty(budget, dtype=torch.int64)
     for step in range(budget):
@@ -66,8 +66,9 @@ def k_center_greedy(features: torch.Tensor, labelled_features: torch.Tensor, bud
             pick = int(torch.argmax(min_sq_dist))
         chosen[step] = pick
         centre = features[pick]
-        d2 = (sq_norms + sq_norms[pick] - 2.0 * (features @ centre)).clamp_min_(0.0)
+        d2 = torch.addmv(sq_norms + sq_norms[pick], features, centre, alpha=-2.0).clamp_min_(0.0)
         torch.minimum(min_sq_dist, d2, out=min_sq_dist)
         # a chosen item is never chosen again, even when duplicates leave every distance at 0
-        min_sq_dist[chosen[:step + 1]] = -1.0
+        # (earlier picks stay at -1: every distance is >= 0)
+        min_sq_dist[pick] = -1.0
     return chosen
