@@ -36,6 +36,7 @@ bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); fi
 	$(PY) -m benchmarks.bench $(ARGS)
 	$(PY) -m benchmarks.bench_data $(ARGS)
 	$(PY) -m benchmarks.bench_detection $(ARGS)
+	$(PY) -m benchmarks.bench_selection $(ARGS)
 
 report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]
 	@test -n "$(DIRS)" || { echo 'usage: make report DIRS="multirun/<date>_<time> ..." [ARGS=...]'; exit 2; }

@@ -1,7 +1,7 @@
 """Selection benchmark: time and peak memory of the standard acquisition methods (``make bench``).
 
     python -m benchmarks.bench_selection            # full: 1,000 of 100,000 items, a few minutes
-    python -m benchmarks.bench_selection --quick    # smoke version: 50 of 2,000 items, in one process
+    python -m benchmarks.bench_selection --quick    # smoke version: 20 of 1,000 items, in one process
 
 Two parts:
 
@@ -50,8 +50,8 @@ CLASSES = (10, 1000)
 SIZES = {
     "full": dict(items=100_000, budget=1000, labelled=1000, passes=20, batch=1024,
                  bb_candidates=1000, bb_budget=10, cnn_items=4096, cnn_passes=20, cnn_repeats=5),
-    "quick": dict(items=2_000, budget=50, labelled=50, passes=5, batch=512,
-                  bb_candidates=100, bb_budget=3, cnn_items=256, cnn_passes=3, cnn_repeats=1),
+    "quick": dict(items=1_000, budget=20, labelled=20, passes=3, batch=256,
+                  bb_candidates=50, bb_budget=2, cnn_items=128, cnn_passes=2, cnn_repeats=1),
 }
 # (method, label, runs at which class counts, implementation)
 METHODS = (
@@ -161,6 +161,7 @@ def probe(method: str, mode: str, classes: int) -> dict:
     seconds = time.perf_counter() - t0
     after = status_kib()
     return {"method": method, "classes": classes, "seconds": seconds, "threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0],
             "peak_total_mb": after["VmHWM"] / 1024,
             "peak_extra_mb": max(after["VmHWM"] - before["VmRSS"], 0) / 1024 if reset else None,
             "inputs_rss_mb": before["VmRSS"] / 1024}
@@ -230,6 +231,9 @@ def report(res: dict) -> str:
         lines.append(f"| {row['label']} | {row['implementation']} | {row['classes']} | {row['seconds']:.2f} | "
                      f"{row['peak_total_mb']:,.0f} | {extra} |")
     p = res["bald_pool_pass"]
+    loads = [row["load_average_1min"] for row in res["selection"]]
+    lines.append(f"(1-minute load average during the probes: {min(loads):.1f} to {max(loads):.1f} "
+                 f"on {os.cpu_count()} CPUs)")
     lines += ["", f"2. BALD pool pass, small CNN, {p['items']} items 1x28x28, T = {p['passes']}: "
               f"{p['bald_pass_seconds']:.2f} s vs {p['plain_T_passes_seconds']:.2f} s for T plain passes, "
               f"ratio {p['ratio_to_T_plain_passes']:.3f} ({p['goal']})"]
