@@ -290,32 +290,91 @@ def test_k_center_greedy_never_repeats_an_item_when_points_run_out():
 # ---------------------------------------------------------------------------------------------
 # BADGE
 # ---------------------------------------------------------------------------------------------
-def ref_badge(probs: np.ndarray, feats: np.ndarray, budget: int, uniforms: np.ndarray) -> list[int]:
-    """k-means++ seeding on explicit gradient embeddings (p - onehot(argmax p)) (x) h, [N, C*D]."""
+def explicit_embeddings(probs: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """The paper's gradient embeddings (p - onehot(argmax p)) (x) h, built explicitly: [N, C*D]."""
     n, c = probs.shape
     onehot = np.eye(c)[probs.argmax(axis=1)]
-    emb = np.einsum("nc,nd->ncd", probs - onehot, feats).reshape(n, -1)
+    return np.einsum("nc,nd->ncd", probs - onehot, feats).reshape(n, -1)
+
+
+def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_every: int,
+              max_rejections: int) -> list[int]:
+    """k-means++ seeding with explicit distances; D^2 draws by the documented rejection scheme
+    (proposals from the weights as of the last refresh, accepted with current / stale weight)."""
+    n = emb.shape[0]
     chosen = [int(np.argmax(np.linalg.norm(emb, axis=1)))]
-    for step in range(1, budget):
-        d2 = np.array([min(((e - emb[j]) ** 2).sum() for j in chosen) for e in emb])
-        d2[chosen] = 0.0
-        cumulative = np.cumsum(d2)
-        chosen.append(int(np.argmax(cumulative > uniforms[step - 1] * cumulative[-1])))
+
+    def weight(i):
+        return 0.0 if i in chosen else min(float(((emb[i] - emb[c]) ** 2).sum()) for c in chosen)
+
+    stale, since_refresh, rejections = None, 1, 0
+    while len(chosen) < budget:
+        if stale is None or since_refresh >= refresh_every or rejections >= max_rejections:
+            stale = np.array([weight(i) for i in range(n)])
+            since_refresh, rejections = 0, 0
+        cumulative = np.cumsum(stale)
+        if cumulative[-1] <= 0:
+            pick = min(set(range(n)) - set(chosen))
+        else:
+            u1, u2 = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
+            pick = min(int(np.searchsorted(cumulative, u1 * cumulative[-1], side="right")), n - 1)
+            if not u2 * stale[pick] < weight(pick):
+                rejections += 1
+                continue
+        chosen.append(pick)
+        since_refresh, rejections = since_refresh + 1, 0
     return chosen
 
 
-@pytest.mark.parametrize("classes, dim", [(3, 4), (10, 6)])
-def test_badge_matches_explicit_gradient_embedding_reference(classes, dim):
-    rng = np.random.default_rng(classes)
+@pytest.mark.parametrize("classes, dim, refresh_every", [(3, 4, 1), (3, 4, 4), (10, 6, 64)])
+def test_badge_matches_explicit_gradient_embedding_reference(classes, dim, refresh_every):
+    rng = np.random.default_rng(classes + refresh_every)
     logits = rng.normal(size=(50, classes)) * 2
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     feats = rng.normal(size=(50, dim))
-    budget = 10
-    uniforms = torch.rand(budget - 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64).numpy()
+    budget = 12
     got = badge_select(torch.from_numpy(probs), torch.from_numpy(feats), budget,
-                       generator=torch.Generator().manual_seed(3))
-    assert got.tolist() == ref_badge(probs, feats, budget, uniforms)
+                       generator=torch.Generator().manual_seed(3), refresh_every=refresh_every, chunk_rows=16)
+    expected = ref_badge(explicit_embeddings(probs, feats), budget, torch.Generator().manual_seed(3),
+                         refresh_every, max_rejections=32)
+    assert got.tolist() == expected
     assert len(set(got.tolist())) == budget
+
+
+def test_badge_draws_follow_d2_sampling():
+    """Frequencies of the (second, third) picks against k-means++' analytic probabilities: the third
+    pick goes through the rejection step (no refresh between the second and the third)."""
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.ones(3), size=5)
+    feats = rng.normal(size=(5, 2))
+    probs[2], feats[2] = probs[1], feats[1]     # a duplicate: once one is a centre, the other weighs 0
+    emb = explicit_embeddings(probs, feats)
+    d2 = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(axis=2)
+    first = int(np.argmax(np.linalg.norm(emb, axis=1)))
+    expected = {}
+    for second in range(5):
+        for third in range(5):
+            if len({first, second, third}) == 3:
+                w2 = d2[first] / d2[first].sum()
+                w3 = np.minimum(d2[first], d2[second])
+                w3[[first, second]] = 0
+                expected[(second, third)] = w2[second] * w3[third] / w3.sum()
+    draws = 500
+    counts = dict.fromkeys(expected, 0)
+    g = torch.Generator().manual_seed(0)
+    p_t, f_t = torch.from_numpy(probs), torch.from_numpy(feats)
+    for _ in range(draws):
+        _, second, third = badge_select(p_t, f_t, 3, generator=g, refresh_every=8).tolist()
+        counts[(second, third)] += 1
+    keys = list(expected)
+    exp = np.array([expected[k] for k in keys])
+    freq = np.array([counts[k] / draws for k in keys])
+    tolerance = 4.5 * np.sqrt(exp * (1 - exp) / draws) + 1e-3
+    assert np.all(np.abs(freq - exp) < tolerance), (freq, exp)
+    # a sampler ignoring the second centre (third drawn from d2[first] alone) would fail
+    wrong = np.array([d2[first][s] / d2[first].sum() * d2[first][t] / (d2[first].sum() - d2[first][s])
+                      for s, t in keys])
+    assert np.any(np.abs(wrong - exp) > 3 * tolerance)
 
 
 def test_badge_is_seeded():
