@@ -309,7 +309,7 @@ def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_
 
     stale, since_refresh, rejections = None, 1, 0
     while len(chosen) < budget:
-        if stale is None or since_refresh >= refresh_every or rejections >= max_rejections:
+        if stale is None or (refresh_every and since_refresh >= refresh_every) or rejections >= max_rejections:
             stale = np.array([weight(i) for i in range(n)])
             since_refresh, rejections = 0, 0
         cumulative = np.cumsum(stale)
@@ -326,17 +326,19 @@ def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_
     return chosen
 
 
-@pytest.mark.parametrize("classes, dim, refresh_every", [(3, 4, 1), (3, 4, 4), (10, 6, 64)])
-def test_badge_matches_explicit_gradient_embedding_reference(classes, dim, refresh_every):
-    rng = np.random.default_rng(classes + refresh_every)
+@pytest.mark.parametrize("classes, dim, refresh_every, max_rejections",
+                         [(3, 4, 1, 16), (3, 4, 4, 1), (10, 6, None, 16), (10, 6, None, 1)])
+def test_badge_matches_explicit_gradient_embedding_reference(classes, dim, refresh_every, max_rejections):
+    rng = np.random.default_rng(classes + (refresh_every or 0))
     logits = rng.normal(size=(50, classes)) * 2
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     feats = rng.normal(size=(50, dim))
     budget = 12
     got = badge_select(torch.from_numpy(probs), torch.from_numpy(feats), budget,
-                       generator=torch.Generator().manual_seed(3), refresh_every=refresh_every, chunk_rows=16)
+                       generator=torch.Generator().manual_seed(3), refresh_every=refresh_every,
+                       max_rejections=max_rejections, chunk_rows=16)
     expected = ref_badge(explicit_embeddings(probs, feats), budget, torch.Generator().manual_seed(3),
-                         refresh_every, max_rejections=32)
+                         refresh_every, max_rejections)
     assert got.tolist() == expected
     assert len(set(got.tolist())) == budget
 
@@ -364,7 +366,7 @@ def test_badge_draws_follow_d2_sampling():
     g = torch.Generator().manual_seed(0)
     p_t, f_t = torch.from_numpy(probs), torch.from_numpy(feats)
     for _ in range(draws):
-        _, second, third = badge_select(p_t, f_t, 3, generator=g, refresh_every=8).tolist()
+        _, second, third = badge_select(p_t, f_t, 3, generator=g).tolist()
         counts[(second, third)] += 1
     keys = list(expected)
     exp = np.array([expected[k] for k in keys])

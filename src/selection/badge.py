@@ -12,24 +12,26 @@ nearest chosen centre, w_i = min_c ||g_i - c||^2 (D^2 sampling).
 No N x (C*D) matrix is ever built. Distances come from the structure of the outer product:
     ||g_i - g_j||^2 = ||a_i||^2 ||h_i||^2 + ||a_j||^2 ||h_j||^2 - 2 (a_i . a_j)(h_i . h_j),
 and a_i . a_j = p_i . p_j - p_i[yhat_j] - p_j[yhat_i] + [yhat_i = yhat_j], so not even
-a = p - onehot is materialised; memory beyond the inputs is O(N) plus one
-``chunk_rows x refresh_every`` block.
+a = p - onehot is materialised; memory beyond the inputs is O(N), the chosen
+centres' rows (budget x (C + D)) and one block of ``chunk_rows`` x waiting centres.
 
-Speed: updating every w_i after every pick would read the whole [N, C] and [N, D]
-inputs once per pick, which is memory-bound (at N = 100,000, C = 1,000 about 0.6 GB
-per pick). Instead the weights are refreshed for ``refresh_every`` new centres at
-once (one matrix-matrix product, compute-bound), and in between the picks are drawn
-exactly from the current weights by rejection: propose i with probability
-proportional to the last refreshed weights w'_i (which are >= the current ones,
-since a minimum over more centres can only fall), compute its current weight w_i from
-the centres added since (a few dot products) and accept with probability w_i / w'_i.
-Each accepted pick is distributed exactly as D^2 sampling prescribes.
+Speed: updating every w_i after every pick costs N x (C + D) per pick and reads the
+whole inputs each time (memory-bound: at N = 100,000, C = 1,000 about 0.6 GB per
+pick). Instead the picks are drawn exactly by rejection from stale weights: propose
+i with probability proportional to the weights w'_i of the last refresh (which are
+>= the current ones: a minimum over more centres can only fall), compute its current
+weight w_i from the centres added since (a few hundred dot products at most) and
+accept with probability w_i / w'_i. Each accepted pick is distributed exactly as D^2
+sampling prescribes. The weights are refreshed (all rows against the waiting centres,
+one matrix product per block of rows) only when proposals keep failing, i.e. when
+the stale weights have become a poor proposal, so on a spread-out pool most centres
+are never compared with all N items.
 
 Random stream: every proposal takes two float64 uniforms (u1, u2) =
 torch.rand(2, generator): the proposal is the item where the cumulative w' first
 exceeds u1 times their total (inverse CDF in pool order), accepted when
-u2 * w'_i < w_i. The weights are refreshed after ``refresh_every`` accepted picks or
-after ``max_rejections`` rejections in a row. Chosen items have weight 0; if every
+u2 * w'_i < w_i. The weights are refreshed after ``max_rejections`` rejections in a
+row, or when ``refresh_every`` centres wait (None: no such limit). Chosen items have weight 0; if every
 remaining weight is 0 (fewer distinct embeddings than the budget) the lowest unchosen
 position is taken.
 """
@@ -82,14 +84,42 @@ def gradient_embedding_sq_norms(probs: torch.Tensor, features: torch.Tensor,
     return sq_norm_a * _row_sq_norms(features)
 
 
+class _Centres:
+    """The chosen centres' rows (p, yhat, h, ||g||^2) copied out once, so a proposal's distances to
+    the centres added since the last refresh need no gather from the [N, *] inputs."""
+
+    def __init__(self, budget: int, probs, predicted, features, sq_norm_g):
+        self.p = torch.empty(budget, probs.shape[1], dtype=probs.dtype)
+        self.h = torch.empty(budget, features.shape[1], dtype=features.dtype)
+        self.y = torch.empty(budget, dtype=predicted.dtype)
+        self.sq = torch.empty(budget, dtype=torch.float64)
+        self.ids: list[int] = []
+        self.inputs = (probs, predicted, features, sq_norm_g)
+
+    def add(self, i: int) -> None:
+        probs, predicted, features, sq_norm_g = self.inputs
+        k = len(self.ids)
+        self.p[k], self.h[k], self.y[k], self.sq[k] = probs[i], features[i], predicted[i], sq_norm_g[i]
+        self.ids.append(i)
+
+    def min_sq_dist(self, i: int, since: int) -> float:
+        """min over centres since..end of ||g_i - g_c||^2 (the same formula as _sq_dist_block)."""
+        probs, predicted, features, sq_norm_g = self.inputs
+        p_c, y_c = self.p[since:len(self.ids)], self.y[since:len(self.ids)]
+        a_dot = p_c @ probs[i] - probs[i, y_c] - p_c[:, predicted[i]] + (y_c == predicted[i])
+        h_dot = (self.h[since:len(self.ids)] @ features[i]).double()
+        d2 = (self.sq[since:len(self.ids)] + sq_norm_g[i]).addcmul_(a_dot.double(), h_dot, value=-2.0)
+        return float(d2.min().clamp_min(0.0))
+
+
 def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, generator: torch.Generator,
-                 predicted: torch.Tensor | None = None, refresh_every: int = 64, max_rejections: int = 32,
-                 chunk_rows: int = 8192) -> torch.Tensor:
+                 predicted: torch.Tensor | None = None, refresh_every: int | None = None,
+                 max_rejections: int = 16, chunk_rows: int = 8192) -> torch.Tensor:
     """``budget`` pool positions chosen by BADGE, in the order chosen.
 
     ``probs`` [N, C] softmax, ``features`` [N, D] penultimate features of the same items,
     ``predicted`` [N] the labels the gradients are taken at (default argmax p, the paper's).
-    ``refresh_every`` / ``max_rejections`` / ``chunk_rows``: see the module docstring.
+    ``refresh_every`` (None: no limit) / ``max_rejections`` / ``chunk_rows``: see the module docstring.
     """
     if probs.ndim != 2 or features.ndim != 2 or probs.shape[0] != features.shape[0]:
         raise ValueError(f"probs {tuple(probs.shape)} and features {tuple(features.shape)} "
@@ -97,40 +127,39 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, ge
     n = probs.shape[0]
     if not 0 < budget <= n:
         raise ValueError(f"budget={budget} must be in [1, {n}] (the pool size)")
-    if refresh_every < 1 or max_rejections < 1:
+    if (refresh_every is not None and refresh_every < 1) or max_rejections < 1:
         raise ValueError(f"refresh_every={refresh_every} and max_rejections={max_rejections} must be >= 1")
     if predicted is None:
         predicted = probs.argmax(dim=1)
     sq_norm_g = gradient_embedding_sq_norms(probs, features, predicted)
-    args = (probs, predicted, features, sq_norm_g)
-
-    chosen = [int(torch.argmax(sq_norm_g))]
+    centres = _Centres(budget, probs, predicted, features, sq_norm_g)
+    centres.add(int(torch.argmax(sq_norm_g)))
+    is_centre = torch.zeros(n, dtype=torch.bool)
+    is_centre[centres.ids[0]] = True
     stale = torch.full((n,), float("inf"), dtype=torch.float64)   # w' (exact as of the last refresh)
-    pending = list(chosen)                                          # centres the refresh has not seen
-    rejections, cumulative, total = 0, None, 0.0
-    while len(chosen) < budget:
-        if cumulative is None or len(pending) >= refresh_every or rejections >= max_rejections:
-            if pending:
-                _lower_weights(stale, torch.tensor(pending), args, chunk_rows)
-            pending, rejections = [], 0
+    absorbed, rejections, cumulative, total = 0, 0, None, 0.0       # centres the weights include
+    while len(centres.ids) < budget:
+        waiting = len(centres.ids) - absorbed
+        if cumulative is None or rejections >= max_rejections or (refresh_every and waiting >= refresh_every):
+            if waiting:
+                _lower_weights(stale, torch.tensor(centres.ids[absorbed:]), (probs, predicted, features, sq_norm_g),
+                               chunk_rows)
+            absorbed, rejections = len(centres.ids), 0
             cumulative = torch.cumsum(stale, dim=0)
             total = float(cumulative[-1])
         if total <= 0.0:
-            taken = torch.zeros(n, dtype=torch.bool)
-            taken[chosen] = True
-            pick = int(torch.nonzero(~taken)[0])
+            pick = int(torch.nonzero(~is_centre)[0])
         else:
             u1, u2 = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
             pick = min(int(torch.searchsorted(cumulative, torch.tensor([u1 * total], dtype=torch.float64),
                                               right=True)), n - 1)
-            current = float(stale[pick])
-            if pending and current > 0.0:
-                current = 0.0 if pick in pending else min(current, float(_sq_dist_block(
-                    torch.tensor([pick]), torch.tensor(pending), *args).min()))
+            current = 0.0 if is_centre[pick] else float(stale[pick])
+            if current > 0.0 and len(centres.ids) > absorbed:
+                current = min(current, centres.min_sq_dist(pick, absorbed))
             if not u2 * float(stale[pick]) < current:
                 rejections += 1
                 continue
-        chosen.append(pick)
-        pending.append(pick)
+        centres.add(pick)
+        is_centre[pick] = True
         rejections = 0
-    return torch.tensor(chosen, dtype=torch.int64)
+    return torch.tensor(centres.ids, dtype=torch.int64)
