@@ -264,10 +264,12 @@ def ref_k_center(pool: np.ndarray, labelled: np.ndarray, budget: int, first: int
     return chosen
 
 
-def test_k_center_greedy_matches_reference_with_labelled_centres():
+@pytest.mark.parametrize("max_lazy_checks", [1, 64])     # 1: a full update whenever a bound was loose
+def test_k_center_greedy_matches_reference_with_labelled_centres(max_lazy_checks):
     rng = np.random.default_rng(0)
     pool, labelled = rng.normal(size=(60, 5)), rng.normal(size=(6, 5))
-    got = k_center_greedy(torch.from_numpy(pool), torch.from_numpy(labelled), 12, chunk_rows=7)
+    got = k_center_greedy(torch.from_numpy(pool), torch.from_numpy(labelled), 12, chunk_rows=7,
+                          max_lazy_checks=max_lazy_checks)
     assert got.tolist() == ref_k_center(pool, labelled, 12)
 
 
@@ -283,8 +285,9 @@ def test_k_center_greedy_without_labelled_items_starts_from_the_seeded_draw():
 
 def test_k_center_greedy_never_repeats_an_item_when_points_run_out():
     pool = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
-    got = k_center_greedy(pool, torch.tensor([[0.0, 0.0]]), 4)
-    assert got.tolist() == [1, 0, 2, 3]      # farthest first, then ties (distance 0) by position
+    for checks in (1, 64):
+        got = k_center_greedy(pool, torch.tensor([[0.0, 0.0]]), 4, max_lazy_checks=checks)
+        assert got.tolist() == [1, 0, 2, 3]      # farthest first, then ties (distance 0) by position
 
 
 # ---------------------------------------------------------------------------------------------
