@@ -364,7 +364,7 @@ def test_badge_draws_follow_d2_sampling():
                 w3 = np.minimum(d2[first], d2[second])
                 w3[[first, second]] = 0
                 expected[(second, third)] = w2[second] * w3[third] / w3.sum()
-    draws = 500
+    draws = 300
     counts = dict.fromkeys(expected, 0)
     g = torch.Generator().manual_seed(0)
     p_t, f_t = torch.from_numpy(probs), torch.from_numpy(feats)
@@ -474,7 +474,7 @@ def test_stochastic_frequencies_match_successive_sampling_probabilities(mode, be
     # ordered pairs (first, second) drawn successively without replacement: w_i * w_j / (1 - w_i)
     pairs = [(i, j) for i in range(3) for j in range(3) if i != j]
     expected = np.array([w[i] * w[j] / (1 - w[i]) for i, j in pairs])
-    draws = 6000
+    draws = 3000
     g = torch.Generator().manual_seed(11)
     counts = dict.fromkeys(pairs, 0)
     for _ in range(draws):
