@@ -49,7 +49,7 @@ FEATURE_DIM = 512
 CLASSES = (10, 1000)
 SIZES = {
     "full": dict(items=100_000, budget=1000, labelled=1000, passes=20, batch=1024,
-                 bb_candidates=1000, bb_budget=10, cnn_items=4096, cnn_passes=20, cnn_repeats=5),
+                 bb_candidates=1000, bb_budget=10, cnn_items=512, cnn_passes=10, cnn_repeats=3),
     "quick": dict(items=1_000, budget=20, labelled=20, passes=3, batch=256,
                   bb_candidates=50, bb_budget=2, cnn_items=128, cnn_passes=2, cnn_repeats=1),
 }
