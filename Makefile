@@ -7,12 +7,16 @@ PY := $(VENV)/bin/python
 #   make install TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -n 2
+# Label Studio (the labelling round trip) pins versions that conflict with the
+# project's, so it gets a virtual environment of its own; the tests find it there.
+LABEL_STUDIO_VENV ?= .venv-labelstudio
+LABEL_STUDIO_SPEC ?= label-studio==1.23.2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast bench report clean
+.PHONY: help install run test test-fast test-labelstudio labelstudio-env bench report clean
 
 help: ## show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +35,15 @@ test: install ## run the test suite (what CI runs)
 
 test-fast: install ## unit tests only, no end-to-end CLI runs
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+$(LABEL_STUDIO_VENV)/bin/label-studio:
+	$(PYTHON) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/python -m pip install --quiet $(LABEL_STUDIO_SPEC)
+
+labelstudio-env: $(LABEL_STUDIO_VENV)/bin/label-studio ## Label Studio in a venv of its own (.venv-labelstudio, about 1 GB)
+
+test-labelstudio: install labelstudio-env ## the Label Studio round trip against a real local server (minutes)
+	LABEL_STUDIO_BIN=$(abspath $(LABEL_STUDIO_VENV))/bin/label-studio $(PY) -m pytest tests/test_labelstudio_server.py
 
 bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); figures to stdout and bench-results/
 	$(PY) -m benchmarks.bench $(ARGS)

@@ -32,6 +32,7 @@ Figures go to stdout as tables and to ``bench-results/bench.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -113,6 +114,7 @@ def bench_scoring(cfg, n_items: int, repeats: int) -> dict:
 
     from src.loop.pool import score_pool
     from src.selection.scorers import get_scorer
+    from src.tasks.classification import score_batch
 
     n_classes = 10
     dm = synthetic_datamodule(cfg, n_items, n_classes)
@@ -128,10 +130,10 @@ def bench_scoring(cfg, n_items: int, repeats: int) -> dict:
 
     variants = {"bare forward": bare}
     for name, preds in SCORERS:
-        scorer = get_scorer(name)
+        adapter = functools.partial(score_batch, scorer=get_scorer(name))
         label = name + (" + predictions" if preds else "")
-        variants[label] = (lambda s=scorer, p=preds:
-                           score_pool(model, loader, s, want_predictions=p, progress=False))
+        variants[label] = (lambda a=adapter, p=preds:
+                           score_pool(model, loader, a, want_predictions=p, progress=False))
 
     labels = list(variants)
     bare()  # warm-up, untimed: thread pool, kernel selection, first-touch of the data
@@ -165,7 +167,7 @@ def bench_scoring(cfg, n_items: int, repeats: int) -> dict:
 # -- 2. one whole round ----------------------------------------------------------------------------------
 def run_loop_once(cfg, run_dir: Path):
     """A fresh loop built as ``python -m src.run`` builds it, run to the end: (records, datamodule)."""
-    from src.run import build_loop
+    from src.experiment import build_loop
 
     loop = build_loop(cfg, run_dir, progress=False)
     return loop.run(), loop.dm
@@ -176,14 +178,14 @@ def bare_round(cfg, dm, labelled, candidates, epochs: int, seed: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from src.run import build_model
+    from src.experiment import build_model
 
     model, _ = build_model(cfg, dm)
     opt = model.configure_optimizers()
     if isinstance(opt, dict):
         opt = opt["optimizer"]
     dm.set_labelled(labelled, shuffle=bool(cfg.selection.shuffle), seed=seed,
-                    steps_per_epoch=cfg.trainer.get("steps_per_epoch"))
+                    steps_per_epoch=cfg.fit.get("steps_per_epoch"))
     train_loader = dm.train_dataloader()
     train_epochs = [list(train_loader) for _ in range(epochs)]
     val, test = list(dm.val_dataloader()), list(dm.test_dataloader())
@@ -216,7 +218,7 @@ def bare_round(cfg, dm, labelled, candidates, epochs: int, seed: int) -> dict:
 def bench_round(epochs: int, repeats: int) -> dict:
     import numpy as np
 
-    from src.run import quiet_libraries
+    from src.loop.trainers import quiet_libraries
     from src.selection.schedule import STREAM_SHUFFLE, derive_seed
 
     quiet_libraries()

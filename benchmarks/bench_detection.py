@@ -14,6 +14,7 @@ Figures go to stdout and to ``bench-results/bench_detection.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -26,6 +27,7 @@ from src.data.detection.datamodule import DetectionDataModule, SceneSource
 from src.loop.pool import score_pool
 from src.models.detector import SSDDetector
 from src.selection.scorers import get_scorer
+from src.tasks import detection
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_detection.json"
@@ -64,8 +66,8 @@ def main(argv=None) -> dict:
                 model._parts(images, None)
 
     def scorer(name, predictions):
-        sc = get_scorer(name)
-        return lambda: score_pool(model, loader, sc, want_predictions=predictions, progress=False)
+        adapter = functools.partial(detection.score_batch, scorer=get_scorer(name))
+        return lambda: score_pool(model, loader, adapter, want_predictions=predictions, progress=False)
 
     variants = {"bare forward": bare, "network only": network_only}
     for name, predictions in VARIANTS:

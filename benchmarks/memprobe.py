@@ -24,6 +24,7 @@ building minus ``ru_maxrss`` after scoring is used (which can only under-count).
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import resource
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks.peakmem import reset_peak, status_kib
 from src.loop.pool import score_pool
 from src.selection.scorers import entropy, get_scorer
+from src.tasks.classification import score_batch
 
 MIB = 1024 * 1024
 IMAGE_SHAPE = (1, 8, 8)
@@ -86,11 +88,11 @@ def measure(mode: str, n_items: int, n_classes: int, batch_size: int) -> dict:
     labels = torch.randint(0, n_classes, (n_items,))
     model = nn.Sequential(ToFloat(), nn.Flatten(), nn.Linear(int(np.prod(IMAGE_SHAPE)), n_classes))
     loader = DataLoader(Rows(images, labels), batch_size=batch_size, shuffle=False, collate_fn=_keep)
-    scorer = get_scorer("entropy")
+    adapter = functools.partial(score_batch, scorer=get_scorer("entropy"))
 
     def run(dl):
         if mode == "score_pool":
-            return score_pool(model, dl, scorer, want_predictions=False, progress=False)
+            return score_pool(model, dl, adapter, want_predictions=False, progress=False)
         return naive_scores(model, dl)
 
     # warm the kernels and thread pools on 4 items: start-up costs are not the scoring's

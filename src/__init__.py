@@ -1,0 +1,1 @@
+"""al-select: data selection with active learning (Hydra + PyTorch Lightning)."""

@@ -1,151 +1,35 @@
-"""Named baselines (thesis 4.3.3): ``python -m src.pretrain task=detection baseline=real``.
+"""``python -m src.pretrain task=detection baseline=real``: make a named baseline's weights.
 
-A baseline is the weights every active-learning round starts from. This stage trains
-the configured model on the baseline's own source dataset (``baseline.dataset``) for
-``baseline.epochs`` epochs and saves the state as ``<baseline.dir>/<name>.pt`` with a
-``<name>.json`` describing what made it. Running it again with the same settings
-reuses the file; changed settings retrain and replace it. An active-learning run with
-``baseline=<name>`` loads the file (``baseline=untrained`` is the seeded random init
-and needs none); a missing file is an error that prints the command which makes it,
-unless ``baseline.make_if_missing=true``, which pretrains first (so one multirun can
-make and compare all baselines).
+A thin CLI over ``src.models.named_baselines.pretrain`` (what a named baseline is,
+where its file goes and when it is made again is documented there). A user mistake
+prints one line and exits 2.
 """
 from __future__ import annotations
 
-import json
-import logging
 import sys
-import time
-from pathlib import Path
 
 import hydra
-import hydra.errors
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-log = logging.getLogger("src.pretrain")
-
-NO_FILE = (None, "untrained")
-
-
-def baseline_path(cfg: DictConfig) -> Path:
-    return Path(str(cfg.baseline.get("dir") or "baselines")) / f"{cfg.baseline.name}.pt"
-
-
-def make_command(cfg: DictConfig) -> str:
-    task = OmegaConf.select(cfg, "task_name") or "detection"
-    extra = "" if task != "detection" else " task=detection"
-    return f"python -m src.pretrain{extra} baseline={cfg.baseline.name}"
-
-
-def baseline_fingerprint(cfg: DictConfig) -> dict:
-    """What the saved weights depend on: the baseline group and the network's construction."""
-    baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
-    keep = {"baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
-            "model": OmegaConf.to_container(cfg.model.module, resolve=True)}
-    return json.loads(json.dumps(keep, sort_keys=True))
-
-
-def _is_current(cfg: DictConfig, path: Path) -> bool:
-    """Whether ``path`` exists and was made with this config's baseline and model settings."""
-    meta = path.with_suffix(".json")
-    if not (path.is_file() and meta.is_file()):
-        return False
-    return json.loads(meta.read_text()).get("fingerprint") == baseline_fingerprint(cfg)
-
-
-def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
-    """The file of the named baseline for an active-learning run, made first when asked; None when unnamed."""
-    node = cfg.get("baseline")
-    if node is None or node.get("name") in NO_FILE:
-        return None
-    path = baseline_path(cfg)
-    if node.get("make_if_missing") and not _is_current(cfg, path):
-        path = pretrain(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(f"baseline={node.name}: {path} does not exist; make it with: {make_command(cfg)} "
-                                f"(same overrides), or pass baseline.make_if_missing=true")
-    if not _is_current(cfg, path):
-        raise ValueError(f"baseline={node.name}: {path} was made with other settings (baseline or model config); "
-                         f"make it again with: {make_command(cfg)} (same overrides)")
-    log.info("loading baseline %s from %s", node.name, path)
-    return path
-
-
-def pretrain(cfg: DictConfig) -> Path:
-    """Train (or reuse) the named baseline and return its file."""
-    import pytorch_lightning as pl
-    import torch
-
-    from src.models.baseline import Baseline
-
-    node = cfg.baseline
-    if node.get("name") in NO_FILE:
-        raise ValueError(f"baseline={node.get('name')}: nothing to pretrain (it is the model's own init); "
-                         "choose a baseline with a dataset, e.g. baseline=real or baseline=synthetic")
-    if node.get("dataset") is None:
-        raise ValueError(f"baseline={node.name}: baseline.dataset is not set (the data the baseline learns from)")
-    path = baseline_path(cfg)
-    meta_path = path.with_suffix(".json")
-    fingerprint = baseline_fingerprint(cfg)
-    if _is_current(cfg, path):
-        log.info("baseline %s: reusing %s (same settings)", node.name, path)
-        return path
-    if path.is_file():
-        log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
-
-    datamodule = hydra.utils.instantiate(node.dataset)
-    datamodule.setup()
-    ids = datamodule.pool_ids
-    if len(ids) == 0:
-        raise ValueError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
-    torch.manual_seed(int(node.get("seed", 0)))
-    model = hydra.utils.instantiate(cfg.model.module, num_classes=datamodule.num_classes,
-                                    in_channels=datamodule.channels)
-    datamodule.set_labelled(ids, shuffle=True, seed=int(node.get("seed", 0)))
-    pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
-    from src.run import lightning_trainer_cfg
-
-    trainer_args = OmegaConf.to_container(lightning_trainer_cfg(cfg), resolve=True)
-    trainer_args.update(max_epochs=int(node.epochs), min_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    has_val = int(node.dataset.sizes.get("val") or 0) > 0
-    if not has_val:
-        trainer_args.update(limit_val_batches=0)
-    trainer = hydra.utils.instantiate(trainer_args, callbacks=[])
-    started = time.perf_counter()
-    log.info("baseline %s: training %s on %d images of %s for %d epochs", node.name, type(model).__name__,
-             len(ids), datamodule.name, node.epochs)
-    trainer.fit(model, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save({"state_dict": Baseline(model).state}, tmp)
-    tmp.replace(path)
-    meta_path.write_text(json.dumps({"name": node.name, "fingerprint": fingerprint, "metrics": metrics,
-                                     "classes": list(getattr(datamodule, "class_names", [])),
-                                     "seconds": time.perf_counter() - started}, indent=1))
-    log.info("baseline %s: saved %s (%s)", node.name, path,
-             ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")))
-    return path
+import src.config.resolvers  # noqa: F401  (registers the config resolvers)
+from src.config.overrides import prepare_argv
+from src.errors import UserError
+from src.loop.trainers import quiet_libraries
+from src.models.named_baselines import pretrain
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from src.run import quiet_libraries
-
     quiet_libraries()
     try:
         pretrain(cfg)
-    except (ValueError, FileNotFoundError, KeyError, hydra.errors.InstantiationException) as err:
-        cause = err.__cause__ if isinstance(err, hydra.errors.InstantiationException) and err.__cause__ else err
-        print(f"error: {cause}", file=sys.stderr)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
 def cli() -> None:
-    from src.config_check import exit_on_unknown_group_option
-
-    exit_on_unknown_group_option(sys.argv[1:])
+    prepare_argv(sys.argv)
     main()
 
 

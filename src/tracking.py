@@ -13,30 +13,34 @@ import logging
 import netrc
 import os
 from pathlib import Path
+from typing import Callable
+
+from src.loop.records import RoundRecord
 
 
 log = logging.getLogger(__name__)
 
+# round-record fields logged per round, under their tracker names
 ROUND_KEYS = {"round": "al/round", "n_labelled": "al/n_labelled", "epochs": "al/epochs",
               "select_seconds": "al/select_seconds", "fit_seconds": "al/fit_seconds"}
 
+# item_view(ids) -> (class names or None, images or None): what a tracker may show of selected items
+ItemView = Callable[[list[int]], tuple[list[str] | None, list | None]]
 
-def round_metrics(record: dict) -> dict:
-    """The scalar metrics of a round record under the DESIGN.md metric keys."""
-    out = {ROUND_KEYS[k]: record[k] for k in ROUND_KEYS if k in record}
-    out.update({k: v for k, v in record.items() if "/" in k and isinstance(v, (int, float))})
-    return out
+
+def round_metrics(record: RoundRecord) -> dict:
+    """The scalar metrics of a round record under the tracker metric keys (al/*, val/*, test/*)."""
+    return {**{name: getattr(record, key) for key, name in ROUND_KEYS.items()}, **record.metrics}
 
 
 class Tracker:
     """Interface: start once (also on resume), log each committed round, finish once."""
 
-    def start(self, config: dict, run_dir: Path, run_id: str) -> None: ...
-    def log_round(self, record: dict) -> None: ...
-    def finish(self, summary: dict, failed: bool = False) -> None: ...
     location: str | None = None
-    # set by the entry point: trackers that show selected images read them (and labels) here
-    datamodule = None
+
+    def start(self, config: dict, run_dir: Path, run_id: str, item_view: ItemView | None = None) -> None: ...
+    def log_round(self, record: RoundRecord) -> None: ...
+    def finish(self, summary: dict, failed: bool = False) -> None: ...
 
 
 class NoTracker(Tracker):
@@ -44,7 +48,7 @@ class NoTracker(Tracker):
 
 
 class CsvTracker(Tracker):
-    def start(self, config, run_dir, run_id):
+    def start(self, config, run_dir, run_id, item_view=None):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.csv"
         self.rows: list[dict] = []
@@ -96,10 +100,11 @@ class WandbTracker(Tracker):
         self.selection_images = int(selection_images)
         self.run = None
 
-    def start(self, config, run_dir, run_id):
-        import wandb
+    def start(self, config, run_dir, run_id, item_view=None):
+        import wandb   # here, not at the top: only W&B runs pay for importing it
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        self.item_view = item_view
         self.run = wandb.init(config=config, dir=str(run_dir), id=run_id, resume="allow", mode=self.mode,
                               reinit="finish_previous", settings=wandb.Settings(console="off"), **self.kwargs)
         # every per-round metric is plotted against the number of labelled items
@@ -110,34 +115,24 @@ class WandbTracker(Tracker):
 
     def log_round(self, record):
         metrics = round_metrics(record)
-        if self.log_selection and record.get("selected_ids"):
+        if self.log_selection and record.selected_ids:
             metrics.update(self.selection_media(record))
         self.run.log(metrics)
 
-    def selection_media(self, record: dict) -> dict:
+    def selection_media(self, record: RoundRecord) -> dict:
         """The round's selection as a table (id, score, label) and its top-scored images."""
         import wandb
 
-        ids, scores = record["selected_ids"], record.get("selected_scores") or []
-        labels = names = None
-        data = getattr(self.datamodule, "data", None)
-        if data is not None:
-            labels = data.labels[ids].tolist()
-            names = [data.label_name(i) for i in labels]
-        rows = []
-        for rank, i in enumerate(ids):
-            rows.append([record["round"], record["n_labelled"], rank, int(i),
-                         float(scores[rank]) if rank < len(scores) else None, names[rank] if names else None])
+        ids, scores = record.selected_ids, record.selected_scores
+        names, images = self.item_view(ids) if self.item_view else (None, None)
+        rows = [[record.round, record.n_labelled, rank, int(i), float(scores[rank]) if rank < len(scores) else None,
+                 names[rank] if names else None] for rank, i in enumerate(ids)]
         out = {"al/selection": wandb.Table(columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows)}
-        if data is not None and scores and self.selection_images > 0:
+        if images is not None and scores and self.selection_images > 0:
             # highest scores first: the items the scorer found hardest (pivot 0 takes these)
             top = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.selection_images]
-            images = []
-            for k in top:
-                img = data.images[ids[k]].numpy()
-                img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-                images.append(wandb.Image(img, caption=f"id {ids[k]} {names[k]} score {scores[k]:.3f}"))
-            out["al/top_selected"] = images
+            out["al/top_selected"] = [wandb.Image(images[k], caption=f"id {ids[k]} {names[k]} score {scores[k]:.3f}")
+                                      for k in top]
         return out
 
     def finish(self, summary, failed=False):

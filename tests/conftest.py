@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src.config.resolvers  # noqa: F401  (registers the config resolvers)
+from src.loop.records import RoundRecord
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
@@ -48,8 +49,10 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-TIMING_KEYS = {"select_seconds", "reset_seconds", "fit_seconds", "test_seconds"}
+TIMING_KEYS = set(RoundRecord.TIMINGS)
 
 
-def without_timings(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+def without_timings(records: list) -> list[dict]:
+    """Records (RoundRecord or their JSON objects) without the wall-clock fields, for equality checks."""
+    return [{k: v for k, v in (r.to_json() if isinstance(r, RoundRecord) else r).items() if k not in TIMING_KEYS}
+            for r in records]

@@ -34,7 +34,7 @@ def test_single_run_writes_records_summary_and_an_offline_wandb_run(tmp_path):
     assert len(offline) == 1
     assert wait_until_finished(offline[0])      # the SDK's service writes the log's tail after exit
     wb = read_offline_run(offline[0])
-    assert wb.name == "margin-p0.0-b20-base0-s5" and wb.job_type == "margin" and wb.group == "al"
+    assert wb.name == "margin-p0-b20-base0-s5" and wb.job_type == "margin" and wb.group == "al"
     assert wb.config["selection"]["budget"] == 20 and wb.config["scorer"]["name"] == "margin"
     assert wb.step_metrics.get("test/*") == "al/n_labelled"
     rows = [h for h in wb.history if "al/n_labelled" in h]
@@ -103,7 +103,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     # the user's command, with the default timestamped run directory, killed after its first round
     proc = subprocess.Popen([sys.executable, "-m", "src.run", *args], cwd=REPO, env=cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parent = tmp_path / "outputs" / "al" / "entropy-p0.0-b15-base0-s1"
+    parent = tmp_path / "outputs" / "al" / "entropy-p0-b15-base0-s1"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         found = list(parent.glob("*/rounds.jsonl"))

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 from hydra.utils import instantiate
 
-from src.config_check import ConfigError, check_group_overrides, config_groups, validate
+from src.config.overrides import check_group_overrides, config_groups
+from src.config.validate import validate
+from src.errors import UserError as ConfigError
 from src.config.resolvers import latest_unfinished_run
 from src.config.resolvers import slug as _slug
 from src.tracking import resolve_wandb_mode
@@ -13,7 +15,7 @@ from src.tracking import resolve_wandb_mode
 @pytest.mark.parametrize("overrides", [
     [], ["dataset=v2"], ["dataset=mixed"], ["dataset=noisy"], ["dataset=hard"], ["model=resnet18"],
     ["model=vgg16"], ["trainer=gpu"], ["callbacks=none"], ["logger=csv"], ["logger=none"],
-    ["experiment=pivot_cpu"], ["debug=fast"], ["scorer=loss", "selection.base_size=100"],
+    ["experiment=pivot", "scale=cpu"], ["debug=fast"], ["scorer=loss", "selection.base_size=100"],
 ])
 def test_every_option_composes_and_validates(compose_cfg, overrides):
     cfg = compose_cfg(*overrides)
@@ -43,17 +45,17 @@ def test_run_name_is_a_safe_directory_name(compose_cfg):
 @pytest.mark.parametrize("override,message", [
     ("selection.mode=mixed", "selection.mode='mixed'; allowed: accumulate, reselect"),
     ("selection.diversity.labels=guess", "selection.diversity.labels='guess'; allowed: predicted, ground_truth"),
-    ("selection.diversity.k=0", "selection.diversity.k=0 must be an integer >= 1"),
+    ("selection.diversity.k=0", "selection.diversity.k=0 must be a positive integer or null"),
     ("selection.rounds=0", "selection.rounds=0 must be a positive integer or null"),
     ("selection.budget=[10,-5]", "selection.budget=[10, -5] must be a positive integer or a list"),
     ("selection.pivot=-0.1", "selection.pivot=-0.1 is outside [0, 1]"),
     ("dataset.sizes.val=0", "dataset.sizes.val=0 must be an integer >= 1"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
-    ("trainer.steps_per_epoch=0", "trainer.steps_per_epoch=0 must be a positive integer or null"),
+    ("fit.steps_per_epoch=0", "fit.steps_per_epoch=0 must be a positive integer or null"),
     ("callbacks.mode=up", "callbacks.mode='up'; allowed: min (for a loss), max (for an accuracy)"),
     ("callbacks.monitor=train/loss", "callbacks.monitor='train/loss' must be a validation metric"),
     ("logger.mode=sometimes", "logger.mode='sometimes'; allowed: auto, online, offline, disabled"),
-    ("model.baseline.checkpoint=/nonexistent/w.pt", "model.baseline.checkpoint=/nonexistent/w.pt: no such file"),
+    ("model.init.checkpoint=/nonexistent/w.pt", "model.init.checkpoint=/nonexistent/w.pt: no such file"),
     ("progress=maybe", "progress='maybe'; allowed: auto, true, false"),
     ("selection.budget=100", "the rounds select 200 items in total but the pool has only 120"),
 ])
@@ -70,8 +72,8 @@ def test_unknown_group_options_are_caught_before_hydra():
     msg = check_group_overrides(["scorer=entropy,margn"])
     assert msg.startswith("scorer='margn' is not a known option") and "least_confidence" in msg
     msg = check_group_overrides(["dataset=imagenet"])
-    assert msg.startswith("dataset='imagenet' is not a known option") and "digits, folder, hard, mixed, noisy" in msg
-    assert check_group_overrides(["+experiment=pivot_cpu", "hydra/launcher=basic"]) is None
+    assert msg.startswith("dataset='imagenet' is not a known option") and "digits, folder, hard, labelstudio, mixed, noisy" in msg
+    assert check_group_overrides(["+experiment=pivot", "scale=cpu", "hydra/launcher=basic"]) is None
 
 
 def test_resume_finds_the_newest_unfinished_run(tmp_path):

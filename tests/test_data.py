@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from src.errors import UserError
 from src.data.datamodule import ActiveDataModule, RepeatingSampler
 from src.data.recipes import build
 from src.data.sources import FontDigits, MnistDigits, Source, SourceData, UciDigits
@@ -86,7 +87,7 @@ def test_val_and_test_do_not_change_with_the_pool_size():
 
 
 def test_a_source_too_small_names_the_source_and_keys():
-    with pytest.raises(ValueError, match=r"source 'tiny' must supply .* but has 50.*dataset\.sizes"):
+    with pytest.raises(UserError, match=r"source 'tiny' must supply .* but has 50.*dataset\.sizes"):
         build([Blocks(500, "big"), Blocks(50, "tiny")], sizes={"pool": 200, "val": 20, "test": 20}, image_size=8)
 
 
@@ -124,7 +125,7 @@ def test_other_corruptions_are_deterministic(kind):
 
 
 def test_unknown_corruption_names_the_allowed_kinds():
-    with pytest.raises(ValueError, match="dataset.corruption.kind='fog'.*gaussian_noise"):
+    with pytest.raises(UserError, match="dataset.corruption.kind='fog'.*gaussian_noise"):
         build([UciDigits()], sizes={"pool": 5, "val": 5, "test": 5}, image_size=8,
               corruption={"kind": "fog", "severity": 1})
 

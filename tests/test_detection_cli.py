@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from src.config_check import ConfigError, validate
-from src.pretrain import named_baseline_checkpoint
-from src.run import build_loop
+from src.config.validate import validate
+from src.errors import UserError as ConfigError
+from src.models.named_baselines import named_baseline_checkpoint
+from src.experiment import build_loop
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
 TINY = ["task=detection", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
@@ -52,8 +53,8 @@ def test_loss_scorer_with_a_base_set_and_ground_truth_diversity(tmp_path, compos
     cfg = compose_cfg(*TINY, "scorer=loss", "selection.base_size=4", "selection.diversity.enabled=true",
                       "selection.diversity.labels=ground_truth")
     records = build_loop(cfg, tmp_path).run()
-    assert [r["selection"] for r in records] == ["base", "loss"]
-    scores = records[1]["selected_scores"]
+    assert [r.selection for r in records] == ["base", "loss"]
+    scores = records[1].selected_scores
     assert len(scores) == 4 and scores == sorted(scores, reverse=True)     # pivot 0: highest loss first
     assert all(s >= 0 for s in scores)
 
@@ -143,5 +144,5 @@ def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
     loop = build_loop(cfg, tmp_path / "run")
     assert loop.dm.num_classes == 2 and len(loop.pool_ids) == 8       # pool: null = the rest
     records = loop.run()
-    assert [r["n_labelled"] for r in records] == [4, 8]
-    assert set(k for k in records[0] if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}
+    assert [r.n_labelled for r in records] == [4, 8]
+    assert set(k for k in records[0].metrics if k.startswith("test/ap/")) <= {"test/ap/person", "test/ap/car"}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from src.errors import UserError
 from src.data.detection.annotations import read_coco, read_voc
 from src.data.detection.datamodule import DetectionDataModule, FileSource, SceneSource
 from src.data.detection.scenes import CLASSES, HORIZON, render_scene
@@ -98,16 +99,16 @@ def test_coco_reader_maps_drops_and_skips(tmp_path):
 
 def test_coco_reader_errors_name_file_and_position(tmp_path):
     path = _coco(tmp_path, COCO_ANNS)
-    with pytest.raises(ValueError, match=r"annotation 14: bad box \(zero or negative size\)"):
+    with pytest.raises(UserError, match=r"annotation 14: bad box \(zero or negative size\)"):
         read_coco(path, tmp_path, ["person", "car"], strict=True)
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [\n  {"id": 1,, }\n]}')
-    with pytest.raises(ValueError, match=r"broken\.json:2:12: not valid JSON"):
+    with pytest.raises(UserError, match=r"broken\.json:2:12: not valid JSON"):
         read_coco(broken, tmp_path, ["person"])
     (tmp_path / "im1.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"im1\.png named by an annotation does not exist"):
+    with pytest.raises(UserError, match=r"im1\.png named by an annotation does not exist"):
         read_coco(path, tmp_path, ["person", "car"])
-    with pytest.raises(ValueError, match=r"class_map maps to \['bike'\]"):
+    with pytest.raises(UserError, match=r"class_map maps to \['bike'\]"):
         read_coco(path, tmp_path, ["person"], {"cycle": "bike"})
 
 
@@ -127,10 +128,10 @@ def test_voc_reader(tmp_path):
     np.testing.assert_allclose(records[0].boxes, [[0, 0, 10, 20], [10, 1, 30, 12]])
     assert records[0].labels.tolist() == [0, 1] and records[1].labels.tolist() == []
     assert report.dropped_class == 1 and sum(report.bad.values()) == 2
-    with pytest.raises(ValueError, match=r"b\.xml: object 0: bad box"):
+    with pytest.raises(UserError, match=r"b\.xml: object 0: bad box"):
         read_voc(tmp_path, tmp_path, ["person", "car"], strict=True)
     (tmp_path / "c.xml").write_text("<annotation>\n<filename>c.png</filename>\n<size></annotation>")
-    with pytest.raises(ValueError, match=r"c\.xml:3:\d+: not valid XML"):
+    with pytest.raises(UserError, match=r"c\.xml:3:\d+: not valid XML"):
         read_voc(tmp_path, tmp_path, ["person", "car"])
 
 
@@ -157,5 +158,5 @@ def test_scene_datamodule_splits_batches_and_majority_labels():
     for t, i in zip(targets, ids):
         counts = torch.bincount(t["labels"], minlength=len(CLASSES))
         assert dm.labels_of([int(i)])[0] == (int(counts.argmax()) if len(t["labels"]) else -1)
-    with pytest.raises(ValueError, match="exceeds the 30 images"):
+    with pytest.raises(UserError, match="exceeds the 30 images"):
         DetectionDataModule("x", SceneSource(n=30), {"pool": 20, "val": 6, "test": 6}).setup()

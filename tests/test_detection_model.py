@@ -1,6 +1,8 @@
 """The SSD module: per-image loss scorer vs the model's own loss, mAP vs pycocotools, pool scoring."""
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import io
 
@@ -11,9 +13,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from src.data.detection.datamodule import DetectionDataModule, SceneSource
+from src.errors import UserError
 from src.loop.pool import score_pool
 from src.models.detector import SSDDetector
 from src.selection.scorers import get_scorer
+from src.tasks import detection
 
 SIZE = (128, 72)
 
@@ -41,7 +45,7 @@ def _batch_with_an_empty_image(dm):
 def test_loss_scorer_equals_the_models_own_loss_per_image(model, datamodule):
     batch = _batch_with_an_empty_image(datamodule)
     with torch.inference_mode():
-        scores, classes = model.score_batch(batch, get_scorer("loss"), want_classes=False)
+        scores, classes = detection.score_batch(model, batch, get_scorer("loss"), want_classes=False)
     assert classes is None and scores.shape == (3,)
     # reference: torchvision's own training-mode forward, one image at a time (BatchNorm
     # kept in eval mode so both see the same network)
@@ -66,17 +70,19 @@ def test_loss_scorer_equals_the_models_own_loss_per_image(model, datamodule):
 def test_uncertainty_scores_classes_and_no_detection(model, datamodule):
     batch = _batch_with_an_empty_image(datamodule)
     with torch.inference_mode():
-        scores, classes = model.score_batch(batch, get_scorer("margin"), want_classes=True, top_k=5,
-                                            score_threshold=0.0)
+        scores, classes = detection.score_batch(model, batch, get_scorer("margin"), want_classes=True, top_k=5,
+                                                score_threshold=0.0)
         assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
         assert classes.dtype == torch.int64 and ((classes >= 0) & (classes < 6)).all()
         # a threshold nothing passes: no detection -> the maximal score 1, class -1
-        scores, classes = model.score_batch(batch, get_scorer("entropy"), want_classes=True, score_threshold=1.0)
+        scores, classes = detection.score_batch(model, batch, get_scorer("entropy"), want_classes=True,
+                                                score_threshold=1.0)
     assert scores.tolist() == [1.0, 1.0, 1.0] and classes.tolist() == [-1, -1, -1]
 
 
 def test_score_pool_keeps_one_score_per_image(model, datamodule):
-    ids, scores, preds = score_pool(model, datamodule.pool_dataloader(datamodule.pool_ids), get_scorer("entropy"),
+    score_batch = functools.partial(detection.score_batch, scorer=get_scorer("entropy"))
+    ids, scores, preds = score_pool(model, datamodule.pool_dataloader(datamodule.pool_ids), score_batch,
                                     want_predictions=True, progress=False)
     assert ids.tolist() == datamodule.pool_ids.tolist()
     assert scores.shape == (8,) and preds.shape == (8,)
@@ -85,9 +91,9 @@ def test_score_pool_keeps_one_score_per_image(model, datamodule):
 
 
 def test_vgg_input_too_small_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"input_size=\[160, 90\] is too small for ssd300_vgg16"):
+    with pytest.raises(UserError, match=r"input_size=\[160, 90\] is too small for ssd300_vgg16"):
         SSDDetector(num_classes=2, arch="ssd300_vgg16", input_size=(160, 90))
-    with pytest.raises(ValueError, match="model.module.arch='yolo'"):
+    with pytest.raises(UserError, match="model.module.arch='yolo'"):
         SSDDetector(num_classes=2, arch="yolo")
 
 

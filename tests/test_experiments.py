@@ -1,9 +1,9 @@
-"""The thesis' experiments as configs: every one composes and validates, the thesis
-settings are what chapter 4 says, every documented sweep value composes, and every CPU
-variant runs end to end in a smoke mode (one through the real CLI and the report)."""
+"""The thesis' experiments as configs: every one composes and validates at both scales
+(the thesis' and scale=cpu), the thesis settings are what chapter 4 says, every
+documented sweep value composes, and every CPU variant runs end to end in a smoke mode
+(one through the real CLI and the report)."""
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -13,32 +13,26 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from src.config_check import validate
+from src.config.validate import validate
 from src.loop.records import read_records
-from src.run import build_loop
+from src.experiment import build_loop
 from src.report import main as report_main
 from tests.conftest import CONF, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 THESIS = ["reshuffle", "train_length", "pivot", "budget", "accumulate", "diversity", "scorers", "base_set"]
-CPU = [f"{name}_cpu" for name in THESIS]
-# smoke runs: debug=fast sizes plus one non-default value of each experiment's sweep
+SCALES = {"thesis": [], "cpu": ["scale=cpu"]}
+# smoke runs: debug=fast sizes plus one non-default value of each experiment's sweep (at scale=cpu)
 SMOKE = {
-    "reshuffle_cpu": ["selection.shuffle=false"],
-    "train_length_cpu": ["+training=fixed_steps", "fixed_steps_per_epoch=3"],
-    "pivot_cpu": ["selection.pivot=0.5"],
-    "budget_cpu": ["selection.budget=30"],
-    "accumulate_cpu": ["selection.mode=reselect"],
-    "diversity_cpu": ["selection.diversity.enabled=true", "dataset=mixed"],
-    "scorers_cpu": ["scorer=loss", "dataset=hard"],
-    "base_set_cpu": ["selection.base_size=60", "scorer=margin"],
+    "reshuffle": ["selection.shuffle=false"],
+    "train_length": ["+training=fixed_steps", "fixed_steps_per_epoch=3"],
+    "pivot": ["selection.pivot=0.5"],
+    "budget": ["selection.budget=30"],
+    "accumulate": ["selection.mode=reselect"],
+    "diversity": ["selection.diversity.enabled=true", "dataset=mixed"],
+    "scorers": ["scorer=loss", "dataset=hard"],
+    "base_set": ["selection.base_size=60", "scorer=margin"],
 }
-
-
-def uses_imagenet(name: str) -> bool:
-    text = (CONF / "experiment" / f"{name}.yaml").read_text()
-    base = (CONF / "experiment" / "_thesis.yaml").read_text() if re.search(r"^\s*- _thesis\s*$", text, re.M) else ""
-    return "override /source: imagenet" in text + base
 
 
 def compose_in(conf: Path, *overrides: str, hydra_cfg: bool = False):
@@ -50,27 +44,36 @@ def compose_in(conf: Path, *overrides: str, hydra_cfg: bool = False):
         GlobalHydra.instance().clear()
 
 
-def sweep_params(name: str, conf: Path = CONF) -> dict[str, list[str]]:
-    params = yaml.safe_load((conf / "experiment" / f"{name}.yaml").read_text())["hydra"]["sweeper"]["params"]
-    return {k: [v.strip() for v in str(val).split(",")] for k, val in params.items()}
+def sweep_params(name: str, scale: str, conf: Path = CONF) -> dict[str, list[str]]:
+    """The experiment's own sweep at ``scale``, as Hydra resolves it (values may come from the scale)."""
+    cfg = compose_in(conf, f"experiment={name}", *SCALES[scale], hydra_cfg=True)
+    params = cfg.hydra.sweeper.params
+    return {k: [v.strip() for v in str(params[k]).split(",")] for k in params}
 
 
 def test_every_chapter_4_classification_experiment_has_both_variants():
-    assert set(THESIS) | set(CPU) <= set(EXPERIMENTS)
-    for name in THESIS + CPU:
+    assert set(THESIS) <= set(EXPERIMENTS)
+    for name in THESIS:
         head = (CONF / "experiment" / f"{name}.yaml").read_text()
-        # each documents the multirun command that runs it and the report command that draws it
-        assert f"python -m src.run --multirun experiment={name}" in head and "python -m src.report" in head
+        # each documents the multirun command that runs it, its CPU scale and the report command that draws it
+        assert f"python -m src.run --multirun experiment={name}" in head and "scale=cpu" in head
+        assert "python -m src.report" in head
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_validates(name):
-    if uses_imagenet(name) and not (CONF / "source" / "imagenet.yaml").exists():
-        pytest.skip("conf/source/imagenet.yaml (source=imagenet) does not exist yet; the stub-source test "
-                    "below composes this config instead")
     cfg = compose_in(CONF, f"experiment={name}")
     validate(cfg)
     assert cfg.task_name == name
+
+
+@pytest.mark.parametrize("name", THESIS)
+def test_cpu_scale_is_the_embedded_data_with_its_own_task_name(name):
+    cfg = compose_in(CONF, f"experiment={name}", "scale=cpu")
+    validate(cfg)
+    assert cfg.task_name == f"{name}_cpu" and cfg.source.name == "embedded"
+    assert cfg.model.module.net.name == "small_cnn" and cfg.trainer.accelerator == "cpu"
+    assert cfg.selection.budget == 60 and cfg.dataset.sizes.val == 300
 
 
 @pytest.fixture(scope="module")
@@ -98,53 +101,60 @@ def test_thesis_settings(stub_conf, name):
         assert cfg.callbacks.early_stopping.patience == 2 and cfg.trainer.max_epochs == 1000
 
 
-def _each_sweep_value(conf: Path, name: str):
-    for key, values in sweep_params(name, conf).items():
+def _each_sweep_value(conf: Path, name: str, scale: str):
+    for key, values in sweep_params(name, scale, conf).items():
         if key == "seed":
             continue
         for value in values:
-            yield [f"experiment={name}", f"{key}={value}"]
+            yield [f"experiment={name}", *SCALES[scale], f"{key}={value}"]
 
 
-@pytest.mark.parametrize("name", CPU + THESIS)
-def test_every_documented_sweep_value_composes_and_validates(stub_conf, name):
-    for overrides in _each_sweep_value(stub_conf, name):
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", THESIS)
+def test_every_documented_sweep_value_composes_and_validates(stub_conf, name, scale):
+    for overrides in _each_sweep_value(stub_conf, name, scale):
         cfg = compose_in(stub_conf, *overrides)
         validate(cfg)
 
 
+def test_the_scale_decides_the_swept_values():
+    assert sweep_params("budget", "thesis")["selection.budget"] == ["250", "500", "1000", "1500"]
+    assert sweep_params("budget", "cpu")["selection.budget"] == ["30", "60", "120", "200"]
+    assert sweep_params("base_set", "cpu")["selection.base_size"] == ["0", "60", "120"]
+
+
 def test_sweep_values_change_what_they_name(stub_conf):
-    fixed = compose_in(stub_conf, "experiment=train_length_cpu", "+training=fixed_steps")
-    assert fixed.trainer.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
+    fixed = compose_in(stub_conf, "experiment=train_length", "scale=cpu", "+training=fixed_steps")
+    assert fixed.fit.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
     assert fixed.run_name == "entropy-fixed_steps-b60-s1"
     acc = compose_in(stub_conf, "experiment=train_length", "+training=early_stop_acc")
     assert acc.callbacks.monitor == "val/acc_top1" and acc.callbacks.mode == "max"
-    assert acc.trainer.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
-    assert compose_in(stub_conf, "experiment=scorers_cpu", "dataset=hard").dataset.pool_repeats == 4
+    assert acc.fit.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
+    assert compose_in(stub_conf, "experiment=scorers", "scale=cpu", "dataset=hard").dataset.pool_repeats == 4
     assert compose_in(stub_conf, "experiment=base_set").dataset.name == "mixed"
 
 
-@pytest.mark.parametrize("name", [n for n in CPU if n != "reshuffle_cpu"])
+@pytest.mark.parametrize("name", [n for n in THESIS if n != "reshuffle"])
 def test_cpu_variant_runs_in_smoke_mode(tmp_path, name):
     """In process: the composed config through the entry point's own builder and loop."""
-    cfg = compose_in(CONF, f"experiment={name}", "debug=fast", "trainer.max_epochs=2", *SMOKE[name])
+    cfg = compose_in(CONF, f"experiment={name}", "scale=cpu", "debug=fast", "trainer.max_epochs=2", *SMOKE[name])
     validate(cfg)
     run_dir = tmp_path / "run"
     loop = build_loop(cfg, run_dir)
     records = loop.run()
     assert records == read_records(run_dir / "rounds.jsonl") and len(records) == loop.n_rounds >= 2
-    assert all(0.0 <= r["test/acc_top1"] <= 1.0 for r in records)
-    if name == "base_set_cpu":
-        assert records[0]["selection"] == "base" and records[0]["n_labelled"] == 60
-    if name == "train_length_cpu":
-        assert all(r["epochs"] == 2 for r in records)       # fixed steps: no early stopping
+    assert all(0.0 <= r.metrics["test/acc_top1"] <= 1.0 for r in records)
+    if name == "base_set":
+        assert records[0].selection == "base" and records[0].n_labelled == 60
+    if name == "train_length":
+        assert all(r.epochs == 2 for r in records)       # fixed steps: no early stopping
 
 
 @pytest.mark.slow
 def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
     """The 'done when' of the issue, in small: multirun an experiment, then report it."""
     sweep = tmp_path / "sweep"
-    run_cli("--multirun", "experiment=reshuffle_cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
+    run_cli("--multirun", "experiment=reshuffle", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
             "seed=1", f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert len(jobs) == 2                                   # the config's own sweep: shuffle on and off
@@ -156,7 +166,7 @@ def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
     assert report_main([str(sweep), "--grid-k", "2"]) == 0
     out = sweep / "report"
     md = (out / "report.md").read_text()
-    assert "shuffle=False (1)" in md and "shuffle=True (1)" in md
+    assert "shuffle=false (1)" in md and "shuffle=true (1)" in md     # spelled as typed, not as Python prints
     for png in (out / "figures").glob("*.png"):
         with Image.open(png) as im:
             im.verify()

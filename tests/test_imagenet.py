@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from src.errors import UserError
 from src.data.cache import cached_images, decode_image
 from src.data.datamodule import ActiveDataModule
 from src.data.folder import ImageFolderSource
@@ -218,7 +219,7 @@ def test_a_truncated_jpeg_is_named_or_skipped_with_a_count(tmp_path, caplog):
     bad = tree / "n01484850" / "001.jpg"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])   # truncated mid-scan
     (tree / "n01484850" / "002.jpg").write_bytes(b"not a jpeg at all")
-    with pytest.raises(ValueError, match=r"cannot read image .*n01484850/00[12]\.jpg"):
+    with pytest.raises(UserError, match=r"cannot read image .*n01484850/00[12]\.jpg"):
         ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache").load()
     dm = ActiveDataModule(name="r", sources=[ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache")],
                           sizes={"pool": 10, "val": 2, "test": 2}, image_size=16, channels=3, skip_corrupt=True)
@@ -227,21 +228,21 @@ def test_a_truncated_jpeg_is_named_or_skipped_with_a_count(tmp_path, caplog):
     assert "skipped 2 unreadable image(s)" in caplog.text
     assert len(dm.sources[0].load().labels) == 14
     # the cache built with skipping does not hide the bad files from a run without it
-    with pytest.raises(ValueError, match=r"cannot read image .*n01484850.*dataset\.skip_corrupt=true"):
+    with pytest.raises(UserError, match=r"cannot read image .*n01484850.*dataset\.skip_corrupt=true"):
         ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache").load()
 
 
 def test_unknown_class_folders_are_named(tmp_path):
     tree = r_tree(tmp_path, per_class=1)
     make_tree(tree, {"n99999999": 5}, 1)
-    with pytest.raises(ValueError, match=r"class folder .*n99999999 is not a known ImageNet wnid"):
+    with pytest.raises(UserError, match=r"class folder .*n99999999 is not a known ImageNet wnid"):
         ImageNetR(tree, cache_dir=tmp_path / "c").load()
     v2 = v2_tree(tmp_path, per_class=1)
     make_tree(v2, {"1000": 5}, 1)
-    with pytest.raises(ValueError, match=r"class folder .*/1000 is not a known class index \(0\.\.999\)"):
+    with pytest.raises(UserError, match=r"class folder .*/1000 is not a known class index \(0\.\.999\)"):
         ImageNetV2(v2, cache_dir=tmp_path / "c").load()
     mine = make_tree(tmp_path / "mine", {"cat": 0, "owl": 1}, 2)
-    with pytest.raises(ValueError, match=r"class folder .*owl is not a known class"):
+    with pytest.raises(UserError, match=r"class folder .*owl is not a known class"):
         ImageFolderSource(mine, classes=["cat", "dog"], cache_dir=tmp_path / "c").load()
 
 
@@ -249,16 +250,16 @@ def test_an_empty_split_is_an_error(tmp_path):
     root = tmp_path / "mine"
     make_tree(root / "train", {"cat": 0, "dog": 1}, 3)
     (root / "val" / "cat").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"split 'val' \(.*mine/val\) holds no images"):
+    with pytest.raises(UserError, match=r"split 'val' \(.*mine/val\) holds no images"):
         ImageFolderSource(root, cache_dir=tmp_path / "c").load()
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"root .*empty holds no images"):
+    with pytest.raises(UserError, match=r"root .*empty holds no images"):
         ImageFolderSource(empty, cache_dir=tmp_path / "c").load()
 
 
 def test_a_missing_or_misplaced_root_names_path_layout_and_publisher(tmp_path):
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(UserError) as err:
         ImageNetA(tmp_path / "nowhere" / "imagenet-a", cache_dir=tmp_path / "c").load()
     message = str(err.value)
     assert f"not found at {tmp_path / 'nowhere' / 'imagenet-a'}" in message
@@ -266,7 +267,7 @@ def test_a_missing_or_misplaced_root_names_path_layout_and_publisher(tmp_path):
     assert "source.roots.imagenet_a" in message and "\n" not in message
     # the parent of the right folder: every sub-folder is wrong, and the message points at the right one
     v2_tree(tmp_path / "data", per_class=1)
-    with pytest.raises(FileNotFoundError, match=r"ImageNet-V2 .* not laid out as expected.*class index"
+    with pytest.raises(UserError, match=r"ImageNet-V2 .* not laid out as expected.*class index"
                                                 r".*github.com/modestyachts/ImageNetV2"):
         ImageNetV2(tmp_path / "data", cache_dir=tmp_path / "c").load()
 

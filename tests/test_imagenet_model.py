@@ -7,7 +7,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.config_check import validate
+from src.errors import UserError
+from src.config.validate import validate
 from src.models.backbones import build_network
 
 
@@ -70,10 +71,10 @@ def test_vgg16_imagenet_weights_from_the_hub_cache_or_a_local_file(fake_vgg16_we
 
 def test_vgg16_weights_missing_everywhere_name_both_options(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(UserError) as err:
         build_network("vgg16", 1000, 3, weights="IMAGENET1K_V1", download=False)
     message = str(err.value)
     assert "vgg16-397923af.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
     assert "download.pytorch.org" in message and "model.module.net.weights_file=" in message
-    with pytest.raises(FileNotFoundError, match=r"weights_file=.*nope\.pth: no such file"):
+    with pytest.raises(UserError, match=r"weights_file=.*nope\.pth: no such file"):
         build_network("vgg16", 1000, 3, weights="IMAGENET1K_V1", weights_file=str(tmp_path / "nope.pth"))

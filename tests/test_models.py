@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from src.models.backbones import build_network
-from src.models.baseline import Baseline, load_checkpoint_state, load_into
+from src.errors import UserError
+from src.models.weights import WeightSnapshot, load_checkpoint_state, load_into
 from src.models.classifier import ImageClassifier, topk_values
 from src.loop.callbacks import RestoreBestWeights
 
@@ -45,9 +46,9 @@ def test_topk_follows_the_class_count():
 
 
 def test_unknown_network_and_weights_name_the_key():
-    with pytest.raises(ValueError, match="model.net.name='resnet99'"):
+    with pytest.raises(UserError, match="model.module.net.name='resnet99'"):
         build_network("resnet99", 10, 1)
-    with pytest.raises(ValueError, match="model.net.weights='IMAGENET9'.*IMAGENET1K_V1"):
+    with pytest.raises(UserError, match="model.module.net.weights='IMAGENET9'.*IMAGENET1K_V1"):
         build_network("resnet18", 10, 1, weights="IMAGENET9")
 
 
@@ -82,23 +83,23 @@ def test_checkpoint_baseline_plain_and_lightning_formats(tmp_path):
 
 
 def test_checkpoint_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.baseline.checkpoint=.*missing.pt"):
-        load_checkpoint_state(tmp_path / "missing.pt")
+    with pytest.raises(UserError, match="model.init.checkpoint=.*missing.pt"):
+        load_checkpoint_state(tmp_path / "missing.pt", "model.init.checkpoint")
     bad = tmp_path / "bad.pt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt: not a readable torch checkpoint"):
-        load_checkpoint_state(bad)
+    with pytest.raises(UserError, match="model.init.checkpoint=.*bad.pt: not a readable torch weights file"):
+        load_checkpoint_state(bad, "model.init.checkpoint")
     other = tmp_path / "other.pt"
     torch.save(make_classifier(num_classes=3).state_dict(), other)
-    with pytest.raises(ValueError, match="does not fit the model"):
+    with pytest.raises(UserError, match="does not fit the model"):
         load_into(make_classifier(num_classes=10), other)
 
 
-def test_reset_restores_the_baseline_bitwise_after_training():
+def test_restore_puts_the_snapshot_back_bitwise_after_training():
     torch.manual_seed(0)
     model = make_classifier()
     snapshot = copy.deepcopy(model.state_dict())
-    baseline = Baseline(model)
+    baseline = WeightSnapshot(model)
     # train a few steps: weights and BatchNorm running statistics move
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model.train()
@@ -109,7 +110,7 @@ def test_reset_restores_the_baseline_bitwise_after_training():
     moved = [k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])]
     assert any("running_mean" in k for k in moved) and any("weight" in k for k in moved)
     params_before = [id(p) for p in model.parameters()]
-    baseline.reset(model)
+    baseline.restore(model)
     for key, value in model.state_dict().items():
         assert torch.equal(value, snapshot[key]), key
     assert [id(p) for p in model.parameters()] == params_before   # in place, no new tensors

@@ -1,4 +1,4 @@
-"""Ranking, pivot window and class diversity (DESIGN.md "Definitions from the thesis").
+"""Ranking, pivot window and class diversity.
 
 Expected values are worked out by hand in comments, or come from the slow, plain-Python
 reference implementations at the top of this file (written from the definitions, not

@@ -2,6 +2,8 @@
 figures and pages that open; the W&B summary run read back from its offline log."""
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import math
 import re
@@ -15,9 +17,13 @@ from PIL import Image
 from scipy import stats as st
 
 from src.analysis import aggregate as agg
+from src.analysis import plots
 from src.analysis.stats import compare, pvalue_matrix
-from src.analysis.wandb_offline import media, read_offline_run, read_table, wait_until_finished
-from src.report import build_report, main
+from src.analysis.report import build_report
+from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
+from src.loop.records import RoundRecord
+from src.report import main
+from src.tasks import classification
 
 X = [20, 40, 60]
 # test/acc_top1 per round, by hand: two methods, three seeds; random's seed 3 crashed after 2 rounds
@@ -66,7 +72,7 @@ def auc_by_hand(y):
 def test_groups_by_the_differing_key_with_seeds_as_repetitions(sweep):
     runs = agg.load_runs([sweep])
     groups, keys = agg.group_runs(runs)
-    # the seed and what follows from it (model.baseline.init_seed, run_name) never group
+    # the seed and what follows from it (model.init.init_seed, run_name) never group
     assert keys == ["scorer.name"]
     assert [g.label for g in groups] == ["entropy", "random"]
     assert [sorted(r.seed for r in g.runs) for g in groups] == [[1, 2, 3], [1, 2, 3]]
@@ -135,27 +141,27 @@ def _png_ok(path: Path) -> None:
 
 def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
     out = tmp_path / "report"
-    res = build_report([sweep], out=out, grid_k=3)
-    names = {p.name for p in res["figures"]}
+    res = build_report([sweep], out=out, grid_k=3, audit_n=4)
+    names = {p.name for p in res.figures}
     assert {"test_acc_top1.png", "test_loss.png", "val_loss.png", "epochs.png"} <= names
-    for p in res["figures"] + res["grids"]:
+    for p in res.all_figures:
         _png_ok(p)
-    assert len(res["grids"]) == 2                     # one selection grid per method
-    assert res["pvalues"]["test/acc_top1"]["entropy"]["random"].p == pytest.approx(
+    assert len(res.grids) == 2                     # one selection grid per method
+    assert res.pvalues["test/acc_top1"]["entropy"]["random"].p == pytest.approx(
         st.ttest_ind([0.225, 0.325, 0.35], [0.1, 0.225], equal_var=False).pvalue)
 
-    html = res["html"].read_text()
+    html = res.html.read_text()
     refs = re.findall(r'(?:src|href)="([^"]+)"', html)
     local = [r for r in refs if not r.startswith(("data:", "#", "http"))]
     assert local and all((out / r).is_file() for r in local)
-    assert sum(r.startswith("data:image/png;base64,") for r in refs) == len(res["figures"]) + len(res["grids"])
-    md = res["markdown"].read_text()
+    assert sum(r.startswith("data:image/png;base64,") for r in refs) == len(res.all_figures)
+    md = res.markdown.read_text()
     for target in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / target).is_file(), target
     assert "random (3, 1 incomplete)" in md and "still running or crashed" in md
     assert "**0.3000 ± 0.0661**" in md                 # entropy's AUC of top-1, mean ± std, the best
 
-    rows = [line.split(",") for line in res["curves_csv"].read_text().splitlines()]
+    rows = [line.split(",") for line in res.csvs["curves.csv"].read_text().splitlines()]
     assert rows[0] == ["group", "metric", "n_labelled", "mean", "std", "runs"]
     top1 = {(r[0], int(r[2])): float(r[3]) for r in rows[1:] if r[1] == "test/acc_top1"}
     assert top1["entropy", 40] == pytest.approx(0.3) and top1["random", 60] == pytest.approx(0.2)
@@ -163,9 +169,10 @@ def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
 
 def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    write_epoch_logs(sweep / "entropy-s1", EPOCHS)
     out = tmp_path / "rep"
-    assert main([str(sweep), "--out", str(out), "--group-by", "scorer", "--paired", "--include-incomplete", "--no-grids", "--wandb",
-                 "--metrics", "test/acc_top1", "epochs"]) == 0
+    assert main([str(sweep), "--out", str(out), "--group-by", "scorer", "--paired", "--include-incomplete", "--wandb",
+                 "--metrics", "test/acc_top1", "epochs", "--audit-n", "4", "--grid-k", "2"]) == 0
     md = (out / "report.md").read_text()
     assert "(paired)" in md and not (out / "figures" / "test_loss.png").exists()
     (log_dir,) = (out / "wandb").glob("offline-run-*")
@@ -177,31 +184,39 @@ def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, m
     columns, data = read_table(log_dir, media(row, "report/auc"))
     by_group = {(r[0], r[1]): r[2] for r in data}
     assert by_group["entropy", "test/acc_top1"] == pytest.approx(0.3)
-    assert media(row, "report/test_acc_top1")["_type"] == "image-file"
     assert wb.summary["auc/test/acc_top1/random"] == pytest.approx((0.1 + 0.225 + 0.55) / 3)
-
-
-def test_missing_directory_is_a_one_line_error(tmp_path, capsys):
-    assert main([str(tmp_path / "nope")]) == 2
-    assert "no such run or multirun directory" in capsys.readouterr().err
+    # every figure of the report is a W&B image with the report's pixels: curves, epochs, selection
+    # grids, label audits, the loss-vs-accuracy view
+    figures = sorted((out / "figures").glob("*.png"))
+    assert {f.stem for f in figures} == {"test_acc_top1", "epochs", "selection_00", "selection_01", "audit_00",
+                                         "audit_01", "best_epochs_by_loss_and_accuracy"}
+    for f in figures:
+        image = media(row, f"report/{f.stem}")
+        assert image["_type"] == "image-file"
+        (logged,) = media_files(log_dir, image)
+        assert np.array_equal(np.asarray(Image.open(logged)), np.asarray(Image.open(f))), f.name
+    # the CSVs as tables: the audit to annotate, the best epochs
+    columns, data = read_table(log_dir, media(row, "report/label_audit"))
+    assert columns[:8] == ["group", "seed", "run", "round", "rank", "id", "score", "label"] and len(data) == 8
+    columns, data = read_table(log_dir, media(row, "report/loss_vs_accuracy"))
+    gaps = [r[columns.index("epoch_gap")] for r in data]
+    assert gaps == [2 - 1, 1 - 1]
 
 
 def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose_cfg, monkeypatch):
     """The run-side W&B extras, with the real SDK offline and the real (debug=fast) dataset."""
     import hydra
 
-    from src.analysis.wandb_offline import media_files
     from src.tracking import WandbTracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     dm = hydra.utils.instantiate(compose_cfg("debug=fast").dataset)
     dm.setup()
     tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=3)
-    tracker.datamodule = dm
-    tracker.start({"seed": 1}, tmp_path, "abc123")
+    tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(classification.item_view, dm))
     ids, scores = [5, 9, 2, 7], [0.2, 0.9, 0.5, 0.1]
-    tracker.log_round({"round": 0, "n_labelled": 4, "selected_ids": ids, "selected_scores": scores,
-                       "epochs": 2, "test/acc_top1": 0.5})
+    tracker.log_round(RoundRecord(round=0, n_labelled=4, n_selected=4, selection="entropy", selected_ids=ids,
+                                  selected_scores=scores, epochs=2, best_epoch=1, metrics={"test/acc_top1": 0.5}))
     tracker.finish({"auc/test/acc_top1": 0.5})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -218,3 +233,156 @@ def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose
     assert len(files) == 3 and all(f.is_file() for f in files)
     for f in files:
         _png_ok(f)
+
+
+# -- one spelling of values in run names and group labels --------------------------------------
+def test_run_names_spell_a_swept_and_a_default_pivot_alike(compose_cfg):
+    # Hydra parses the swept `0` as an int, the yaml default `0.0` as a float: one name for both
+    assert compose_cfg().run_name == compose_cfg("selection.pivot=0").run_name == "entropy-p0-b100-base0-s1"
+    assert compose_cfg("selection.pivot=0.25").run_name == "entropy-p0.25-b100-base0-s1"
+    assert compose_cfg("task=detection").run_name == "entropy-blnone-p0-b20-base0-s1"
+    assert compose_cfg("task=detection", "baseline=real").run_name == "entropy-blreal-p0-b20-base0-s1"
+
+
+def test_group_labels_spell_booleans_and_numbers_as_typed(tmp_path, compose_cfg):
+    cfg = compose_cfg("debug=fast")
+    for shuffle in (True, False):
+        run = make_run(tmp_path, OmegaConf.merge(cfg, {"selection": {"shuffle": shuffle, "pivot": 0.0}}),
+                       "entropy", 1, [0.2, 0.4], True, name=f"shuffle-{shuffle}")
+        (run / ".hydra" / "overrides.yaml").write_text("[]\n")   # labels from the config, not the command line
+    groups, keys = agg.group_runs(agg.load_runs([tmp_path]))
+    assert keys == ["selection.shuffle"] and [g.label for g in groups] == ["shuffle=false", "shuffle=true"]
+    assert agg.group_runs(agg.load_runs([tmp_path]), ["selection.pivot", "selection.shuffle"])[0][0].label \
+        == "pivot=0, shuffle=false"
+
+
+# -- figures: groups with identical values stay visible -------------------------------------------
+def _colour_pixels(png: Path, hex_colour: str, tolerance: float = 60.0) -> int:
+    rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64)
+    target = np.asarray([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+    return int((np.linalg.norm(rgb - target, axis=-1) < tolerance).sum())
+
+
+def test_identical_epoch_curves_each_stay_visible(tmp_path, compose_cfg):
+    cfg = compose_cfg("debug=fast")
+    for scorer in ("entropy", "random"):        # same epochs every round (3, 4, 5, ...)
+        make_run(tmp_path / "runs", cfg, scorer, 1, [0.1] * 6, True)
+    groups, _ = agg.group_runs(agg.load_runs([tmp_path / "runs"]))
+    path = plots.plot_metric(groups, "epochs", tmp_path / "epochs.png")
+    # matplotlib's first two cycle colours; the second group is drawn on top of the first
+    first, second = _colour_pixels(path, "#1f77b4"), _colour_pixels(path, "#ff7f0e")
+    # a legend entry alone is ~65 pixels (all that was left of the first group when both were
+    # drawn as equal solid lines); a visible curve across the axes is over a thousand
+    assert first > 600 and second > 600, (first, second)
+
+
+# -- selection grid legends ---------------------------------------------------------------------
+def test_random_selection_grid_does_not_call_its_picks_hardest(sweep, tmp_path):
+    res = build_report([sweep], out=tmp_path / "rep", grid_k=2, audit_n=3, fmt="svg",
+                       metrics=["test/acc_top1"])
+    texts = {p.name: p.read_text() for p in res.grids}
+    entropy, random = texts["selection_00.svg"], texts["selection_01.svg"]
+    assert "red: hardest (highest score) selected" in entropy
+    assert "hardest" not in random and "random draws" in random
+
+
+# -- label-quality audit (thesis table 4.1) -------------------------------------------------------
+def test_label_audit_lists_the_top_selections_with_labels_and_predictions(tmp_path, compose_cfg):
+    import hydra
+
+    cfg = compose_cfg("debug=fast")
+    root = tmp_path / "runs"
+    for scorer in ("entropy", "random"):
+        make_run(root, cfg, scorer, 1, [0.2, 0.3], True)
+    # the entropy run's records carry the model's predictions (class index per selected id)
+    path = root / "entropy-s1" / "rounds.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        r["selected_predictions"] = [(i * 7) % 10 for i in r["selected_ids"]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    res = build_report([root], out=tmp_path / "rep", audit_n=5, metrics=["test/acc_top1"])
+    data = hydra.utils.instantiate(cfg.dataset)
+    data.setup()
+    names, labels = data.data.class_names, data.data.labels
+    rows = list(csv.DictReader(open(res.csvs["label_audit.csv"])))
+    assert list(rows[0]) == ["group", "seed", "run", "round", "rank", "id", "score", "label", "prediction",
+                             "disagree", "comment"]
+    for scorer in ("entropy", "random"):
+        first = json.loads((root / f"{scorer}-s1" / "rounds.jsonl").read_text().splitlines()[0])
+        mine = [r for r in rows if r["group"] == scorer]
+        # the five highest-scored ids of the first selection, hardest first (make_run writes them sorted)
+        assert [int(r["id"]) for r in mine] == first["selected_ids"][:5]
+        assert [int(r["rank"]) for r in mine] == [1, 2, 3, 4, 5] and {r["round"] for r in mine} == {"0"}
+        assert [float(r["score"]) for r in mine] == pytest.approx(first["selected_scores"][:5])
+        assert [r["label"] for r in mine] == [names[int(labels[i])] for i in first["selected_ids"][:5]]
+        expected = [names[(i * 7) % 10] for i in first["selected_ids"][:5]] if scorer == "entropy" else [""] * 5
+        assert [r["prediction"] for r in mine] == expected
+        assert all(r["disagree"] == "" and r["comment"] == "" for r in mine)
+    assert len(res.audit_grids) == 2 and "label_audit.csv" in res.markdown.read_text()
+
+
+# -- best epoch by val loss vs by val accuracy (thesis 4.2.3) -------------------------------------
+# per round: (val loss, val top-1) per epoch; round 1's file holds a killed first attempt, then the
+# resumed fit from epoch 0 again: only the last attempt counts
+EPOCHS = {0: [[(1.00, 0.30), (0.80, 0.40), (0.90, 0.50), (0.95, 0.45)]],
+          1: [[(0.10, 0.90), (0.05, 0.95)], [(0.70, 0.50), (0.60, 0.60), (0.65, 0.55)]]}
+
+
+def write_epoch_logs(run: Path, epochs: dict) -> None:
+    """Per-epoch logs as Lightning's CSVLogger writes them: val and train rows apart, a test row last."""
+    for rnd, attempts in epochs.items():
+        lines = ["epoch,step,test/acc_top1,test/loss,train/loss,val/acc_top1,val/loss"]
+        for attempt in attempts:
+            for e, (loss, acc) in enumerate(attempt):
+                lines += [f"{e},{3 * e + 2},,,,{acc},{loss}", f"{e},{3 * e + 2},,,2.5,,"]
+        lines.append(f"{len(attempts[-1])},99,0.5,1.2,,,")
+        d = run / "rounds" / f"round_{rnd:03d}"
+        d.mkdir(parents=True)
+        (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_best_epochs_by_loss_and_by_accuracy_per_round(tmp_path, compose_cfg):
+    run = make_run(tmp_path / "runs", compose_cfg("debug=fast"), "entropy", 1, [0.2, 0.3], True)
+    write_epoch_logs(run, EPOCHS)
+    res = build_report([tmp_path / "runs"], out=tmp_path / "rep", grids=False, metrics=["test/acc_top1"])
+    rows = list(csv.DictReader(open(res.csvs["loss_vs_accuracy.csv"])))
+    assert [int(r["round"]) for r in rows] == [0, 1] and [int(r["n_labelled"]) for r in rows] == [20, 40]
+    for r, rnd in zip(rows, (0, 1)):
+        loss, acc = np.asarray(EPOCHS[rnd][-1]).T
+        assert int(r["epochs"]) == len(loss)
+        assert int(r["best_epoch_by_loss"]) == np.argmin(loss) and int(r["best_epoch_by_accuracy"]) == np.argmax(acc)
+        assert int(r["epoch_gap"]) == np.argmax(acc) - np.argmin(loss)
+        assert float(r["accuracy_given_up"]) == pytest.approx(acc.max() - acc[np.argmin(loss)])
+    # by hand: round 0 loss-best epoch 1 (0.80), accuracy-best epoch 2 (0.50), 0.10 given up; round 1 agree
+    assert [(r["best_epoch_by_loss"], r["best_epoch_by_accuracy"]) for r in rows] == [("1", "2"), ("1", "1")]
+    md = res.markdown.read_text()
+    # one group: 2 rounds, accuracy peaks later in 1 of 2, mean gap 0.5, given up 0.05 ± std(0.1, 0)
+    assert f"| all runs (1) | 2 | 0.50 | 0.50 | 0.0500 ± {np.std([0.1, 0.0], ddof=1):.4f} |" in md
+    _png_ok(res.mismatch_figures[0])
+
+
+def test_a_detection_run_is_reported_with_a_note_instead_of_grids(tmp_path, compose_cfg):
+    run = make_run(tmp_path / "runs", compose_cfg("task=detection", "debug=fast"), "entropy", 1, [0.2, 0.3], True)
+    res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])
+    assert res.grids == [] and res.audit_grids == []
+    assert any("classification datasets only" in n for n in res.notes)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--metrics", "test/nope"], "--metrics test/nope: not in the runs; present: test/acc_top1"),
+    (["--group-by", "selection.nope"], "selection.nope: not a key of the runs' configs"),
+    (["--facet", "nope"], "nope: not a key of the runs' configs"),
+    (["--grid-k", "0"], "--grid-k=0: must be at least 1"),
+    (["--audit-n", "many"], "argument --audit-n: invalid int value: 'many'"),
+])
+def test_command_line_mistakes_are_one_line_and_status_2(sweep, tmp_path, capsys, args, says):
+    out = tmp_path / "rep"
+    try:
+        status = main([str(sweep), "--out", str(out), "--no-grids", *args])
+    except SystemExit as exited:         # argparse's own checks exit from inside parse_args
+        status = exited.code
+    assert status == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not out.exists()

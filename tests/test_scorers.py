@@ -14,8 +14,10 @@ import scipy.special
 import scipy.stats
 import torch
 
+from src.errors import UserError
 from src.selection.scorers import (
     SCORER_NAMES,
+    UNCERTAINTY,
     cross_entropy_loss,
     entropy,
     get_scorer,
@@ -202,7 +204,7 @@ def test_loss_scorer_equals_numpy_negative_log_softmax():
     logits = rng.normal(size=(32, 7)) * 3
     labels = rng.integers(0, 7, size=32)
     scorer = get_scorer("loss")
-    out = scorer.score_batch(torch.from_numpy(logits), torch.from_numpy(labels))
+    out = scorer.score_logits(torch.from_numpy(logits), torch.from_numpy(labels))
     # the scorer computes in float32
     np.testing.assert_allclose(out.numpy(), _np_cross_entropy(logits, labels), rtol=1e-5, atol=1e-5)
     out_direct = cross_entropy_loss(torch.from_numpy(logits), torch.from_numpy(labels))
@@ -214,7 +216,7 @@ def test_loss_hand_value():
     # logits [log 3, 0] -> softmax [.75, .25]: label 0 -> -log .75, label 1 -> -log .25
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [math.log(3.0), 0.0]])
     labels = torch.tensor([1, 0, 1])
-    out = get_scorer("loss").score_batch(logits, labels)
+    out = get_scorer("loss").score_logits(logits, labels)
     np.testing.assert_allclose(out.numpy(), [math.log(2), -math.log(0.75), -math.log(0.25)], rtol=1e-6)
     # the wrong-class item has the higher loss: it ranks first under "loss descending"
     assert out[2] > out[1]
@@ -237,14 +239,11 @@ def test_get_scorer_flags():
         assert s.name == name
         assert s.needs_model is needs_model, name
         assert s.needs_labels is needs_labels, name
-        if needs_model:
-            assert callable(s.score_batch), name
-        else:
-            assert s.score_batch is None
+        assert (s.of_probabilities is not None) is (name in UNCERTAINTY), name
 
 
 def test_get_scorer_unknown_name_lists_allowed():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(UserError) as info:
         get_scorer("bald")
     msg = str(info.value)
     assert "bald" in msg
@@ -259,11 +258,11 @@ def test_uncertainty_scorer_from_logits_uses_softmax(name):
     probs = scipy.special.softmax(logits, axis=1)
     expected = [REFS[name](row) for row in probs]
     s = get_scorer(name)
-    out = s.score_batch(torch.from_numpy(logits), None)    # labels are not needed
+    out = s.score_logits(torch.from_numpy(logits), None)    # labels are not needed
     assert out.shape == (30,)
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)   # float32 inside
     # float32 logits, as a model would produce, give the same
-    out32 = s.score_batch(torch.from_numpy(logits).float(), None)
+    out32 = s.score_logits(torch.from_numpy(logits).float(), None)
     np.testing.assert_allclose(out32.numpy(), expected, atol=1e-5)
 
 
@@ -271,16 +270,16 @@ def test_uncertainty_scorer_from_logits_hand_value():
     # logits [log 5, log 3, log 2] -> softmax [.5, .3, .2]; the hand values of the first test
     logits = torch.tensor([[math.log(5.0), math.log(3.0), math.log(2.0)]])
     h = -(0.5 * math.log2(0.5) + 0.3 * math.log2(0.3) + 0.2 * math.log2(0.2)) / math.log2(3)
-    assert get_scorer("least_confidence").score_batch(logits, None).item() == pytest.approx(0.75, abs=1e-6)
-    assert get_scorer("margin").score_batch(logits, None).item() == pytest.approx(0.8, abs=1e-6)
-    assert get_scorer("entropy").score_batch(logits, None).item() == pytest.approx(h, abs=1e-6)
+    assert get_scorer("least_confidence").score_logits(logits, None).item() == pytest.approx(0.75, abs=1e-6)
+    assert get_scorer("margin").score_logits(logits, None).item() == pytest.approx(0.8, abs=1e-6)
+    assert get_scorer("entropy").score_logits(logits, None).item() == pytest.approx(h, abs=1e-6)
 
 
 def test_each_scorer_keeps_its_own_formula():
     # guards against a late-binding closure: scorers made one after another stay distinct
     scorers = {name: get_scorer(name) for name in ("least_confidence", "margin", "entropy")}
     logits = torch.tensor([[math.log(5.0), math.log(3.0), math.log(2.0)]])
-    values = {name: s.score_batch(logits, None).item() for name, s in scorers.items()}
+    values = {name: s.score_logits(logits, None).item() for name, s in scorers.items()}
     assert values["least_confidence"] == pytest.approx(0.75, abs=1e-6)
     assert values["margin"] == pytest.approx(0.8, abs=1e-6)
     assert values["entropy"] != pytest.approx(values["margin"], abs=1e-3)

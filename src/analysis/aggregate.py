@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from src.analysis.curves import normalised_auc
-from src.loop.records import read_records
+from src.analysis.trust import check_resolvers, inside
+from src.config.resolvers import format_value
+from src.errors import UserError
+from src.loop.records import RoundRecord, read_records
 
 # Keys that name or place a run rather than change its result; never grouping keys.
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")
 IGNORED_KEYS = {"seed", "run_name", "resume", "progress", "task_name"}
-# Round-record fields that are not metrics (ids, bookkeeping, timings).
-NON_METRIC_FIELDS = {"round", "n_labelled", "n_selected", "selection", "selected_ids", "selected_scores"}
+# Round-record fields drawn like metrics besides val/* and test/*.
 EPOCH_METRICS = ("epochs", "best_epoch")
-TIMING_METRICS = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
 
 
 @dataclass
@@ -34,7 +38,7 @@ class RunData:
     path: Path
     config: dict                      # flattened, resolved where possible: "selection.pivot" -> 0.25
     overrides: list[str]
-    records: list[dict]
+    records: list[RoundRecord]
     summary: dict | None              # None: still running or crashed
 
     @property
@@ -51,8 +55,8 @@ class RunData:
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(labelled count, value) of every completed round that has ``metric``."""
-        pts = [(r["n_labelled"], r[metric]) for r in self.records
-               if isinstance(r.get(metric), (int, float)) and not isinstance(r.get(metric), bool)]
+        pts = [(r.n_labelled, r.value(metric)) for r in self.records
+               if isinstance(r.value(metric), (int, float)) and not isinstance(r.value(metric), bool)]
         if not pts:
             return np.zeros(0), np.zeros(0)
         x, y = zip(*pts)
@@ -91,52 +95,57 @@ def flatten(node, prefix: str = "") -> dict:
 
 
 def load_config(run_dir: Path) -> dict:
-    from omegaconf import OmegaConf
-
-    import src.config.resolvers  # noqa: F401  (registers the resolvers the saved config may use)
-
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
+    """The run's saved config, resolved with the project's resolvers only (see ``trust``)."""
+    path = inside(run_dir, ".hydra/config.yaml")
+    if path is None:
         return {}
-    cfg = OmegaConf.load(path)
+    cfg = OmegaConf.load(path)           # PyYAML's safe loader: no tags, no objects
+    check_resolvers(OmegaConf.to_container(cfg, resolve=False), path)
     try:
         return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:       # an interpolation that needs what only the run had: keep it literal
+    except OmegaConfBaseException:       # an interpolation that needs what only the run had: keep it literal
         return OmegaConf.to_container(cfg, resolve=False)
 
 
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
-    overrides_path = run_dir / ".hydra" / "overrides.yaml"
-    overrides = []
-    if overrides_path.exists():
-        import yaml
-
-        overrides = [str(o) for o in (yaml.safe_load(overrides_path.read_text()) or [])]
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    overrides_path = inside(run_dir, ".hydra/overrides.yaml")
+    overrides = [str(o) for o in (yaml.safe_load(overrides_path.read_text()) or [])] if overrides_path else []
+    summary_path = inside(run_dir, "summary.json")
+    summary = json.loads(summary_path.read_text()) if summary_path else None
+    records_path = inside(run_dir, "rounds.jsonl")
     return RunData(path=run_dir, config=flatten(load_config(run_dir)), overrides=overrides,
-                   records=read_records(run_dir / "rounds.jsonl"), summary=summary)
+                   records=read_records(records_path) if records_path else [], summary=summary)
 
 
 def find_run_dirs(paths) -> list[Path]:
-    """Every run directory (one with ``rounds.jsonl`` or ``.hydra/config.yaml``) under the paths."""
+    """Every run directory (one with ``rounds.jsonl`` or ``.hydra/config.yaml``) under the paths.
+
+    A run directory reached through a symlink that leads out of the directory given is
+    refused: what the report reads stays inside what the user named.
+    """
     found: list[Path] = []
     for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"{p}: no such run or multirun directory")
+        if not p.is_dir():
+            raise UserError(f"{p}: no such run or multirun directory")
         if (p / "rounds.jsonl").exists() or (p / ".hydra" / "config.yaml").exists():
-            found.append(p)
+            found.append(p.resolve())
             continue
         for marker in sorted(p.rglob("rounds.jsonl")):
             if "wandb" not in marker.parts:
-                found.append(marker.parent)
-    return sorted(dict.fromkeys(d.resolve() for d in found))
+                run = inside(p, marker.parent.relative_to(p).as_posix())
+                found.append(run.resolve())
+    return sorted(dict.fromkeys(found))
 
 
 def load_runs(paths) -> list[RunData]:
+    """The runs under ``paths``; none at all is a user error (nothing to report)."""
     runs = [load_run(d) for d in find_run_dirs(paths)]
-    return [r for r in runs if r.records or r.config]
+    runs = [r for r in runs if r.records or r.config]
+    if not runs:
+        raise UserError(f"{', '.join(map(str, paths))}: no runs to report (no rounds.jsonl under it); "
+                        "give a run directory or a multirun (sweep) directory")
+    return runs
 
 
 # -- grouping -------------------------------------------------------------------------------
@@ -145,7 +154,7 @@ def _hashable(value):
 
 
 def _seed_derived(key: str, runs: list[RunData]) -> bool:
-    """True for keys that equal the seed in every run (model.baseline.init_seed = ${seed})."""
+    """True for keys that equal the seed in every run (model.init.init_seed = ${seed})."""
     return all(r.config.get(key) == r.seed for r in runs)
 
 
@@ -175,11 +184,9 @@ def _override_items(run: RunData) -> dict:
 
 def _short(key: str, value) -> str:
     """``scorer=entropy`` reads as ``entropy``; ``selection.pivot=0.25`` as ``pivot=0.25``."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value) if abs(value) < 1e15 else value
     if "." not in key:
-        return str(value)
-    return f"{key.rsplit('.', 1)[-1]}={value}"
+        return format_value(value)
+    return f"{key.rsplit('.', 1)[-1]}={format_value(value)}"
 
 
 def _label_from_config(run: RunData, keys: list[str]) -> str:
@@ -192,9 +199,9 @@ def _label_from_config(run: RunData, keys: list[str]) -> str:
     for k in shown:
         v = run.config.get(k)
         if k.endswith(".name"):
-            parts.append(str(v))
+            parts.append(format_value(v))
         elif shorts.count(k.rsplit(".", 1)[-1]) > 1:
-            parts.append(f"{k}={v}")
+            parts.append(f"{k}={format_value(v)}")
         else:
             parts.append(_short(k, v))
     return ", ".join(parts) if parts else "all runs"
@@ -209,7 +216,7 @@ def group_runs(runs: list[RunData], by: list[str] | None = None) -> tuple[list[G
     exactly as the config does (they read like the sweep command), else from the keys.
     """
     if by:
-        keys = [k if any(k in r.config for r in runs) else _group_key(k, runs) for k in by]
+        keys = [resolve_key(k, runs) for k in by]
     else:
         keys = differing_keys(runs)
     groups: "OrderedDict[tuple, Group]" = OrderedDict()
@@ -224,12 +231,15 @@ def group_runs(runs: list[RunData], by: list[str] | None = None) -> tuple[list[G
     return out, keys
 
 
-def _group_key(name: str, runs: list[RunData]) -> str:
-    """A config-group name (``scorer``) to the key that names its choice (``scorer.name``)."""
+def resolve_key(name: str, runs: list[RunData]) -> str:
+    """A config key as given, or a config-group name (``scorer``) as the key naming its choice (``scorer.name``)."""
+    if any(name in r.config for r in runs):
+        return name
     candidate = f"{name}.name"
     if any(candidate in r.config for r in runs):
         return candidate
-    raise KeyError(f"--group-by {name}: not a key of the runs' configs (e.g. selection.pivot, scorer)")
+    raise UserError(f"{name}: not a key of the runs' configs; give a config key (e.g. selection.pivot) "
+                    "or a config group (e.g. scorer)")
 
 
 def _relabel_from_overrides(groups: list[Group]) -> None:
@@ -245,7 +255,8 @@ def _relabel_from_overrides(groups: list[Group]) -> None:
     if len({_hashable(p) for p in per_group}) != len(groups) or not all(per_group):
         return
     for g, items in zip(groups, per_group):
-        g.label = ", ".join(_short(k, v) for k, v in items.items())
+        # a swept key's value as the config holds it (0 and 0.0 read alike); a group choice as typed
+        g.label = ", ".join(_short(k, g.runs[0].config.get(k, v)) for k, v in items.items())
 
 
 def _common_overrides(groups: list[Group]) -> set:
@@ -268,11 +279,8 @@ def metric_names(runs: list[RunData]) -> list[str]:
     found = set()
     for r in runs:
         for rec in r.records:
-            for k, v in rec.items():
-                if k in NON_METRIC_FIELDS or k in TIMING_METRICS:
-                    continue
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    found.add(k)
+            found.update(k for k, v in rec.metrics.items() if isinstance(v, (int, float)))
+            found.update(EPOCH_METRICS)
 
     def order(k: str):
         head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2

@@ -5,7 +5,7 @@ import numpy as np
 
 
 def normalised_auc(x, y) -> float:
-    """Trapezoid area under y(x) divided by the x range (DESIGN.md).
+    """Trapezoid area under y(x) divided by the x range.
 
     The result is in the units of y: the curve's mean height over the labelled
     range, so curves of different budgets (different x grids) compare directly.
@@ -22,3 +22,20 @@ def normalised_auc(x, y) -> float:
         return float(y.mean())
     area = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
     return area / span
+
+
+def curve_summary(records) -> dict:
+    """AUC (normalised) of every val/test metric over the labelled count, plus its last value.
+
+    ``records`` are round records in round order (``src.loop.records.RoundRecord``).
+    """
+    if not records:
+        return {}
+    x = [r.n_labelled for r in records]
+    summary = {"al/rounds": len(records), "al/n_labelled": x[-1]}
+    for key in sorted({k for r in records for k in r.metrics if k.startswith(("test/", "val/"))}):
+        ys = [r.metrics.get(key) for r in records]
+        if all(isinstance(y, (int, float)) for y in ys):
+            summary[f"auc/{key}"] = normalised_auc(x, ys)
+            summary[f"final/{key}"] = ys[-1]
+    return summary

@@ -35,6 +35,10 @@ class ReportContent:
     grids: list[tuple[str, str]]
     downloads: list[tuple[str, str]]                  # (caption, relative path)
     notes: list[str] = field(default_factory=list)
+    audit_grids: list[tuple[str, str]] = field(default_factory=list)   # label-quality audit (thesis table 4.1)
+    audit_note: str = ""
+    mismatch_figures: list[tuple[str, str]] = field(default_factory=list)   # loss vs accuracy (thesis 4.2.3)
+    mismatch: Table | None = None
 
 
 def fmt(value: float, digits: int = 4) -> str:
@@ -103,6 +107,13 @@ def render_markdown(c: ReportContent) -> str:
         lines += ["## Selected images", ""]
         for caption, path in c.grids:
             lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
+    if c.audit_grids:
+        lines += ["## Label-quality audit of the top selections", "", c.audit_note, ""]
+        for caption, path in c.audit_grids:
+            lines += [f"**{caption}**", "", f"![{caption}]({path})", ""]
+    if c.mismatch:
+        lines += ["## Best epoch: val loss vs val accuracy", ""]
+        lines += [f"![{caption}]({path})\n" for caption, path in c.mismatch_figures] + _md_table(c.mismatch)
     if c.downloads:
         lines += ["## Files", ""] + [f"- [{cap}]({path})" for cap, path in c.downloads] + [""]
     return "\n".join(lines)
@@ -140,6 +151,12 @@ def _html_table(t: Table) -> str:
     return f"<h3>{e(t.title)}</h3><table><tr>{head}</tr>{''.join(body)}</table>{note}"
 
 
+def _html_grids(grids: list[tuple[str, str]], base: Path) -> str:
+    e = html.escape
+    return "".join(f"<figure class=\"grid\"><figcaption><b>{e(caption)}</b></figcaption>"
+                   f"<img src=\"{_data_uri(base / path)}\" alt=\"{e(caption)}\"></figure>" for caption, path in grids)
+
+
 def render_html(c: ReportContent, base: Path) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(c.title)}</title>"
@@ -157,10 +174,14 @@ def render_html(c: ReportContent, base: Path) -> str:
     if c.pvalues:
         parts.append("<h2>Significance</h2>" + "".join(_html_table(t) for t in c.pvalues))
     if c.grids:
-        parts.append("<h2>Selected images</h2>")
-        for caption, path in c.grids:
-            parts.append(f"<figure class=\"grid\"><figcaption><b>{e(caption)}</b></figcaption>"
-                         f"<img src=\"{_data_uri(base / path)}\" alt=\"{e(caption)}\"></figure>")
+        parts.append("<h2>Selected images</h2>" + _html_grids(c.grids, base))
+    if c.audit_grids:
+        parts.append(f"<h2>Label-quality audit of the top selections</h2><p>{e(c.audit_note)}</p>"
+                     + _html_grids(c.audit_grids, base))
+    if c.mismatch:
+        parts.append("<h2>Best epoch: val loss vs val accuracy</h2>" + "".join(
+            f"<figure><img src=\"{_data_uri(base / path)}\" alt=\"{e(caption)}\"><figcaption class=\"caption\">"
+            f"{e(caption)}</figcaption></figure>" for caption, path in c.mismatch_figures) + _html_table(c.mismatch))
     if c.downloads:
         parts.append("<h2>Files</h2><ul>" + "".join(f"<li><a href=\"{e(p)}\">{e(cap)}</a></li>"
                                                     for cap, p in c.downloads) + "</ul>")

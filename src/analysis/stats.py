@@ -1,4 +1,4 @@
-"""Significance of differences between groups: t-tests over per-seed AUCs (DESIGN.md).
+"""Significance of differences between groups: t-tests over per-seed AUCs.
 
 Welch's t-test (unequal variances) by default; a paired t-test when asked and both
 groups ran the same seeds (a seed fixes the split-independent randomness: base set,

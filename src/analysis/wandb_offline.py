@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,8 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
 def iter_records(path: str | Path):
+    # wandb's protobuf module is imported here, not at the top: importing wandb takes seconds
+    # and the report imports this module whether or not it reads a W&B log
     from wandb.proto import wandb_internal_pb2 as pb
 
     data = Path(path).read_bytes()
@@ -95,8 +98,6 @@ def wait_until_finished(run_dir: str | Path, timeout: float = 60.0) -> bool:
     them a moment later; reading the log right away (a test, a script after a run) may
     otherwise see a log without its history.
     """
-    import time
-
     deadline = time.monotonic() + timeout
     while True:
         for path in Path(run_dir).glob("run-*.wandb"):

@@ -1,8 +1,10 @@
 """``--wandb`` of the report: the aggregate figures and tables as one W&B run.
 
 The run joins the sweep's group (read from the runs' own W&B logs, so it lands next to
-them in the dashboard), with ``job_type = "report"``. Offline without credentials, like
-the runs: ``wandb sync <dir>`` uploads it later.
+them in the dashboard), with ``job_type = "report"``. Every figure of the report is
+logged as an image (``report/<file stem>``: curves, epochs, selection grids, the label
+audit, the loss-vs-accuracy view) and every CSV as a table (``report/<csv stem>``).
+Offline without credentials, like the runs: ``wandb sync <dir>`` uploads it later.
 """
 from __future__ import annotations
 
@@ -11,21 +13,21 @@ from collections import Counter
 from pathlib import Path
 
 from src.analysis.aggregate import RunData
+from src.analysis.wandb_offline import read_offline_run
+from src.tracking import resolve_wandb_mode
 
 log = logging.getLogger(__name__)
 
 
 def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
     """(project, entity, group) shared by most of the runs."""
-    from src.analysis.wandb_offline import read_offline_run
-
     groups = Counter()
     for run in runs:
         for log_dir in sorted((run.path / "wandb").glob("*run-*")):
-            if list(log_dir.glob("run-*.wandb")):
+            if list(log_dir.glob("run-*.wandb")) and log_dir.resolve().is_relative_to(run.path.resolve()):
                 try:
                     groups[read_offline_run(log_dir).group] += 1
-                except Exception:     # a log still being written: fall back to the config
+                except (ValueError, OSError):     # a log still being written, or not a W&B log: use the config
                     pass
                 break
     if groups:
@@ -39,26 +41,28 @@ def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
     return project, entity, group
 
 
-def log_report(runs: list[RunData], content, out: Path, auc_rows: list[dict], pvalue_rows: list[dict]) -> str:
-    import wandb
+def _cell(value):
+    """A CSV cell as a W&B table accepts it (no None mixed into numeric columns' types)."""
+    return "" if value is None else value
 
-    from src.tracking import resolve_wandb_mode
+
+def log_report(runs: list[RunData], content, out: Path, tables: dict[str, tuple[list[str], list[dict]]]) -> str:
+    """Log the report's figures and tables to one W&B run; returns the run's local directory."""
+    # wandb is imported only here: it takes seconds to import and only --wandb needs it
+    import wandb
 
     project, entity, group = runs_wandb_identity(runs)
     run = wandb.init(project=project, entity=entity, group=group, job_type="report", name="report",
                      dir=str(out), mode=resolve_wandb_mode("auto"), reinit="finish_previous",
                      settings=wandb.Settings(console="off"))
     payload = {}
-    for caption, rel in content.figures:
+    for caption, rel in content.figures + content.grids + content.audit_grids + content.mismatch_figures:
         payload[f"report/{Path(rel).stem}"] = wandb.Image(str(out / rel), caption=caption)
-    for caption, rel in content.grids:
-        payload[f"report/{Path(rel).stem}"] = wandb.Image(str(out / rel), caption=caption)
-    auc_cols = ["group", "metric", "mean", "std", "runs", "excluded_incomplete"]
-    payload["report/auc"] = wandb.Table(columns=auc_cols, data=[[r[c] for c in auc_cols] for r in auc_rows])
-    pv_cols = ["metric", "a", "b", "p", "cohens_d", "test"]
-    payload["report/pvalues"] = wandb.Table(columns=pv_cols, data=[[r[c] for c in pv_cols] for r in pvalue_rows])
+    for name, (columns, rows) in tables.items():
+        payload[f"report/{Path(name).stem}"] = wandb.Table(
+            columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows], allow_mixed_types=True)
     run.log(payload)
-    for r in auc_rows:
+    for r in tables.get("auc.csv", ([], []))[1]:
         run.summary[f"auc/{r['metric']}/{r['group']}"] = r["mean"]
     location = str(Path(run.dir).parent)
     run.finish()

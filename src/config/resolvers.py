@@ -3,10 +3,39 @@ the compose-API tests import this module, never a CLI, to get them)."""
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import Container, OmegaConf
+
+# name -> function of every resolver this module registers whose value depends on its
+# arguments alone: the only resolvers (besides ``oc.select``) that the report evaluates in a
+# run directory received from elsewhere (``run_dir`` lists this machine's directories: not here).
+PURE_RESOLVERS: dict = {}
+
+
+def format_value(value) -> str:
+    """The one spelling of a config value in run names and report labels.
+
+    Hydra parses ``selection.pivot=0`` as an int and the yaml default ``0.0`` as a float,
+    Python prints ``None``/``True``; here both pivots read ``0``, booleans and null read as
+    typed on the command line (``true``, ``none``), lists as ``[50,100]``.
+    """
+    if isinstance(value, Container):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        # integral floats as ints (0.0 -> 0); others in their shortest round-trip form (0.25, 1e-05)
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return str(value)
 
 
 def slug(value) -> str:
@@ -35,5 +64,13 @@ def run_dir(parent: str, resume) -> str:
     return str(Path(parent) / _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
 
 
-OmegaConf.register_new_resolver("slug", slug, replace=True)
-OmegaConf.register_new_resolver("run_dir", run_dir, replace=True, use_cache=True)
+def register(name: str, function, pure: bool = True, **options) -> None:
+    """Register a resolver; ``pure``: its value depends on its arguments alone (no files, no environment)."""
+    OmegaConf.register_new_resolver(name, function, replace=True, **options)
+    if pure:
+        PURE_RESOLVERS[name] = function
+
+
+register("slug", slug)
+register("fmt", format_value)
+register("run_dir", run_dir, pure=False, use_cache=True)

@@ -1,0 +1,1 @@
+"""Classification data: sources (embedded, ImageNet, folders), the thesis recipes, caching, the datamodule."""

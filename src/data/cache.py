@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # Bump when decoding changes, so old caches are not reused with new semantics.
@@ -37,7 +39,7 @@ DECODE_VERSION = 1
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(UserError):
     """An image file that cannot be decoded (truncated, not an image, unreadable)."""
 
 

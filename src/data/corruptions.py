@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src.errors import UserError
+
 # Severity 1..5, as fractions of the 0..255 range (ImageNet-C's gaussian-noise scale).
 _NOISE_SIGMA = (0.08, 0.12, 0.18, 0.26, 0.38)
 _SALT_PEPPER = (0.01, 0.02, 0.03, 0.05, 0.07)
@@ -26,9 +28,9 @@ def _item_rng(seed: int, item_id: int) -> np.random.Generator:
 def corrupt(images: np.ndarray, ids: np.ndarray, kind: str, severity: int, seed: int) -> np.ndarray:
     """Corrupted copy of uint8 images [N, C, H, W]; item i's noise depends only on (seed, ids[i])."""
     if kind not in CORRUPTIONS:
-        raise ValueError(f"dataset.corruption.kind={kind!r} is not known; allowed: {', '.join(CORRUPTIONS)}")
+        raise UserError(f"dataset.corruption.kind={kind!r} is not known; allowed: {', '.join(CORRUPTIONS)}")
     if not 1 <= severity <= 5:
-        raise ValueError(f"dataset.corruption.severity={severity} must be an integer in 1..5")
+        raise UserError(f"dataset.corruption.severity={severity} must be an integer in 1..5")
     out = np.empty_like(images)
     if kind == "gaussian_blur":
         for start in range(0, len(images), 256):   # chunks: bounded float memory at 224 px

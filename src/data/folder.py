@@ -15,6 +15,7 @@ import numpy as np
 
 from src.data.cache import cached_images, is_image
 from src.data.sources import Source, SourceData
+from src.errors import UserError
 
 
 # Names of pre-split sub-trees and the recipe split each one fills.
@@ -62,9 +63,9 @@ class ImageTreeSource(Source):
     def where_to_get(self) -> str:
         return f"; get it from {self.published}" if self.published else ""
 
-    def layout_error(self, problem: str) -> FileNotFoundError:
-        return FileNotFoundError(f"{self.title} {problem}: expected {self.layout.replace('<root>', str(self.root))}"
-                                 f"{self.where_to_get()}; set {self.root_key}=<folder>")
+    def layout_error(self, problem: str) -> UserError:
+        return UserError(f"{self.title} {problem}: expected {self.layout.replace('<root>', str(self.root))}"
+                         f"{self.where_to_get()}; set {self.root_key}=<folder>")
 
     # -- scanning ------------------------------------------------------------------------------
     def check_root(self) -> list[Path]:
@@ -88,7 +89,7 @@ class ImageTreeSource(Source):
                                     f"({', '.join(f.name for f in folders[:3])}{', ...' if len(folders) > 3 else ''}) "
                                     f"are not {self.folder_kind}s{hint}")
         if unknown:
-            raise ValueError(f"class folder {unknown[0]} is not a known {self.folder_kind} of {self.title}"
+            raise UserError(f"class folder {unknown[0]} is not a known {self.folder_kind} of {self.title}"
                              f"{f' ({len(unknown)} such folders)' if len(unknown) > 1 else ''}; "
                              f"expected {self.layout.replace('<root>', str(self.root))}")
         return known
@@ -119,7 +120,7 @@ class ImageTreeSource(Source):
                 splits += [split] * len(found)
             if len(files) == n_before:
                 where = f"split {split!r} ({tree})" if split else f"root {tree}"
-                raise ValueError(f"{self.title}: {where} holds no images (.jpg, .jpeg, .png, ... files in its "
+                raise UserError(f"{self.title}: {where} holds no images (.jpg, .jpeg, .png, ... files in its "
                                  f"class folders); expected {self.layout.replace('<root>', str(self.root))}")
         return files, np.asarray(labels, dtype=np.int64), (np.asarray(splits) if presplit else None), names
 
@@ -128,7 +129,7 @@ class ImageTreeSource(Source):
         cached = cached_images(self.name, self.root, files, labels, self.image_size, self.cache_dir,
                                resize_size=self.resize_size, skip_corrupt=self.skip_corrupt, workers=self.workers)
         if len(cached.kept) == 0:
-            raise ValueError(f"{self.title} at {self.root}: no readable images")
+            raise UserError(f"{self.title} at {self.root}: no readable images")
         return SourceData(self.name, cached.images, labels[cached.kept], names,
                           splits=None if splits is None else splits[cached.kept],
                           skipped=len(cached.skipped))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from src.data.corruptions import corrupt, rotate
 from src.data.sources import Source
+from src.errors import UserError
 
 SPLITS = ("test", "val", "pool")
 
@@ -63,7 +64,7 @@ def _to_shape(images: np.ndarray, size: int, channels: int) -> np.ndarray:
             w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             x = (x.float() * w).sum(1, keepdim=True).round().to(torch.uint8)
         else:
-            raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
+            raise UserError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         x = x.round().clamp(0, 255).to(torch.uint8)
@@ -87,7 +88,7 @@ def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndar
     if data.splits is None:
         groups = {"pool": perm}
         if all(wanted[s] is not None for s in SPLITS) and sum(wanted.values()) > len(perm):
-            raise ValueError(
+            raise UserError(
                 f"dataset.sizes: source {data.name!r} must supply {sum(wanted.values())} items "
                 f"({', '.join(f'{s} {wanted[s]}' for s in SPLITS)}) but has {len(perm)}; "
                 "lower dataset.sizes.pool/val/test")
@@ -104,7 +105,7 @@ def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndar
                 max(1, int(round(DEFAULT_HELD_OUT * len(perm))))
         if n > len(available):
             where = f"its {group} sub-tree" if data.splits is not None else "it"
-            raise ValueError(f"dataset.sizes.{split}: source {data.name!r} must supply {n} {split} items but "
+            raise UserError(f"dataset.sizes.{split}: source {data.name!r} must supply {n} {split} items but "
                              f"{where} has only {len(available)} left; lower dataset.sizes.{split} "
                              "(null takes what there is)")
         out[split] = available[:n]
@@ -140,12 +141,12 @@ def build(
     repeat_max_degrees: float = 10.0,
 ) -> BuiltDataset:
     if not sources:
-        raise ValueError("dataset.sources is empty; name at least one source")
+        raise UserError("dataset.sources is empty; name at least one source")
     loaded = [s.load() for s in sources]
     class_names = loaded[0].class_names
     for d in loaded[1:]:
         if d.class_names != class_names:
-            raise ValueError(f"sources {loaded[0].name!r} and {d.name!r} have different class lists; "
+            raise UserError(f"sources {loaded[0].name!r} and {d.name!r} have different class lists; "
                              "a mixed recipe needs one label space")
     shares = {split: (equal_shares(int(sizes[split]), len(loaded)) if sizes.get(split) is not None
                       else [None] * len(loaded)) for split in SPLITS}
@@ -159,7 +160,7 @@ def build(
                                  data.labels[rows], np.full(len(rows), j)))
     for split in SPLITS:
         if sum(len(p[1]) for p in parts[split]) == 0:
-            raise ValueError(f"dataset split {split!r} is empty: dataset.sizes.{split} is 0 or the sources "
+            raise UserError(f"dataset split {split!r} is empty: dataset.sizes.{split} is 0 or the sources "
                              f"have no items for it")
 
     images, labels, origin, split_ids = [], [], [], {}

@@ -103,7 +103,7 @@ class FontDigits(Source):
 
     def __init__(self, n: int = 2000, seed: int = 0, size: int = 28):
         if n < 1 or size < 8:
-            raise ValueError(f"FontDigits needs n >= 1 and size >= 8, got n={n}, size={size}")
+            raise UserError(f"FontDigits needs n >= 1 and size >= 8, got n={n}, size={size}")
         self.n, self.seed, self.size = int(n), int(seed), int(size)
 
     def _load(self) -> SourceData:

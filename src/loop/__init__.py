@@ -1,0 +1,1 @@
+"""The outer active-learning loop: rounds, a fresh Trainer each, pool scoring, durable run files."""

@@ -1,11 +1,11 @@
 """Lightning callbacks of one active-learning round."""
 from __future__ import annotations
 
-import time
-
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
+
+from src.errors import UserError
 
 
 class RestoreBestWeights(Callback):
@@ -17,7 +17,7 @@ class RestoreBestWeights(Callback):
 
     def __init__(self, monitor: str = "val/loss", mode: str = "min"):
         if mode not in ("min", "max"):
-            raise ValueError(f"callbacks.restore_best.mode={mode!r}; allowed: min, max")
+            raise UserError(f"callbacks.restore_best.mode={mode!r}; allowed: min, max")
         self.monitor, self.mode = monitor, mode
         self.best_value: float | None = None
         self.best_epoch: int | None = None
@@ -29,7 +29,7 @@ class RestoreBestWeights(Callback):
             return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
-            raise KeyError(f"callbacks: monitored metric {self.monitor!r} was not logged; "
+            raise UserError(f"callbacks: monitored metric {self.monitor!r} was not logged; "
                            f"logged: {', '.join(sorted(metrics))}")
         value = float(metrics[self.monitor])
         better = self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value)
@@ -42,22 +42,3 @@ class RestoreBestWeights(Callback):
         if self._best_state is not None:
             pl_module.load_state_dict(self._best_state)
             self._best_state = None
-
-
-class SelectionCallback(Callback):
-    """The outer loop's selection step, run between fits.
-
-    When the round's test ends, the model holds the round's best weights: this
-    callback has it score the unlabelled pool and picks the next round's ids. The
-    loop reads ``result`` and persists it with the round, so a resumed run does not
-    need the trained weights to continue.
-    """
-
-    def __init__(self, select_fn):
-        self.select_fn = select_fn
-        self.result: dict | None = None
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        started = time.perf_counter()
-        self.result = self.select_fn(pl_module)
-        self.result["seconds"] = time.perf_counter() - started

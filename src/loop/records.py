@@ -1,4 +1,8 @@
-"""Durable run files: ``rounds.jsonl`` (one record per completed round) and ``state.json``.
+"""The round record and the durable run files: ``rounds.jsonl`` and ``state.json``.
+
+``RoundRecord`` is the one type of a completed round: the loop makes it, the store
+writes it, the trackers log it, the report reads it back. Its JSON form (key order
+included) is the line format of ``rounds.jsonl``.
 
 A round is committed in two steps, each atomic:
   1. ``state.json`` is replaced (write to a temp file, fsync, rename) with the state
@@ -13,10 +17,70 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
+
+from src.errors import UserError
 
 RECORDS_FILE = "rounds.jsonl"
 STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One completed round. ``metrics`` holds the ``val/*`` and ``test/*`` values."""
+
+    round: int
+    n_labelled: int
+    n_selected: int
+    selection: str                      # "base" or the scorer that chose the round's new items
+    selected_ids: list[int]             # in rank order, hardest first
+    selected_scores: list[float]        # empty for the base set
+    epochs: int
+    best_epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    select_seconds: float = 0.0
+    reset_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    test_seconds: float = 0.0
+    # the model's predicted class of each selected id (parallel to selected_ids); None: not recorded,
+    # and then absent from the JSON, so records without it stay byte-identical
+    selected_predictions: list | None = None
+
+    HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
+                                       "selected_scores", "epochs", "best_epoch")
+    TIMINGS: ClassVar[tuple[str, ...]] = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
+
+    def to_json(self) -> dict:
+        """The ``rounds.jsonl`` object: the head fields, the metrics (val/* then test/*, each sorted), timings."""
+        metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
+        predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
+        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics),
+                **{k: getattr(self, k) for k in self.TIMINGS}}
+
+    @classmethod
+    def from_json(cls, obj: dict, where: str = "record") -> "RoundRecord":
+        """A record from its JSON object; a malformed one (a file from elsewhere) is a UserError naming ``where``."""
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: a round record must be a JSON object, got {type(obj).__name__}")
+        missing = [k for k in cls.HEAD if k not in obj]
+        if missing:
+            raise UserError(f"{where}: a round record without {', '.join(missing)}")
+        metrics = {k: v for k, v in obj.items() if "/" in k}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+            raise UserError(f"{where}: a round record with a non-numeric metric")
+        return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
+                   **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
+                   selected_predictions=obj.get("selected_predictions"))
+
+    def value(self, key: str):
+        """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value."""
+        if key in self.metrics:
+            return self.metrics[key]
+        if key in self.HEAD or key in self.TIMINGS:
+            return getattr(self, key)
+        return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -41,7 +105,11 @@ def write_json_atomic(path: Path, obj) -> None:
     _fsync_dir(path.parent)
 
 
-def read_records(path: Path) -> list[dict]:
+def _record_line(record: RoundRecord) -> str:
+    return json.dumps(record.to_json(), separators=(",", ":")) + "\n"
+
+
+def read_records(path: Path) -> list[RoundRecord]:
     """Complete records of a rounds.jsonl; a partial trailing line (a kill mid-write) is ignored."""
     path = Path(path)
     if not path.exists():
@@ -50,10 +118,21 @@ def read_records(path: Path) -> list[dict]:
     lines = text.split("\n")
     if not text.endswith("\n"):
         lines = lines[:-1]   # the last line never got its newline: incomplete
-    return [json.loads(line) for line in lines if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+        records.append(RoundRecord.from_json(obj, where=f"{path}:{number}"))
+    return records
 
 
 class RunStore:
+    """The run directory's round records and resumable state."""
+
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.records_path = self.run_dir / RECORDS_FILE
@@ -67,7 +146,7 @@ class RunStore:
             return None
         return json.loads(self.state_path.read_text())
 
-    def recover(self) -> tuple[list[dict], dict | None]:
+    def recover(self) -> tuple[list[RoundRecord], dict | None]:
         """Records and state, repaired after a kill at any point of a commit."""
         state = self.read_state()
         records = read_records(self.records_path)
@@ -77,35 +156,34 @@ class RunStore:
             self._rewrite(records)
         if state is None:
             if records:
-                raise RuntimeError(f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
+                raise UserError(f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
                                    "missing; the run cannot be resumed safely")
             return records, None
         done = int(state["completed_rounds"])
         if done == len(records) + 1:
-            self._append(state["last_record"])
-            records.append(state["last_record"])
+            last = RoundRecord.from_json(state["last_record"], where=str(self.state_path))
+            self._append(last)
+            records.append(last)
         elif done != len(records):
-            raise RuntimeError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
+            raise UserError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
                                f"holds {len(records)}; the run directory was edited by hand")
         return records, state
 
-    def commit(self, record: dict, state: dict) -> None:
+    def commit(self, record: RoundRecord, state: dict) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.state_path, {**state, "last_record": record})
+        write_json_atomic(self.state_path, {**state, "last_record": record.to_json()})
         self._append(record)
 
-    def _append(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+    def _append(self, record: RoundRecord) -> None:
         with open(self.records_path, "a") as fh:
-            fh.write(line)
+            fh.write(_record_line(record))
             fh.flush()
             os.fsync(fh.fileno())
 
-    def _rewrite(self, records: list[dict]) -> None:
+    def _rewrite(self, records: list[RoundRecord]) -> None:
         tmp = self.records_path.with_name(f".{self.records_path.name}.tmp")
         with open(tmp, "w") as fh:
-            for record in records:
-                fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+            fh.writelines(_record_line(r) for r in records)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.records_path)

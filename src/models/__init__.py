@@ -1,0 +1,1 @@
+"""LightningModules (classification, SSD detection), their networks, and weights from files."""

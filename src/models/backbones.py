@@ -1,8 +1,13 @@
 """Classification networks: torchvision's models by name, plus a small CNN for the CPU default."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from src.errors import UserError
+from src.models.weights import load_checkpoint_state
 
 TORCHVISION_PREFIX = "torchvision/"
 
@@ -33,41 +38,41 @@ def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
             if isinstance(child, nn.Linear):
                 parent, name, last = module, child_name, child
     if last is None:
-        raise ValueError(f"{type(model).__name__} has no Linear head to replace")
+        raise UserError(f"{type(model).__name__} has no Linear head to replace with one of {num_classes} classes")
     if last.out_features != num_classes:
         setattr(parent, name, nn.Linear(last.in_features, num_classes))
     return model
 
 
-def _pretrained_state(name: str, weights: str, tv_weights, weights_file, download: bool) -> dict:
+def _pretrained_state(name: str, weights: str, tv_weights, weights_file, download: bool, key: str) -> dict:
     """The state dict of torchvision weights: from ``weights_file`` when given, else from the
-    torch hub cache, downloaded into it first when ``download`` allows."""
-    from pathlib import Path
-
-    from src.models.baseline import load_checkpoint_state
-
+    torch hub cache, downloaded into it first when ``download`` allows. Files are read with
+    ``weights_only=True`` (torchvision's own loader would unpickle a hand-placed file)."""
     if weights_file:
         path = Path(str(weights_file)).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"model.module.net.weights_file={path}: no such file (a saved state dict of "
-                                    f"torchvision's {name} with {weights} weights)")
-        return load_checkpoint_state(path)
+            raise UserError(f"{key}.weights_file={path}: no such file (a saved state dict of "
+                            f"torchvision's {name} with {weights} weights)")
+        return load_checkpoint_state(path, f"{key}.weights_file")
     file_name = tv_weights.url.rsplit("/", 1)[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     options = (f"let torchvision download {tv_weights.url} into {cached.parent} "
-               f"(model.module.net.download=true, needs network), or put {file_name} there yourself, "
-               f"or set model.module.net.weights_file=<a saved state dict of {name}>")
-    if not cached.is_file() and not download:
-        raise FileNotFoundError(f"model.module.net.weights={weights}: {cached} does not exist and downloading "
-                                f"is off; {options}")
+               f"({key}.download=true, needs network), or put {file_name} there yourself, "
+               f"or set {key}.weights_file=<a saved state dict of {name}>")
+    if cached.is_file():
+        return load_checkpoint_state(cached, f"{key}.weights={weights}: the hub cache file")
+    if not download:
+        raise UserError(f"{key}.weights={weights}: {cached} does not exist and downloading is off; {options}")
     try:
-        return tv_weights.get_state_dict(progress=False)
+        return torch.hub.load_state_dict_from_url(tv_weights.url, progress=False, check_hash=True,
+                                                  weights_only=True)
     except Exception as err:  # network or cache failure: say what to do instead
-        raise FileNotFoundError(f"model.module.net.weights={weights}: could not load torchvision's {name} weights "
-                                f"({type(err).__name__}: {err}); {options}") from err
+        raise UserError(f"{key}.weights={weights}: could not load torchvision's {name} weights "
+                        f"({type(err).__name__}: {err}); {options}") from err
 
 
-def build_network(name: str, num_classes: int, in_channels: int, weights: str | None = None, **kwargs) -> nn.Module:
+def build_network(name: str, num_classes: int, in_channels: int, weights: str | None = None,
+                  key: str = "model.module.net", **kwargs) -> nn.Module:
     """``small_cnn`` or any torchvision classification model name (resnet18, vgg16, ...).
 
     ``weights`` names torchvision weights ('DEFAULT', 'IMAGENET1K_V1'); they are
@@ -77,13 +82,14 @@ def build_network(name: str, num_classes: int, in_channels: int, weights: str | 
     """
     if name == "small_cnn":
         if weights:
-            raise ValueError("model.net.weights: small_cnn has no torchvision weights; use model.baseline")
+            raise UserError(f"{key}.weights={weights!r}: small_cnn has no torchvision weights; "
+                            "start from a file with model.init.checkpoint instead")
         return SmallCNN(num_classes, in_channels, **kwargs)
-    import torchvision
+    import torchvision   # here, not at the top: the small-CNN default never needs it
 
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
-        raise ValueError(f"model.net.name={name!r} is not small_cnn or a torchvision classification model "
+        raise UserError(f"{key}.name={name!r} is not small_cnn or a torchvision classification model "
                          f"(e.g. resnet18, vgg16, mobilenet_v3_small)")
     weights_file = kwargs.pop("weights_file", None)
     download = bool(kwargs.pop("download", True))
@@ -92,8 +98,8 @@ def build_network(name: str, num_classes: int, in_channels: int, weights: str | 
             tv_weights = torchvision.models.get_model_weights(name)[weights]
         except KeyError:
             allowed = [w.name for w in torchvision.models.get_model_weights(name)] + ["DEFAULT"]
-            raise ValueError(f"model.net.weights={weights!r} is not a weight of {name}; allowed: {', '.join(allowed)}")
-        state = _pretrained_state(name, weights, tv_weights, weights_file, download)
+            raise UserError(f"{key}.weights={weights!r} is not a weight of {name}; allowed: {', '.join(allowed)}")
+        state = _pretrained_state(name, weights, tv_weights, weights_file, download, key)
         n_out = len(tv_weights.meta["categories"])
         # built on the meta device: a random init of VGG-16's 138M parameters would be
         # overwritten at once, and costs seconds

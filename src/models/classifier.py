@@ -10,6 +10,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.backbones import SmallCNN, build_network
+from src.models.optim import configure
+from src.errors import UserError
 
 
 def topk_values(num_classes: int) -> list[int]:
@@ -43,7 +45,7 @@ class ImageClassifier(pl.LightningModule):
         self.net = build_network(net.pop("name"), num_classes, in_channels, net.pop("weights", None), **net)
         self.net_channels = in_channels if isinstance(self.net, SmallCNN) else 3
         if len(input_mean) not in (1, self.net_channels) or len(input_std) != len(input_mean):
-            raise ValueError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
+            raise UserError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
         self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(input_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.input_size = input_size
@@ -70,14 +72,6 @@ class ImageClassifier(pl.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.preprocess(images))
-
-    def score_batch(self, batch, scorer, want_classes: bool, **scorer_options):
-        """Pool scoring of one batch: (one score per image, predicted class per image)."""
-        from src.loop.pool import score_logits
-
-        images, labels, _ = batch
-        logits = self(images.to(self.device, non_blocking=True))
-        return score_logits(logits, labels.to(self.device, non_blocking=True), scorer, want_classes)
 
     def loss_fn(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, labels)
@@ -107,6 +101,4 @@ class ImageClassifier(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        from src.models.optim import configure
-
         return configure(self, self.optimizer_factory, self.scheduler_factory)

@@ -24,8 +24,9 @@ from torchvision.models import detection as tvd
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from src.models.optim import configure
 from src.selection import detection_scorers as ds
-from src.selection.scorers import UNCERTAINTY
+from src.errors import UserError
 
 ARCHS = {"ssd300_vgg16": tvd.ssd300_vgg16, "ssdlite320_mobilenet_v3_large": tvd.ssdlite320_mobilenet_v3_large}
 
@@ -34,9 +35,9 @@ def build_ssd(arch: str, num_classes: int, input_size: Sequence[int], weights_ba
               **kwargs) -> tvd.SSD:
     """A torchvision SSD with ``num_classes`` foreground classes (+ background) at a fixed input size."""
     if arch not in ARCHS:
-        raise ValueError(f"model.module.arch={arch!r}; allowed: {', '.join(ARCHS)}")
+        raise UserError(f"model.module.arch={arch!r}; allowed: {', '.join(ARCHS)}")
     if len(input_size) != 2 or not all(int(v) >= 32 for v in input_size):
-        raise ValueError(f"model.module.input_size={list(input_size)!r} must be [width, height], each >= 32")
+        raise UserError(f"model.module.input_size={list(input_size)!r} must be [width, height], each >= 32")
     width, height = (int(v) for v in input_size)
     net = ARCHS[arch](weights=None, weights_backbone=weights_backbone, num_classes=num_classes + 1, **kwargs)
     net.transform = GeneralizedRCNNTransform(min(width, height), max(width, height), net.transform.image_mean,
@@ -47,7 +48,7 @@ def build_ssd(arch: str, num_classes: int, input_size: Sequence[int], weights_ba
             with torch.no_grad():
                 net.backbone(torch.zeros(1, 3, height, width))
         except RuntimeError as err:
-            raise ValueError(f"model.module.input_size=[{width}, {height}] is too small for ssd300_vgg16 "
+            raise UserError(f"model.module.input_size=[{width}, {height}] is too small for ssd300_vgg16 "
                              f"(its last feature maps vanish); use at least about 300x264, e.g. the thesis' "
                              f"512x288, or arch=ssdlite320_mobilenet_v3_large") from err
     return net
@@ -61,7 +62,7 @@ class SSDDetector(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if in_channels not in (1, 3):
-            raise ValueError(f"the detector takes 1- or 3-channel images, the dataset has {in_channels}")
+            raise UserError(f"the detector takes 1- or 3-channel images, the dataset has {in_channels}")
         self.num_classes = int(num_classes)
         self.net = build_ssd(arch, self.num_classes, input_size, weights_backbone, score_thresh=score_thresh,
                              nms_thresh=nms_thresh, detections_per_img=detections_per_img)
@@ -187,37 +188,28 @@ class SSDDetector(pl.LightningModule):
         self._eval_epoch_end("test")
 
     # -- pool scoring ---------------------------------------------------------------------------
-    def score_batch(self, batch, scorer, want_classes: bool, top_k: int = 10, score_threshold: float = 0.1,
-                    aggregate: str = "mean", nms_iou: float = 0.5, **_ignored):
-        """(one score per image, most frequent predicted class per image or None).
+    def pool_outputs(self, batch, losses: bool, detections: bool, top_k: int = 10, score_threshold: float = 0.1,
+                     nms_iou: float = 0.5) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """What pool scoring reads from one batch, from one pass through the network.
 
-        Only per-image numbers leave this method; the raw anchors of a batch are
-        dropped as soon as its images are scored.
+        ``losses``: each image's own cls + box loss [B]. ``detections``: per image the
+        full class distributions [D, C+1] (background first) of its ``top_k`` kept
+        detections and their predicted classes [D] (0..C-1). Only per-image numbers
+        leave this method; the raw anchors of a batch are dropped here.
         """
         images, targets, _ = batch
-        need_loss = scorer.name == "loss"
-        need_dets = scorer.name in UNCERTAINTY or want_classes
-        if not (need_loss or need_dets):
-            return None, None
-        batch_t, tgts, head, anchors, _ = self._parts(images, targets if need_loss else None)
-        scores = self.per_image_losses(tgts, head, anchors).double() if need_loss else None
-        classes = None
-        if need_dets:
+        batch_t, tgts, head, anchors, _ = self._parts(images, targets if losses else None)
+        per_image = self.per_image_losses(tgts, head, anchors) if losses else None
+        kept = None
+        if detections:
             probs_all = F.softmax(head["cls_logits"].float(), dim=-1)
-            det_probs, det_labels = [], []
+            kept = []
             for i, (h, w) in enumerate(batch_t.image_sizes):
                 boxes = clip_boxes_to_image(self.net.box_coder.decode_single(head["bbox_regression"][i], anchors[i]),
                                             (h, w))
                 keep = ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou))
-                det_probs.append(probs_all[i, keep])
-                det_labels.append(probs_all[i, keep, 1:].argmax(dim=1))
-            if scorer.name in UNCERTAINTY:
-                scores = ds.image_uncertainty(det_probs, scorer.name, aggregate)
-            if want_classes:
-                classes = ds.predicted_class(det_labels)
-        return scores, classes
+                kept.append((probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)))
+        return per_image, kept
 
     def configure_optimizers(self):
-        from src.models.optim import configure
-
         return configure(self, self.optimizer_factory, self.scheduler_factory)

@@ -1,0 +1,1 @@
+"""Selection math: scorers, ranking, pivot, diversity, budgets and modes. Pure tensors and numpy."""

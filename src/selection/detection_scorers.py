@@ -11,12 +11,15 @@ thesis' pipeline: the model finds nothing there, so it is worth labelling.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torchvision.ops import batched_nms
 
-from src.selection.scorers import UNCERTAINTY
-
 AGGREGATES = ("mean", "max", "sum")
+# Candidates that enter NMS per detection kept (at least NMS_MIN_CANDIDATES): overlapping
+# anchors of one object suppress each other, so ten per kept box leave top_k survivors.
+NMS_CANDIDATES_PER_KEPT, NMS_MIN_CANDIDATES = 10, 100
 NO_DETECTION_SCORE = 1.0
 
 
@@ -32,7 +35,7 @@ def top_detections(probs: torch.Tensor, boxes: torch.Tensor, top_k: int, score_t
     if candidates.numel() == 0:
         return candidates
     # NMS over all anchors is the expensive part; a few times top_k candidates suffice for top_k survivors
-    cap = min(candidates.numel(), max(10 * top_k, 100))
+    cap = min(candidates.numel(), max(NMS_CANDIDATES_PER_KEPT * top_k, NMS_MIN_CANDIDATES))
     candidates = candidates[conf[candidates].topk(cap).indices]
     keep = batched_nms(boxes[candidates].float(), conf[candidates].float(), cls[candidates], nms_iou)
     return candidates[keep[:top_k]]
@@ -51,13 +54,15 @@ def aggregate(values: torch.Tensor, how: str) -> float:
     raise ValueError(f"scorer.aggregate={how!r}; allowed: {', '.join(AGGREGATES)}")
 
 
-def image_uncertainty(det_probs: list[torch.Tensor], method: str, how: str = "mean") -> torch.Tensor:
-    """One score per image from the class distributions [D_i, C+1] of its kept detections."""
-    if method not in UNCERTAINTY:
-        raise ValueError(f"scorer.name={method!r} is not an uncertainty scorer; allowed: {', '.join(UNCERTAINTY)}")
-    fn = UNCERTAINTY[method]
-    return torch.tensor([aggregate(fn(p.float()) if p.shape[0] else p.new_zeros(0), how) for p in det_probs],
-                        dtype=torch.float64)
+def image_uncertainty(det_probs: list[torch.Tensor], of_probabilities: Callable[[torch.Tensor], torch.Tensor],
+                      how: str = "mean") -> torch.Tensor:
+    """One score per image from the class distributions [D_i, C+1] of its kept detections.
+
+    ``of_probabilities`` is a classification uncertainty ([N, C] probabilities -> N scores),
+    applied to each detection's full distribution, background included.
+    """
+    return torch.tensor([aggregate(of_probabilities(p.float()) if p.shape[0] else p.new_zeros(0), how)
+                         for p in det_probs], dtype=torch.float64)
 
 
 def predicted_class(det_labels: list[torch.Tensor], empty: int = -1) -> torch.Tensor:

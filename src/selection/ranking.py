@@ -1,7 +1,7 @@
 """From scores to a selection: ranking, pivot window and class diversity.
 
 Pure numpy over one score (and optionally one class) per pool id. Definitions
-(DESIGN.md, thesis 3.1.2 and 4.1.3):
+(thesis 3.1.2 and 4.1.3):
 
 * ranking: highest score first; equal scores are broken by ascending id so the
   order never depends on the pool's storage order.

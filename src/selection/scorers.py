@@ -14,6 +14,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from src.errors import UserError
+
 
 def _check_probs(probs: torch.Tensor) -> int:
     if probs.ndim != 2:
@@ -61,31 +63,45 @@ SCORER_NAMES = ("random", "least_confidence", "margin", "entropy", "loss")
 
 @dataclass(frozen=True)
 class Scorer:
-    """What the pool-scoring pass needs to know about a scorer.
+    """What pool scoring needs to know about a scorer, whatever the task.
 
-    ``score_batch(logits, labels)`` maps one batch of logits to one score per item.
-    ``needs_model`` is False only for ``random``: its scores come from a seeded
-    generator, so the pool pass can skip the forward pass entirely unless class
-    diversity on predicted labels asks for predictions anyway.
+    ``needs`` says what an item's score is a function of:
+      * ``"probabilities"``: the predicted class distribution; ``of_probabilities``
+        maps [N, C] probabilities to N scores (a detector applies it per detection);
+      * ``"loss"``: the model's own loss with the true label (each task computes it);
+      * ``"nothing"``: ``random``, whose scores come from a seeded generator, so the
+        pool pass is skipped unless class diversity asks for predicted classes.
     """
 
     name: str
-    needs_model: bool
-    needs_labels: bool
-    score_batch: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None
+    needs: str
+    of_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def needs_model(self) -> bool:
+        return self.needs != "nothing"
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.needs == "loss"
+
+    def score_logits(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+        """One score per item from a classifier's logits (and true labels for ``loss``)."""
+        if self.needs == "loss":
+            return cross_entropy_loss(logits, labels)
+        if self.needs == "probabilities":
+            return self.of_probabilities(torch.softmax(logits.float(), dim=1))
+        return None
 
 
 def get_scorer(name: str) -> Scorer:
     if name == "random":
-        return Scorer("random", needs_model=False, needs_labels=False, score_batch=None)
+        return Scorer("random", needs="nothing")
     if name == "loss":
-        return Scorer("loss", needs_model=True, needs_labels=True,
-                      score_batch=lambda logits, labels: cross_entropy_loss(logits, labels))
+        return Scorer("loss", needs="loss")
     if name in UNCERTAINTY:
-        fn = UNCERTAINTY[name]
-        return Scorer(name, needs_model=True, needs_labels=False,
-                      score_batch=lambda logits, labels: fn(torch.softmax(logits.float(), dim=1)))
-    raise ValueError(f"scorer.name={name!r} is not a known scorer; allowed: {', '.join(SCORER_NAMES)}")
+        return Scorer(name, needs="probabilities", of_probabilities=UNCERTAINTY[name])
+    raise UserError(f"scorer.name={name!r} is not a known scorer; allowed: {', '.join(SCORER_NAMES)}")
 
 
 def random_scores(n: int, generator: torch.Generator) -> torch.Tensor:

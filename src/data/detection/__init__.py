@@ -1,0 +1,1 @@
+"""Object-detection data: embedded scenes, COCO / VOC readers, the detection datamodule."""

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from src.errors import UserError
+
 log = logging.getLogger(__name__)
 
 # Rounding of float annotations can put an edge a hair past the border; more than this is an error.
@@ -55,11 +57,11 @@ class ClassMapper:
     def __init__(self, classes, class_map=None):
         self.classes = [str(c) for c in classes]
         if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"dataset.classes={self.classes!r} must be a non-empty list of distinct names")
+            raise UserError(f"dataset.source.classes={self.classes!r} must be a non-empty list of distinct names")
         self.class_map = {str(k): str(v) for k, v in dict(class_map or {}).items()}
         unknown = sorted(v for v in self.class_map.values() if v not in self.classes)
         if unknown:
-            raise ValueError(f"dataset.class_map maps to {unknown}, which are not in dataset.classes={self.classes}")
+            raise UserError(f"dataset.source.class_map maps to {unknown}, which are not in dataset.source.classes={self.classes}")
         self.index = {name: i for i, name in enumerate(self.classes)}
 
     def __call__(self, source_name: str) -> int | None:
@@ -88,7 +90,7 @@ class _Collector:
 
     def bad(self, why: str, where: str) -> None:
         if self.strict:
-            raise ValueError(f"{where}: bad box ({why}); dataset.strict=false skips such boxes with a count")
+            raise UserError(f"{where}: bad box ({why}); dataset.source.strict=false skips such boxes with a count")
         self.report.bad[why] += 1
 
     def add(self, file: Path, width: int, height: int, boxes: list, labels: list) -> None:
@@ -105,22 +107,22 @@ class _Collector:
 def _check_images_exist(records: list[ImageRecord], annotation_file: Path) -> None:
     for r in records:
         if not r.file.is_file():
-            raise FileNotFoundError(f"{annotation_file}: image {r.file} named by an annotation does not exist")
+            raise UserError(f"{annotation_file}: image {r.file} named by an annotation does not exist")
 
 
 def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True):
     """Records of a COCO detection JSON (``images``, ``annotations``, ``categories``)."""
     path = Path(annotation_file)
     if not path.is_file():
-        raise FileNotFoundError(f"dataset.annotations={path}: no such file")
+        raise UserError(f"dataset.source.annotations={path}: no such file")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from err
+        raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from err
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a text file ({err})") from err
+        raise UserError(f"{path}: not a text file ({err})") from err
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
-        raise ValueError(f"{path}: not a COCO detection file (needs lists 'images', 'annotations', 'categories')")
+        raise UserError(f"{path}: not a COCO detection file (needs lists 'images', 'annotations', 'categories')")
     out = _Collector(ClassMapper(classes, class_map), strict, keep_empty)
     try:
         category = {c["id"]: str(c["name"]) for c in data["categories"]}
@@ -151,10 +153,8 @@ def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False,
         for image_id, im in images.items():
             boxes, labels = per_image[image_id]
             out.add(Path(image_dir) / im["file_name"], im["width"], im["height"], boxes, labels)
-    except (KeyError, TypeError, ValueError) as err:
-        if isinstance(err, ValueError) and str(err).startswith(str(path)):
-            raise
-        raise ValueError(f"{path}: malformed COCO entry ({type(err).__name__}: {err})") from err
+    except (KeyError, TypeError, ValueError) as err:   # a field missing or of the wrong type
+        raise UserError(f"{path}: malformed COCO entry ({type(err).__name__}: {err})") from err
     _check_images_exist(out.records, path)
     log.info(out.report.summary(str(path)))
     return out.records, out.report
@@ -164,17 +164,17 @@ def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, k
     """Records of a Pascal VOC folder of XML files (one per image)."""
     adir = Path(annotation_dir)
     if not adir.is_dir():
-        raise FileNotFoundError(f"dataset.annotations={adir}: no such directory")
+        raise UserError(f"dataset.source.annotations={adir}: no such directory")
     files = sorted(adir.glob("*.xml"))
     if not files:
-        raise FileNotFoundError(f"dataset.annotations={adir}: no .xml files in it")
+        raise UserError(f"dataset.source.annotations={adir}: no .xml files in it")
     out = _Collector(ClassMapper(classes, class_map), strict, keep_empty)
     for xml in files:
         try:
             root = ET.parse(xml).getroot()
         except ET.ParseError as err:
             line, col = err.position
-            raise ValueError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
+            raise UserError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
         try:
             name = root.findtext("filename")
             width, height = int(root.findtext("size/width")), int(root.findtext("size/height"))
@@ -195,13 +195,11 @@ def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, k
                     continue
                 boxes.append([x0, y0, x1, y1])
                 labels.append(label)
-        except (TypeError, AttributeError, ValueError) as err:
-            if str(err).startswith(str(xml)):
-                raise
-            raise ValueError(f"{xml}: malformed VOC annotation (a missing or non-numeric filename, size or "
+        except (TypeError, AttributeError, ValueError) as err:   # a field missing or not a number
+            raise UserError(f"{xml}: malformed VOC annotation (a missing or non-numeric filename, size or "
                              f"bndbox field: {err})") from err
         if not name:
-            raise ValueError(f"{xml}: malformed VOC annotation (no <filename>)")
+            raise UserError(f"{xml}: malformed VOC annotation (no <filename>)")
         out.add(Path(image_dir) / name, width, height, boxes, labels)
     _check_images_exist(out.records, adir)
     log.info(out.report.summary(str(adir)))

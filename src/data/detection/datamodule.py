@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from src.data.datamodule import LabelledSetDataModule
 from src.data.detection.annotations import ImageRecord, read_coco, read_voc
 from src.data.detection.scenes import CLASSES as SCENE_CLASSES, render_scene
+from src.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class SceneSource:
 
     def __init__(self, n: int = 400, style: str = "street", seed: int = 0, max_objects: int = 8):
         if int(n) < 1:
-            raise ValueError(f"dataset.source.n={n!r} must be a positive integer")
+            raise UserError(f"dataset.source.n={n!r} must be a positive integer")
         self.n, self.style, self.seed, self.max_objects = int(n), str(style), int(seed), int(max_objects)
         self.classes = list(SCENE_CLASSES)
         self._cache: tuple | None = None
@@ -67,12 +68,12 @@ class FileSource:
                  class_map: dict | None = None, strict: bool = False, keep_empty: bool = True):
         readers = {"coco": read_coco, "voc": read_voc}
         if format not in readers:
-            raise ValueError(f"dataset.source.format={format!r}; allowed: coco, voc")
+            raise UserError(f"dataset.source.format={format!r}; allowed: coco, voc")
         self.format = format
         self.args = dict(annotations=annotations, images=images, class_map=class_map, strict=strict,
                          keep_empty=keep_empty)
         if not annotations or not images:
-            raise ValueError("dataset.source.annotations and dataset.source.images must both be set "
+            raise UserError("dataset.source.annotations and dataset.source.images must both be set "
                              f"(the {format} annotations and the image folder)")
         self.classes = [str(c) for c in classes]
         self.records: list[ImageRecord] | None = None
@@ -90,7 +91,7 @@ class FileSource:
             self.records, self.report = readers[self.format](a["annotations"], a["images"], self.classes,
                                                              a["class_map"], a["strict"], a["keep_empty"])
             if not self.records:
-                raise ValueError(f"dataset.source.annotations={a['annotations']}: no images left after the class map")
+                raise UserError(f"dataset.source.annotations={a['annotations']}: no images left after the class map")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -105,11 +106,11 @@ class FileSource:
             with Image.open(r.file) as im:
                 im = im.convert("RGB")
                 if im.size != (r.width, r.height):
-                    raise ValueError(f"{r.file}: image is {im.size[0]}x{im.size[1]} but its annotation "
+                    raise UserError(f"{r.file}: image is {im.size[0]}x{im.size[1]} but its annotation "
                                      f"says {r.width}x{r.height}")
                 im = im.resize((width, height), Image.BILINEAR)
         except OSError as err:
-            raise ValueError(f"{r.file}: cannot read the image ({err})") from err
+            raise UserError(f"{r.file}: cannot read the image ({err})") from err
         image = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
         scale = torch.tensor([width / r.width, height / r.height] * 2, dtype=torch.float32)
         return image, {"boxes": torch.from_numpy(r.boxes) * scale, "labels": torch.from_numpy(r.labels)}
@@ -149,7 +150,7 @@ class DetectionDataModule(LabelledSetDataModule):
                  pin_memory: bool = False):
         super().__init__()
         if len(image_size) != 2 or not all(int(v) >= 16 for v in image_size):
-            raise ValueError(f"dataset.image_size={list(image_size)!r} must be [width, height], each >= 16")
+            raise UserError(f"dataset.image_size={list(image_size)!r} must be [width, height], each >= 16")
         self.name = name
         self.source = source
         self.sizes = dict(sizes)
@@ -168,7 +169,7 @@ class DetectionDataModule(LabelledSetDataModule):
         pool = self.sizes.get("pool")
         pool = n - val - test if pool is None else int(pool)
         if pool < 0 or val + test + pool > n:
-            raise ValueError(f"dataset.sizes: pool {pool} + val {val} + test {test} exceeds the {n} images of "
+            raise UserError(f"dataset.sizes: pool {pool} + val {val} + test {test} exceeds the {n} images of "
                              f"{self.source.describe()}")
         order = np.random.default_rng(self.split_seed).permutation(n)
         self.splits = {"val": np.sort(order[:val]), "test": np.sort(order[val:val + test]),

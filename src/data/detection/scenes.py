@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from src.errors import UserError
+
 CLASSES = ("person", "car", "bus", "truck", "bicycle", "motorcycle")
 
 # (width, height) of each class at the bottom edge of the image, in image heights
@@ -188,7 +190,7 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
     """Scene ``seed`` in ``style``. ``draw_objects=False`` gives the same scene empty
     (same background, light and noise), which is how the tests check the boxes."""
     if style not in STYLES:
-        raise ValueError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
+        raise UserError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
     st = STYLES[style]
     # separate streams: the layout is the same in every style, only the look changes
     layout_rng, look_rng = np.random.default_rng([int(seed), 7919]), np.random.default_rng([int(seed), 7907])

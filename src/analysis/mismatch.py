@@ -1,0 +1,147 @@
+"""Best epoch by validation loss vs by validation accuracy, per round (thesis 4.2.3).
+
+The thesis noticed that "accuracy usually kept improving beyond the optimal loss value
+for a few epochs": early stopping on val loss then tests weights whose accuracy is not
+the best the fit reached. This view measures that per round of every run from the
+per-epoch logs ``rounds/round_NNN/metrics.csv`` (written with ``logger=csv`` or
+``wandb``): the epoch of the lowest val loss, the epoch of the highest val accuracy,
+their gap, and the val accuracy given up by keeping the loss-best epoch.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from src.analysis.aggregate import Group, RunData, sample_std
+from src.analysis.trust import inside
+
+LOSS_KEY = "val/loss"
+ACCURACY_KEYS = ("val/acc_top1", "val/map")     # classification, detection
+
+
+@dataclass
+class EpochLog:
+    epochs: np.ndarray                  # epoch index, 0-based as in best_epoch
+    loss: np.ndarray
+    accuracy: np.ndarray
+    accuracy_key: str
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
+    """The validation rows of a Lightning ``metrics.csv``: one (loss, accuracy) per epoch.
+
+    A fit resumed after a kill may have appended a second attempt to the file; its epochs
+    start again at 0, and only the last attempt is kept. None when the file has no epoch
+    with both a val loss and a val accuracy.
+    """
+    reader = csv.DictReader(lines)
+    fields = reader.fieldnames or []
+    acc_key = next((k for k in accuracy_keys if k in fields), None)
+    if acc_key is None or LOSS_KEY not in fields or "epoch" not in fields:
+        return None
+    by_epoch: dict[int, tuple[float, float]] = {}
+    last = -1
+    for row in reader:
+        epoch, loss, acc = _number(row.get("epoch")), _number(row.get(LOSS_KEY)), _number(row.get(acc_key))
+        if epoch is None or loss is None or acc is None:
+            continue
+        if int(epoch) <= last:
+            by_epoch = {}               # a new attempt of the same round's fit
+        by_epoch[int(epoch)] = (loss, acc)
+        last = int(epoch)
+    if not by_epoch:
+        return None
+    epochs = sorted(by_epoch)
+    return EpochLog(np.asarray(epochs), np.asarray([by_epoch[e][0] for e in epochs]),
+                    np.asarray([by_epoch[e][1] for e in epochs]), acc_key)
+
+
+@dataclass
+class RoundMismatch:
+    round: int
+    n_labelled: int
+    epochs: int
+    best_epoch_by_loss: int
+    best_epoch_by_accuracy: int
+    epoch_gap: int                     # accuracy-best minus loss-best: > 0 when accuracy peaks later
+    accuracy_at_loss_best: float
+    best_accuracy: float
+    accuracy_given_up: float           # best accuracy minus accuracy at the loss-best epoch
+    accuracy_key: str
+
+
+def round_mismatch(log: EpochLog, round_index: int, n_labelled: int) -> RoundMismatch:
+    """Pure: the first epoch of minimum loss and the first epoch of maximum accuracy."""
+    i_loss, i_acc = int(np.argmin(log.loss)), int(np.argmax(log.accuracy))
+    e_loss, e_acc = int(log.epochs[i_loss]), int(log.epochs[i_acc])
+    return RoundMismatch(round=round_index, n_labelled=n_labelled, epochs=len(log.epochs),
+                         best_epoch_by_loss=e_loss, best_epoch_by_accuracy=e_acc, epoch_gap=e_acc - e_loss,
+                         accuracy_at_loss_best=float(log.accuracy[i_loss]), best_accuracy=float(log.accuracy[i_acc]),
+                         accuracy_given_up=float(log.accuracy[i_acc] - log.accuracy[i_loss]), accuracy_key=log.accuracy_key)
+
+
+def run_mismatch(run: RunData) -> list[RoundMismatch]:
+    """Every round of ``run`` whose per-epoch log is present."""
+    out = []
+    for rec in run.records:
+        path = inside(run.path, f"rounds/round_{int(rec.round):03d}/metrics.csv")
+        if path is None:
+            continue
+        with open(path, newline="") as fh:
+            log = parse_epoch_log(fh)
+        if log is not None:
+            out.append(round_mismatch(log, int(rec.round), int(rec.n_labelled)))
+    return out
+
+
+MISMATCH_COLUMNS = ["group", "seed", "run"] + list(RoundMismatch.__dataclass_fields__)
+
+
+def mismatch_rows(groups: list[Group]) -> list[dict]:
+    """Long-format rows of every round of every run: the CSV behind the view."""
+    return [{"group": g.label, "seed": r.seed, "run": r.path.name, **asdict(m)}
+            for g in groups for r in g.runs for m in run_mismatch(r)]
+
+
+@dataclass
+class GroupMismatch:
+    rounds: int
+    later_share: float                 # share of rounds whose accuracy peaks after the loss
+    mean_gap: float
+    mean_given_up: float
+    std_given_up: float
+
+
+def summarise(rows: list[dict]) -> GroupMismatch:
+    gaps = np.asarray([r["epoch_gap"] for r in rows], dtype=np.float64)
+    given = np.asarray([r["accuracy_given_up"] for r in rows], dtype=np.float64)
+    if not gaps.size:
+        return GroupMismatch(0, math.nan, math.nan, math.nan, math.nan)
+    return GroupMismatch(rounds=int(gaps.size), later_share=float(np.mean(gaps > 0)), mean_gap=float(gaps.mean()),
+                         mean_given_up=float(given.mean()), std_given_up=sample_std(given))
+
+
+def by_labelled(rows: list[dict], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labelled count, mean, std over runs) of ``field`` for one group's rows."""
+    xs: dict[int, list[float]] = {}
+    for r in rows:
+        xs.setdefault(int(r["n_labelled"]), []).append(float(r[field]))
+    keys = sorted(xs)
+    return (np.asarray(keys, dtype=np.float64), np.asarray([np.mean(xs[k]) for k in keys]),
+            np.asarray([sample_std(xs[k]) for k in keys]))
+
+
+def exists_for(runs: list[RunData]) -> bool:
+    return any((r.path / "rounds").is_dir() for r in runs)

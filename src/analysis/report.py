@@ -1,0 +1,323 @@
+"""The report of one or more runs or sweeps, as a library (``python -m src.report`` is its CLI).
+
+Reads only the files the runs wrote (see ``trust`` for what is trusted in them) and
+writes, in ``out``: one figure per metric (learning curves with ±1 std bands, thesis
+figure 3.3), the epochs figure, the AUC table, pairwise p-value matrices, image grids
+of the hardest and easiest selections, the label-quality audit of the top selections
+(thesis table 4.1), the best-epoch view of val loss vs val accuracy (thesis 4.2.3),
+CSVs behind all of them, ``report.md`` and a self-contained ``report.html``; with
+``wandb``, the same figures and tables as one W&B summary run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from src.analysis import aggregate as agg
+from src.analysis import html as pages
+from src.analysis import mismatch, plots, selections, stats
+from src.analysis.aggregate import Group, RunData
+from src.analysis.wandb_report import log_report
+from src.config.resolvers import format_value
+from src.errors import UserError
+
+CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
+AUC_COLUMNS = ["group", "metric", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
+PVALUE_COLUMNS = ["metric", "a", "b", "p", "cohens_d", "test"]
+
+
+@dataclass
+class ReportOptions:
+    out: str | Path | None = None      # default: <first dir>/report
+    group_by: list[str] | None = None
+    facet: str | None = None
+    metrics: list[str] | None = None
+    paired: bool = False
+    alpha: float = 0.05
+    include_incomplete: bool = False
+    grid_k: int = 4
+    grid_rounds: int = 6
+    grids: bool = True                 # selection grids and the label audit (rebuild the datasets)
+    audit_n: int = 100                 # items per group in the label-quality audit (the thesis looked at 100)
+    audit_round: int | None = None     # default: each run's first selection by its scorer
+    data_cache: str | Path = "data/cache"
+    fmt: str = "png"
+    title: str | None = None
+    wandb: bool = False
+
+    def check(self) -> None:
+        for name in ("grid_k", "grid_rounds", "audit_n"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"--{name.replace('_', '-')}={getattr(self, name)}: must be at least 1")
+        if not 0 < self.alpha < 1:
+            raise UserError(f"--alpha={self.alpha}: must be between 0 and 1")
+        if self.fmt not in ("png", "svg"):
+            raise UserError(f"--format={self.fmt}: allowed: png, svg")
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    markdown: Path
+    html: Path
+    figures: list[Path]
+    grids: list[Path]
+    audit_grids: list[Path]
+    mismatch_figures: list[Path]
+    csvs: dict[str, Path]
+    groups: list[Group]
+    keys: list[str]
+    aucs: dict
+    pvalues: dict
+    notes: list[str]
+    wandb_dir: str | None = None
+
+    @property
+    def all_figures(self) -> list[Path]:
+        return self.figures + self.grids + self.audit_grids + self.mismatch_figures
+
+
+@dataclass
+class _Sections:
+    """What the report has gathered so far; the pages and the W&B run are made from it."""
+    figures: list[tuple[str, str]] = field(default_factory=list)      # (caption, path relative to out)
+    grids: list[tuple[str, str]] = field(default_factory=list)
+    audit_grids: list[tuple[str, str]] = field(default_factory=list)
+    mismatch_figures: list[tuple[str, str]] = field(default_factory=list)
+    tables: dict[str, tuple[list[str], list[dict]]] = field(default_factory=dict)   # CSV name -> (columns, rows)
+    notes: list[str] = field(default_factory=list)
+    audit_note: str = ""
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def describe_keys(keys: list[str], shown: int = 5) -> str:
+    if not keys:
+        return "nothing (all runs form one group)"
+    head = ", ".join(keys[:shown])
+    return head if len(keys) <= shown else f"{head} and {len(keys) - shown} more keys"
+
+
+def select_metrics(runs: list[RunData], wanted: list[str] | None) -> list[str]:
+    present = agg.metric_names(runs)
+    if not wanted:
+        return present
+    missing = [m for m in wanted if m not in present]
+    if missing:
+        raise UserError(f"--metrics {' '.join(missing)}: not in the runs; present: {', '.join(present)}")
+    return [m for m in present if m in wanted]
+
+
+def facet_panels(groups: list[Group], runs: list[RunData], facet: str | None):
+    """(panel name, groups) per value of the facet key, or None without a facet."""
+    if not facet:
+        return None
+    key = agg.resolve_key(facet, runs)
+    values = sorted({agg._hashable(g.runs[0].config.get(key)) for g in groups})
+    return [(format_value(json.loads(v)), [g for g in groups if agg._hashable(g.runs[0].config.get(key)) == v])
+            for v in values]
+
+
+def incomplete_note(runs: list[RunData], include_incomplete: bool) -> list[str]:
+    incomplete = [r for r in runs if not r.finished]
+    if not incomplete:
+        return []
+    return [f"{len(incomplete)} run(s) have no summary.json (still running or crashed): their curves are drawn "
+            "up to their last completed round"
+            + ("" if include_incomplete else ", and they are left out of the AUC table and the tests") + "."]
+
+
+def preflight_datasets(groups: list[Group]) -> None:
+    """Check every dataset config the grids would rebuild before any work: one line if one is refused."""
+    for g in groups:
+        try:
+            selections.dataset_config(selections.representative(g))
+        except selections.NotRebuildable:
+            pass                                   # reported as a note when the grids are drawn
+
+
+def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> ReportResult:
+    """Write the report of the runs under ``dirs``; ``kwargs`` are ``ReportOptions`` fields."""
+    opts = options or ReportOptions(**kwargs)
+    opts.check()
+    runs = agg.load_runs(dirs)
+    groups, keys = agg.group_runs(runs, opts.group_by)
+    metrics = select_metrics(runs, opts.metrics)
+    facets = facet_panels(groups, runs, opts.facet)
+    if opts.grids:
+        preflight_datasets(groups)
+    out = Path(opts.out) if opts.out else Path(dirs[0]) / "report"
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+
+    s = _Sections(notes=incomplete_note(runs, opts.include_incomplete))
+    subtitle = textwrap.fill("grouped by " + describe_keys(keys, shown=3), 110)
+    for metric in metrics:
+        path = plots.plot_metric(groups, metric, out / "figures" / f"{plots.file_stem(metric)}.{opts.fmt}",
+                                 subtitle, facets)
+        s.figures.append((plots.metric_title(metric), path.relative_to(out).as_posix()))
+    s.tables["curves.csv"] = (CURVE_COLUMNS, agg.curves_table(groups, metrics))
+    auc_table, aucs = auc_section(groups, metrics, opts, s)
+    pvalue_tables, matrices = pvalue_section(groups, aucs, opts, s)
+    if opts.grids:
+        image_sections(groups, opts, out, s)
+    mismatch_table = mismatch_section(groups, opts, out, s)
+    for name, (columns, rows) in s.tables.items():
+        _write_csv(out / name, rows, columns)
+
+    content = page_content(dirs, runs, groups, keys, opts, s, auc_table, pvalue_tables, mismatch_table)
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(pages.render_markdown(content))
+    html_path.write_text(pages.render_html(content, out))
+    result = ReportResult(
+        out=out, markdown=md_path, html=html_path, figures=[out / f for _, f in s.figures],
+        grids=[out / f for _, f in s.grids], audit_grids=[out / f for _, f in s.audit_grids],
+        mismatch_figures=[out / f for _, f in s.mismatch_figures], csvs={n: out / n for n in s.tables},
+        groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes)
+    if opts.wandb:
+        result.wandb_dir = log_report(runs, content, out, s.tables)
+    return result
+
+
+def auc_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s: _Sections):
+    """The AUC table over test metrics (thesis table 4.2) and the per-group AUCs behind it."""
+    auc_metrics = [m for m in metrics if m.startswith("test/")] or [m for m in metrics if "/" in m]
+    aucs = {m: {g.label: agg.group_auc(g, m, opts.include_incomplete) for g in groups} for m in auc_metrics}
+    rows = [{"group": g.label, "metric": m, "mean": aucs[m][g.label].mean, "std": aucs[m][g.label].std,
+             "runs": len(aucs[m][g.label].values), "excluded_incomplete": aucs[m][g.label].n_excluded,
+             "values": json.dumps(aucs[m][g.label].values), "seeds": json.dumps(aucs[m][g.label].seeds, default=str)}
+            for g in groups for m in auc_metrics]
+    s.tables["auc.csv"] = (AUC_COLUMNS, rows)
+    if not auc_metrics:
+        return None, aucs
+    table = pages.Table(
+        title="AUC (normalised: trapezoid over the labelled count / its range), mean ± std over seeds",
+        header=["group"] + auc_metrics,
+        rows=[[g.legend] + [f"{pages.fmt(aucs[m][g.label].mean)} ± {pages.fmt(aucs[m][g.label].std)}"
+                            for m in auc_metrics] for g in groups],
+        note="In the metric's units: the curve's mean height over the labelled range, so runs of different "
+             "budgets compare. Highlighted: the best group per metric (highest accuracy or mAP, lowest loss).",
+        significant=best_cells(groups, auc_metrics, aucs))
+    return table, aucs
+
+
+def best_cells(groups: list[Group], metrics: list[str], aucs: dict) -> set:
+    """(row, column) of the best mean AUC per metric, for the AUC table's highlight."""
+    cells = set()
+    for j, m in enumerate(metrics):
+        means = [(aucs[m][g.label].mean, i) for i, g in enumerate(groups) if aucs[m][g.label].values]
+        if means:
+            pick = max(means) if agg.higher_is_better(m) else min(means)
+            cells.add((pick[1], j + 1))
+    return cells
+
+
+def pvalue_section(groups: list[Group], aucs: dict, opts: ReportOptions, s: _Sections):
+    """Pairwise t-tests over per-seed AUCs of every test metric (thesis tables 4.3-4.5)."""
+    tables, matrices = [], {}
+    if len(groups) > 1:
+        for m in [m for m in aucs if not m.startswith("test/ap/")]:
+            samples = {g.label: (aucs[m][g.label].values, aucs[m][g.label].seeds) for g in groups}
+            matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
+            tables.append(pages.pvalue_table(m, [g.label for g in groups], matrices[m], opts.alpha, opts.paired))
+    rows = [{"metric": m, "a": a, "b": b, "p": c.p, "cohens_d": c.effect, "test": c.test}
+            for m, mat in matrices.items() for a, row in mat.items() for b, c in row.items() if a != b]
+    s.tables["pvalues.csv"] = (PVALUE_COLUMNS, rows)
+    return tables, matrices
+
+
+def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sections) -> None:
+    """Per group, from one representative run: the selection grid and the label-quality audit."""
+    cache = selections.DatasetCache(Path(opts.data_cache))
+    audit: list[dict] = []
+    with_predictions = False
+    for i, g in enumerate(groups):
+        run = selections.representative(g)
+        try:
+            data = cache.get(run)
+        except selections.NotRebuildable as why:
+            s.notes.append(f"selection grid and audit of {g.label} skipped: {why}")
+            continue
+        rows = selections.selection_rows(run, data, opts.grid_k, opts.grid_rounds)
+        if rows:
+            legend = selections.grid_legend(rows[0]["selection"])
+            path = plots.plot_selection_grid(rows, out / "figures" / f"selection_{i:02d}.{opts.fmt}",
+                                             f"{g.label}: run {run.path.name} (seed {run.seed})", legend)
+            s.grids.append((f"{g.label} — seed {run.seed}", path.relative_to(out).as_posix()))
+        record = selections.audit_record(run, opts.audit_round)
+        if record is None:
+            continue
+        items = selections.audit_items(record, data, opts.audit_n)
+        with_predictions |= any(it.prediction for it in items)
+        caption = f"{g.label} — seed {run.seed}, round {record.round}: the {len(items)} highest-scored selected"
+        path = plots.plot_audit_grid(items, out / "figures" / f"audit_{i:02d}.{opts.fmt}", caption)
+        s.audit_grids.append((caption, path.relative_to(out).as_posix()))
+        audit += selections.audit_rows(g, run, record, items)
+    if audit:
+        s.tables["label_audit.csv"] = (selections.AUDIT_COLUMNS, audit)
+        s.audit_note = audit_note(opts, with_predictions)
+
+
+def audit_note(opts: ReportOptions, with_predictions: bool) -> str:
+    which = f"round {opts.audit_round}" if opts.audit_round is not None else "the first selection by its scorer"
+    note = (f"Per group, from one run, {which}: the {opts.audit_n} highest-scored selected items in rank order with "
+            "their true labels, as the thesis' human validation (table 4.1) looked at them. To repeat it, open "
+            "label_audit.csv and put 1 in 'disagree' for every item whose label you disagree with or whose image "
+            "is unusable; the share per group is the table's number.")
+    if with_predictions:
+        return note + " A red frame marks a prediction that differs from the label."
+    return note + (" The 'prediction' column is empty: these runs' round records carry no "
+                   "'selected_predictions'.")
+
+
+def mismatch_section(groups: list[Group], opts: ReportOptions, out: Path, s: _Sections):
+    """Best epoch by val loss vs by val accuracy per round (thesis 4.2.3), where per-epoch logs exist."""
+    rows = mismatch.mismatch_rows(groups)
+    if not rows:
+        if mismatch.exists_for([r for g in groups for r in g.runs]):
+            s.notes.append("no per-epoch log with both val loss and val accuracy: the loss-vs-accuracy view is left out")
+        return None
+    s.tables["loss_vs_accuracy.csv"] = (mismatch.MISMATCH_COLUMNS, rows)
+    per_group = [(g, [r for r in rows if r["group"] == g.label]) for g in groups]
+    key = rows[0]["accuracy_key"]
+    path = plots.plot_mismatch(per_group, out / "figures" / f"best_epochs_by_loss_and_accuracy.{opts.fmt}", key)
+    s.mismatch_figures.append(("Best epoch by val loss vs by val accuracy (thesis 4.2.3)",
+                               path.relative_to(out).as_posix()))
+    table_rows = []
+    for g, group_rows in per_group:
+        m = mismatch.summarise(group_rows)
+        table_rows.append([g.legend, str(m.rounds), pages.fmt(m.later_share, 2), pages.fmt(m.mean_gap, 2),
+                           f"{pages.fmt(m.mean_given_up)} ± {pages.fmt(m.std_given_up)}"])
+    return pages.Table(
+        title="Best epoch by val loss vs by val accuracy, over every round of every run",
+        header=["group", "rounds", "accuracy peaks later (share)", "mean epoch gap", f"{key} given up"],
+        rows=table_rows,
+        note="Epoch gap: the epoch of the highest val accuracy minus the epoch of the lowest val loss (first "
+             "of ties); given up: the best val accuracy minus the val accuracy at the loss-best epoch, the "
+             "weights early stopping on val loss keeps. From rounds/round_NNN/metrics.csv.")
+
+
+def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, auc_table, pvalue_tables,
+                 mismatch_table) -> pages.ReportContent:
+    run_table = pages.Table(
+        title=f"{len(runs)} runs in {len(groups)} groups",
+        header=["group", "seed", "status", "rounds", "labelled", "run directory"],
+        rows=[[g.label, str(r.seed), r.status, str(len(r.records)),
+               str(r.records[-1].n_labelled) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
+    captions = {"curves.csv": "aggregated curves (CSV)", "auc.csv": "per-group AUCs (CSV)",
+                "pvalues.csv": "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
+                "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}
+    return pages.ReportContent(
+        title=opts.title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
+        intro=[f"Runs grouped by {describe_keys(keys)}; seeds are repetitions. Every point is a completed "
+               "active-learning round (train from the baseline weights on the labelled set, then test)."],
+        runs=run_table, figures=s.figures, auc=auc_table, pvalues=pvalue_tables, grids=s.grids,
+        downloads=[(captions[n], n) for n in s.tables], notes=s.notes, audit_grids=s.audit_grids,
+        audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table)

@@ -1,0 +1,171 @@
+"""What the runs selected, as images: the selection grids and the label-quality audit.
+
+Ids in ``rounds.jsonl`` are rows of the run's dataset, which is rebuilt here from the
+run's saved config (deterministic), through ``trust``'s checks: only the project's own
+data classes are instantiated, and the decoded-image cache lives on this machine.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from src.analysis.aggregate import Group, RunData, load_config
+from src.analysis.trust import check_dataset_config, inside, with_local_cache
+from src.config.instantiate import build
+from src.data.cache import UnreadableImage
+from src.data.recipes import BuiltDataset
+from src.errors import UserError
+from src.loop.records import RoundRecord
+
+# What stops a dataset from being rebuilt on this machine (files absent or unreadable):
+# the grid is skipped with a note instead of stopping the whole report.
+REBUILD_ERRORS = (OSError, UnreadableImage, UserError)
+
+
+class NotRebuildable(Exception):
+    """A run whose dataset cannot give images here; the message says why (for the report's notes)."""
+
+
+def dataset_config(run: RunData) -> tuple[dict, Path]:
+    """The run's resolved ``dataset`` config and the file it came from, checked by ``trust``."""
+    path = inside(run.path, ".hydra/config.yaml")
+    if path is None:
+        raise NotRebuildable(f"{run.path} has no .hydra/config.yaml")
+    dataset = load_config(run.path).get("dataset")
+    if not isinstance(dataset, dict):
+        raise UserError(f"{path}: has no dataset section; use --no-grids to report this run")
+    check_dataset_config(dataset, path)
+    return dataset, path
+
+
+class DatasetCache:
+    """Rebuilt datasets by their config: runs of one sweep share one build."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+        self._built: dict[str, BuiltDataset] = {}
+
+    def get(self, run: RunData) -> BuiltDataset:
+        dataset, _ = dataset_config(run)
+        dataset = with_local_cache(dataset, self.cache_dir)
+        key = json.dumps(dataset, sort_keys=True, default=str)
+        if key not in self._built:
+            try:
+                dm = build(dataset)
+                # classification data modules hold their images in `data` (None until setup); a
+                # detection data module has none, and its setup would only cost time
+                if not hasattr(dm, "data"):
+                    raise NotRebuildable("image grids are drawn for classification datasets only")
+                dm.setup()
+            except REBUILD_ERRORS as err:
+                raise NotRebuildable(f"the dataset could not be rebuilt here ({err})") from err
+            if not isinstance(dm.data, BuiltDataset):
+                raise NotRebuildable("image grids are drawn for classification datasets only")
+            self._built[key] = dm.data
+        return self._built[key]
+
+
+def evenly(items: list, k: int) -> list:
+    """At most ``k`` items, evenly spaced, first and last included."""
+    if len(items) <= k:
+        return items
+    picks = sorted({round(i * (len(items) - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]
+    return [items[i] for i in picks]
+
+
+def representative(group: Group) -> RunData:
+    """The run whose selections a grid shows: finished first, then the lowest seed."""
+    return sorted(group.runs, key=lambda r: (not r.finished, str(r.seed), str(r.path)))[0]
+
+
+def scored_records(run: RunData) -> list[RoundRecord]:
+    return [r for r in run.records if r.selected_scores and len(r.selected_scores) == len(r.selected_ids)]
+
+
+def _cell(data: BuiltDataset, item_id: int, score: float) -> tuple:
+    return data.images[item_id].numpy(), data.label_name(int(data.labels[item_id])), float(score)
+
+
+def selection_rows(run: RunData, data: BuiltDataset, k: int, max_rounds: int) -> list[dict]:
+    """Per scored round: the ``k`` highest- and ``k`` lowest-scored ids among those selected."""
+    rows = []
+    for rec in evenly(scored_records(run), max_rounds):
+        pairs = sorted(zip(rec.selected_ids, rec.selected_scores), key=lambda t: -t[1])
+        hardest = pairs[:k]
+        easiest = pairs[max(k, len(pairs) - k):][::-1]
+        rows.append({"round": rec.round, "n_labelled": rec.n_labelled, "selection": rec.selection,
+                     "hardest": [_cell(data, *t) for t in hardest], "easiest": [_cell(data, *t) for t in easiest]})
+    return rows
+
+
+def grid_legend(selection: str | None) -> str:
+    """What the two colours of a selection grid mean for this scorer."""
+    if selection == "random":
+        return ("random selection: scores are random draws, not difficulty; "
+                "red: highest draw, blue: lowest draw among the selected")
+    if selection == "loss":
+        return "red: highest loss (hardest) selected, blue: lowest loss selected"
+    return "red: hardest (highest score) selected, blue: easiest selected"
+
+
+# -- label-quality audit (thesis table 4.1) ------------------------------------------------------
+AUDIT_COLUMNS = ["group", "seed", "run", "round", "rank", "id", "score", "label", "prediction",
+                 "disagree", "comment"]
+
+
+@dataclass
+class AuditItem:
+    rank: int                          # 1 = the highest-scored item of the selection
+    item_id: int
+    score: float
+    label: str
+    prediction: str                    # "" when the record carries no predictions
+    image: np.ndarray                  # uint8 [C, H, W]
+
+
+def audit_record(run: RunData, audit_round: int | None) -> RoundRecord | None:
+    """The selection to audit: round ``audit_round``, or the first one a scorer made (not the base set)."""
+    records = [r for r in run.records if r.selected_ids and r.selection != "base"]
+    if audit_round is not None:
+        records = [r for r in records if r.round == audit_round]
+    return records[0] if records else None
+
+
+def _prediction(data: BuiltDataset, value) -> str:
+    if value is None:
+        return ""
+    return data.label_name(int(value)) if isinstance(value, (int, float)) else str(value)
+
+
+def audit_items(record: RoundRecord, data: BuiltDataset, n: int) -> list[AuditItem]:
+    """The ``n`` highest-scored items of a selection, hardest first, with label and prediction.
+
+    ``selected_ids`` are in rank order; ``selected_predictions`` (the model's predicted class
+    of each, parallel to the ids) fills the prediction when the record has it.
+    """
+    ids = list(record.selected_ids)
+    scores = list(record.selected_scores) if len(record.selected_scores) == len(ids) else [float("nan")] * len(ids)
+    predictions = record.selected_predictions
+    if predictions is None:
+        predictions = [None] * len(ids)
+    elif not isinstance(predictions, list) or len(predictions) != len(ids):
+        raise UserError(f"round {record.round}: selected_predictions must be a list parallel to selected_ids "
+                        f"({len(ids)} items)")
+    order = sorted(range(len(ids)), key=lambda j: (-scores[j] if scores[j] == scores[j] else 0.0, j))
+    items = []
+    for rank, j in enumerate(order[:n], start=1):
+        i = int(ids[j])
+        items.append(AuditItem(rank=rank, item_id=i, score=float(scores[j]),
+                               label=data.label_name(int(data.labels[i])),
+                               prediction=_prediction(data, predictions[j]), image=data.images[i].numpy()))
+    return items
+
+
+def audit_rows(group: Group, run: RunData, record: RoundRecord, items: list[AuditItem]) -> list[dict]:
+    """CSV rows of one group's audit; ``disagree`` and ``comment`` are for the person annotating."""
+    return [{"group": group.label, "seed": run.seed, "run": run.path.name, "round": record.round,
+             "rank": it.rank, "id": it.item_id, "score": it.score, "label": it.label,
+             "prediction": it.prediction, "disagree": "", "comment": ""} for it in items]

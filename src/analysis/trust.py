@@ -1,0 +1,126 @@
+"""What the report trusts in a run directory received from someone else: nothing executable.
+
+A run directory is data. The report reads only files inside it, evaluates only the
+project's own pure config resolvers (``src.config.resolvers.PURE_RESOLVERS``, plus
+``oc.select``) and, to
+draw image grids, instantiates only the project's own data classes (classes defined
+under ``src.data``, and the dataset factories named in ``DATA_FACTORIES``). Anything else
+is refused before any work with one line naming the file, the key and what is allowed.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+
+from src.config.resolvers import PURE_RESOLVERS
+from src.errors import UserError
+
+# OmegaConf's own resolvers that only read other keys of the same config.
+SAFE_BUILTIN_RESOLVERS = ("oc.select", "oc.dict.keys", "oc.dict.values")
+DATA_PACKAGE = "src.data"
+# Dataset factories that are functions, not classes (a function under src.data may write files).
+DATA_FACTORIES = frozenset({"src.data.folder.folder_datamodule"})
+_RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+# config keys that name a directory a data class writes into (the decoded-image cache)
+WRITE_DIR_KEYS = ("cache_dir",)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
+def inside(root: Path, relative: str) -> Path | None:
+    """``root/relative`` when it exists; refused when it resolves outside ``root`` (a symlink out)."""
+    path = Path(root) / relative
+    if not path.exists():
+        return None
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise UserError(f"{path}: leads outside the run directory {root} (a symlink to "
+                        f"{path.resolve()}); the report reads only files inside the directories it is given")
+    return path
+
+
+def _walk(node, where: str, with_keys: bool = False):
+    """(dotted key, value) of every leaf under ``node``; with ``with_keys`` also (dotted key, key text)."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{where}.{k}" if where else str(k)
+            if with_keys:
+                yield key, str(k)
+            yield from _walk(v, key, with_keys)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{where}[{i}]", with_keys)
+    else:
+        yield where, node
+
+
+def allowed_resolvers() -> list[str]:
+    return sorted(SAFE_BUILTIN_RESOLVERS + tuple(PURE_RESOLVERS))
+
+
+def check_resolvers(raw_config, path: Path) -> None:
+    """Refuse a config that calls a resolver outside the project's (``oc.env`` would copy
+    this machine's environment, credentials included, into the report and to W&B)."""
+    allowed = set(allowed_resolvers())
+    for key, value in _walk(raw_config, "", with_keys=True):
+        if not isinstance(value, str):
+            continue
+        for name in _RESOLVER_CALL.findall(value):
+            if name not in allowed:
+                raise UserError(f"{path}: {key} calls the resolver '{name}', which the report does not evaluate "
+                                f"in a run's config; allowed: {', '.join(allowed_resolvers())}")
+
+
+def _locate_data_object(target: str):
+    """The object a dotted name under ``src.data`` names: project modules imported, then attributes."""
+    parts = target.split(".")
+    name = ".".join(parts[:2])
+    obj = importlib.import_module(name)
+    in_package = True                  # still walking src.data's own packages and modules
+    for part in parts[2:]:
+        if in_package and hasattr(obj, "__path__") and importlib.util.find_spec(f"{name}.{part}") is not None:
+            name = f"{name}.{part}"
+            obj = importlib.import_module(name)
+        else:
+            in_package = False
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+    return obj
+
+
+def is_data_target(target) -> bool:
+    """True for a project data class (defined under ``src.data``) or a named dataset factory."""
+    if not isinstance(target, str) or not _DOTTED.fullmatch(target) or not target.startswith(DATA_PACKAGE + "."):
+        return False
+    obj = _locate_data_object(target)
+    if target in DATA_FACTORIES:
+        return inspect.isfunction(obj) and f"{obj.__module__}.{obj.__qualname__}" == target
+    return inspect.isclass(obj) and obj.__module__.startswith(DATA_PACKAGE + ".")
+
+
+def check_dataset_config(dataset: dict, path: Path) -> None:
+    """Every ``_target_`` in a run's ``dataset`` config must be a project data class, and the
+    names that become cache folder names must stay plain names; else one line, nothing built."""
+    for key, value in _walk(dataset, "dataset"):
+        if key.endswith("._target_") and not is_data_target(value):
+            raise UserError(f"{path}: {key}={value!r} is not one of the project's data classes; the report "
+                            f"instantiates only classes under {DATA_PACKAGE} (and "
+                            f"{', '.join(sorted(DATA_FACTORIES))}); use --no-grids to report this run without "
+                            "rebuilding its dataset")
+        if key.endswith(".name") and isinstance(value, str) and not _SAFE_NAME.fullmatch(value):
+            raise UserError(f"{path}: {key}={value!r} is not a plain name (letters, digits, . _ + = -); "
+                            "use --no-grids to report this run without rebuilding its dataset")
+
+
+def with_local_cache(dataset, cache_dir: Path):
+    """A copy of ``dataset`` whose decoded-image cache is ``cache_dir`` on this machine, not a
+    directory the received config names."""
+    if isinstance(dataset, dict):
+        return {k: (str(cache_dir) if k in WRITE_DIR_KEYS and v is not None else with_local_cache(v, cache_dir))
+                for k, v in dataset.items()}
+    if isinstance(dataset, list):
+        return [with_local_cache(v, cache_dir) for v in dataset]
+    return dataset

@@ -1,0 +1,149 @@
+"""Fail-fast validation: every bad value stops the run before any data or training,
+with one line that names the key and what is allowed (a ``UserError``)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from src.errors import UserError
+from src.models.named_baselines import NO_FILE, baseline_path, missing_message
+from src.selection import policy
+from src.selection.detection_scorers import AGGREGATES
+from src.selection.schedule import plan_budgets
+from src.selection.scorers import SCORER_NAMES
+from src.tasks import get_task
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_int_or_null(key: str, value, what_null: str) -> None:
+    if value is not None and (not _is_int(value) or value < 1):
+        raise UserError(f"{key}={value!r} must be a positive integer or null ({what_null})")
+
+
+def static_pool_size(cfg: DictConfig) -> int | None:
+    """Pool size as the dataset config declares it, when it does (embedded recipes)."""
+    sizes = cfg.dataset.get("sizes")
+    if sizes is None or sizes.get("pool") is None:
+        return None
+    return int(sizes.pool) * int(cfg.dataset.get("pool_repeats", 1) or 1)
+
+
+def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
+    """Raise UserError for the first invalid value. ``pool_size`` overrides the declared one."""
+    if not _is_int(cfg.get("seed")):
+        raise UserError(f"seed={cfg.get('seed')!r} must be an integer")
+    if cfg.get("progress") not in ("auto", True, False):
+        raise UserError(f"progress={cfg.get('progress')!r}; allowed: auto, true, false")
+    if cfg.scorer.name not in SCORER_NAMES:
+        raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer; allowed: {', '.join(SCORER_NAMES)}")
+    budget = _check_selection(cfg.selection)
+    _check_dataset(cfg.dataset)
+    pool = pool_size if pool_size is not None else static_pool_size(cfg)
+    if pool is not None:
+        try:
+            plan_budgets(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    _check_training(cfg)
+    lg = cfg.logger
+    if "mode" in lg and lg.mode not in ("auto", "online", "offline", "disabled"):
+        raise UserError(f"logger.mode={lg.mode!r}; allowed: auto, online, offline, disabled")
+    _check_task(cfg)
+    _check_starting_weights(cfg)
+
+
+def _check_selection(sel: DictConfig):
+    """The ``selection`` group; returns the budget as plain Python (int or list)."""
+    if not _is_number(sel.pivot) or not 0.0 <= float(sel.pivot) <= 1.0:
+        raise UserError(f"selection.pivot={sel.pivot!r} is outside [0, 1] (0 = hardest items, 1 = easiest)")
+    budget = OmegaConf.to_object(sel.budget) if isinstance(sel.budget, ListConfig) else sel.budget
+    budgets = budget if isinstance(budget, list) else [budget]
+    if not budgets or not all(_is_int(b) and b > 0 for b in budgets):
+        raise UserError(f"selection.budget={budget!r} must be a positive integer or a list of positive integers")
+    if not _is_int(sel.base_size) or sel.base_size < 0:
+        raise UserError(f"selection.base_size={sel.base_size!r} must be an integer >= 0")
+    _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
+    if sel.mode not in policy.MODES:
+        raise UserError(f"selection.mode={sel.mode!r}; allowed: {', '.join(policy.MODES)}")
+    if not isinstance(sel.shuffle, bool):
+        raise UserError(f"selection.shuffle={sel.shuffle!r} must be true or false")
+    div = sel.diversity
+    if div.labels not in ("predicted", "ground_truth"):
+        raise UserError(f"selection.diversity.labels={div.labels!r}; allowed: predicted, ground_truth")
+    _positive_int_or_null("selection.diversity.k", div.k, "even share")
+    return budget
+
+
+def _check_dataset(ds: DictConfig) -> None:
+    sizes = ds.get("sizes")
+    if sizes is not None:
+        for split in ("pool", "val", "test"):
+            v, least = sizes.get(split), (0 if split == "pool" else 1)
+            if v is not None and (not _is_int(v) or v < least):   # null: what the data has
+                raise UserError(f"dataset.sizes.{split}={v!r} must be an integer >= {least} or null")
+    if ds.get("pool_repeats") is not None and (not _is_int(ds.pool_repeats) or ds.pool_repeats < 1):
+        raise UserError(f"dataset.pool_repeats={ds.pool_repeats!r} must be an integer >= 1")
+    for key in ("batch_size", "eval_batch_size"):
+        v = ds.get(key)
+        if v is not None and (not _is_int(v) or v < 1):
+            raise UserError(f"dataset.{key}={v!r} must be a positive integer")
+
+
+def _check_training(cfg: DictConfig) -> None:
+    """The ``callbacks``, ``trainer`` and ``fit`` groups."""
+    cb = cfg.callbacks
+    if cb.mode not in ("min", "max"):
+        raise UserError(f"callbacks.mode={cb.mode!r}; allowed: min (for a loss), max (for an accuracy)")
+    if not re.fullmatch(r"val/[\w/]+", str(cb.monitor)):
+        raise UserError(f"callbacks.monitor={cb.monitor!r} must be a validation metric, e.g. val/loss or val/acc_top1")
+    if cb.get("early_stopping") is not None:
+        patience = cb.early_stopping.get("patience")
+        if not _is_int(patience) or patience < 0:
+            raise UserError(f"callbacks.early_stopping.patience={patience!r} must be an integer >= 0")
+    if not _is_int(cfg.trainer.get("max_epochs")) or cfg.trainer.max_epochs < 1:
+        raise UserError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')!r} must be an integer >= 1")
+    _positive_int_or_null("fit.steps_per_epoch", cfg.fit.get("steps_per_epoch"), "one pass over the labelled set")
+
+
+def _check_task(cfg: DictConfig) -> None:
+    """The model and the dataset belong to ``task_type``; the scorer's task options are valid."""
+    task = get_task(cfg.task_type)
+    for key, node, base in (("model.module", cfg.model.module, task.module_class),
+                            ("dataset", cfg.dataset, task.datamodule_class)):
+        target = node.get("_target_")
+        try:
+            cls = hydra.utils.get_object(str(target))
+        except Exception as err:   # an unimportable target: name it, whatever the import raised
+            raise UserError(f"{key}._target_={target!r} cannot be imported ({type(err).__name__})") from None
+        if isinstance(cls, type) and not issubclass(cls, hydra.utils.get_class(base)):
+            raise UserError(f"{key}._target_={target} is not a {task.name} {key.split('.')[0]} "
+                            f"(task_type={task.name}); for detection pass task=detection")
+    sc = cfg.scorer
+    if "aggregate" in sc and sc.aggregate not in AGGREGATES:
+        raise UserError(f"scorer.aggregate={sc.aggregate!r}; allowed: {', '.join(AGGREGATES)}")
+    if "top_k" in sc and (not _is_int(sc.top_k) or sc.top_k < 1):
+        raise UserError(f"scorer.top_k={sc.top_k!r} must be a positive integer")
+    for key in ("score_threshold", "nms_iou"):
+        if key in sc and (not _is_number(sc[key]) or not 0.0 <= float(sc[key]) <= 1.0):
+            raise UserError(f"scorer.{key}={sc[key]!r} must be a number in [0, 1]")
+
+
+def _check_starting_weights(cfg: DictConfig) -> None:
+    """``model.init.checkpoint`` exists; a named baseline exists or will be made."""
+    checkpoint = cfg.model.init.get("checkpoint")
+    if checkpoint and not Path(str(checkpoint)).is_file():
+        raise UserError(f"model.init.checkpoint={checkpoint}: no such file")
+    node = cfg.get("baseline")
+    if node is not None and node.get("name") not in NO_FILE and not node.get("make_if_missing") \
+            and not checkpoint and not baseline_path(cfg).is_file():
+        raise UserError(missing_message(cfg))

@@ -1,0 +1,172 @@
+"""One active-learning experiment from a composed config: build everything, run, summarise.
+
+The CLI (``src/run.py``) composes the config with Hydra and calls ``run_experiment``;
+tests and benchmarks call ``build_loop`` on a config from Hydra's compose API. Order
+matters: the config is validated before anything is built, the data before the
+model, and every user mistake surfaces as a ``UserError`` before the first fit.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from src.analysis.curves import curve_summary
+from src.config.validate import validate
+from src.config.instantiate import build
+from src.errors import UserError
+from src.labelling.trained import save_trained_model
+from src.loop.active_loop import ActiveLearningLoop, SelectionSettings
+from src.loop.records import RoundRecord, RunStore, write_json_atomic
+from src.loop.trainers import TrainerFactory, quiet_libraries
+from src.models.named_baselines import named_baseline_checkpoint
+from src.models.weights import WeightSnapshot, load_into
+from src.selection.scorers import get_scorer
+from src.tasks import Task, get_task
+from src.tracking import Tracker
+
+log = logging.getLogger("src.run")
+
+# the config groups whose values change results: a resumed run must share all of them
+RESULT_GROUPS = ("seed", "source", "dataset", "model", "scorer", "selection", "fit", "trainer", "callbacks",
+                 "baseline")
+
+
+def build_model(cfg: DictConfig, datamodule) -> tuple[torch.nn.Module, WeightSnapshot]:
+    """The model with its starting weights, and the snapshot every round restores."""
+    # A seeded construction makes the random init (the start of a scratch model) reproducible.
+    torch.manual_seed(int(cfg.model.init.init_seed))
+    model = build(cfg.model.module, num_classes=datamodule.num_classes,
+                                    in_channels=datamodule.channels)
+    if cfg.model.init.get("checkpoint"):
+        load_into(model, cfg.model.init.checkpoint, key="model.init.checkpoint")
+    else:
+        named = named_baseline_checkpoint(cfg)
+        if named is not None:
+            load_into(model, named, key=f"baseline={cfg.baseline.name}")
+    return model, WeightSnapshot(model)
+
+
+def make_tracker(cfg: DictConfig) -> Tracker:
+    """The tracker of ``cfg.logger``; a W&B group left null becomes the task (and sweep) name."""
+    if "group" in cfg.logger and cfg.logger.group is None:
+        group = cfg.task_name
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            group = f"{cfg.task_name}/{Path(hc.sweep.dir).name}"
+        return hydra.utils.instantiate(cfg.logger, group=group)
+    return hydra.utils.instantiate(cfg.logger)
+
+
+def result_fingerprint(cfg: DictConfig) -> dict:
+    """The settings a resumed run must share with the original, flattened: all that changes results."""
+    # resolved in the whole config: data roots interpolate paths.*, which is not kept here
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = node
+
+    walk("", {k: resolved[k] for k in RESULT_GROUPS if k in resolved})
+    return flat
+
+
+def format_table(records: list[RoundRecord], task: Task) -> str:
+    """The per-round console table: the task's columns that any record has."""
+    cols = [c for c in task.columns if any(r.value(c[1]) is not None for r in records)]
+    rows = [[c[0] for c in cols]] + [[c[2].format(r.value(c[1])) if r.value(c[1]) is not None else "-"
+                                      for c in cols] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def round_line(task: Task, record: RoundRecord, n_rounds: int) -> str:
+    """The one console line of a completed round."""
+    parts = [f"round {record.round + 1}/{n_rounds}", f"labelled {record.n_labelled}", f"epochs {record.epochs}"]
+    shown = ["test/loss"] + [key for _, key, _ in task.console_columns]
+    parts += [f"{k} {record.metrics[k]:.4f}" for k in shown if k in record.metrics]
+    parts.append(f"select {record.select_seconds:.1f}s fit {record.fit_seconds:.1f}s")
+    return " | ".join(parts)
+
+
+def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
+               tracker: Tracker | None = None) -> ActiveLearningLoop:
+    """Datamodule, model, starting weights and loop from a composed config (validated here)."""
+    validate(cfg)
+    task = get_task(cfg.task_type)
+    datamodule = build(cfg.dataset)
+    datamodule.setup()
+    validate(cfg, pool_size=len(datamodule.pool_ids))
+    if task.save_data_summary is not None:
+        task.save_data_summary(datamodule, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
+    model, snapshot = build_model(cfg, datamodule)
+    scorer_cfg = OmegaConf.to_container(cfg.scorer, resolve=True)
+    options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
+    new_trainer = TrainerFactory(cfg.trainer, cfg.callbacks, run_dir, progress=progress,
+                                 epoch_logs=not cfg.logger._target_.endswith(".NoTracker"))
+    loop = ActiveLearningLoop(
+        datamodule=datamodule, model=model, snapshot=snapshot, scorer=get_scorer(cfg.scorer.name),
+        score_batch=functools.partial(task.score_batch, **options),
+        selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
+        new_trainer=new_trainer, seed=cfg.seed, store=RunStore(run_dir), tracker=tracker,
+        steps_per_epoch=cfg.fit.get("steps_per_epoch"), progress=progress, fingerprint=result_fingerprint(cfg),
+        round_line=functools.partial(round_line, task))
+    state = loop.store.read_state()
+    if state is not None:
+        loop.check_fingerprint(state)
+    return loop
+
+
+def run_experiment(cfg: DictConfig) -> dict:
+    """Run (or resume) the experiment of ``cfg`` in Hydra's output directory; returns the curve summary."""
+    validate(cfg)
+    quiet_libraries()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    store = RunStore(run_dir)
+    if store.exists() and not cfg.resume:
+        raise UserError(f"{run_dir} already holds a run; pass resume=true to continue it, "
+                        "or choose another hydra.run.dir / hydra.sweep.dir")
+    if store.exists() and (run_dir / "summary.json").exists():
+        log.info("%s is already complete; nothing to do", run_dir)
+
+    progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
+    task = get_task(cfg.task_type)
+    tracker = make_tracker(cfg)
+    loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
+
+    id_file = run_dir / "run_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    id_file.write_text(run_id)
+    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
+                  item_view=functools.partial(task.item_view, loop.dm))
+    log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
+             len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
+    records, failed = [], True
+    try:
+        records = loop.run()
+        failed = False
+    finally:
+        summary = curve_summary(records)
+        tracker.finish(summary, failed=failed)
+    write_json_atomic(run_dir / "summary.json", summary)
+    if cfg.get("save_model"):
+        save_trained_model(run_dir, loop.model, cfg.task_type, loop.dm.data.class_names, loop.dm.channels)
+    log.info("per-round results:\n%s", format_table(records, task))
+    log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
+             f"; tracker: {tracker.location}" if tracker.location else "")
+    return summary

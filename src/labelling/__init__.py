@@ -1,0 +1,1 @@
+"""Labelling with active learning in practice: files exchanged with labelling tools."""

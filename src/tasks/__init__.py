@@ -1,0 +1,49 @@
+"""What makes classification and detection different, in one place per task.
+
+A ``Task`` pairs the LightningModule and datamodule a task is built from with its
+pool-scoring adapter (model outputs -> one score per item, for any scorer), its
+headline metric, its console columns and the per-item view the trackers show. The
+loop, the entry point and the trackers ask the task instead of probing objects.
+Adding a task is one module here with a ``TASK`` and one entry in ``TASK_MODULES``.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from src.errors import UserError
+
+# Imported on demand, so a classification run never imports the detection stack.
+TASK_MODULES = {"classification": "src.tasks.classification", "detection": "src.tasks.detection"}
+
+# (header, record key, format) of the per-round console table, before and after the task's own
+LEADING_COLUMNS = (("round", "round", "{}"), ("labelled", "n_labelled", "{}"), ("epochs", "epochs", "{}"),
+                   ("test loss", "test/loss", "{:.4f}"))
+TRAILING_COLUMNS = (("select s", "select_seconds", "{:.1f}"), ("fit s", "fit_seconds", "{:.1f}"))
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    module_class: str           # dotted path of the LightningModule class the task's models derive from
+    datamodule_class: str       # likewise for its datamodules
+    # score_batch(model, batch, scorer, want_classes, **scorer options) -> (scores [B] or None, classes [B] or None)
+    score_batch: Callable
+    scorer_options: tuple[str, ...]        # the `scorer.*` keys score_batch takes besides the scorer itself
+    headline_metric: str                   # the metric a sweep optimises and the run returns
+    console_columns: tuple[tuple[str, str, str], ...]
+    # item_view(datamodule, ids) -> (class names or None, images as HxW(xC) uint8 arrays or None)
+    item_view: Callable
+    # save_data_summary(datamodule, run_dir, title) -> None: figures of the data written with the run
+    save_data_summary: Callable | None = None
+
+    @property
+    def columns(self) -> tuple[tuple[str, str, str], ...]:
+        return LEADING_COLUMNS + self.console_columns + TRAILING_COLUMNS
+
+
+def get_task(name: str) -> Task:
+    if name not in TASK_MODULES:
+        raise UserError(f"task_type={name!r} is not a known task; allowed: {', '.join(TASK_MODULES)}")
+    return importlib.import_module(TASK_MODULES[name]).TASK
