@@ -23,6 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# baal, the tests' independent reference for BALD / BatchBALD: without its declared jupyter
+	# dependency, which its heuristics never import
+	$(PY) -m pip install --quiet --no-deps "baal>=2.1,<3" "structlog>=22,<25"
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the project (once; again when pyproject.toml changes)
@@ -54,6 +57,7 @@ bench: install ## speed and memory benchmarks (ARGS=--quick for a smoke run); fi
 	$(PY) -m benchmarks.bench_parallel $(ARGS)
 	$(PY) -m benchmarks.bench_fastpaths $(ARGS)
 	$(PY) -m benchmarks.bench_startup $(ARGS)
+	$(PY) -m benchmarks.bench_selection $(ARGS)
 
 report: install ## report of runs/sweeps: make report DIRS="multirun/<date>_<time>" [ARGS="--facet dataset.name"]
 	@test -n "$(DIRS)" || { echo 'usage: make report DIRS="multirun/<date>_<time> ..." [ARGS=...]'; exit 2; }

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.peakmem import reset_peak, status_kib
 from src.loop.pool import score_pool
 from src.selection.scorers import entropy, get_scorer
 from src.tasks.classification import score_batch
@@ -65,26 +66,6 @@ class Rows(Dataset):
 
 def _keep(batch):
     return batch
-
-
-def _status_kib() -> dict[str, int]:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":")
-                out[key] = int(value.split()[0])
-    return out
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return False
-    st = _status_kib()
-    return st["VmHWM"] <= st["VmRSS"] + 1024   # reset took effect (within 1 MiB)
 
 
 def naive_scores(model: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +99,11 @@ def measure(mode: str, n_items: int, n_classes: int, batch_size: int) -> dict:
     run(DataLoader(Rows(images[:4], labels[:4]), batch_size=batch_size, collate_fn=_keep))
     gc.collect()
 
-    before = _status_kib()
-    reset = _reset_peak()
+    before = status_kib()
+    reset = reset_peak()
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = run(loader)
-    after = _status_kib()
+    after = status_kib()
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if reset:
         extra_kib, method = after["VmHWM"] - before["VmRSS"], "VmHWM after clear_refs"
