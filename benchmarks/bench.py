@@ -235,12 +235,12 @@ def bench_round(epochs: int, repeats: int) -> dict:
             records, dm = run_loop_once(cfg, Path(tmp) / f"run{i}")
             base, record = records[0], records[1]   # round 1: selected by entropy from the rest of the pool
             for p in phases:
-                measured[p].append(record[f"{p}_seconds"])
-            labelled = np.asarray(base["selected_ids"] + record["selected_ids"], dtype=np.int64)
-            candidates = np.setdiff1d(np.sort(dm.pool_ids), np.asarray(base["selected_ids"], dtype=np.int64))
+                measured[p].append(getattr(record, f"{p}_seconds"))
+            labelled = np.asarray(base.selected_ids + record.selected_ids, dtype=np.int64)
+            candidates = np.setdiff1d(np.sort(dm.pool_ids), np.asarray(base.selected_ids, dtype=np.int64))
             seed = derive_seed(int(cfg.seed), 1, STREAM_SHUFFLE)
             for _ in range(3):   # the bare work is cheap: three runs per loop run, the first also warms up
-                b = bare_round(cfg, dm, labelled, candidates, int(record["epochs"]), seed)
+                b = bare_round(cfg, dm, labelled, candidates, int(record.epochs), seed)
                 for p in phases:
                     bare[p].append(b[p])
 
@@ -249,9 +249,9 @@ def bench_round(epochs: int, repeats: int) -> dict:
     total, bare_total = sum(best.values()), sum(bare_best.values())
     return {
         "dataset": str(cfg.dataset.name), "model": str(cfg.model.module.net.name), "scorer": str(cfg.scorer.name),
-        "labelled": int(record["n_labelled"]), "pool_scored": int(len(candidates)),
+        "labelled": int(record.n_labelled), "pool_scored": int(len(candidates)),
         "val_items": int(len(dm.data.val_ids)), "test_items": int(len(dm.data.test_ids)),
-        "epochs": int(record["epochs"]), "train_steps": int(b["train_steps"]), "batch_size": dm.batch_size,
+        "epochs": int(record.epochs), "train_steps": int(b["train_steps"]), "batch_size": dm.batch_size,
         "repeats": repeats, "statistic": "best of repeats, per phase", "overrides": overrides,
         "phases": {p: {"seconds": best[p], "bare_seconds": bare_best[p], "overhead_seconds": best[p] - bare_best[p],
                        "overhead_share_of_round": (best[p] - bare_best[p]) / total,
