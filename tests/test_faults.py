@@ -341,7 +341,7 @@ BAD_INPUTS = [
     ("coco not json", lambda t: _coco_case("{not json"), "ann.json:1:2: not valid JSON"),
     ("coco image missing", lambda t: _coco_case(
         '{"images":[{"id":1,"file_name":"x.png","width":4,"height":4}],"annotations":[],'
-        '"categories":[{"id":1,"name":"cat"}]}'), "x.png named by an annotation does not exist"),
+        '"categories":[{"id":1,"name":"cat"}]}'), "names image 'x.png', which does not exist under the image root"),
     ("checkpoint garbage", lambda t: _checkpoint_case(lambda p: p.write_bytes(b"garbage")),
      "not a readable torch weights file"),
     ("checkpoint with a pickled object", lambda t: _checkpoint_case(_pickled_object),
