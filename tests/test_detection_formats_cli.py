@@ -18,7 +18,7 @@ from tests.conftest import read_jsonl, run_cli
 
 N_IMAGES, W, H = 12, 120, 72
 SPLIT_OF = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
-RUN = ["task=detection", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
+RUN = ["task=detection", "baseline=none", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
        "trainer.max_epochs=1", "dataset.image_size=[96,54]", "dataset.num_workers=0", "dataset.eval_batch_size=8"]
 
 

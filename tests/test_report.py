@@ -240,8 +240,8 @@ def test_run_names_spell_a_swept_and_a_default_pivot_alike(compose_cfg):
     # Hydra parses the swept `0` as an int, the yaml default `0.0` as a float: one name for both
     assert compose_cfg().run_name == compose_cfg("selection.pivot=0").run_name == "entropy-p0-b100-base0-s1"
     assert compose_cfg("selection.pivot=0.25").run_name == "entropy-p0.25-b100-base0-s1"
-    assert compose_cfg("task=detection").run_name == "entropy-blnone-p0-b20-base0-s1"
-    assert compose_cfg("task=detection", "baseline=real").run_name == "entropy-blreal-p0-b20-base0-s1"
+    assert compose_cfg("task=detection", "baseline=none").run_name == "entropy-blnone-p0-b30-base0-s1"
+    assert compose_cfg("task=detection", "baseline=real").run_name == "entropy-blreal-p0-b30-base0-s1"
 
 
 def test_group_labels_spell_booleans_and_numbers_as_typed(tmp_path, compose_cfg):
