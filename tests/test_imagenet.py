@@ -253,6 +253,7 @@ def test_an_empty_split_is_an_error(tmp_path):
         ImageFolderSource(root, cache_dir=tmp_path / "c").load()
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)
+    (empty / "dog").mkdir(parents=True)
     with pytest.raises(UserError, match=r"root .*empty holds no images"):
         ImageFolderSource(empty, cache_dir=tmp_path / "c").load()
 
