@@ -25,7 +25,7 @@ def test_mixed_from_imagenet_trees_under_the_data_dir(tmp_path):
     counts = json.loads((run_dir / "class_distribution.json").read_text())["counts"]
     assert [sum(counts[s]) for s in ("pool", "val", "test")] == [24, 6, 6]
     assert (run_dir / "class_distribution.png").stat().st_size > 1000
-    assert len(list((data / "cache").glob("imagenet_*-32px-*"))) == 3      # one decode cache per source
+    assert len([p for p in (data / "cache").iterdir() if p.name.startswith("imagenet")]) == 3   # one cache per source
 
 
 def test_a_users_folder_runs_with_the_folder_dataset(tmp_path):
