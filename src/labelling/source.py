@@ -64,11 +64,11 @@ class LabelStudioSource(Source):
         files = [i.file for i in items]
         labels = np.asarray([i.label for i in items], dtype=np.int64)
         root = lexical_abspath(self.pool_root)   # the files' own spelling: the cache names them relative to it
-        cached = cached_images(self.name, root, files, labels, self.image_size, self.cache_dir,
+        cached = cached_images(root, files, self.image_size, self.cache_dir,
                                resize_size=self.resize_size, skip_corrupt=self.skip_corrupt, workers=self.workers)
         if len(cached.kept) == 0:
             raise UserError(f"dataset.exports: none of the {len(files)} labelled images could be read")
-        return SourceData(self.name, cached.images, labels[cached.kept], self.classes, skipped=len(cached.skipped))
+        return SourceData(self.name, cached.images, labels[cached.kept], self.classes)
 
 
 def labelstudio_datamodule(exports, classes, document_root, pool_root=None, image_prefix=LOCAL_FILES_PREFIX,
