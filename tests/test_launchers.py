@@ -147,7 +147,7 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch):
 
 # -- end to end: the real CLI ----------------------------------------------------------------
 SWEEP = ["debug=fast", "logger=wandb", "seed=1,2"]
-JOB_DIRS = ["0_entropy-p0.0-b20-base0-s1", "1_entropy-p0.0-b20-base0-s2"]
+JOB_DIRS = ["0_entropy-p0-b20-base0-s1", "1_entropy-p0-b20-base0-s2"]
 # the jobs of a parallel sweep on this 2-core machine get one thread each; the sequential
 # sweep gets the same (float sums depend on the thread count in their last bits)
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
