@@ -149,13 +149,40 @@ def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
         check_fingerprint(state, result_fingerprint(cfg), run_dir)
 
 
-def detach_job_log() -> list[logging.Handler]:
-    """Hydra's job log file handlers, taken off the root logger until the run is accepted."""
-    root = logging.getLogger()
-    handlers = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
-    for handler in handlers:
-        root.removeHandler(handler)
-    return handlers
+class HeldJobLog(logging.Handler):
+    """Hydra's job log files, held off the root logger until the run is accepted.
+
+    The set-up lines logged meanwhile (which baseline was loaded, a resume notice) are kept
+    here and written to the files on ``release``, so a refused run writes nothing and an
+    accepted one has its whole story in ``run.log``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.NOTSET)
+        root = logging.getLogger()
+        self.files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+        self.held: list[logging.LogRecord] = []
+        for handler in self.files:
+            root.removeHandler(handler)
+        root.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record)
+
+    def release(self) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self)
+        for handler in self.files:
+            for record in self.held:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            root.addHandler(handler)
+        self.held.clear()
+
+    def drop(self) -> None:
+        """A refused run: the held lines went to the console already; the files get none."""
+        logging.getLogger().removeHandler(self)
+        self.held.clear()
 
 
 def record_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
@@ -181,14 +208,17 @@ def run_experiment(cfg: DictConfig) -> dict:
     prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
     validate(cfg)
     quiet_libraries()
-    job_log = detach_job_log()
+    job_log = HeldJobLog()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    with lock_run_dir(run_dir):
-        accept_run_dir(cfg, run_dir)
-        return _run_accepted(cfg, run_dir, job_log)
+    try:
+        with lock_run_dir(run_dir):
+            accept_run_dir(cfg, run_dir)
+            return _run_accepted(cfg, run_dir, job_log)
+    finally:
+        job_log.drop()   # a no-op once released
 
 
-def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: list[logging.Handler]) -> dict:
+def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     if RunStore(run_dir).exists() and (run_dir / "summary.json").exists():
         # a finished job: nothing to run, nothing to log (no empty tracker run)
         log.info("%s is already complete; nothing to do", run_dir)
@@ -199,8 +229,7 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: list[logging.Handler]
     loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
     record_hydra_files(run_dir, cfg)
     fault_point("setup")
-    for handler in job_log:
-        logging.getLogger().addHandler(handler)
+    job_log.release()
 
     id_file = run_dir / "run_id"
     run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)

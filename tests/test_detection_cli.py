@@ -9,7 +9,6 @@ import pytest
 
 from src.config.validate import validate
 from src.errors import UserError
-from src.errors import UserError as ConfigError
 from src.models.named_baselines import named_baseline_checkpoint
 from src.experiment import build_loop
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
@@ -81,7 +80,7 @@ def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
 
     # weights made with other settings are not silently used
     changed = compose_cfg(*[a for a in run_args if a != "baseline.epochs=1"], "baseline.epochs=2")
-    with pytest.raises(ValueError, match="was made with other settings"):
+    with pytest.raises(UserError, match="was made with other settings"):
         named_baseline_checkpoint(changed)
     assert named_baseline_checkpoint(compose_cfg(*run_args)) == weights
 
@@ -119,7 +118,7 @@ def test_detection_config_composes_and_bad_values_fail_fast(compose_cfg, tmp_pat
         (["task=detection", "baseline=real", f"baseline.dir={tmp_path}", "baseline.make_if_missing=false"],
          "python -m src.pretrain task=detection"),
     ]:
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             validate(compose_cfg(*overrides))
     validate(compose_cfg("task=detection", "baseline=untrained"))     # no file needed
     validate(compose_cfg())                                            # classification untouched
@@ -171,7 +170,7 @@ def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, 
         assert not caplog.records
         validate(cfg, pool_size=300)                    # the real pool, at start-up
     assert [r.getMessage() for r in caplog.records] == [budget_capped_notice(300, 0, 1000, None)]
-    with pytest.raises(ConfigError, match="select 1300 items in total but the pool has only 300"):
+    with pytest.raises(UserError, match="select 1300 items in total but the pool has only 300"):
         validate(compose_cfg(*TINY, "selection.budget=[1000,300]", "selection.rounds=null"), pool_size=300)
 
 
