@@ -49,6 +49,19 @@ def test_refused_commands_leave_every_file_of_the_run_directory_unchanged(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_refused_multirun_leaves_the_sweep_directory_unchanged(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("--multirun", *TINY, "seed=1", f"hydra.sweep.dir={sweep}")
+    before = snapshot(sweep)
+    assert "multirun.yaml" in before and any(k.endswith("rounds.jsonl") for k in before)
+    # the same sweep with changed settings and without resume=true: its one job is refused
+    line = one_error_line(run_cli("--multirun", *TINY, "seed=1", "model.init.init_seed=7", f"hydra.sweep.dir={sweep}",
+                                  check=False))
+    assert str(sweep) in line
+    assert snapshot(sweep) == before
+
+
+@pytest.mark.slow
 def test_a_second_writer_stops_at_once_naming_the_directory_and_the_other_process(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
