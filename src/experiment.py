@@ -253,7 +253,7 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
     tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
-                  item_view=functools.partial(task.item_view, loop.dm))
+                  item_view=functools.partial(task.item_view, loop.dm, model=loop.model))
     tracker.replay(loop.store.recover()[0])
     log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
              len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
