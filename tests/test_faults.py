@@ -13,7 +13,7 @@ import pytest
 from src.errors import UserError
 from src.loop.records import RoundRecord, lock_run_dir
 from src.tracking import CsvTracker
-from tests.conftest import REPO, cli_env, read_jsonl, run_cli
+from tests.conftest import REPO, read_jsonl, run_cli
 
 TINY = ["debug=fast", "selection.rounds=2"]
 
@@ -150,11 +150,7 @@ FAULT_RUN = ["debug=fast", "selection.rounds=5", "logger=csv"]
 
 
 def run_with_fault(point: str | None, *args: str) -> subprocess.CompletedProcess:
-    env = cli_env()
-    if point:
-        env["AL_SELECT_FAULT"] = point
-    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli(*args, env={"AL_SELECT_FAULT": point} if point else None, timeout=600, check=False)
 
 
 @pytest.mark.slow
@@ -217,8 +213,7 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
 
 # ---- a table of bad inputs through the real CLI: exit status 2, one line naming what is wrong, no file changed ----
 #
-# Each case is a command line run as `python -m src.run ...` in its own process (tests/cli_batch.py
-# forks one per case after importing the CLI once: ~40 processes for the price of one start-up).
+# Each case is a command line run as `python -m src.run ...` in its own process (see run_cli).
 
 def _tree(root, classes: dict[str, int]) -> None:
     from PIL import Image
@@ -357,8 +352,6 @@ BAD_INPUTS = [
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory):
     """Every case's command run once, with each case folder's files before and after."""
-    import json
-
     cases = []
     for i, (_, make, _) in enumerate(BAD_INPUTS):
         case_dir = tmp_path_factory.mktemp(f"case{i}")
@@ -366,10 +359,7 @@ def bad_input_results(tmp_path_factory):
         if not any(a.startswith("hydra.run.dir=") for a in argv):
             argv.append(f"hydra.run.dir={case_dir / 'run'}")
         cases.append((case_dir, ["debug=fast", "logger=none", *argv], snapshot(case_dir)))
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "cli_batch.py")], cwd=REPO, env=cli_env(),
-                          input=json.dumps([argv for _, argv, _ in cases]), capture_output=True, text=True,
-                          timeout=600, check=True)
-    outcomes = json.loads(proc.stdout)
+    outcomes = [run_cli(*argv, check=False) for _, argv, _ in cases]
     return {name: (outcome, case_dir, before, snapshot(case_dir))
             for (name, _, _), (case_dir, _, before), outcome in zip(BAD_INPUTS, cases, outcomes)}
 
@@ -378,8 +368,8 @@ def bad_input_results(tmp_path_factory):
 @pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
     outcome, case_dir, before, after = bad_input_results[name]
-    lines = [line for line in outcome["stderr"].splitlines() if line.strip()]
-    assert outcome["returncode"] == 2, outcome["stderr"][-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), outcome["stderr"][-3000:]
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert outcome.returncode == 2, outcome.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr[-3000:]
     assert needle in lines[0]
     assert after == before
