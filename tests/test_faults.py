@@ -365,6 +365,7 @@ def bad_input_results(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("bad_inputs")   # one worker runs the module fixture's commands, once
 @pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
     outcome, case_dir, before, after = bad_input_results[name]
