@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -75,18 +76,37 @@ def active() -> bool:
 
 
 class Ranks:
-    """Ranks 1..N-1 of this run, started from rank 0; ``close()`` waits for them."""
+    """Ranks 1..N-1 of this run, started from rank 0; ``close()`` waits for them and puts this
+    process's environment back (the next job of a sweep in this process may run on one)."""
 
-    def __init__(self, procs: list[subprocess.Popen]):
-        self.procs = procs
+    def __init__(self, procs: list[subprocess.Popen], saved_env: dict[str, str | None]):
+        self.procs, self.saved_env = procs, saved_env
+        self.closing = False
+        threading.Thread(target=self._watch, daemon=True, name="ddp-rank-watch").start()
+
+    def _watch(self) -> None:
+        """A rank that fails ends the run at once (this process by SIGKILL: left as a killed run,
+        which resume=true continues) instead of leaving rank 0 waiting in a collective."""
+        while not self.closing:
+            if any(proc.poll() not in (None, 0) for proc in self.procs) and not self.closing:
+                for proc in self.procs:
+                    proc.kill()
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.5)
 
     def close(self, failed: bool) -> None:
+        self.closing = True
         if failed:   # a follower blocked in a collective would wait for rank 0 forever
             for proc in self.procs:
                 proc.kill()
         codes = [proc.wait() for proc in self.procs]
         if dist.is_initialized():
             dist.destroy_process_group()
+        for key, value in self.saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         if not failed and any(codes):
             raise RuntimeError(f"trainer=ddp: ranks 1..{len(codes)} exited with {codes}")
 
@@ -101,13 +121,14 @@ def start_ranks(cfg: DictConfig, run_dir: Path) -> Ranks | None:
     from lightning_fabric.plugins.environments.lightning import find_free_network_port
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(find_free_network_port()), "WORLD_SIZE": str(n),
            "NODE_RANK": "0", RANK_ENV: "0", "AL_DDP_RUN": "1"}
+    saved_env = {key: os.environ.get(key) for key in env}
     os.environ.update(env)   # Lightning now takes this process as rank 0 of a group started by the user
     hc = HydraConfig.get()
     command = [sys.executable, "-m", "src.run", *hc.overrides.task, f"hydra.run.dir={run_dir.resolve()}"]
     procs = [subprocess.Popen(command, env={**os.environ, RANK_ENV: str(rank)}, cwd=hc.runtime.cwd)
              for rank in range(1, n)]
     log.info("trainer=ddp: %d processes (ranks 1..%d: pids %s)", n, n - 1, [p.pid for p in procs])
-    ranks = Ranks(procs)
+    ranks = Ranks(procs, saved_env)
     try:
         open_group(cfg)
     except BaseException:
