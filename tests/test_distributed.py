@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -133,3 +134,30 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_records(ddp_and_single_ru
     run_cli(*CLI, "trainer=ddp", "resume=true", f"hydra.run.dir={killed}", timeout=300)
     expected = read_jsonl(ddp_and_single_runs / "ddp" / "rounds.jsonl")
     assert without_timings(read_jsonl(killed / "rounds.jsonl")) == without_timings(expected)
+
+
+@pytest.mark.parametrize("trainer, expected", [
+    ({"accelerator": "cpu", "devices": 1}, 1),
+    ({"accelerator": "cpu", "devices": 3, "strategy": "ddp"}, 3),
+    ({"accelerator": "cpu", "devices": 2, "strategy": "auto"}, 1),   # not DDP: Lightning's own business
+])
+def test_processes_wanted_by_the_trainer_config(trainer, expected):
+    from omegaconf import OmegaConf
+
+    from src.loop.distributed import wanted_processes
+    assert wanted_processes(OmegaConf.create(trainer)) == expected
+
+
+@pytest.mark.parametrize("trainer, needle", [
+    ({"strategy": "ddp", "devices": 0}, "trainer.devices=0"),
+    ({"strategy": "ddp", "devices": "auto", "accelerator": "cpu"}, "trainer.devices='auto'"),
+    ({"strategy": "ddp_spawn", "devices": 2}, "trainer.strategy=ddp_spawn"),
+    ({"strategy": "ddp", "devices": 2, "num_nodes": 2}, "trainer.num_nodes=2"),
+])
+def test_ddp_settings_the_rounds_cannot_run_are_one_line_errors(trainer, needle):
+    from omegaconf import OmegaConf
+
+    from src.errors import UserError
+    from src.loop.distributed import wanted_processes
+    with pytest.raises(UserError, match=re.escape(needle)):
+        wanted_processes(OmegaConf.create(trainer))
