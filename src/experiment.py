@@ -27,6 +27,7 @@ from src.config.instantiate import build
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
 from src.launch import prepare_job
+from src.loop import distributed
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
 from src.loop.records import LOCK_FILE, RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
@@ -205,8 +206,11 @@ def run_experiment(cfg: DictConfig) -> dict:
     Nothing is written into the directory until the run is accepted (``accept_run_dir``) and
     the UserErrors of building the loop are past; the writer lock is held throughout.
     """
+    if distributed.is_follower():   # rank 1..N-1 of a trainer=ddp run: rank 0 accepted the run and writes it
+        return distributed.run_follower(cfg, build_loop)
     prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
     validate(cfg)
+    distributed.wanted_processes(cfg.trainer)   # a UserError for DDP settings the rounds cannot run
     quiet_libraries()
     job_log = HeldJobLog()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -258,10 +262,13 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
              len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
     records, failed = [], True
+    ranks = distributed.start_ranks(cfg, run_dir)   # trainer=ddp: ranks 1..N-1 join from here
     try:
         records = loop.run()
         failed = False
     finally:
+        if ranks is not None:
+            ranks.close(failed)
         if not failed:
             fault_point("before_summary")
         summary = curve_summary(records)
