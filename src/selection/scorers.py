@@ -101,6 +101,7 @@ class Scorer:
     uses: frozenset = frozenset()
     joint = False
     uses_labelled = False
+    of_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None   # a per-distribution uncertainty
 
     def __init__(self, name: str, stochastic: dict | None = None):
         self.name = name

@@ -56,6 +56,10 @@ class ClassifierOutputs:
         return self.logits().argmax(dim=1)
 
 
+# (model, batch, scorer, want_classes, collector=None, **scorer options) -> (scores, classes)
+score_batch = functools.partial(score_with, ClassifierOutputs)
+
+
 def item_view(datamodule, ids):
     """Class names and images (HxW grey or HxWxC) of dataset rows ``ids``."""
     data = datamodule.data
@@ -76,7 +80,7 @@ TASK = Task(
     name="classification",
     module_class="src.models.classifier.ImageClassifier",
     datamodule_class="src.data.datamodule.ActiveDataModule",
-    score_batch=functools.partial(score_with, ClassifierOutputs),
+    score_batch=score_batch,
     scorer_options=(),
     headline_metric="test/acc_top1",
     console_columns=(("top-1", "test/acc_top1", "{:.4f}"), ("top-5", "test/acc_top5", "{:.4f}"),

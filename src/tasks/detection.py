@@ -39,6 +39,10 @@ class DetectorOutputs:
         return ds.predicted_class([labels for _, labels in self._pool_outputs()[1]])
 
 
+# (model, batch, scorer, want_classes, collector=None, **scorer options) -> (scores, classes)
+score_batch = functools.partial(score_with, DetectorOutputs)
+
+
 def item_view(datamodule, ids):
     """Detection items have no single class name or plain image panel (yet)."""
     return None, None
@@ -48,7 +52,7 @@ TASK = Task(
     name="detection",
     module_class="src.models.detector.SSDDetector",
     datamodule_class="src.data.detection.datamodule.DetectionDataModule",
-    score_batch=functools.partial(score_with, DetectorOutputs),
+    score_batch=score_batch,
     scorer_options=("top_k", "score_threshold", "aggregate", "nms_iou"),
     headline_metric="test/map",
     console_columns=(("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}")),
