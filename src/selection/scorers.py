@@ -199,6 +199,30 @@ class LossScorer(Scorer):
         return cross_entropy_loss(logits, labels)
 
 
+class RowCollector:
+    """A joint scorer's per-item rows of the whole pool: ``rows_of(outputs)`` gives a batch's rows
+    as named tensors [B, ...]; they are stored in pool order on the CPU, allocated on the first batch."""
+
+    def __init__(self, n: int, rows_of: Callable[[object], dict[str, torch.Tensor]]):
+        self.n, self.rows_of, self.filled = n, rows_of, 0
+        self.rows: dict[str, torch.Tensor] = {}
+
+    def add(self, outputs) -> None:
+        batch = self.rows_of(outputs)
+        size = next(iter(batch.values())).shape[0]
+        for key, value in batch.items():
+            if key not in self.rows:
+                self.rows[key] = torch.empty((self.n, *value.shape[1:]), dtype=value.dtype)
+            self.rows[key][self.filled:self.filled + size] = value.detach().cpu()
+        self.filled += size
+
+    def get(self, key: str, shape_like: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows of ``key``; with nothing collected, an empty [0, ...] tensor shaped like ``shape_like``'s rows."""
+        if key in self.rows:
+            return self.rows[key][: self.filled]
+        return shape_like.new_empty((0, *shape_like.shape[1:]))
+
+
 def build_scorer(node, ignore: tuple[str, ...] = ()) -> Scorer:
     """The scorer of a ``scorer`` config node (``_target_`` + its arguments); ``ignore``: task options."""
     from src.config.instantiate import build
