@@ -129,8 +129,9 @@ class Scorer:
         """UserError, before any work, for a task or selection setting this scorer cannot honour."""
         missing = sorted(self.uses - provided)
         if missing:
-            raise UserError(f"scorer={self.name} needs {', '.join(missing)}, which task_type={task_name} "
-                            "does not provide; choose another scorer")
+            raise UserError(f"scorer={self.name} is not available for task_type={task_name}: it needs "
+                            f"{OUTPUTS[missing[0]]} ({missing[0]}), which that task does not provide; "
+                            "choose another scorer")
         if self.stochastic is not None and (self.joint or not self.needs_model):
             raise UserError(f"scorer.stochastic: scorer={self.name} has no scores to sample from "
                             "(it chooses jointly or at random); set scorer.stochastic.mode=null")
