@@ -193,3 +193,22 @@ def test_new_scorers_run_through_the_cli_with_the_selection_knobs(tmp_path, case
         run_cli(*args, f"hydra.run.dir={tmp_path / 'b'}")
         again = read_jsonl(tmp_path / "b" / "rounds.jsonl")
         assert [r["selected_ids"] for r in again] == [r["selected_ids"] for r in records]
+
+
+@pytest.mark.parametrize("scale", [[], ["scale=cpu"]])
+def test_scorers_extended_sweeps_every_method_and_each_value_validates(compose_cfg, scale):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=scorers_extended", *scale], return_hydra_config=True)
+    swept = str(cfg.hydra.sweeper.params.scorer).split(",")
+    assert set(NEW) | {"random", "entropy", "loss"} <= set(swept)
+    for name in swept:
+        composed = compose_cfg("experiment=scorers_extended", *scale, f"scorer={name}")
+        assert composed.scorer.name == name
+        if scale:
+            validate(composed)
