@@ -6,6 +6,7 @@ labelled (the labelled set when accumulating, the base set when reselecting): th
 the initial centres. The batch is the greedy k-centre choice
 (``src.selection.coreset.k_center_greedy``); without any labelled item the first centre
 is drawn from the round's seeded generator. Memory: N x D features, nothing N x N.
+Detection gives the SSD backbone's feature maps, average-pooled and concatenated.
 """
 from __future__ import annotations
 

@@ -35,6 +35,10 @@ class DetectorOutputs:
         return ds.image_uncertainty([probs for probs, _ in self._pool_outputs()[1]], of_probabilities,
                                     self.aggregate)
 
+    def features(self) -> torch.Tensor:
+        """Pooled backbone features [B, D] (``SSDDetector.pooled_backbone_features``), a pass of their own."""
+        return self.model.pooled_backbone_features(self.batch[0])
+
     def predicted_classes(self) -> torch.Tensor:
         return ds.predicted_class([labels for _, labels in self._pool_outputs()[1]])
 
@@ -57,4 +61,5 @@ TASK = Task(
     headline_metric="test/map",
     console_columns=(("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}")),
     item_view=item_view,
+    provides=frozenset({"probabilities", "loss", "features"}),
 )
