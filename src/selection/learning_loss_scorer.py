@@ -102,5 +102,8 @@ class LearningLossScorer(Scorer):
         return learning_loss_objective(per_item, model.loss_prediction(maps), self.weight, self.margin)
 
     def batch_scores(self, outputs) -> torch.Tensor:
+        if self.taps is None or not hasattr(outputs.model, "loss_prediction"):
+            raise UserError(f"scorer={self.name} scores with the loss-prediction module trained in an active-"
+                            "learning run (python -m src.run scorer=learning_loss); this model has none")
         outputs.logits()                  # the pass fills the taps
         return outputs.model.loss_prediction(self.taps.maps).double()
