@@ -73,11 +73,11 @@ def scorer_names() -> list[str]:
 # What a task's per-batch outputs view (``src.tasks``) may be asked for; a scorer declares
 # the ones it reads in ``uses`` and a task the ones it provides.
 OUTPUTS = {
-    "probabilities": "the predicted class distribution, through outputs.uncertainty(fn)",
-    "loss": "the model's own loss against the true label (needs labels)",
-    "logits": "the raw model outputs of one eval pass (outputs.logits)",
-    "features": "penultimate-layer features (outputs.features)",
-    "mc_probabilities": "softmax of T stochastic passes with dropout on (outputs.mc_probabilities(T))",
+    "probabilities": "class probabilities (outputs.uncertainty(fn) applies fn to them)",
+    "loss": "each item's loss against its true label (outputs.loss(); needs labels)",
+    "logits": "a classifier's logits (outputs.logits())",
+    "features": "penultimate-layer features (outputs.features())",
+    "mc_probabilities": "MC-dropout passes (outputs.mc_probabilities(T): [T, B, C] softmax)",
 }
 
 
@@ -129,9 +129,9 @@ class Scorer:
         """UserError, before any work, for a task or selection setting this scorer cannot honour."""
         missing = sorted(self.uses - provided)
         if missing:
-            raise UserError(f"scorer={self.name} is not available for task_type={task_name}: it needs "
-                            f"{OUTPUTS[missing[0]]} ({missing[0]}), which that task does not provide; "
-                            "choose another scorer")
+            needs = OUTPUTS[missing[0]].split(" (")[0]
+            raise UserError(f"scorer={self.name} is not available for task_type={task_name}: it needs {needs}, "
+                            "which that task does not provide; choose another scorer")
         if self.stochastic is not None and (self.joint or not self.needs_model):
             raise UserError(f"scorer.stochastic: scorer={self.name} has no scores to sample from "
                             "(it chooses jointly or at random); set scorer.stochastic.mode=null")
