@@ -33,7 +33,7 @@ from src.loop.records import LOCK_FILE, RoundRecord, RunStore, fault_point, lock
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
-from src.selection.scorers import get_scorer
+from src.selection.scorers import Scorer, build_scorer
 from src.tasks import Task, get_task
 from src.tracking import Tracker
 
@@ -44,8 +44,9 @@ RESULT_GROUPS = ("seed", "source", "dataset", "model", "scorer", "selection", "f
                  "baseline")
 
 
-def build_model(cfg: DictConfig, datamodule) -> tuple[torch.nn.Module, WeightSnapshot]:
-    """The model with its starting weights, and the snapshot every round restores."""
+def build_model(cfg: DictConfig, datamodule, scorer: Scorer | None = None) -> tuple[torch.nn.Module, WeightSnapshot]:
+    """The model with its starting weights, adapted by ``scorer`` (dropout, a loss-prediction
+    module), and the snapshot every round restores."""
     # A seeded construction makes the random init (the start of a scratch model) reproducible.
     torch.manual_seed(int(cfg.model.init.init_seed))
     model = build(cfg.model.module, num_classes=datamodule.num_classes,
@@ -56,6 +57,8 @@ def build_model(cfg: DictConfig, datamodule) -> tuple[torch.nn.Module, WeightSna
         named = named_baseline_checkpoint(cfg)
         if named is not None:
             load_into(model, named, key=f"baseline={cfg.baseline.name}")
+    if scorer is not None:
+        scorer.prepare_model(model, datamodule)
     return model, WeightSnapshot(model)
 
 
@@ -115,13 +118,14 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
     datamodule = build(cfg.dataset)
     datamodule.setup()
     validate(cfg, pool_size=len(datamodule.pool_ids))
-    model, snapshot = build_model(cfg, datamodule)
     scorer_cfg = OmegaConf.to_container(cfg.scorer, resolve=True)
+    scorer = build_scorer(scorer_cfg, ignore=task.scorer_options)
+    model, snapshot = build_model(cfg, datamodule, scorer)
     options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
     new_trainer = TrainerFactory(cfg.trainer, cfg.callbacks, run_dir, progress=progress,
                                  epoch_logs=not cfg.logger._target_.endswith(".NoTracker"))
     loop = ActiveLearningLoop(
-        datamodule=datamodule, model=model, snapshot=snapshot, scorer=get_scorer(cfg.scorer.name),
+        datamodule=datamodule, model=model, snapshot=snapshot, scorer=scorer,
         score_batch=functools.partial(task.score_batch, **options),
         selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
         new_trainer=new_trainer, seed=cfg.seed, store=RunStore(run_dir), tracker=tracker,

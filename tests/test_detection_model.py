@@ -212,3 +212,16 @@ def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path
     torch.save({"w": torch.zeros(1), "extra": io.BytesIO()}, cache / "mobilenet_v3_large-8738ca79.pth")
     with pytest.raises(UserError, match="not a plain torch state dict"):
         SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="imagenet")
+
+
+def test_coreset_features_are_the_pooled_backbone_maps_per_image(model, datamodule):
+    images, targets, ids = next(iter(datamodule.pool_dataloader(datamodule.pool_ids[:3])))
+    outputs = detection.DetectorOutputs(model, (images, targets, ids), frozenset({"features"}))
+    with torch.inference_mode():
+        together = outputs.features()
+        # by hand: each image alone through the backbone, each map averaged over its positions
+        for i in range(3):
+            imgs, _ = model._inputs(images[i:i + 1], None)
+            maps = model.net.backbone(model.net.transform(imgs, None)[0].tensors)
+            alone = torch.cat([m.float().flatten(2).mean(dim=2) for m in maps.values()], dim=1)[0]
+            np.testing.assert_allclose(together[i].numpy(), alone.numpy(), rtol=1e-4, atol=1e-5)

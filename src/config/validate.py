@@ -14,7 +14,7 @@ from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
 from src.selection.schedule import plan_budgets
-from src.selection.scorers import SCORER_NAMES
+from src.selection.scorers import build_scorer, scorer_names
 from src.tasks import get_task
 
 log = logging.getLogger("src.config.validate")
@@ -47,8 +47,9 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
         raise UserError(f"seed={cfg.get('seed')!r} must be an integer")
     if cfg.get("progress") not in ("auto", True, False):
         raise UserError(f"progress={cfg.get('progress')!r}; allowed: auto, true, false")
-    if cfg.scorer.name not in SCORER_NAMES:
-        raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer; allowed: {', '.join(SCORER_NAMES)}")
+    if cfg.scorer.name not in scorer_names():
+        raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer (conf/scorer/<name>.yaml); "
+                        f"allowed: {', '.join(scorer_names())}")
     budget = _check_selection(cfg.selection)
     _check_dataset(cfg.dataset)
     pool = pool_size if pool_size is not None else static_pool_size(cfg)
@@ -135,6 +136,8 @@ def _check_task(cfg: DictConfig) -> None:
             raise UserError(f"{key}._target_={target} is not a {task.name} {key.split('.')[0]} "
                             f"(task_type={task.name}); for detection pass task=detection")
     sc = cfg.scorer
+    scorer = build_scorer(OmegaConf.to_container(sc, resolve=True), ignore=task.scorer_options)
+    scorer.check(task.name, task.provides, cfg.selection)
     if "aggregate" in sc and sc.aggregate not in AGGREGATES:
         raise UserError(f"scorer.aggregate={sc.aggregate!r}; allowed: {', '.join(AGGREGATES)}")
     if "top_k" in sc and (not _is_int(sc.top_k) or sc.top_k < 1):

@@ -27,10 +27,10 @@ from src.loop.callbacks import RestoreBestWeights
 from src.loop.pool import score_pool
 from src.loop.records import RoundRecord, RunStore
 from src.models.weights import WeightSnapshot
-from src.selection import policy, ranking
-from src.selection.schedule import (STREAM_BASE, STREAM_RANDOM_SCORES, STREAM_SHUFFLE, STREAM_TRAIN,
-                                    derive_seed, plan_budgets)
-from src.selection.scorers import Scorer, random_scores
+from src.selection import policy, ranking, stochastic
+from src.selection.schedule import (STREAM_BASE, STREAM_POOL_PASS, STREAM_RANDOM_SCORES, STREAM_SCORER,
+                                    STREAM_SHUFFLE, STREAM_TRAIN, derive_seed, plan_budgets)
+from src.selection.scorers import Scorer
 from src.tracking import NoTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -151,37 +151,72 @@ class ActiveLearningLoop:
         diversity = self.sel.diversity or {}
         diverse = bool(diversity.get("enabled"))
         predicted = diverse and diversity.get("labels", "predicted") == "predicted"
+        scorer = self.scorer
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, round_index, STREAM_SCORER))
         scores = predictions = None
-        if self.scorer.needs_model or predicted:
+        if scorer.joint:
+            # a joint choice ranks what the pivot window and the diversity walk need: the
+            # batch itself, or every candidate (its order as descending scores)
+            kept = policy.kept_labelled(self.sel.mode, labelled, base)
+            n_ordered = budget if self.sel.pivot == 0 and not diverse else len(candidates)
+            scores, predictions = self.joint_scores(candidates, kept, min(n_ordered, len(candidates)), predicted,
+                                                    round_index, device, generator)
+        elif scorer.needs_model or predicted:
             scores, predictions = self.score_candidates(candidates, predicted, round_index, device)
-        if not self.scorer.needs_model:
+        if not scorer.needs_model:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, round_index, STREAM_RANDOM_SCORES))
-            scores = random_scores(len(candidates), gen).numpy()
+            scores = scorer.scores_without_model(len(candidates), gen).numpy()
 
         def choose() -> dict:
             classes = None
             if diverse:
                 classes = predictions if predicted else self.dm.labels_of(candidates)
-            chosen = ranking.select(candidates, scores, budget, pivot=self.sel.pivot, classes=classes,
+            rank_by = scores
+            if scorer.stochastic is not None:     # sampled: the ranking is by Gumbel-perturbed log-weights
+                rank_by = stochastic.gumbel_keys(stochastic.log_weights(torch.from_numpy(scores), **scorer.stochastic),
+                                                 generator).numpy()
+            chosen = ranking.select(candidates, rank_by, budget, pivot=self.sel.pivot, classes=classes,
                                     diversity_k=diversity.get("k"))
-            return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen.scores.tolist(),
+            chosen_scores = scores[np.searchsorted(candidates, chosen.ids)] if rank_by is not scores else chosen.scores
+            return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen_scores.tolist(),
                     "n_scored": int(len(candidates)), "seconds": time.perf_counter() - started}
         return distributed.made_once(choose)   # under trainer=ddp: chosen on rank 0, shared with all
 
+    def joint_scores(self, candidates: np.ndarray, kept: np.ndarray, n_ordered: int, predicted: bool,
+                     round_index: int, device: torch.device,
+                     generator: torch.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        """A joint scorer's order of ``n_ordered`` candidates as scores (n - k) / n for the k-th
+        chosen, 0 for the rest; and the predicted classes or None."""
+        pool = self.scorer.collector(len(candidates))
+        _, predictions = self.score_candidates(candidates, predicted, round_index, device, collector=pool)
+        reference = self.scorer.collector(len(kept))
+        if self.scorer.uses_labelled and len(kept):
+            self.score_candidates(np.sort(kept), False, round_index, device, collector=reference)
+        order = self.scorer.choose(pool, reference, n_ordered, generator).numpy()
+        scores = np.zeros(len(candidates), dtype=np.float64)
+        scores[order] = (n_ordered - np.arange(n_ordered)) / n_ordered
+        return scores, predictions
+
     def score_candidates(self, candidates: np.ndarray, predicted: bool, round_index: int,
-                         device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-        """(scores, predicted classes or None) of ``candidates``, in their order, on ``device``."""
+                         device: torch.device, collector=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(scores, predicted classes or None) of ``candidates``, in their order, on ``device``;
+        a joint scorer's ``collector`` is fed the outputs instead of scores being taken."""
         home = next(self.model.parameters()).device
         self.model.to(device)
+        score_batch = self.score_batch if collector is None else functools.partial(self.score_batch,
+                                                                                   collector=collector)
         try:
             def score(ids: np.ndarray):
-                return score_pool(self.model, self.dm.pool_dataloader(ids), self.score_batch,
+                return score_pool(self.model, self.dm.pool_dataloader(ids), score_batch,
                                   want_predictions=predicted, progress=self.progress,
                                   desc=f"scoring pool for round {round_index}")
-            if distributed.active():   # trainer=ddp: each rank scores its share, all get every score
-                ids, scores, predictions = distributed.score_sharded(candidates, score, device)
-            else:
-                ids, scores, predictions = score(candidates)
+            with self.scorer.pool_context(self.model, derive_seed(self.seed, round_index, STREAM_POOL_PASS)):
+                # trainer=ddp: each rank scores its share and all get every score; a joint scorer's
+                # collector must see the whole pool, so every rank scores all of it
+                if distributed.active() and collector is None:
+                    ids, scores, predictions = distributed.score_sharded(candidates, score, device)
+                else:
+                    ids, scores, predictions = score(candidates)
         finally:
             self.model.to(home)
         if not np.array_equal(ids, candidates):

@@ -60,6 +60,8 @@ class ImageClassifier(pl.LightningModule):
 
         self.val_acc, self.test_acc = accuracies(), accuracies()
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # a scorer's joint training objective (learning loss): (module, logits, labels) -> loss
+        self.training_objective: Callable | None = None
 
     # -- forward -------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -79,7 +81,11 @@ class ImageClassifier(pl.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels, _ = batch
-        loss = self.loss_fn(self(images), labels)
+        logits = self(images)
+        if self.training_objective is None:
+            loss = self.loss_fn(logits, labels)
+        else:
+            loss = self.training_objective(self, logits, labels)
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss

@@ -191,6 +191,15 @@ class SSDDetector(pl.LightningModule):
         self._eval_epoch_end("test")
 
     # -- pool scoring ---------------------------------------------------------------------------
+    def pooled_backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, sum of channels]: every backbone feature map global-average-pooled and concatenated
+        (what core-set measures distances on; the backbone's input as in every other pass)."""
+        imgs, _ = self._inputs(images, None)
+        batch, _ = self.net.transform(imgs, None)
+        features = self.net.backbone(batch.tensors)
+        features = list(features.values()) if isinstance(features, dict) else [features]
+        return torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
+
     def pool_outputs(self, batch, losses: bool, detections: bool, top_k: int = 10, score_threshold: float = 0.1,
                      nms_iou: float = 0.5) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """What pool scoring reads from one batch, from one pass through the network.

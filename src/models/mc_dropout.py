@@ -74,7 +74,7 @@ def _apply_added_dropout(module: nn.Module, args: tuple) -> tuple:
     return (getattr(module, ADDED_DROPOUT_NAME)(args[0]), *args[1:])
 
 
-def _last_linear(model: nn.Module) -> nn.Linear:
+def last_linear(model: nn.Module) -> nn.Linear:
     last = None
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -96,7 +96,7 @@ def add_dropout_before_head(model: nn.Module, p: float) -> nn.Module:
     if existing:
         raise ValueError(f"{type(model).__name__} already has {len(existing)} dropout layer(s); "
                          "MC dropout uses them as they are")
-    head = _last_linear(model)
+    head = last_linear(model)
     head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p))
     head.register_forward_pre_hook(_apply_added_dropout)
     return model

@@ -30,8 +30,12 @@ def candidates_and_budget(mode: str, pool_ids: np.ndarray, labelled: np.ndarray,
     return np.setdiff1d(pool_ids, labelled), int(budgets[selection_index])
 
 
+def kept_labelled(mode: str, labelled: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """What stays labelled when a selection is added: the labelled set (accumulate) or the base set (reselect)."""
+    _check_mode(mode)
+    return np.asarray(labelled if mode == "accumulate" else base, dtype=np.int64)
+
+
 def labelled_after(mode: str, labelled: np.ndarray, base: np.ndarray, selected: Sequence[int]) -> np.ndarray:
     """The labelled set a round trains on: what stays labelled, then the selection in rank order."""
-    _check_mode(mode)
-    kept = labelled if mode == "accumulate" else base
-    return np.concatenate([np.asarray(kept, dtype=np.int64), np.asarray(selected, dtype=np.int64)])
+    return np.concatenate([kept_labelled(mode, labelled, base), np.asarray(selected, dtype=np.int64)])

@@ -9,6 +9,8 @@ import numpy as np
 # Independent random streams, so that e.g. the random scorer's draw does not shift
 # when the base-set draw changes size.
 STREAM_BASE, STREAM_RANDOM_SCORES, STREAM_TRAIN, STREAM_SHUFFLE = 1, 2, 3, 4
+# a scorer's own draws (joint choice, stochastic acquisition) and its pool pass (MC dropout masks)
+STREAM_SCORER, STREAM_POOL_PASS = 5, 6
 
 
 def derive_seed(seed: int, round_index: int, stream: int) -> int:

@@ -44,13 +44,19 @@ def log_weights(scores: torch.Tensor, mode: str, beta: float) -> torch.Tensor:
     return -beta * torch.log(ranks)
 
 
+def gumbel_keys(log_w: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """log w_i + G_i with G_i standard Gumbel (float64 uniforms): ranking by these keys, highest
+    first, is successive sampling ∝ w without replacement; weight-0 items get -inf."""
+    uniforms = torch.rand(log_w.shape[0], generator=generator, dtype=torch.float64).clamp_(min=1e-300)
+    return log_w - torch.log(-torch.log(uniforms))
+
+
 def sample_without_replacement(log_w: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k positions drawn successively ∝ exp(log_w) without replacement (Gumbel-top-k), in draw order."""
     n = log_w.shape[0]
     if not 0 < k <= n:
         raise ValueError(f"k={k} must be in [1, {n}] (the number of items)")
-    uniforms = torch.rand(n, generator=generator, dtype=torch.float64).clamp_(min=1e-300)
-    keys = log_w - torch.log(-torch.log(uniforms))
+    keys = gumbel_keys(log_w, generator)
     positive = torch.isfinite(keys)
     n_positive = int(positive.sum())
     # exact float ties between Gumbel keys have probability ~0

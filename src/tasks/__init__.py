@@ -28,7 +28,8 @@ class Task:
     name: str
     module_class: str           # dotted path of the LightningModule class the task's models derive from
     datamodule_class: str       # likewise for its datamodules
-    # score_batch(model, batch, scorer, want_classes, **scorer options) -> (scores [B] or None, classes [B] or None)
+    # score_batch(model, batch, scorer, want_classes, collector=None, **scorer options)
+    #   -> (scores [B] or None, classes [B] or None); a joint scorer's collector is fed instead
     score_batch: Callable
     scorer_options: tuple[str, ...]        # the `scorer.*` keys score_batch takes besides the scorer itself
     headline_metric: str                   # the metric a sweep optimises and the run returns
@@ -37,10 +38,25 @@ class Task:
     item_view: Callable
     # save_data_summary(datamodule, run_dir, title) -> None: figures of the data written with the run
     save_data_summary: Callable | None = None
+    # the per-item model outputs its outputs view provides (keys of src.selection.scorers.OUTPUTS)
+    provides: frozenset = frozenset({"probabilities", "loss"})
 
     @property
     def columns(self) -> tuple[tuple[str, str, str], ...]:
         return LEADING_COLUMNS + self.console_columns + TRAILING_COLUMNS
+
+
+def score_with(make_outputs: Callable, model, batch, scorer, want_classes: bool, collector=None, **options):
+    """A task's ``score_batch`` from its outputs view: ``make_outputs(model, batch, wants, **options)``
+    is lazy, computing only what the scorer (and class diversity) reads, once per batch."""
+    wants = set(scorer.uses) | ({"classes"} if want_classes else set())
+    outputs = make_outputs(model, batch, frozenset(wants), **options)
+    scores = None
+    if collector is not None:
+        collector.add(outputs)
+    elif scorer.needs_model:
+        scores = scorer.batch_scores(outputs)
+    return scores, (outputs.predicted_classes() if want_classes else None)
 
 
 def get_task(name: str) -> Task:

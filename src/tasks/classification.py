@@ -1,19 +1,63 @@
 """Image classification: ImageClassifier on an ActiveDataModule."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
-from src.selection.scorers import Scorer
-from src.tasks import Task
+from src.models.mc_dropout import last_linear, mc_dropout_mode, mc_softmax
+from src.selection.scorers import cross_entropy_loss
+from src.tasks import Task, score_with
 
 
-def score_batch(model: torch.nn.Module, batch, scorer: Scorer, want_classes: bool):
-    """(one score per image, predicted class per image) from one forward pass of the logits."""
-    images, labels, _ = batch
-    device = next(model.parameters()).device
-    logits = model(images.to(device, non_blocking=True))
-    scores = scorer.score_logits(logits, labels.to(device, non_blocking=True) if scorer.needs_labels else None)
-    return scores, (logits.argmax(dim=1) if want_classes else None)
+class ClassifierOutputs:
+    """What a scorer may read of one pool batch, computed on first use and kept for the batch."""
+
+    def __init__(self, model: torch.nn.Module, batch, wants: frozenset):
+        images, labels, _ = batch
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.images = images.to(self.device, non_blocking=True)
+        self._labels = labels
+        self._logits = self._features = None
+
+    def logits(self) -> torch.Tensor:
+        if self._logits is None:
+            self._logits = self.model(self.images)
+        return self._logits
+
+    def labels(self) -> torch.Tensor:
+        return self._labels.to(self.device, non_blocking=True)
+
+    def uncertainty(self, of_probabilities) -> torch.Tensor:
+        return of_probabilities(torch.softmax(self.logits().float(), dim=1))
+
+    def loss(self) -> torch.Tensor:
+        return cross_entropy_loss(self.logits(), self.labels())
+
+    def features(self) -> torch.Tensor:
+        """The input of the network's last Linear layer (penultimate features), [B, D], from the same pass."""
+        if self._features is None:
+            captured = []
+            hook = last_linear(getattr(self.model, "net", self.model)).register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+            try:
+                self._logits = self.model(self.images)
+            finally:
+                hook.remove()
+            self._features = captured[-1].flatten(1)
+        return self._features
+
+    def mc_probabilities(self, passes: int) -> torch.Tensor:
+        """[T, B, C] softmax of ``passes`` forward passes with the dropout layers on (MC dropout)."""
+        with mc_dropout_mode(self.model):
+            return mc_softmax(self.model, self.images, passes)
+
+    def predicted_classes(self) -> torch.Tensor:
+        return self.logits().argmax(dim=1)
+
+
+# (model, batch, scorer, want_classes, collector=None, **scorer options) -> (scores, classes)
+score_batch = functools.partial(score_with, ClassifierOutputs)
 
 
 def item_view(datamodule, ids, images: bool = True, model=None, predictions: bool = True):
@@ -45,4 +89,5 @@ TASK = Task(
                      ("top-20", "test/acc_top20", "{:.4f}")),
     item_view=item_view,
     save_data_summary=save_data_summary,
+    provides=frozenset({"probabilities", "loss", "logits", "features", "mc_probabilities"}),
 )

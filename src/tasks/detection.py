@@ -1,29 +1,50 @@
 """Object detection: SSDDetector on a DetectionDataModule."""
 from __future__ import annotations
 
+import functools
+
+import torch
+
 from src.selection import detection_scorers as ds
-from src.selection.scorers import Scorer
-from src.tasks import Task
+from src.tasks import Task, score_with
 
 
-def score_batch(model, batch, scorer: Scorer, want_classes: bool, top_k: int = 10, score_threshold: float = 0.1,
-                aggregate: str = "mean", nms_iou: float = 0.5):
-    """(one score per image, most frequent predicted class per image or None).
+class DetectorOutputs:
+    """What a scorer may read of one pool batch of images; one ``pool_outputs`` call gives all of it.
 
-    ``loss``: the image's own cls + box loss. A probability scorer: its uncertainty of
-    each of the image's top-k detections, aggregated (mean, max, sum); no detection -> 1.
+    ``loss``: each image's own cls + box loss. ``uncertainty(fn)``: ``fn`` applied to each of
+    the image's top-k detections' class distributions, aggregated (mean, max, sum); no detection -> 1.
     """
-    want_losses = scorer.needs == "loss"
-    want_detections = scorer.needs == "probabilities" or want_classes
-    if not (want_losses or want_detections):
-        return None, None
-    losses, kept = model.pool_outputs(batch, losses=want_losses, detections=want_detections, top_k=top_k,
-                                      score_threshold=score_threshold, nms_iou=nms_iou)
-    scores = losses.double() if want_losses else None
-    if scorer.needs == "probabilities":
-        scores = ds.image_uncertainty([probs for probs, _ in kept], scorer.of_probabilities, aggregate)
-    classes = ds.predicted_class([labels for _, labels in kept]) if want_classes else None
-    return scores, classes
+
+    def __init__(self, model, batch, wants: frozenset, top_k: int = 10, score_threshold: float = 0.1,
+                 aggregate: str = "mean", nms_iou: float = 0.5):
+        self.model, self.batch, self.aggregate = model, batch, aggregate
+        self.options = dict(losses="loss" in wants, detections="probabilities" in wants or "classes" in wants,
+                            top_k=top_k, score_threshold=score_threshold, nms_iou=nms_iou)
+        self._outputs = None
+
+    def _pool_outputs(self):
+        if self._outputs is None:
+            self._outputs = self.model.pool_outputs(self.batch, **self.options)
+        return self._outputs
+
+    def loss(self) -> torch.Tensor:
+        return self._pool_outputs()[0].double()
+
+    def uncertainty(self, of_probabilities) -> torch.Tensor:
+        return ds.image_uncertainty([probs for probs, _ in self._pool_outputs()[1]], of_probabilities,
+                                    self.aggregate)
+
+    def features(self) -> torch.Tensor:
+        """Pooled backbone features [B, D] (``SSDDetector.pooled_backbone_features``), a pass of their own."""
+        return self.model.pooled_backbone_features(self.batch[0])
+
+    def predicted_classes(self) -> torch.Tensor:
+        return ds.predicted_class([labels for _, labels in self._pool_outputs()[1]])
+
+
+# (model, batch, scorer, want_classes, collector=None, **scorer options) -> (scores, classes)
+score_batch = functools.partial(score_with, DetectorOutputs)
 
 
 # detections drawn on the W&B images: the most confident ones, as an eye would read them
@@ -72,4 +93,5 @@ TASK = Task(
     headline_metric="test/map",
     console_columns=(("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}")),
     item_view=item_view,
+    provides=frozenset({"probabilities", "loss", "features"}),
 )
