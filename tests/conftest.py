@@ -82,6 +82,22 @@ def run_cli(*args: str, timeout: float = 300, check: bool = True, env: dict | No
     return proc
 
 
+def made_once(tmp_path_factory, name: str, make):
+    """``make(folder)`` run once per test session, also when pytest-xdist spreads the tests that
+    need it over several workers: the first worker makes it under a file lock, the others read
+    its JSON result (and use the files it wrote under ``folder``)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # the session's shared folder
+    folder, result = root / f"shared-{name}", root / f"shared-{name}.json"
+    with FileLock(str(result) + ".lock"):
+        if not result.exists():
+            folder.mkdir()
+            result.write_text(json.dumps(make(folder)))
+        return json.loads(result.read_text())
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

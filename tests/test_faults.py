@@ -13,7 +13,7 @@ import pytest
 from src.errors import UserError
 from src.loop.records import RoundRecord, lock_run_dir
 from src.tracking import CsvTracker
-from tests.conftest import REPO, read_jsonl, run_cli
+from tests.conftest import REPO, made_once, read_jsonl, run_cli
 
 TINY = ["debug=fast", "selection.rounds=2"]
 
@@ -351,26 +351,30 @@ BAD_INPUTS = [
 
 @pytest.fixture(scope="module")
 def bad_input_results(tmp_path_factory):
-    """Every case's command run once, with each case folder's files before and after."""
-    cases = []
-    for i, (_, make, _) in enumerate(BAD_INPUTS):
-        case_dir = tmp_path_factory.mktemp(f"case{i}")
-        argv = make(case_dir)
-        if not any(a.startswith("hydra.run.dir=") for a in argv):
-            argv.append(f"hydra.run.dir={case_dir / 'run'}")
-        cases.append((case_dir, ["debug=fast", "logger=none", *argv], snapshot(case_dir)))
-    outcomes = [run_cli(*argv, check=False) for _, argv, _ in cases]
-    return {name: (outcome, case_dir, before, snapshot(case_dir))
-            for (name, _, _), (case_dir, _, before), outcome in zip(BAD_INPUTS, cases, outcomes)}
+    """Every case's command run once (once per session, whichever test worker asks first): its exit
+    status and stderr, with each case folder's files before and after."""
+    def make(folder):
+        results = {}
+        for i, (name, make_case, _) in enumerate(BAD_INPUTS):
+            case_dir = folder / f"case{i}"
+            case_dir.mkdir()
+            argv = make_case(case_dir)
+            if not any(a.startswith("hydra.run.dir=") for a in argv):
+                argv.append(f"hydra.run.dir={case_dir / 'run'}")
+            before = snapshot(case_dir)
+            proc = run_cli("debug=fast", "logger=none", *argv, check=False)
+            results[name] = {"returncode": proc.returncode, "stderr": proc.stderr, "before": before,
+                             "after": snapshot(case_dir)}
+        return results
+    return made_once(tmp_path_factory, "bad-inputs", make)
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("bad_inputs")   # one worker runs the module fixture's commands, once
 @pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
-    outcome, case_dir, before, after = bad_input_results[name]
-    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
-    assert outcome.returncode == 2, outcome.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr[-3000:]
+    outcome = bad_input_results[name]
+    lines = [line for line in outcome["stderr"].splitlines() if line.strip()]
+    assert outcome["returncode"] == 2, outcome["stderr"][-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome["stderr"][-3000:]
     assert needle in lines[0]
-    assert after == before
+    assert outcome["after"] == outcome["before"]

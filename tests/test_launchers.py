@@ -21,10 +21,8 @@ from omegaconf import OmegaConf
 from src import launch
 from src.analysis.wandb_offline import read_offline_run, wait_until_finished
 from src.errors import UserError
-from tests.conftest import CONF, REPO, cli_env, read_jsonl, without_timings
+from tests.conftest import CONF, REPO, cli_env, made_once, read_jsonl, without_timings
 
-# the module-scoped fixtures (a trained run, a sweep) are made once: its tests share one test worker
-pytestmark = pytest.mark.xdist_group("launchers")
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
@@ -166,9 +164,10 @@ def src_run(*args: str, env: dict | None = None, check: bool = True) -> subproce
 
 @pytest.fixture(scope="module")
 def sequential_sweep(tmp_path_factory) -> Path:
-    sweep = tmp_path_factory.mktemp("basic") / "sweep"
-    src_run("--multirun", *SWEEP, f"hydra.sweep.dir={sweep}", env=ONE_THREAD)
-    return sweep
+    def make(folder: Path) -> str:
+        src_run("--multirun", *SWEEP, f"hydra.sweep.dir={folder / 'sweep'}", env=ONE_THREAD)
+        return str(folder / "sweep")
+    return Path(made_once(tmp_path_factory, "sequential-sweep", make))
 
 
 @pytest.fixture(scope="module")

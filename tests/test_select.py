@@ -21,10 +21,8 @@ from src.data.recipes import _to_shape
 from src.errors import UserError
 from src.labelling.select import check_request
 from src.labelling.trained import load_trained_model, save_trained_model
-from tests.conftest import CONF, REPO, cli_env, run_cli
+from tests.conftest import CONF, REPO, cli_env, made_once, run_cli
 
-# the module-scoped fixtures (a trained run, a sweep) are made once: its tests share one test worker
-pytestmark = pytest.mark.xdist_group("select")
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -52,10 +50,11 @@ def logits_of(model, files):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    run_cli("debug=fast", "logger=none", "save_model=true", "trainer.max_epochs=1", "selection.rounds=1",
-            f"hydra.run.dir={run_dir}")
-    return run_dir
+    def make(folder: Path) -> str:
+        run_cli("debug=fast", "logger=none", "save_model=true", "trainer.max_epochs=1", "selection.rounds=1",
+                f"hydra.run.dir={folder / 'run'}")
+        return str(folder / "run")
+    return Path(made_once(tmp_path_factory, "trained-run", make))
 
 
 @pytest.mark.slow
