@@ -25,7 +25,7 @@ SCALES = {"thesis": [], "cpu": ["scale=cpu"]}
 # smoke runs: debug=fast sizes plus one non-default value of each experiment's sweep (at scale=cpu)
 SMOKE = {
     "reshuffle": ["selection.shuffle=false"],
-    "train_length": ["+training=fixed_steps", "fixed_steps_per_epoch=3"],
+    "train_length": ["training=fixed_steps", "fit.epochs=2"],
     "pivot": ["selection.pivot=0.5"],
     "budget": ["selection.budget=30"],
     "accumulate": ["selection.mode=reselect"],
@@ -127,10 +127,10 @@ def test_the_scale_decides_the_swept_values():
 
 
 def test_sweep_values_change_what_they_name(stub_conf):
-    fixed = compose_in(stub_conf, "experiment=train_length", "scale=cpu", "+training=fixed_steps")
-    assert fixed.fit.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
+    fixed = compose_in(stub_conf, "experiment=train_length", "scale=cpu", "training=fixed_steps")
+    assert fixed.fit.steps_per_epoch == "half_pool" and fixed.callbacks.early_stopping is None
     assert fixed.run_name == "entropy-fixed_steps-b60-s1"
-    acc = compose_in(stub_conf, "experiment=train_length", "+training=early_stop_acc")
+    acc = compose_in(stub_conf, "experiment=train_length", "training=early_stop_acc")
     assert acc.callbacks.monitor == "val/acc_top1" and acc.callbacks.mode == "max"
     assert acc.fit.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
     assert compose_in(stub_conf, "experiment=scorers", "scale=cpu", "dataset=hard").dataset.pool_repeats == 4

@@ -18,7 +18,12 @@ CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 # old key prefix -> new key prefix (kept working, with a deprecation line, for one release)
 RENAMED_KEYS = {"model.baseline.": "model.init.", "trainer.steps_per_epoch": "fit.steps_per_epoch",
-                "model.module.optimizer.": "optim."}
+                "model.module.optimizer.": "optim.", "fixed_epochs": "fit.epochs",
+                "fixed_steps_per_epoch": "fit.steps_per_epoch"}
+# renamed keys that every config has: an old ``+old=value`` (adding a key) sets them instead
+ALWAYS_PRESENT = {"fit.epochs", "fit.steps_per_epoch"}
+# config groups that were added with ``+group=option`` and now have a (null) default: ``group=option``
+DEFAULTED_GROUPS = ("training",)
 
 _GROUP_OVERRIDE = re.compile(r"^(?:\+{1,2})?([a-z_]+)=(.*)$")
 
@@ -66,7 +71,11 @@ def rewrite_renamed_keys(argv: Sequence[str]) -> list[str]:
         if new is not None:
             print(f"warning: {key} is deprecated and will be removed in the next release; use {new}",
                   file=sys.stderr)
-            arg = f"{prefix}{new}{sep}{value}"
+            arg = f"{'' if prefix == '+' and new in ALWAYS_PRESENT else prefix}{new}{sep}{value}"
+        elif prefix == "+" and key in DEFAULTED_GROUPS:
+            print(f"warning: +{key}=... is deprecated and will be removed in the next release; use {key}=...",
+                  file=sys.stderr)
+            arg = f"{key}{sep}{value}"
         out.append(arg)
     return out
 

@@ -13,7 +13,7 @@ from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
-from src.selection.schedule import plan_budgets
+from src.selection.schedule import HALF_POOL, plan_budgets
 from src.selection.scorers import SCORER_NAMES
 from src.tasks import get_task
 
@@ -118,7 +118,11 @@ def _check_training(cfg: DictConfig) -> None:
             raise UserError(f"callbacks.early_stopping.patience={patience!r} must be an integer >= 0")
     if not _is_int(cfg.trainer.get("max_epochs")) or cfg.trainer.max_epochs < 1:
         raise UserError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')!r} must be an integer >= 1")
-    _positive_int_or_null("fit.steps_per_epoch", cfg.fit.get("steps_per_epoch"), "one pass over the labelled set")
+    _positive_int_or_null("fit.epochs", cfg.fit.get("epochs"), "until early stopping, at most trainer.max_epochs")
+    steps = cfg.fit.get("steps_per_epoch")
+    if steps != HALF_POOL and steps is not None and (not _is_int(steps) or steps < 1):
+        raise UserError(f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
+                        "selection pool in batches) or null (one pass over the labelled set)")
 
 
 def _check_task(cfg: DictConfig) -> None:
