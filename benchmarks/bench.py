@@ -185,7 +185,7 @@ def bare_round(cfg, dm, labelled, candidates, epochs: int, seed: int) -> dict:
     opt = model.configure_optimizers()
     if isinstance(opt, dict):
         opt = opt["optimizer"]
-    dm.set_labelled(labelled, shuffle=bool(cfg.selection.shuffle), seed=seed,
+    dm.set_labelled(labelled, shuffle=cfg.selection.shuffle, seed=seed,
                     steps_per_epoch=steps_per_epoch(cfg.fit.steps_per_epoch, len(dm.pool_ids), dm.batch_size))
     train_loader = dm.train_dataloader()
     train_epochs = [list(train_loader) for _ in range(epochs)]

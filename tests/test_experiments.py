@@ -24,7 +24,7 @@ THESIS = ["reshuffle", "train_length", "pivot", "budget", "accumulate", "diversi
 SCALES = {"thesis": [], "cpu": ["scale=cpu"]}
 # smoke runs: debug=fast sizes plus one non-default value of each experiment's sweep (at scale=cpu)
 SMOKE = {
-    "reshuffle": ["selection.shuffle=false"],
+    "reshuffle": ["selection.shuffle=none"],
     "train_length": ["training=fixed_steps", "fit.epochs=2"],
     "pivot": ["selection.pivot=0.5"],
     "budget": ["selection.budget=30"],
@@ -160,16 +160,16 @@ def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
     run_cli("--multirun", "experiment=reshuffle", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
             "seed=1", f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
-    assert len(jobs) == 2                                   # the config's own sweep: shuffle on and off
+    assert len(jobs) == 3                                   # the config's own sweep: round, epoch, none
     overrides = [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in jobs]
-    assert sorted(o.lower() for ov in overrides for o in ov if o.startswith("selection.shuffle")) == \
-        ["selection.shuffle=false", "selection.shuffle=true"]
+    assert sorted(o for ov in overrides for o in ov if o.startswith("selection.shuffle")) == \
+        ["selection.shuffle=epoch", "selection.shuffle=none", "selection.shuffle=round"]
 
     # the report's own CLI, in process (its subprocess start-up would only add seconds)
     assert report_main([str(sweep), "--grid-k", "2"]) == 0
     out = sweep / "report"
     md = (out / "report.md").read_text()
-    assert "shuffle=false (1)" in md and "shuffle=true (1)" in md     # spelled as typed, not as Python prints
+    assert all(f"shuffle={mode} (1)" in md for mode in ("round", "epoch", "none"))   # spelled as typed
     for png in (out / "figures").glob("*.png"):
         with Image.open(png) as im:
             im.verify()

@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.data.datamodule import SHUFFLE_MODES, shuffle_mode
 from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
@@ -81,8 +82,12 @@ def _check_selection(sel: DictConfig):
     _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
     if sel.mode not in policy.MODES:
         raise UserError(f"selection.mode={sel.mode!r}; allowed: {', '.join(policy.MODES)}")
-    if not isinstance(sel.shuffle, bool):
-        raise UserError(f"selection.shuffle={sel.shuffle!r} must be true or false")
+    if isinstance(sel.shuffle, bool):
+        log.warning("selection.shuffle=%s is deprecated and will be removed in the next release; use "
+                    "selection.shuffle=%s", str(sel.shuffle).lower(), shuffle_mode(sel.shuffle))
+    elif sel.shuffle not in SHUFFLE_MODES:
+        raise UserError(f"selection.shuffle={sel.shuffle!r}; allowed: round (once after each selection step, "
+                        "the thesis), epoch (every epoch), none (selection order)")
     div = sel.diversity
     if div.labels not in ("predicted", "ground_truth"):
         raise UserError(f"selection.diversity.labels={div.labels!r}; allowed: predicted, ground_truth")

@@ -46,7 +46,7 @@ class SelectionSettings:
     base_size: int = 0
     pivot: float = 0.0
     mode: str = "accumulate"               # accumulate | reselect
-    shuffle: bool = True                   # reshuffle the labelled set every epoch (thesis 4.1.1)
+    shuffle: str | bool = "round"          # round | epoch | none (thesis 4.1.1; datamodule.train_sampler)
     diversity: dict = field(default_factory=lambda: {"enabled": False, "k": None, "labels": "predicted"})
 
 
