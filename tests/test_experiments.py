@@ -174,3 +174,18 @@ def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
         with Image.open(png) as im:
             im.verify()
     assert (out / "figures" / "selection_00.png").exists() and (out / "report.html").stat().st_size > 10_000
+
+
+def test_pivot_sweep_holds_its_random_reference_and_both_training_arms(stub_conf):
+    """Thesis 4.1.3 in one --multirun: pivots 0..1 and random, fixed epochs (fig. 4.6-4.7) and early
+    stopping (fig. 4.8-4.9), every job with its own run name."""
+    params = sweep_params("pivot", "cpu", stub_conf)
+    jobs = [compose_in(stub_conf, "experiment=pivot", "scale=cpu", f"arm={arm}", f"training={training}")
+            for arm in params["arm"] for training in params["training"]]
+    arms = {(c.scorer.name, float(c.selection.pivot)) for c in jobs}
+    assert arms == {("entropy", p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)} | {("random", 0.0)}
+    fixed = [c for c in jobs if c.training_name == "epochs"]
+    assert len(fixed) == 6 and all(c.fit.epochs == 10 and c.callbacks.early_stopping is None for c in fixed)
+    stopped = [c for c in jobs if c.training_name == "early_stop_loss"]
+    assert len(stopped) == 6 and all(c.fit.epochs is None and c.callbacks.early_stopping for c in stopped)
+    assert len({c.run_name for c in jobs}) == 12 and len({c.task_name for c in jobs}) == 1
