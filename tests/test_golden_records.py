@@ -10,7 +10,9 @@ Re-recorded on purpose: ``selection.shuffle``'s default became ``round`` (thesis
 one permutation per selection step instead of one per epoch), which changed
 ``random_base`` and ``loss_steps`` from their second epoch on; ``entropy`` (its best
 epoch is the first), ``detection`` (one epoch) and ``reselect_div`` (``shuffle=none``,
-formerly ``false``) kept their bytes.
+formerly ``false``) kept their bytes. Then every record gained its per-epoch ``history``
+(after the metrics, before the timings); all other fields were checked equal to the
+previous files.
 """
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from src.config.instantiate import build
+from src.loop.callbacks import EpochHistory
 from src.loop.records import FAULT_ENV, fault_point
 
 
@@ -42,6 +43,7 @@ class TrainerFactory:
     def callbacks(self) -> list[pl.Callback]:
         built = [build(node) for node in self.callbacks_cfg.values()
                  if OmegaConf.is_dict(node) and "_target_" in node]
+        built.append(EpochHistory())   # the round record's per-epoch history
         if os.environ.get(FAULT_ENV, "").startswith("fit"):
             built.append(_FaultInFit())   # testing hook only (src.loop.records.FAULT_ENV)
         return built

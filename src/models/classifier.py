@@ -59,6 +59,8 @@ class ImageClassifier(pl.LightningModule):
                                      for k in self.topk})
 
         self.val_acc, self.test_acc = accuracies(), accuracies()
+        # accumulated over the epoch's batches as the weights change (the thesis' training accuracy, fig. 4.6)
+        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
 
     # -- forward -------------------------------------------------------------------------
@@ -79,9 +81,12 @@ class ImageClassifier(pl.LightningModule):
     # -- steps ----------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels, _ = batch
-        loss = self.loss_fn(self(images), labels)
+        logits = self(images)
+        loss = self.loss_fn(logits, labels)
         self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_acc.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def _eval_step(self, batch, stage: str):
