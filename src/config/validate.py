@@ -51,6 +51,10 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     if cfg.scorer.name not in SCORER_NAMES:
         raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer; allowed: {', '.join(SCORER_NAMES)}")
     budget = _check_selection(cfg.selection)
+    source = cfg.get("source")
+    if source is not None and source.get("name") == "folders" and not source.get("roots"):
+        raise UserError("source.roots is empty: source=folders needs the folder roots, e.g. "
+                        "'source.roots=[/data/studio,/data/phone]' (the first is the V2 role, all of them Mixed)")
     _check_dataset(cfg.dataset)
     pool = pool_size if pool_size is not None else static_pool_size(cfg)
     if pool is not None:
