@@ -36,13 +36,19 @@ class ImageClassifier(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable | None = None,
         input_size: int | None = None,
-        input_mean: Sequence[float] = (0.5,),
-        input_std: Sequence[float] = (0.5,),
+        input_mean: Sequence[float] | None = (0.5,),
+        input_std: Sequence[float] | None = (0.5,),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         net = dict(net)
         self.net = build_network(net.pop("name"), num_classes, in_channels, net.pop("weights", None), **net)
+        # None: the network's own preprocessing (a timm model's pretrained config), else no resize / 0.5
+        own = getattr(self.net, "pretrained_cfg", None) or {}
+        if input_size is None and own.get("input_size"):
+            input_size = int(own["input_size"][-1])
+        input_mean = tuple(own.get("mean", (0.5,))) if input_mean is None else input_mean
+        input_std = tuple(own.get("std", (0.5,))) if input_std is None else input_std
         self.net_channels = in_channels if isinstance(self.net, SmallCNN) else 3
         if len(input_mean) not in (1, self.net_channels) or len(input_std) != len(input_mean):
             raise UserError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
