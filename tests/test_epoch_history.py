@@ -111,3 +111,16 @@ def test_epoch_curves_best_epoch_and_class_counts_reach_wandb(tmp_path):
         _, counts = read_table(run_dir, media(h, "al/selected_classes"))
         assert {c: n for _, _, c, n in counts} == collections.Counter(row[5] for row in selection)
     assert sum("data/class_distribution" in k for h in wb.history for k in h) >= 1
+
+
+def test_the_mismatch_view_reads_a_records_history():
+    """Thesis 4.2.3 from rounds.jsonl alone: epoch 3 has no validation and is left out."""
+    from src.analysis.mismatch import history_epoch_log, round_mismatch
+
+    log = history_epoch_log({"epoch": [0, 1, 2, 3], "train/loss": [2.0, 1.0, 0.5, 0.4],
+                             "val/loss": [0.9, 0.8, 0.85, None], "val/acc_top1": [0.3, 0.4, 0.5, None]})
+    m = round_mismatch(log, 0, 20)
+    # by hand: lowest loss 0.8 at epoch 1, highest accuracy 0.5 at epoch 2, 0.1 given up
+    assert (m.epochs, m.best_epoch_by_loss, m.best_epoch_by_accuracy, m.epoch_gap) == (3, 1, 2, 1)
+    assert m.accuracy_given_up == pytest.approx(0.1) and m.accuracy_key == "val/acc_top1"
+    assert history_epoch_log(None) is None and history_epoch_log({"epoch": [0], "train/loss": [1.0]}) is None
