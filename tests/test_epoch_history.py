@@ -124,3 +124,13 @@ def test_the_mismatch_view_reads_a_records_history():
     assert (m.epochs, m.best_epoch_by_loss, m.best_epoch_by_accuracy, m.epoch_gap) == (3, 1, 2, 1)
     assert m.accuracy_given_up == pytest.approx(0.1) and m.accuracy_key == "val/acc_top1"
     assert history_epoch_log(None) is None and history_epoch_log({"epoch": [0], "train/loss": [1.0]}) is None
+
+
+def test_train_metrics_of_a_round_are_the_tested_epochs():
+    """Thesis figure 4.6 (training accuracy per round): the history's value at best_epoch."""
+    history = {"epoch": [0, 1, 2], "train/acc_top1": [0.2, 0.6, 0.9], "val/loss": [1.0, 0.7, 0.8]}
+    record = RoundRecord(round=0, n_labelled=20, n_selected=20, selection="base", selected_ids=[], selected_scores=[],
+                         epochs=3, best_epoch=1, metrics={}, history=history)
+    assert record.value("train/acc_top1") == 0.6 and record.value("train/loss") is None
+    assert RoundRecord(**{**record.__dict__, "best_epoch": 2}).value("train/acc_top1") == 0.9
+    assert RoundRecord(**{**record.__dict__, "history": None}).value("train/acc_top1") is None

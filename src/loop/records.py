@@ -108,11 +108,15 @@ class RoundRecord:
                    selected_predictions=obj.get("selected_predictions"), history=history)
 
     def value(self, key: str):
-        """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value."""
+        """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value.
+        A ``train/*`` key reads the history at the tested epoch (``best_epoch``)."""
         if key in self.metrics:
             return self.metrics[key]
         if key in self.HEAD or key in self.TIMINGS:
             return getattr(self, key)
+        if key.startswith("train/") and self.history and key in self.history:
+            epochs = self.history.get("epoch", [])
+            return self.history[key][epochs.index(self.best_epoch)] if self.best_epoch in epochs else None
         return None
 
 
