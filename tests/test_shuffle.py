@@ -11,7 +11,9 @@ import pytorch_lightning as pl
 import torch
 
 from src.config.instantiate import build
+from src.config.overrides import rewrite_renamed_keys
 from src.config.validate import validate
+from src.data.datamodule import shuffle_mode
 from src.errors import UserError
 from src.experiment import build_model
 
@@ -87,9 +89,14 @@ def test_round_with_fixed_steps_reads_on_through_its_permutation(fast_setup):
     assert epochs == [stream[:32], stream[32:64]]
 
 
-def test_shuffle_values(compose_cfg, caplog):
+def test_shuffle_values(compose_cfg, capsys):
     assert compose_cfg().selection.shuffle == "round"
     with pytest.raises(UserError, match="selection.shuffle='sometimes'; allowed: round"):
         validate(compose_cfg("debug=fast", "selection.shuffle=sometimes"))
-    validate(compose_cfg("debug=fast", "selection.shuffle=false"))     # the old spelling: none
-    assert "selection.shuffle=false is deprecated" in caplog.text and "use selection.shuffle=none" in caplog.text
+    # the old spellings, on the command line: rewritten once, with a deprecation line
+    assert rewrite_renamed_keys(["selection.shuffle=true,false", "selection.shuffle=round"]) == \
+        ["selection.shuffle=epoch,none", "selection.shuffle=round"]
+    err = capsys.readouterr().err
+    assert err.count("deprecated") == 1 and "use selection.shuffle=epoch,none" in err
+    validate(compose_cfg("debug=fast", "selection.shuffle=false"))     # a yaml's boolean still validates
+    assert shuffle_mode(False) == "none" and shuffle_mode(True) == "epoch"

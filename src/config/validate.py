@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.data.datamodule import SHUFFLE_MODES, shuffle_mode
+from src.data.datamodule import SHUFFLE_MODES
 from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
@@ -86,10 +86,9 @@ def _check_selection(sel: DictConfig):
     _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
     if sel.mode not in policy.MODES:
         raise UserError(f"selection.mode={sel.mode!r}; allowed: {', '.join(policy.MODES)}")
-    if isinstance(sel.shuffle, bool):
-        log.warning("selection.shuffle=%s is deprecated and will be removed in the next release; use "
-                    "selection.shuffle=%s", str(sel.shuffle).lower(), shuffle_mode(sel.shuffle))
-    elif sel.shuffle not in SHUFFLE_MODES:
+    # a boolean from a yaml of the earlier releases reads as epoch / none (the command line is rewritten
+    # with a deprecation line: src.config.overrides.RENAMED_VALUES)
+    if not isinstance(sel.shuffle, bool) and sel.shuffle not in SHUFFLE_MODES:
         raise UserError(f"selection.shuffle={sel.shuffle!r}; allowed: round (once after each selection step, "
                         "the thesis), epoch (every epoch), none (selection order)")
     div = sel.diversity
