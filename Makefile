@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # local files; elsewhere pick the build for your platform, e.g.
 #   make install TORCH_SPEC="torch==2.9.1 torchvision==0.24.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 # Label Studio (the labelling round trip) pins versions that conflict with the
 # project's, so it gets a virtual environment of its own; the tests find it there.
 LABEL_STUDIO_VENV ?= .venv-labelstudio

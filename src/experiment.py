@@ -7,6 +7,7 @@ model, and every user mistake surfaces as a ``UserError`` before the first fit.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -26,8 +27,9 @@ from src.config.instantiate import build
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
 from src.launch import prepare_job
+from src.loop import distributed
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
-from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
+from src.loop.records import LOCK_FILE, RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
@@ -114,8 +116,6 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
     datamodule = build(cfg.dataset)
     datamodule.setup()
     validate(cfg, pool_size=len(datamodule.pool_ids))
-    if task.save_data_summary is not None:
-        task.save_data_summary(datamodule, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
     model, snapshot = build_model(cfg, datamodule)
     scorer_cfg = OmegaConf.to_container(cfg.scorer, resolve=True)
     options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
@@ -146,6 +146,7 @@ def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
             raise UserError(f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name}, "
                             f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run")
         log.info("resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir)
+    store.check_consistent()   # a hand-edited or doubled record file is refused before anything else
     state = store.read_state()
     if state is not None:
         check_fingerprint(state, result_fingerprint(cfg), run_dir)
@@ -207,17 +208,35 @@ def run_experiment(cfg: DictConfig) -> dict:
     Nothing is written into the directory until the run is accepted (``accept_run_dir``) and
     the UserErrors of building the loop are past; the writer lock is held throughout.
     """
+    if distributed.is_follower():   # rank 1..N-1 of a trainer=ddp run: rank 0 accepted the run and writes it
+        return distributed.run_follower(cfg, build_loop)
     prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
     validate(cfg)
+    distributed.wanted_processes(cfg.trainer)   # a UserError for DDP settings the rounds cannot run
     quiet_libraries()
     job_log = HeldJobLog()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    was_new = not run_dir.exists() or not any(run_dir.iterdir())
     try:
         with lock_run_dir(run_dir):
             accept_run_dir(cfg, run_dir)
             return _run_accepted(cfg, run_dir, job_log)
+    except UserError:
+        if was_new:
+            remove_refused_run_dir(run_dir)
+        raise
     finally:
         job_log.drop()   # a no-op once released
+
+
+def remove_refused_run_dir(run_dir: Path) -> None:
+    """A refused command leaves no trace of the run directory it would have started: its lock
+    file and the directory go, when nothing else is in it (a UserError raised after the run
+    began, which wrote ``.hydra/`` first, leaves everything in place)."""
+    with contextlib.suppress(OSError):   # gone, or another process's files appeared meanwhile
+        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
 
 
 def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
@@ -229,6 +248,8 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     task = get_task(cfg.task_type)
     tracker = make_tracker(cfg)
     loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
+    if task.save_data_summary is not None:     # written only once nothing can refuse the run
+        task.save_data_summary(loop.dm, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
     record_hydra_files(run_dir, cfg)
     fault_point("setup")
     job_log.release()
@@ -238,15 +259,18 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
     tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
-                  item_view=functools.partial(task.item_view, loop.dm))
+                  item_view=functools.partial(task.item_view, loop.dm, model=loop.model))
     tracker.replay(loop.store.recover()[0])
     log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
              len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
     records, failed = [], True
+    ranks = distributed.start_ranks(cfg, run_dir)   # trainer=ddp: ranks 1..N-1 join from here
     try:
         records = loop.run()
         failed = False
     finally:
+        if ranks is not None:
+            ranks.close(failed)
         if not failed:
             fault_point("before_summary")
         summary = curve_summary(records)

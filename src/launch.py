@@ -20,8 +20,11 @@ import fcntl
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 from src.errors import UserError
 
@@ -181,3 +184,42 @@ def _running_launcher() -> Mapping | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().launcher if HydraConfig.initialized() else None
+
+
+class SweepRecordGuard(Callback):
+    """Keeps a sweep directory's ``multirun.yaml`` as it was when every job of a command is refused.
+
+    Hydra's sweeper rewrites ``multirun.yaml`` before any job starts, so a refused
+    ``--multirun`` into an existing sweep (changed settings without ``resume=true``, a
+    locked job) would relabel the sweep with settings it never ran. The callback notes the
+    file's bytes before the sweep; ``restore_sweep_record`` (called by the CLI when the
+    command fails) puts them back unless some job was accepted, i.e. wrote its
+    ``.hydra/config.yaml``, during this command.
+    """
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        _sweep_before.update(path=path, started=time.time_ns(), dir_existed=path.parent.is_dir(),
+                             bytes=path.read_bytes() if path.is_file() else None)
+
+
+_sweep_before: dict = {}
+
+
+def restore_sweep_record() -> None:
+    """Undo the sweeper's ``multirun.yaml`` write of a command whose jobs were all refused."""
+    if not _sweep_before:
+        return
+    path: Path = _sweep_before["path"]
+    accepted = any(p.stat().st_mtime_ns >= _sweep_before["started"]
+                   for p in path.parent.glob("*/.hydra/config.yaml"))
+    if accepted:
+        return
+    if _sweep_before["bytes"] is not None:
+        tmp = path.with_name(".multirun.yaml.tmp")
+        tmp.write_bytes(_sweep_before["bytes"])
+        tmp.replace(path)
+    else:
+        path.unlink(missing_ok=True)
+        if not _sweep_before["dir_existed"] and not any(path.parent.iterdir()):
+            path.parent.rmdir()

@@ -22,6 +22,7 @@ import src.config.resolvers  # noqa: E402,F401  (registers the config resolvers)
 from src.config.overrides import prepare_argv  # noqa: E402
 from src.errors import UserError  # noqa: E402
 from src.experiment import run_experiment  # noqa: E402
+from src.launch import restore_sweep_record  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
 
@@ -37,7 +38,12 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     prepare_argv(sys.argv)
-    main()
+    try:
+        main()
+    except BaseException as failure:
+        if not (isinstance(failure, SystemExit) and failure.code in (0, None)):
+            restore_sweep_record()   # a refused --multirun leaves its sweep's multirun.yaml as it was
+        raise
 
 
 if __name__ == "__main__":

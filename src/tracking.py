@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 ROUND_KEYS = {"round": "al/round", "n_labelled": "al/n_labelled", "epochs": "al/epochs",
               "best_epoch": "al/best_epoch", "select_seconds": "al/select_seconds", "fit_seconds": "al/fit_seconds"}
 
-# item_view(ids) -> (class names or None, images or None): what a tracker may show of selected items
-ItemView = Callable[[list[int]], tuple[list[str] | None, list | None]]
+# item_view(ids, images=True) -> (labels, images, boxes): what a tracker may show of selected items.
+# labels: one string per id or None; images: HxW(xC) uint8 arrays or None (always None when
+# images=False); boxes: None, or (class names, one {"ground_truth": [(x0, y0, x1, y1, class)],
+# "predictions": [(x0, y0, x1, y1, class, score)]} per image) in image pixels.
+ItemView = Callable[..., tuple[list[str] | None, list | None, tuple | None]]
 
 
 def round_metrics(record: RoundRecord) -> dict:
@@ -117,6 +120,23 @@ def resolve_wandb_mode(mode: str) -> str:
     return "online" if wandb_has_credentials() else "offline"
 
 
+def wandb_boxes(class_names: list[str], overlay: dict) -> dict:
+    """``wandb.Image``'s ``boxes`` argument from one image's overlay (pixel coordinates)."""
+    labels = dict(enumerate(class_names))
+    out = {}
+    for key, items in overlay.items():
+        data = []
+        for x0, y0, x1, y1, c, *score in items:
+            entry = {"position": {"minX": float(x0), "minY": float(y0), "maxX": float(x1), "maxY": float(y1)},
+                     "domain": "pixel", "class_id": int(c),
+                     "box_caption": class_names[c] + (f" {score[0]:.2f}" if score else "")}
+            if score:
+                entry["scores"] = {"score": float(score[0])}
+            data.append(entry)
+        out[key] = {"box_data": data, "class_labels": labels}
+    return out
+
+
 class WandbTracker(Tracker):
     def __init__(self, project: str, group: str, job_type: str, name: str, mode: str = "auto",
                  entity: str | None = None, tags: list[str] | None = None, log_selection: bool = True,
@@ -127,6 +147,7 @@ class WandbTracker(Tracker):
         self.log_selection = bool(log_selection)
         self.selection_images = int(selection_images)
         self.run = None
+        self.replaying = False
 
     def start(self, config, run_dir, run_id, item_view=None):
         import wandb   # here, not at the top: only W&B runs pay for importing it
@@ -152,6 +173,7 @@ class WandbTracker(Tracker):
         from src.analysis.wandb_offline import read_offline_run
 
         this = Path(self.run.dir).parent.resolve()
+        self.replaying = True
         logged = -1
         for folder in Path(self.location).parent.glob("*run-*"):
             if folder.resolve() == this or not any(folder.glob("run-*.wandb")):
@@ -167,6 +189,7 @@ class WandbTracker(Tracker):
         for record in committed:
             if record.round > logged:
                 self.log_round(record)
+        self.replaying = False
 
     def log_round(self, record):
         metrics = round_metrics(record)
@@ -177,11 +200,12 @@ class WandbTracker(Tracker):
         self.run.log(metrics)
 
     def selection_media(self, record: RoundRecord) -> dict:
-        """The round's selection as a table (id, score, label) and its top-scored images."""
+        """The round's selection as a table (id, score, label) and its top-scored images, with
+        their boxes (ground truth and the round's model's detections) for detection."""
         import wandb
 
         ids, scores = record.selected_ids, record.selected_scores
-        names, images = self.item_view(ids) if self.item_view else (None, None)
+        names, _, _ = self.item_view(ids, images=False) if self.item_view else (None, None, None)
         rows = [[record.round, record.n_labelled, rank, int(i), float(scores[rank]) if rank < len(scores) else None,
                  names[rank] if names else None] for rank, i in enumerate(ids)]
         out = {"al/selection": wandb.Table(columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows)}
@@ -189,11 +213,17 @@ class WandbTracker(Tracker):
             counts = sorted(collections.Counter(names).items(), key=lambda kv: (-kv[1], kv[0]))
             out["al/selected_classes"] = wandb.Table(columns=["round", "n_labelled", "class", "count"],
                                                      data=[[record.round, record.n_labelled, c, n] for c, n in counts])
-        if images is not None and scores and self.selection_images > 0:
-            # highest scores first: the items the scorer found hardest (pivot 0 takes these)
-            top = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.selection_images]
-            out["al/top_selected"] = [wandb.Image(images[k], caption=f"id {ids[k]} {names[k]} score {scores[k]:.3f}")
-                                      for k in top]
+        if self.item_view is None or not scores or self.selection_images <= 0:
+            return out
+        # highest scores first: the items the scorer found hardest (pivot 0 takes these)
+        top = sorted(range(len(scores)), key=lambda k: -scores[k])[: self.selection_images]
+        # a round replayed on resume is drawn without detections: the model no longer holds its weights
+        top_names, images, boxes = self.item_view([ids[k] for k in top], predictions=not self.replaying)
+        if images is not None:
+            out["al/top_selected"] = [
+                wandb.Image(image, caption=f"id {ids[k]} {label} score {scores[k]:.3f}",
+                            boxes=wandb_boxes(boxes[0], boxes[1][n]) if boxes else None)
+                for n, (k, image, label) in enumerate(zip(top, images, top_names))]
         return out
 
     def finish(self, summary, failed=False):

@@ -1,4 +1,4 @@
-"""Shared fixtures: Hydra's compose API over the real conf/, and the real CLI as a subprocess."""
+"""Shared fixtures: Hydra's compose API over the real conf/, and the real CLI in processes of its own."""
 from __future__ import annotations
 
 import json
@@ -36,10 +36,47 @@ def cli_env() -> dict:
     return env
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m src.run ARGS` from the repo root, as a user runs it."""
-    proc = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+class CliServer:
+    """This test worker's ``tests/cli_server.py``: runs ``python -m <module> ARGS`` in a process of its
+    own (forked after the imports), so that a command costs its work, not 4 s of imports each time."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_server.py")], cwd=REPO,
+                                     env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+
+    def run(self, module: str, args, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        request = {"module": module, "argv": list(args), "env": env, "cwd": str(REPO), "timeout": timeout}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        command = [sys.executable, "-m", module, *args]
+        if answer["timed_out"]:
+            raise subprocess.TimeoutExpired(command, timeout, answer["stdout"], answer["stderr"])
+        return subprocess.CompletedProcess(command, answer["returncode"], answer["stdout"], answer["stderr"])
+
+
+_SERVER = CliServer()
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m module ARGS`` from the repo root with the test environment (``cli_env``) plus ``env``."""
+    full_env = {**cli_env(), **(env or {})}
+    if os.environ.get("AL_TESTS_FRESH_CLI") == "1":
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    return _SERVER.run(module, args, full_env, timeout)
+
+
+def run_cli(*args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m src.run ARGS` from the repo root, as a user runs it (see ``run_module``)."""
+    proc = run_module("src.run", *args, env=env, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"src.run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

@@ -77,23 +77,6 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
     assert selections[0] != selections[1]                       # hardest vs easiest
 
 
-@pytest.mark.parametrize("override,message", [
-    ("selection.pivot=1.5", "selection.pivot=1.5 is outside [0, 1]"),
-    ("selection.budget=0", "selection.budget=0 must be a positive integer"),
-    ("selection.base_size=500", "selection.base_size=500 is larger than the pool (120 items)"),
-    ("selection.rounds=9", "selection.budget: the rounds select 180 items in total but the pool has only 120"),
-    ("scorer=entropie", "scorer='entropie' is not a known option of the 'scorer' config group"),
-    ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience=-1 must be an integer >= 0"),
-])
-def test_invalid_config_stops_before_training_with_one_line(tmp_path, override, message):
-    run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, override, f"hydra.run.dir={run_dir}", check=False)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == [lines[-1]] and lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
-    assert not (run_dir / "rounds.jsonl").exists() and not (run_dir / "state.json").exists()
-
-
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     args = [*TINY, "selection.rounds=4", "selection.budget=15", "trainer.max_epochs=6", "callbacks=none",
             "dataset.sizes.pool=300", f"paths.output_dir={tmp_path / 'outputs'}"]

@@ -84,6 +84,10 @@ def test_resume_finds_the_newest_unfinished_run(tmp_path):
             (tmp_path / name / f).write_text("{}")
     assert latest_unfinished_run(tmp_path) == tmp_path / "2026-01-02_00-00-00"
     assert latest_unfinished_run(tmp_path / "missing") is None
+    # a run killed during set-up: accepted (its config recorded) but no state yet
+    (tmp_path / "2026-01-05_00-00-00" / ".hydra").mkdir(parents=True)
+    (tmp_path / "2026-01-05_00-00-00" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    assert latest_unfinished_run(tmp_path) == tmp_path / "2026-01-05_00-00-00"
 
 
 def test_wandb_mode_auto(monkeypatch, tmp_path):

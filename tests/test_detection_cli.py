@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -11,7 +10,7 @@ from src.config.validate import validate
 from src.errors import UserError
 from src.models.named_baselines import named_baseline_checkpoint
 from src.experiment import build_loop
-from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
+from tests.conftest import REPO, read_jsonl, run_cli, run_module, without_timings
 
 # baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
 TINY = ["task=detection", "baseline=none", "logger=none", "progress=false", "dataset.source.n=24", "dataset.sizes.pool=16",
@@ -20,8 +19,7 @@ TINY = ["task=detection", "baseline=none", "logger=none", "progress=false", "dat
 
 
 def run_pretrain(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "src.pretrain", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = run_module("src.pretrain", *args)
     if check and proc.returncode != 0:
         raise AssertionError(f"src.pretrain failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

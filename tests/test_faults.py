@@ -13,7 +13,7 @@ import pytest
 from src.errors import UserError
 from src.loop.records import RoundRecord, lock_run_dir
 from src.tracking import CsvTracker
-from tests.conftest import REPO, cli_env, read_jsonl, run_cli
+from tests.conftest import REPO, read_jsonl, run_cli
 
 TINY = ["debug=fast", "selection.rounds=2"]
 
@@ -49,6 +49,19 @@ def test_refused_commands_leave_every_file_of_the_run_directory_unchanged(tmp_pa
 
 
 @pytest.mark.slow
+def test_a_refused_multirun_leaves_the_sweep_directory_unchanged(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("--multirun", *TINY, "seed=1", f"hydra.sweep.dir={sweep}")
+    before = snapshot(sweep)
+    assert "multirun.yaml" in before and any(k.endswith("rounds.jsonl") for k in before)
+    # the same sweep with changed settings and without resume=true: its one job is refused
+    line = one_error_line(run_cli("--multirun", *TINY, "seed=1", "model.init.init_seed=7", f"hydra.sweep.dir={sweep}",
+                                  check=False))
+    assert str(sweep) in line
+    assert snapshot(sweep) == before
+
+
+@pytest.mark.slow
 def test_a_second_writer_stops_at_once_naming_the_directory_and_the_other_process(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -75,20 +88,6 @@ def test_the_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
-
-
-@pytest.mark.slow
-def test_resume_with_nothing_to_resume_names_the_directory(tmp_path):
-    run_dir = tmp_path / "empty"
-    line = one_error_line(run_cli(*TINY, "resume=true", f"hydra.run.dir={run_dir}", check=False))
-    assert str(run_dir) in line and "resume" in line
-
-
-@pytest.mark.slow
-def test_a_mistyped_key_names_the_nearest_valid_key(tmp_path):
-    line = one_error_line(run_cli(*TINY, "selection.pivto=0.5", f"hydra.run.dir={tmp_path / 'r'}", check=False))
-    assert "selection.pivto" in line and "did you mean selection.pivot?" in line
-    assert not (tmp_path / "r").exists()
 
 
 def record(r: int) -> RoundRecord:
@@ -151,11 +150,7 @@ FAULT_RUN = ["debug=fast", "selection.rounds=5", "logger=csv"]
 
 
 def run_with_fault(point: str | None, *args: str) -> subprocess.CompletedProcess:
-    env = cli_env()
-    if point:
-        env["AL_SELECT_FAULT"] = point
-    return subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli(*args, env={"AL_SELECT_FAULT": point} if point else None, timeout=600, check=False)
 
 
 @pytest.mark.slow
@@ -216,93 +211,57 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
     assert {k: runs[-1].summary[k] for k in summary} == pytest.approx(summary)
 
 
-# ---- a table of bad inputs: each one line (a UserError), naming what is wrong, changing no file ----
+# ---- a table of bad inputs through the real CLI: exit status 2, one line naming what is wrong, no file changed ----
+#
+# Each case is a command line run as `python -m src.run ...` in its own process (see run_cli).
 
-BAD_CONFIG_VALUES = [
-    ("selection.pivot", 1.5, "selection.pivot=1.5"), ("selection.pivot", -0.1, "selection.pivot=-0.1"),
-    ("selection.base_size", -1, "selection.base_size=-1"), ("selection.budget", 0, "selection.budget=0"),
-    ("selection.budget", [10, -5], "selection.budget=[10, -5]"), ("selection.rounds", 0, "selection.rounds=0"),
-    ("selection.mode", "whatever", "selection.mode='whatever'"),
-    ("callbacks.early_stopping.patience", -1, "callbacks.early_stopping.patience=-1"),
-    ("trainer.max_epochs", 0, "trainer.max_epochs=0"), ("fit.steps_per_epoch", 0, "fit.steps_per_epoch=0"),
-    ("dataset.batch_size", 0, "dataset.batch_size=0"), ("dataset.sizes.pool", -3, "dataset.sizes.pool=-3"),
-    ("progress", "maybe", "progress='maybe'"), ("scorer.name", "bogus", "scorer.name='bogus'"),
-    ("model.init.checkpoint", "/nonexistent/w.pt", "model.init.checkpoint=/nonexistent/w.pt"),
-]
+def _tree(root, classes: dict[str, int]) -> None:
+    from PIL import Image
 
-
-@pytest.fixture(scope="module")
-def fast_cfg():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["debug=fast"])
-    GlobalHydra.instance().clear()
-    return cfg
+    root.mkdir(parents=True)
+    for name, n in classes.items():
+        (root / name).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / name / f"{i}.png")
 
 
-@pytest.mark.parametrize("key,value,needle", BAD_CONFIG_VALUES, ids=[c[0] + "=" + str(c[1]) for c in BAD_CONFIG_VALUES])
-def test_bad_config_value_is_one_line_naming_it(fast_cfg, key, value, needle):
-    from omegaconf import OmegaConf
-
-    from src.config.validate import validate
-
-    cfg = fast_cfg.copy()
-    OmegaConf.update(cfg, key, value, merge=False)
-    with pytest.raises(UserError) as err:
-        validate(cfg)
-    assert needle in str(err.value) and "\n" not in str(err.value)
+def _folder(classes: dict[str, int], root="tree"):
+    def make(d):
+        _tree(d / "tree", classes)
+        return ["dataset=folder", f"dataset.root={d / root}"]
+    return make
 
 
-def _argv_case(argv):
-    def run(tmp_path):
-        from src.config.overrides import check_group_overrides, check_keys, check_output_dirs
-
-        def check():
-            args = [a.replace("TMP", str(tmp_path)) for a in argv]
-            message = check_group_overrides(args) or check_output_dirs(args) or check_keys(args)
-            if message:
-                raise UserError(message)
-        return check
-    return run
-
-
-def _folder_case(classes: dict[str, int], root="tree"):
-    def run(tmp_path):
+def _coco(text: str):
+    def make(d):
         from PIL import Image
 
-        from src.data.folder import ImageFolderSource
-
-        (tmp_path / "tree").mkdir()
-        for name, n in classes.items():
-            (tmp_path / "tree" / name).mkdir(parents=True)
-            for i in range(n):
-                Image.new("RGB", (8, 8)).save(tmp_path / "tree" / name / f"{i}.png")
-        return lambda: ImageFolderSource(tmp_path / root).scan()
-    return run
+        (d / "images").mkdir()
+        Image.new("RGB", (8, 8)).save(d / "outside.png")
+        (d / "ann.json").write_text(text)
+        return ["task=detection", "baseline=none", "dataset=coco", f"dataset.source.annotations={d / 'ann.json'}",
+                f"dataset.source.images={d / 'images'}"]
+    return make
 
 
-def _coco_case(text):
-    def run(tmp_path):
-        from src.data.detection.annotations import read_coco
-
-        (tmp_path / "images").mkdir()
-        (tmp_path / "ann.json").write_text(text)
-        return lambda: read_coco(tmp_path / "ann.json", tmp_path / "images", ["cat"])
-    return run
+def _coco_images(file_name: str) -> str:
+    import json
+    return json.dumps({"images": [{"id": 1, "file_name": file_name, "width": 8, "height": 8}], "annotations": [],
+                       "categories": [{"id": 1, "name": "cat"}]})
 
 
-def _checkpoint_case(make):
-    def run(tmp_path):
-        import torch  # noqa: F401
+def _checkpoint(write):
+    def make(d):
+        write(d / "w.pt")
+        return [f"model.init.checkpoint={d / 'w.pt'}"]
+    return make
 
-        from src.models.weights import load_checkpoint_state
 
-        make(tmp_path / "w.pt")
-        return lambda: load_checkpoint_state(tmp_path / "w.pt", "model.init.checkpoint")
-    return run
+def _pickled_object(path):
+    import collections
+
+    import torch
+    torch.save({"weights": collections.OrderedDict(a=slice(1))}, path)
 
 
 def _line(r):
@@ -310,62 +269,108 @@ def _line(r):
     return json.dumps(record(r).to_json(), separators=(",", ":")) + "\n"
 
 
-def _run_dir_case(records_text, state):
-    def run(tmp_path):
+def _run_dir(records_text: str, state: dict | str | None):
+    def make(d):
         import json
 
-        from src.loop.records import RunStore
-
-        (tmp_path / "rounds.jsonl").write_text(records_text)
+        (d / "run" / ".hydra").mkdir(parents=True)
+        (d / "run" / ".hydra" / "config.yaml").write_text("seed: 1\n")
+        (d / "run" / "rounds.jsonl").write_text(records_text)
+        (d / "run" / ".lock").touch()     # as every run directory has it from its first run
         if state is not None:
-            (tmp_path / "state.json").write_text(json.dumps(state))
-        return lambda: RunStore(tmp_path).recover()
-    return run
+            (d / "run" / "state.json").write_text(state if isinstance(state, str) else json.dumps(state))
+        return ["resume=true"]
+    return make
 
 
-def _pickled_object(path):
-    import torch
-    torch.save({"weights": __import__("collections").OrderedDict(a=slice(1))}, path)
+def _args(*argv):
+    return lambda d: list(argv)
+
+
+def _under_a_file(d):
+    (d / "file").write_text("x")
+    return [f"hydra.run.dir={d / 'file' / 'run'}"]
 
 
 BAD_INPUTS = [
-    ("typo key", lambda t: _argv_case(["debug=fast", "selection.pivto=0.5"]), "did you mean selection.pivot?"),
-    ("typo nested key", lambda t: _argv_case(["trainer.max_epoch=3"]), "did you mean trainer.max_epochs?"),
-    ("unknown scorer option", lambda t: _argv_case(["scorer=entropie"]), "scorer='entropie'"),
-    ("unknown dataset option", lambda t: _argv_case(["dataset=digitz"]), "dataset='digitz'"),
-    ("output dir under a file", None, "is not a directory"),
-    ("one-class folder", lambda t: _folder_case({"cats": 2}), "1 class found (cats)"),
-    ("folder without class folders", lambda t: _folder_case({}), "has no class folders"),
-    ("missing folder root", lambda t: _folder_case({}, root="missing"), "not found at"),
-    ("class folder without images", lambda t: _folder_case({"a": 0, "b": 0}), "holds no images"),
-    ("coco not json", lambda t: _coco_case("{not json"), "ann.json:1:2: not valid JSON"),
-    ("coco image missing", lambda t: _coco_case(
-        '{"images":[{"id":1,"file_name":"x.png","width":4,"height":4}],"annotations":[],'
-        '"categories":[{"id":1,"name":"cat"}]}'), "names image 'x.png', which does not exist under the image root"),
-    ("checkpoint garbage", lambda t: _checkpoint_case(lambda p: p.write_bytes(b"garbage")),
-     "not a readable torch weights file"),
-    ("checkpoint with a pickled object", lambda t: _checkpoint_case(_pickled_object),
-     "not a readable torch weights file"),
-    ("records without state", lambda t: _run_dir_case(_line(0), None), "state.json is missing"),
-    ("state ahead of records", lambda t: _run_dir_case(_line(0), {"completed_rounds": 3}),
-     "says 3 rounds are complete but"),
-    ("doubled rounds.jsonl", lambda t: _run_dir_case(_line(0) + _line(1) + _line(0) + _line(1),
-                                                     {"completed_rounds": 2}), "holds 4"),
-    ("record not JSON", lambda t: _run_dir_case("{oops\n", {"completed_rounds": 1}), "rounds.jsonl:1: not a JSON line"),
-    ("record without fields", lambda t: _run_dir_case('{"round": 0}\n', {"completed_rounds": 1}),
+    # config values
+    ("pivot above 1", _args("selection.pivot=1.5"), "selection.pivot=1.5 is outside [0, 1]"),
+    ("pivot below 0", _args("selection.pivot=-0.1"), "selection.pivot=-0.1"),
+    ("negative base set", _args("selection.base_size=-1"), "selection.base_size=-1"),
+    ("base set above pool", _args("selection.base_size=500"),
+     "selection.base_size=500 is larger than the pool (120 items)"),
+    ("zero budget", _args("selection.budget=0"), "selection.budget=0 must be a positive integer"),
+    ("negative budget in list", _args("selection.budget=[10,-5]"), "selection.budget=[10, -5]"),
+    ("budget beyond the pool", _args("selection.rounds=9"),
+     "selection.budget: the rounds select 180 items in total but the pool has only 120"),
+    ("zero rounds", _args("selection.rounds=0"), "selection.rounds=0"),
+    ("unknown mode", _args("selection.mode=whatever"), "selection.mode='whatever'"),
+    ("negative patience", _args("callbacks.early_stopping.patience=-1"),
+     "callbacks.early_stopping.patience=-1 must be an integer >= 0"),
+    ("zero epochs", _args("trainer.max_epochs=0"), "trainer.max_epochs=0"),
+    ("zero steps per epoch", _args("fit.steps_per_epoch=0"), "fit.steps_per_epoch=0"),
+    ("zero batch size", _args("dataset.batch_size=0"), "dataset.batch_size=0"),
+    ("negative pool size", _args("dataset.sizes.pool=-3"), "dataset.sizes.pool=-3"),
+    ("progress not a choice", _args("progress=maybe"), "progress='maybe'"),
+    ("unknown scorer name", _args("scorer.name=bogus"), "scorer.name='bogus'"),
+    ("missing checkpoint", _args("model.init.checkpoint=/nonexistent/w.pt"), "model.init.checkpoint=/nonexistent/w.pt"),
+    # the command line itself
+    ("typo key", _args("selection.pivto=0.5"), "selection.pivto: no such config key; did you mean selection.pivot?"),
+    ("typo nested key", _args("trainer.max_epoch=3"), "did you mean trainer.max_epochs?"),
+    ("unknown scorer option", _args("scorer=entropie"),
+     "scorer='entropie' is not a known option of the 'scorer' config group"),
+    ("unknown dataset option", _args("dataset=digitz"), "dataset='digitz'"),
+    ("output dir under a file", _under_a_file, "is not a directory"),
+    ("output dir not writable", _args("hydra.run.dir=/sys/al-select-run"), "/sys is not writable"),
+    ("resume with nothing to resume", _args("resume=true"), "holds no run to resume"),
+    # data trees
+    ("one-class folder", _folder({"cats": 2}), "1 class found (cats)"),
+    ("folder without class folders", _folder({}), "has no class folders"),
+    ("missing folder root", _folder({}, root="missing"), "not found at"),
+    ("class folders without images", _folder({"a": 0, "b": 0}), "holds no images"),
+    # annotation files
+    ("coco not json", _coco("{not json"), "ann.json:1:2: not valid JSON"),
+    ("coco image missing", _coco(_coco_images("x.png")),
+     "names image 'x.png', which does not exist under the image root"),
+    ("coco path leaving the root", _coco(_coco_images("../outside.png")), "../outside.png"),
+    ("coco absolute path", _coco(_coco_images("/etc/passwd")), "/etc/passwd"),
+    # weight files
+    ("checkpoint garbage", _checkpoint(lambda p: p.write_bytes(b"garbage")), "not a readable torch weights file"),
+    ("checkpoint with a pickled object", _checkpoint(_pickled_object), "not a readable torch weights file"),
+    # run directories
+    ("records without state", _run_dir(_line(0), None), "state.json is missing"),
+    ("state ahead of records", _run_dir(_line(0), {"completed_rounds": 3}), "says 3 rounds are complete but"),
+    ("doubled rounds.jsonl", _run_dir(_line(0) + _line(1) + _line(0) + _line(1), {"completed_rounds": 2}),
+     "holds 4"),
+    ("state not JSON", _run_dir(_line(0), "{half"), "state.json: not a JSON state file"),
+    ("record not JSON", _run_dir("{oops\n", {"completed_rounds": 1}), "rounds.jsonl:1: not a JSON line"),
+    ("record without fields", _run_dir('{"round": 0}\n', {"completed_rounds": 1}),
      "a round record without n_labelled"),
 ]
 
 
-@pytest.mark.parametrize("name,make,needle", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_is_one_line_naming_it_and_changes_no_file(tmp_path, name, make, needle):
-    if make is None:    # the output directory case needs the file to exist first
-        (tmp_path / "file").write_text("x")
-        make = lambda t: _argv_case(["hydra.run.dir=TMP/file/run"])  # noqa: E731
-    call = make(tmp_path)(tmp_path)
-    before = snapshot(tmp_path)
-    with pytest.raises(UserError) as err:
-        call()
-    message = str(err.value)
-    assert needle in message and "\n" not in message
-    assert snapshot(tmp_path) == before
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Every case's command run once, with each case folder's files before and after."""
+    cases = []
+    for i, (_, make, _) in enumerate(BAD_INPUTS):
+        case_dir = tmp_path_factory.mktemp(f"case{i}")
+        argv = make(case_dir)
+        if not any(a.startswith("hydra.run.dir=") for a in argv):
+            argv.append(f"hydra.run.dir={case_dir / 'run'}")
+        cases.append((case_dir, ["debug=fast", "logger=none", *argv], snapshot(case_dir)))
+    outcomes = [run_cli(*argv, check=False) for _, argv, _ in cases]
+    return {name: (outcome, case_dir, before, snapshot(case_dir))
+            for (name, _, _), (case_dir, _, before), outcome in zip(BAD_INPUTS, cases, outcomes)}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("bad_inputs")   # one worker runs the module fixture's commands, once
+@pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
+    outcome, case_dir, before, after = bad_input_results[name]
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert outcome.returncode == 2, outcome.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr[-3000:]
+    assert needle in lines[0]
+    assert after == before

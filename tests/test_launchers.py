@@ -23,6 +23,9 @@ from src.analysis.wandb_offline import read_offline_run, wait_until_finished
 from src.errors import UserError
 from tests.conftest import CONF, REPO, cli_env, read_jsonl, without_timings
 
+# the module-scoped fixtures (a trained run, a sweep) are made once: its tests share one test worker
+pytestmark = pytest.mark.xdist_group("launchers")
+
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT_LOCAL = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"
 

@@ -2,6 +2,7 @@
 figures and pages that open; the W&B summary run read back from its offline log."""
 from __future__ import annotations
 
+import collections
 import csv
 import functools
 import json
@@ -17,7 +18,7 @@ from PIL import Image
 from scipy import stats as st
 
 from src.analysis import aggregate as agg
-from src.analysis import plots
+from src.analysis import plots, selections
 from src.analysis.stats import compare, pvalue_matrix
 from src.analysis.report import build_report
 from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
@@ -362,11 +363,64 @@ def test_best_epochs_by_loss_and_by_accuracy_per_round(tmp_path, compose_cfg):
     _png_ok(res.mismatch_figures[0])
 
 
-def test_a_detection_run_is_reported_with_a_note_instead_of_grids(tmp_path, compose_cfg):
-    run = make_run(tmp_path / "runs", compose_cfg("task=detection", "debug=fast"), "entropy", 1, [0.2, 0.3], True)
-    res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])
-    assert res.grids == [] and res.audit_grids == []
-    assert any("classification datasets only" in n for n in res.notes)
+def test_a_detection_run_gets_selection_grids_with_its_boxes_drawn(tmp_path, compose_cfg):
+    cfg = compose_cfg("task=detection", "baseline=none", "debug=fast")
+    run = make_run(tmp_path / "runs", cfg, "entropy", 1, [0.2, 0.3], True)
+    res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"], grid_k=2, audit_n=3)
+    assert len(res.grids) == 1 and len(res.audit_grids) == 1
+    _png_ok(res.grids[0])
+
+    # each shown image carries its ground-truth boxes: the box outline is drawn in yellow
+    dm = selections.DatasetCache(tmp_path / "cache").get(agg.load_runs([run])[0])
+    record = json.loads((run / "rounds.jsonl").read_text().splitlines()[0])
+    item = record["selected_ids"][0]
+    image, target = dm.dm.source.load(item)
+    drawn = dm.image(item)
+    assert drawn.shape == (3, *image.shape[1:])
+    for x0, y0, x1, y1 in target["boxes"].round().int().tolist():
+        assert (drawn[:, y0, x0] == [255, 255, 0]).all() or (drawn[:, y1, x1] == [255, 255, 0]).all()
+    names = [dm.dm.class_names[int(c)] for c in target["labels"]]
+    counts = collections.Counter(names)
+    assert dm.label(item) == ", ".join(n if counts[n] == 1 else f"{n} x{counts[n]}"
+                                       for n in sorted(counts, key=lambda n: (-counts[n], n)))
+
+
+def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, compose_cfg, monkeypatch):
+    """The top selected images on W&B with ground-truth and predicted boxes, labelled by class counts."""
+    import hydra
+
+    from src.experiment import build_model
+    from src.tasks import detection
+    from src.tracking import WandbTracker
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_cfg("task=detection", "baseline=none", "debug=fast")
+    dm = hydra.utils.instantiate(cfg.dataset)
+    dm.setup()
+    model, _ = build_model(cfg, dm)
+    tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=2)
+    tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(detection.item_view, dm, model=model))
+    ids, scores = [int(i) for i in dm.pool_ids[:3]], [0.1, 0.9, 0.5]
+    tracker.log_round(RoundRecord(round=0, n_labelled=3, n_selected=3, selection="entropy", selected_ids=ids,
+                                  selected_scores=scores, epochs=1, best_epoch=0, metrics={"test/map": 0.1}))
+    tracker.finish({})
+
+    (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert wait_until_finished(log_dir)
+    row = next(h for h in read_offline_run(log_dir).history if "al/n_labelled" in h)
+    _, rows = read_table(log_dir, media(row, "al/selection"))
+    targets = {i: dm.source.load(i)[1] for i in ids}
+    for r in rows:   # the label column: the image's class counts
+        counts = collections.Counter(dm.class_names[int(c)] for c in targets[r[3]]["labels"])
+        assert all(f"{n} x{k}" in r[5] if k > 1 else n in r[5] for n, k in counts.items())
+    top = media(row, "al/top_selected")
+    assert [c.split()[1] for c in top["captions"]] == [str(ids[1]), str(ids[2])]   # highest scores first
+    for item, boxes in zip((ids[1], ids[2]), top["all_boxes"]):
+        assert set(boxes) == {"ground_truth", "predictions"}
+        truth = json.loads((log_dir / "files" / boxes["ground_truth"]["path"]).read_text())
+        positions = [[b["position"][k] for k in ("minX", "minY", "maxX", "maxY")] for b in truth["box_data"]]
+        np.testing.assert_allclose(positions, targets[item]["boxes"].numpy(), atol=1e-4)
+        assert [b["class_id"] for b in truth["box_data"]] == targets[item]["labels"].tolist()
 
 
 @pytest.mark.parametrize("args, says", [

@@ -23,6 +23,9 @@ from src.labelling.select import check_request
 from src.labelling.trained import load_trained_model, save_trained_model
 from tests.conftest import CONF, REPO, cli_env, run_cli
 
+# the module-scoped fixtures (a trained run, a sweep) are made once: its tests share one test worker
+pytestmark = pytest.mark.xdist_group("select")
+
 DIGITS = [str(d) for d in range(10)]
 
 

@@ -41,30 +41,78 @@ def dataset_config(run: RunData) -> tuple[dict, Path]:
     return dataset, path
 
 
+class ClassificationItems:
+    """A classification dataset's items as the grids show them: the image and its class name."""
+
+    def __init__(self, data: BuiltDataset):
+        self.data = data
+
+    def image(self, i: int) -> np.ndarray:
+        return self.data.images[i].numpy()
+
+    def label(self, i: int) -> str:
+        return self.data.label_name(int(self.data.labels[i]))
+
+    def label_name(self, c: int) -> str:
+        return self.data.label_name(c)
+
+
+class BoxedItems:
+    """A detection dataset's items: the image with its ground-truth boxes drawn and named,
+    labelled by its class counts (e.g. ``car x2, person``)."""
+
+    def __init__(self, datamodule):
+        self.dm = datamodule
+
+    def image(self, i: int) -> np.ndarray:
+        from torchvision.utils import draw_bounding_boxes
+
+        image, target = self.dm.source.load(int(i))
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        names = [self.label_name(int(c)) for c in target["labels"]]
+        return draw_bounding_boxes(image, target["boxes"].float(), labels=names, colors="yellow", width=1).numpy()
+
+    def label(self, i: int) -> str:
+        _, target = self.dm.source.load(int(i))
+        return class_counts([self.label_name(int(c)) for c in target["labels"]])
+
+    def label_name(self, c: int) -> str:
+        return self.dm.class_names[c]
+
+
+def class_counts(names: list[str]) -> str:
+    """``car x2, person``: each class once, most frequent first; ``(no objects)`` when empty."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in ranked) or "(no objects)"
+
+
 class DatasetCache:
-    """Rebuilt datasets by their config: runs of one sweep share one build."""
+    """Rebuilt datasets by their config, as items a grid can show: runs of one sweep share one build."""
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
-        self._built: dict[str, BuiltDataset] = {}
+        self._built: dict[str, ClassificationItems | BoxedItems] = {}
 
-    def get(self, run: RunData) -> BuiltDataset:
+    def get(self, run: RunData) -> ClassificationItems | BoxedItems:
         dataset, _ = dataset_config(run)
         dataset = with_local_cache(dataset, self.cache_dir)
         key = json.dumps(dataset, sort_keys=True, default=str)
         if key not in self._built:
             try:
                 dm = build(dataset)
-                # classification data modules hold their images in `data` (None until setup); a
-                # detection data module has none, and its setup would only cost time
-                if not hasattr(dm, "data"):
-                    raise NotRebuildable("image grids are drawn for classification datasets only")
                 dm.setup()
             except REBUILD_ERRORS as err:
                 raise NotRebuildable(f"the dataset could not be rebuilt here ({err})") from err
-            if not isinstance(dm.data, BuiltDataset):
-                raise NotRebuildable("image grids are drawn for classification datasets only")
-            self._built[key] = dm.data
+            if isinstance(getattr(dm, "data", None), BuiltDataset):
+                self._built[key] = ClassificationItems(dm.data)
+            elif hasattr(dm, "source") and hasattr(dm, "class_names"):   # detection: images with their boxes
+                self._built[key] = BoxedItems(dm)
+            else:
+                raise NotRebuildable(f"{type(dm).__name__} gives no images to draw")
         return self._built[key]
 
 
@@ -85,11 +133,14 @@ def scored_records(run: RunData) -> list[RoundRecord]:
     return [r for r in run.records if r.selected_scores and len(r.selected_scores) == len(r.selected_ids)]
 
 
-def _cell(data: BuiltDataset, item_id: int, score: float) -> tuple:
-    return data.images[item_id].numpy(), data.label_name(int(data.labels[item_id])), float(score)
+Items = ClassificationItems | BoxedItems
 
 
-def selection_rows(run: RunData, data: BuiltDataset, k: int, max_rounds: int) -> list[dict]:
+def _cell(data: Items, item_id: int, score: float) -> tuple:
+    return data.image(item_id), data.label(item_id), float(score)
+
+
+def selection_rows(run: RunData, data: Items, k: int, max_rounds: int) -> list[dict]:
     """Per scored round: the ``k`` highest- and ``k`` lowest-scored ids among those selected."""
     rows = []
     for rec in evenly(scored_records(run), max_rounds):
@@ -134,13 +185,13 @@ def audit_record(run: RunData, audit_round: int | None) -> RoundRecord | None:
     return records[0] if records else None
 
 
-def _prediction(data: BuiltDataset, value) -> str:
+def _prediction(data: Items, value) -> str:
     if value is None:
         return ""
     return data.label_name(int(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def audit_items(record: RoundRecord, data: BuiltDataset, n: int) -> list[AuditItem]:
+def audit_items(record: RoundRecord, data: Items, n: int) -> list[AuditItem]:
     """The ``n`` highest-scored items of a selection, hardest first, with label and prediction.
 
     ``selected_ids`` are in rank order; ``selected_predictions`` (the model's predicted class
@@ -159,8 +210,8 @@ def audit_items(record: RoundRecord, data: BuiltDataset, n: int) -> list[AuditIt
     for rank, j in enumerate(order[:n], start=1):
         i = int(ids[j])
         items.append(AuditItem(rank=rank, item_id=i, score=float(scores[j]),
-                               label=data.label_name(int(data.labels[i])),
-                               prediction=_prediction(data, predictions[j]), image=data.images[i].numpy()))
+                               label=data.label(i), prediction=_prediction(data, predictions[j]),
+                               image=data.image(i)))
     return items
 
 

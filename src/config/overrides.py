@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -136,6 +137,16 @@ def check_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
     return None
 
 
+def can_create_in(directory: Path) -> bool:
+    """Whether a directory can be made inside ``directory``: tried, not inferred from the mode
+    bits, which say yes to root on read-only mounts and pseudo file systems."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=directory))
+    except OSError:
+        return False
+    return True
+
+
 def check_output_dirs(argv: Sequence[str]) -> str | None:
     """One-line message when ``hydra.run.dir`` / ``hydra.sweep.dir`` given on the command line cannot be
     created or written (Hydra's own mkdir would end in a traceback)."""
@@ -147,7 +158,7 @@ def check_output_dirs(argv: Sequence[str]) -> str | None:
         existing = next(p for p in (path, *path.parents) if p.exists())
         if not existing.is_dir():
             return f"{key}={value}: {existing} is not a directory, so the output directory cannot be created"
-        if not os.access(existing, os.W_OK | os.X_OK):
+        if not can_create_in(existing):
             return f"{key}={value}: {existing} is not writable; choose an output directory you can write"
     return None
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import Container, OmegaConf
 
+from src.loop.records import RunStore
+
 # name -> function of every resolver this module registers whose value depends on its
 # arguments alone: the only resolvers (besides ``oc.select``) that the report evaluates in a
 # run directory received from elsewhere (``run_dir`` lists this machine's directories: not here).
@@ -46,11 +48,12 @@ def slug(value) -> str:
 
 
 def latest_unfinished_run(parent: Path) -> Path | None:
-    """The newest run directory under ``parent`` that has a state but is not finished."""
+    """The newest run directory under ``parent`` that was accepted but is not finished
+    (also one killed during set-up, before its first round: it has its config but no state)."""
     if not parent.is_dir():
         return None
     for candidate in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
-        if (candidate / "state.json").exists() and not (candidate / "summary.json").exists():
+        if RunStore(candidate).started() and not (candidate / "summary.json").exists():
             return candidate
     return None
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.recipes import BuiltDataset, build
 from src.data.sources import Source
+from src.loop.distributed import eval_sampler
 
 
 class RowsDataset(Dataset):
@@ -223,11 +224,11 @@ class ActiveDataModule(LabelledSetDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.data.val_ids, self.eval_batch_size)
+        return self._loader(self.data.val_ids, self.eval_batch_size, eval_sampler(len(self.data.val_ids)))
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.data.test_ids, self.eval_batch_size)
+        return self._loader(self.data.test_ids, self.eval_batch_size, eval_sampler(len(self.data.test_ids)))
 
     def pool_dataloader(self, ids: Sequence[int]) -> DataLoader:
         self.setup()

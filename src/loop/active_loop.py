@@ -22,6 +22,7 @@ import torch
 
 from src.data.datamodule import LabelledSetDataModule
 from src.errors import UserError
+from src.loop import distributed
 from src.loop.callbacks import EpochHistory, RestoreBestWeights
 from src.loop.pool import score_pool
 from src.loop.records import RoundRecord, RunStore
@@ -158,13 +159,16 @@ class ActiveLearningLoop:
         if not self.scorer.needs_model:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, round_index, STREAM_RANDOM_SCORES))
             scores = random_scores(len(candidates), gen).numpy()
-        classes = None
-        if diverse:
-            classes = predictions if predicted else self.dm.labels_of(candidates)
-        chosen = ranking.select(candidates, scores, budget, pivot=self.sel.pivot, classes=classes,
-                                diversity_k=diversity.get("k"))
-        return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen.scores.tolist(),
-                "n_scored": int(len(candidates)), "seconds": time.perf_counter() - started}
+
+        def choose() -> dict:
+            classes = None
+            if diverse:
+                classes = predictions if predicted else self.dm.labels_of(candidates)
+            chosen = ranking.select(candidates, scores, budget, pivot=self.sel.pivot, classes=classes,
+                                    diversity_k=diversity.get("k"))
+            return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen.scores.tolist(),
+                    "n_scored": int(len(candidates)), "seconds": time.perf_counter() - started}
+        return distributed.made_once(choose)   # under trainer=ddp: chosen on rank 0, shared with all
 
     def score_candidates(self, candidates: np.ndarray, predicted: bool, round_index: int,
                          device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
@@ -172,9 +176,14 @@ class ActiveLearningLoop:
         home = next(self.model.parameters()).device
         self.model.to(device)
         try:
-            ids, scores, predictions = score_pool(self.model, self.dm.pool_dataloader(candidates), self.score_batch,
-                                                  want_predictions=predicted, progress=self.progress,
-                                                  desc=f"scoring pool for round {round_index}")
+            def score(ids: np.ndarray):
+                return score_pool(self.model, self.dm.pool_dataloader(ids), self.score_batch,
+                                  want_predictions=predicted, progress=self.progress,
+                                  desc=f"scoring pool for round {round_index}")
+            if distributed.active():   # trainer=ddp: each rank scores its share, all get every score
+                ids, scores, predictions = distributed.score_sharded(candidates, score, device)
+            else:
+                ids, scores, predictions = score(candidates)
         finally:
             self.model.to(home)
         if not np.array_equal(ids, candidates):

@@ -221,31 +221,45 @@ class RunStore:
         return self.exists() or (self.run_dir / ".hydra" / "config.yaml").exists()
 
     def read_state(self) -> dict | None:
+        """The state file's object; None when there is none; a UserError when it is not one we wrote."""
         if not self.state_path.exists():
             return None
-        return json.loads(self.state_path.read_text())
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.state_path}: not a JSON state file ({err}); the run cannot be resumed") from None
+        if not isinstance(state, dict) or not isinstance(state.get("completed_rounds"), int):
+            raise UserError(f"{self.state_path}: no integer completed_rounds; the run cannot be resumed")
+        return state
+
+    def check_consistent(self) -> None:
+        """UserError when records and state cannot both be true (a hand-edited or doubled
+        rounds.jsonl); reads only, so a refused resume changes nothing."""
+        state = self.read_state()
+        records = read_records(self.records_path)
+        if state is None:
+            if records:
+                raise UserError(f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
+                                "missing; the run cannot be resumed safely")
+            return
+        done = int(state["completed_rounds"])
+        if done not in (len(records), len(records) + 1):
+            raise UserError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
+                            f"holds {len(records)}; the run directory was edited by hand")
 
     def recover(self) -> tuple[list[RoundRecord], dict | None]:
         """Records and state, repaired after a kill at any point of a commit."""
+        self.check_consistent()
         state = self.read_state()
         records = read_records(self.records_path)
         # rewrite the file when it has a partial line, so the next append starts clean
         if self.records_path.exists() and not self.records_path.read_text().endswith("\n") \
                 and self.records_path.stat().st_size:
             self._rewrite(records)
-        if state is None:
-            if records:
-                raise UserError(f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
-                                   "missing; the run cannot be resumed safely")
-            return records, None
-        done = int(state["completed_rounds"])
-        if done == len(records) + 1:
+        if state is not None and int(state["completed_rounds"]) == len(records) + 1:
             last = RoundRecord.from_json(state["last_record"], where=str(self.state_path))
             self._append(last)
             records.append(last)
-        elif done != len(records):
-            raise UserError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
-                               f"holds {len(records)}; the run directory was edited by hand")
         return records, state
 
     def commit(self, record: RoundRecord, state: dict) -> None:

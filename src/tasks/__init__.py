@@ -33,7 +33,7 @@ class Task:
     scorer_options: tuple[str, ...]        # the `scorer.*` keys score_batch takes besides the scorer itself
     headline_metric: str                   # the metric a sweep optimises and the run returns
     console_columns: tuple[tuple[str, str, str], ...]
-    # item_view(datamodule, ids) -> (class names or None, images as HxW(xC) uint8 arrays or None)
+    # item_view(datamodule, ids, images=True[, model]) -> (labels, images, boxes): see src.tracking.ItemView
     item_view: Callable
     # save_data_summary(datamodule, run_dir, title) -> None: figures of the data written with the run
     save_data_summary: Callable | None = None

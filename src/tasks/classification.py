@@ -16,15 +16,17 @@ def score_batch(model: torch.nn.Module, batch, scorer: Scorer, want_classes: boo
     return scores, (logits.argmax(dim=1) if want_classes else None)
 
 
-def item_view(datamodule, ids):
-    """Class names and images (HxW grey or HxWxC) of dataset rows ``ids``."""
+def item_view(datamodule, ids, images: bool = True, model=None, predictions: bool = True):
+    """Class names and images (HxW grey or HxWxC) of dataset rows ``ids``; no boxes (nor model)."""
     data = datamodule.data
     names = [data.label_name(int(label)) for label in data.labels[ids].tolist()]
-    images = []
+    if not images:
+        return names, None, None
+    pictures = []
     for i in ids:
         img = data.images[i].numpy()
-        images.append(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
-    return names, images
+        pictures.append(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0))
+    return names, pictures, None
 
 
 def save_data_summary(datamodule, run_dir, title: str) -> None:

@@ -26,9 +26,41 @@ def score_batch(model, batch, scorer: Scorer, want_classes: bool, top_k: int = 1
     return scores, classes
 
 
-def item_view(datamodule, ids):
-    """Detection items have no single class name or plain image panel (yet)."""
-    return None, None
+# detections drawn on the W&B images: the most confident ones, as an eye would read them
+SHOWN_DETECTIONS = 10
+SHOWN_SCORE = 0.3
+
+
+def item_view(datamodule, ids, images: bool = True, model=None, predictions: bool = True):
+    """Per image: its class counts (``car x2, person``); with ``images``, the image (HxWxC) and
+    its boxes: ground truth and, with ``predictions``, the detections of ``model`` (a round is
+    logged right after its fit and selection, so the model holds that round's weights)."""
+    from src.analysis.selections import class_counts
+
+    names = datamodule.class_names
+    loaded = [datamodule.source.load(int(i)) for i in ids]
+    labels = [class_counts([names[int(c)] for c in target["labels"]]) for _, target in loaded]
+    if not images:
+        return labels, None, None
+    shown = model is not None and predictions
+    detections = _detections(model, [image for image, _ in loaded]) if shown else [[]] * len(ids)
+    overlays = [{"ground_truth": [(*box.tolist(), int(c)) for box, c in zip(target["boxes"], target["labels"])],
+                 "predictions": found} for (_, target), found in zip(loaded, detections)]
+    pictures = [image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy() for image, _ in loaded]
+    return labels, pictures, (names, overlays)
+
+
+def _detections(model, images) -> list[list[tuple]]:
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        found = model(torch.stack(images).to(model.device))
+    model.train(was_training)
+    return [[(*box.tolist(), int(c), float(s)) for box, c, s in
+             zip(d["boxes"][:SHOWN_DETECTIONS], d["labels"][:SHOWN_DETECTIONS], d["scores"][:SHOWN_DETECTIONS])
+             if s >= SHOWN_SCORE] for d in found]
 
 
 TASK = Task(

@@ -26,6 +26,7 @@ from src.data.detection.scenes import CLASSES as SCENE_CLASSES, class_indices, r
 from src.data.detection.yolo import read_yolo
 from src.data.recipes import split_rows
 from src.errors import UserError
+from src.loop.distributed import eval_sampler
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +285,11 @@ class DetectionDataModule(LabelledSetDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.splits["val"], self.eval_batch_size)
+        return self._loader(self.splits["val"], self.eval_batch_size, eval_sampler(len(self.splits["val"])))
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.splits["test"], self.eval_batch_size)
+        return self._loader(self.splits["test"], self.eval_batch_size, eval_sampler(len(self.splits["test"])))
 
     def pool_dataloader(self, ids: Sequence[int]) -> DataLoader:
         self.setup()
