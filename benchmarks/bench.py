@@ -179,13 +179,14 @@ def bare_round(cfg, dm, labelled, candidates, epochs: int, seed: int) -> dict:
     import torch.nn.functional as F
 
     from src.experiment import build_model
+    from src.selection.schedule import steps_per_epoch
 
     model, _ = build_model(cfg, dm)
     opt = model.configure_optimizers()
     if isinstance(opt, dict):
         opt = opt["optimizer"]
-    dm.set_labelled(labelled, shuffle=bool(cfg.selection.shuffle), seed=seed,
-                    steps_per_epoch=cfg.fit.get("steps_per_epoch"))
+    dm.set_labelled(labelled, shuffle=cfg.selection.shuffle, seed=seed,
+                    steps_per_epoch=steps_per_epoch(cfg.fit.steps_per_epoch, len(dm.pool_ids), dm.batch_size))
     train_loader = dm.train_dataloader()
     train_epochs = [list(train_loader) for _ in range(epochs)]
     val, test = list(dm.val_dataloader()), list(dm.test_dataloader())

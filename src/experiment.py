@@ -33,6 +33,7 @@ from src.loop.records import LOCK_FILE, RoundRecord, RunStore, fault_point, lock
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
+from src.selection.schedule import steps_per_epoch
 from src.selection.scorers import Scorer, build_scorer
 from src.tasks import Task, get_task
 from src.tracking import Tracker
@@ -123,13 +124,14 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
     model, snapshot = build_model(cfg, datamodule, scorer)
     options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
     new_trainer = TrainerFactory(cfg.trainer, cfg.callbacks, run_dir, progress=progress,
-                                 epoch_logs=not cfg.logger._target_.endswith(".NoTracker"))
+                                 epoch_logs=not cfg.logger._target_.endswith(".NoTracker"), epochs=cfg.fit.epochs)
+    fixed_steps = steps_per_epoch(cfg.fit.steps_per_epoch, len(datamodule.pool_ids), datamodule.batch_size)
     loop = ActiveLearningLoop(
         datamodule=datamodule, model=model, snapshot=snapshot, scorer=scorer,
         score_batch=functools.partial(task.score_batch, **options),
         selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
         new_trainer=new_trainer, seed=cfg.seed, store=RunStore(run_dir), tracker=tracker,
-        steps_per_epoch=cfg.fit.get("steps_per_epoch"), progress=progress, fingerprint=result_fingerprint(cfg),
+        steps_per_epoch=fixed_steps, progress=progress, fingerprint=result_fingerprint(cfg),
         round_line=functools.partial(round_line, task))
     return loop
 

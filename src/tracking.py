@@ -7,6 +7,7 @@ loop does not know which is active.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import logging
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # round-record fields logged per round, under their tracker names
 ROUND_KEYS = {"round": "al/round", "n_labelled": "al/n_labelled", "epochs": "al/epochs",
-              "select_seconds": "al/select_seconds", "fit_seconds": "al/fit_seconds"}
+              "best_epoch": "al/best_epoch", "select_seconds": "al/select_seconds", "fit_seconds": "al/fit_seconds"}
 
 # item_view(ids, images=True) -> (labels, images, boxes): what a tracker may show of selected items.
 # labels: one string per id or None; images: HxW(xC) uint8 arrays or None (always None when
@@ -34,6 +35,19 @@ ItemView = Callable[..., tuple[list[str] | None, list | None, tuple | None]]
 def round_metrics(record: RoundRecord) -> dict:
     """The scalar metrics of a round record under the tracker metric keys (al/*, val/*, test/*)."""
     return {**{name: getattr(record, key) for key, name in ROUND_KEYS.items()}, **record.metrics}
+
+
+def epoch_rows(record: RoundRecord) -> list[dict]:
+    """The round's per-epoch history as tracker rows: ``fit/epoch``, ``fit/round`` and
+    ``fit/round_NNN/<metric>`` (one series per round, so fits stay apart on one x-axis)."""
+    history = record.history or {}
+    rows = []
+    for i, epoch in enumerate(history.get("epoch", [])):
+        row = {"fit/epoch": epoch, "fit/round": record.round}
+        row.update({f"fit/round_{record.round:03d}/{key}": values[i] for key, values in history.items()
+                    if key != "epoch" and values[i] is not None})
+        rows.append(row)
+    return rows
 
 
 class Tracker:
@@ -146,7 +160,11 @@ class WandbTracker(Tracker):
         self.run.define_metric("al/n_labelled")
         for pattern in ("al/*", "val/*", "test/*"):
             self.run.define_metric(pattern, step_metric="al/n_labelled")
+        # each round's fit epoch by epoch: fit/round_NNN/<metric> against the epoch, one series per round
+        self.run.define_metric("fit/epoch")
+        self.run.define_metric("fit/*", step_metric="fit/epoch")
         self.location = str(Path(self.run.dir).parent)
+        self.run_dir = Path(run_dir)
 
     def replay(self, committed):
         # What earlier processes of this run got into their W&B logs (a kill may lose the SDK's
@@ -162,6 +180,12 @@ class WandbTracker(Tracker):
                 continue
             history = read_offline_run(folder).history
             logged = max([logged] + [int(row["al/round"]) for row in history if "al/round" in row])
+        if not committed:   # the run's first start: its data's class counts (thesis figures 4.19-4.20)
+            figure = self.run_dir / "class_distribution.png"
+            if figure.exists():
+                import wandb
+
+                self.run.log({"data/class_distribution": wandb.Image(str(figure))})
         for record in committed:
             if record.round > logged:
                 self.log_round(record)
@@ -171,6 +195,8 @@ class WandbTracker(Tracker):
         metrics = round_metrics(record)
         if self.log_selection and record.selected_ids:
             metrics.update(self.selection_media(record))
+        for row in epoch_rows(record):
+            self.run.log(row)
         self.run.log(metrics)
 
     def selection_media(self, record: RoundRecord) -> dict:
@@ -183,6 +209,10 @@ class WandbTracker(Tracker):
         rows = [[record.round, record.n_labelled, rank, int(i), float(scores[rank]) if rank < len(scores) else None,
                  names[rank] if names else None] for rank, i in enumerate(ids)]
         out = {"al/selection": wandb.Table(columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows)}
+        if names:   # the selection's class histogram
+            counts = sorted(collections.Counter(names).items(), key=lambda kv: (-kv[1], kv[0]))
+            out["al/selected_classes"] = wandb.Table(columns=["round", "n_labelled", "class", "count"],
+                                                     data=[[record.round, record.n_labelled, c, n] for c, n in counts])
         if self.item_view is None or not scores or self.selection_images <= 0:
             return out
         # highest scores first: the items the scorer found hardest (pivot 0 takes these)

@@ -23,6 +23,11 @@ import tempfile
 import time
 import traceback
 from importlib.util import find_spec
+from pathlib import Path
+
+# this checkout's src/, as `python -m` from the repo root finds it (sys.path[0] is tests/ here, and
+# an editable install may point at another checkout, e.g. the main one of a git worktree)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # what the entry points import: the costly part of a start-up (the entry modules themselves
 # run per request, as __main__)

@@ -51,7 +51,7 @@ def test_run_name_is_a_safe_directory_name(compose_cfg):
     ("selection.pivot=-0.1", "selection.pivot=-0.1 is outside [0, 1]"),
     ("dataset.sizes.val=0", "dataset.sizes.val=0 must be an integer >= 1"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
-    ("fit.steps_per_epoch=0", "fit.steps_per_epoch=0 must be a positive integer or null"),
+    ("fit.steps_per_epoch=0", "fit.steps_per_epoch=0; allowed: a positive integer, half_pool"),
     ("callbacks.mode=up", "callbacks.mode='up'; allowed: min (for a loss), max (for an accuracy)"),
     ("callbacks.monitor=train/loss", "callbacks.monitor='train/loss' must be a validation metric"),
     ("logger.mode=sometimes", "logger.mode='sometimes'; allowed: auto, online, offline, disabled"),

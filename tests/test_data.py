@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.data.datamodule import ActiveDataModule, RepeatingSampler
+from src.data.datamodule import ActiveDataModule, FixedOrderSampler
 from src.data.recipes import build
 from src.data.sources import FontDigits, MnistDigits, Source, SourceData, UciDigits
 from src.errors import UserError
@@ -184,5 +184,6 @@ def test_fixed_steps_per_epoch_repeat_a_small_labelled_set():
     assert len(batches) == 5 and sum(len(b[2]) for b in batches) == 40
     ids = torch.cat([b[2] for b in batches]).tolist()
     assert ids[:10] != ids[10:20] and sorted(ids[:10]) == sorted(ids[10:20])   # each pass a new permutation
-    sampler = RepeatingSampler(7, 10, shuffle=False, generator=None)
+    sampler = FixedOrderSampler(torch.arange(7), 10)
     assert list(sampler) == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
+    assert list(sampler) == [3, 4, 5, 6, 0, 1, 2, 3, 4, 5]       # the next epoch reads on

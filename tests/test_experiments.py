@@ -24,8 +24,8 @@ THESIS = ["reshuffle", "train_length", "pivot", "budget", "accumulate", "diversi
 SCALES = {"thesis": [], "cpu": ["scale=cpu"]}
 # smoke runs: debug=fast sizes plus one non-default value of each experiment's sweep (at scale=cpu)
 SMOKE = {
-    "reshuffle": ["selection.shuffle=false"],
-    "train_length": ["+training=fixed_steps", "fixed_steps_per_epoch=3"],
+    "reshuffle": ["selection.shuffle=none"],
+    "train_length": ["training=fixed_steps", "fit.epochs=2"],
     "pivot": ["selection.pivot=0.5"],
     "budget": ["selection.budget=30"],
     "accumulate": ["selection.mode=reselect"],
@@ -127,10 +127,10 @@ def test_the_scale_decides_the_swept_values():
 
 
 def test_sweep_values_change_what_they_name(stub_conf):
-    fixed = compose_in(stub_conf, "experiment=train_length", "scale=cpu", "+training=fixed_steps")
-    assert fixed.fit.steps_per_epoch == 15 and fixed.callbacks.early_stopping is None
+    fixed = compose_in(stub_conf, "experiment=train_length", "scale=cpu", "training=fixed_steps")
+    assert fixed.fit.steps_per_epoch == "half_pool" and fixed.callbacks.early_stopping is None
     assert fixed.run_name == "entropy-fixed_steps-b60-s1"
-    acc = compose_in(stub_conf, "experiment=train_length", "+training=early_stop_acc")
+    acc = compose_in(stub_conf, "experiment=train_length", "training=early_stop_acc")
     assert acc.callbacks.monitor == "val/acc_top1" and acc.callbacks.mode == "max"
     assert acc.fit.steps_per_epoch is None and acc.callbacks.early_stopping.patience == 3
     assert compose_in(stub_conf, "experiment=scorers", "scale=cpu", "dataset=hard").dataset.pool_repeats == 4
@@ -160,17 +160,32 @@ def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
     run_cli("--multirun", "experiment=reshuffle", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
             "seed=1", f"hydra.sweep.dir={sweep}")
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
-    assert len(jobs) == 2                                   # the config's own sweep: shuffle on and off
+    assert len(jobs) == 3                                   # the config's own sweep: round, epoch, none
     overrides = [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in jobs]
-    assert sorted(o.lower() for ov in overrides for o in ov if o.startswith("selection.shuffle")) == \
-        ["selection.shuffle=false", "selection.shuffle=true"]
+    assert sorted(o for ov in overrides for o in ov if o.startswith("selection.shuffle")) == \
+        ["selection.shuffle=epoch", "selection.shuffle=none", "selection.shuffle=round"]
 
     # the report's own CLI, in process (its subprocess start-up would only add seconds)
     assert report_main([str(sweep), "--grid-k", "2"]) == 0
     out = sweep / "report"
     md = (out / "report.md").read_text()
-    assert "shuffle=false (1)" in md and "shuffle=true (1)" in md     # spelled as typed, not as Python prints
+    assert all(f"shuffle={mode} (1)" in md for mode in ("round", "epoch", "none"))   # spelled as typed
     for png in (out / "figures").glob("*.png"):
         with Image.open(png) as im:
             im.verify()
     assert (out / "figures" / "selection_00.png").exists() and (out / "report.html").stat().st_size > 10_000
+
+
+def test_pivot_sweep_holds_its_random_reference_and_both_training_arms(stub_conf):
+    """Thesis 4.1.3 in one --multirun: pivots 0..1 and random, fixed epochs (fig. 4.6-4.7) and early
+    stopping (fig. 4.8-4.9), every job with its own run name."""
+    params = sweep_params("pivot", "cpu", stub_conf)
+    jobs = [compose_in(stub_conf, "experiment=pivot", "scale=cpu", f"arm={arm}", f"training={training}")
+            for arm in params["arm"] for training in params["training"]]
+    arms = {(c.scorer.name, float(c.selection.pivot)) for c in jobs}
+    assert arms == {("entropy", p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)} | {("random", 0.0)}
+    fixed = [c for c in jobs if c.training_name == "epochs"]
+    assert len(fixed) == 6 and all(c.fit.epochs == 10 and c.callbacks.early_stopping is None for c in fixed)
+    stopped = [c for c in jobs if c.training_name == "early_stop_loss"]
+    assert len(stopped) == 6 and all(c.fit.epochs is None and c.callbacks.early_stopping for c in stopped)
+    assert len({c.run_name for c in jobs}) == 12 and len({c.task_name for c in jobs}) == 1

@@ -102,7 +102,7 @@ def test_diversity_on_true_labels_balances_classes(compose_cfg, tmp_path):
 
 
 def test_unshuffled_training_follows_selection_order(compose_cfg, tmp_path):
-    loop, records = run_loop(compose_cfg, tmp_path, "selection.shuffle=false", "selection.rounds=2")
+    loop, records = run_loop(compose_cfg, tmp_path, "selection.shuffle=none", "selection.rounds=2")
     train_ids = [int(i) for batch in loop.dm.train_dataloader() for i in batch[2]]
     assert train_ids == records[0].selected_ids + records[1].selected_ids
 

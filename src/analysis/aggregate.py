@@ -275,15 +275,17 @@ def _dedupe_labels(groups: list[Group]) -> None:
 
 # -- metrics, curves, AUCs ------------------------------------------------------------------
 def metric_names(runs: list[RunData]) -> list[str]:
-    """Every numeric per-round metric present: test/* first, then val/*, then epochs."""
+    """Every numeric per-round metric present: test/* first, then val/*, train/* (the history at the
+    tested epoch), then epochs."""
     found = set()
     for r in runs:
         for rec in r.records:
             found.update(k for k, v in rec.metrics.items() if isinstance(v, (int, float)))
+            found.update(k for k in (rec.history or {}) if k.startswith("train/"))
             found.update(EPOCH_METRICS)
 
     def order(k: str):
-        head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2
+        head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2 if k.startswith("train/") else 3
         return (head, k.count("/"), k)
 
     return sorted(found, key=order)

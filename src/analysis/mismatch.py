@@ -3,8 +3,8 @@
 The thesis noticed that "accuracy usually kept improving beyond the optimal loss value
 for a few epochs": early stopping on val loss then tests weights whose accuracy is not
 the best the fit reached. This view measures that per round of every run from the
-per-epoch logs ``rounds/round_NNN/metrics.csv`` (written with ``logger=csv`` or
-``wandb``): the epoch of the lowest val loss, the epoch of the highest val accuracy,
+round record's per-epoch ``history`` (``rounds.jsonl``), or for older runs the per-epoch
+logs ``rounds/round_NNN/metrics.csv`` (written with ``logger=csv`` or ``wandb``): the epoch of the lowest val loss, the epoch of the highest val accuracy,
 their gap, and the val accuracy given up by keeping the loss-best epoch.
 """
 from __future__ import annotations
@@ -68,6 +68,25 @@ def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
                     np.asarray([by_epoch[e][1] for e in epochs]), acc_key)
 
 
+def history_epoch_log(history: dict | None, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
+    """The same from a round record's ``history`` columns (``rounds.jsonl``, any logger)."""
+    if not history or LOSS_KEY not in history:
+        return None
+    acc_key = next((k for k in accuracy_keys if k in history), None)
+    if acc_key is None:
+        return None
+    rows = [(e, loss, acc) for e, loss, acc in zip(history.get("epoch", []), history[LOSS_KEY], history[acc_key])
+            if isinstance(e, int) and _is_value(loss) and _is_value(acc)]
+    if not rows:
+        return None
+    epochs, loss, acc = (np.asarray(col) for col in zip(*rows))
+    return EpochLog(epochs, loss.astype(np.float64), acc.astype(np.float64), acc_key)
+
+
+def _is_value(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 @dataclass
 class RoundMismatch:
     round: int
@@ -93,14 +112,14 @@ def round_mismatch(log: EpochLog, round_index: int, n_labelled: int) -> RoundMis
 
 
 def run_mismatch(run: RunData) -> list[RoundMismatch]:
-    """Every round of ``run`` whose per-epoch log is present."""
+    """Every round of ``run`` with a per-epoch history: the record's own, else the round's epoch CSV."""
     out = []
     for rec in run.records:
-        path = inside(run.path, f"rounds/round_{int(rec.round):03d}/metrics.csv")
-        if path is None:
-            continue
-        with open(path, newline="") as fh:
-            log = parse_epoch_log(fh)
+        log = history_epoch_log(rec.history)
+        path = None if log is not None else inside(run.path, f"rounds/round_{int(rec.round):03d}/metrics.csv")
+        if path is not None:
+            with open(path, newline="") as fh:
+                log = parse_epoch_log(fh)
         if log is not None:
             out.append(round_mismatch(log, int(rec.round), int(rec.n_labelled)))
     return out
@@ -144,4 +163,4 @@ def by_labelled(rows: list[dict], field: str) -> tuple[np.ndarray, np.ndarray, n
 
 
 def exists_for(runs: list[RunData]) -> bool:
-    return any((r.path / "rounds").is_dir() for r in runs)
+    return any((r.path / "rounds").is_dir() or any(rec.history for rec in r.records) for r in runs)

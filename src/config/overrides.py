@@ -19,7 +19,14 @@ CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 # old key prefix -> new key prefix (kept working, with a deprecation line, for one release)
 RENAMED_KEYS = {"model.baseline.": "model.init.", "trainer.steps_per_epoch": "fit.steps_per_epoch",
-                "model.module.optimizer.": "optim."}
+                "model.module.optimizer.": "optim.", "fixed_epochs": "fit.epochs",
+                "fixed_steps_per_epoch": "fit.steps_per_epoch"}
+# renamed keys that every config has: an old ``+old=value`` (adding a key) sets them instead
+ALWAYS_PRESENT = {"fit.epochs", "fit.steps_per_epoch"}
+# config groups that were added with ``+group=option`` and now have a (null) default: ``group=option``
+DEFAULTED_GROUPS = ("training",)
+# key -> old value -> new value (a sweep's values each)
+RENAMED_VALUES = {"selection.shuffle": {"true": "epoch", "false": "none"}}
 
 _GROUP_OVERRIDE = re.compile(r"^(?:\+{1,2})?([a-z_]+)=(.*)$")
 
@@ -67,7 +74,16 @@ def rewrite_renamed_keys(argv: Sequence[str]) -> list[str]:
         if new is not None:
             print(f"warning: {key} is deprecated and will be removed in the next release; use {new}",
                   file=sys.stderr)
-            arg = f"{prefix}{new}{sep}{value}"
+            arg = f"{'' if prefix == '+' and new in ALWAYS_PRESENT else prefix}{new}{sep}{value}"
+        elif key in RENAMED_VALUES and any(v.lower() in RENAMED_VALUES[key] for v in value.split(",")):
+            values = [RENAMED_VALUES[key].get(v.lower(), v) for v in value.split(",")]
+            print(f"warning: {key}={value} is deprecated and will be removed in the next release; use "
+                  f"{key}={','.join(values)}", file=sys.stderr)
+            arg = f"{prefix}{key}{sep}{','.join(values)}"
+        elif prefix == "+" and key in DEFAULTED_GROUPS:
+            print(f"warning: +{key}=... is deprecated and will be removed in the next release; use {key}=...",
+                  file=sys.stderr)
+            arg = f"{key}{sep}{value}"
         out.append(arg)
     return out
 

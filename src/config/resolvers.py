@@ -77,3 +77,15 @@ def register(name: str, function, pure: bool = True, **options) -> None:
 register("slug", slug)
 register("fmt", format_value)
 register("run_dir", run_dir, pure=False, use_cache=True)
+
+
+def folder_sources(roots, image_size, resize_size, classes, cache_dir, workers) -> list[dict]:
+    """``source=folders``: one ImageFolder source config per root, named after its folder."""
+    roots = list(roots or [])
+    # a ListConfig, not a list: Hydra instantiates the members only when they are config nodes
+    return OmegaConf.create([{"_target_": "src.data.folder.ImageFolderSource", "root": str(root), "name": Path(str(root)).name,
+             "classes": None if classes is None else list(classes), "image_size": image_size,
+             "resize_size": resize_size, "cache_dir": cache_dir, "workers": workers} for root in roots])
+
+
+register("folder_sources", folder_sources)

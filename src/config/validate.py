@@ -9,11 +9,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from src.data.datamodule import SHUFFLE_MODES
 from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
-from src.selection.schedule import plan_budgets
+from src.selection.schedule import HALF_POOL, plan_budgets
 from src.selection.scorers import build_scorer, scorer_names
 from src.tasks import get_task
 
@@ -51,6 +52,10 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
         raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer (conf/scorer/<name>.yaml); "
                         f"allowed: {', '.join(scorer_names())}")
     budget = _check_selection(cfg.selection)
+    source = cfg.get("source")
+    if source is not None and source.get("name") == "folders" and not source.get("roots"):
+        raise UserError("source.roots is empty: source=folders needs the folder roots, e.g. "
+                        "'source.roots=[/data/studio,/data/phone]' (the first is the V2 role, all of them Mixed)")
     _check_dataset(cfg.dataset)
     pool = pool_size if pool_size is not None else static_pool_size(cfg)
     if pool is not None:
@@ -82,8 +87,11 @@ def _check_selection(sel: DictConfig):
     _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
     if sel.mode not in policy.MODES:
         raise UserError(f"selection.mode={sel.mode!r}; allowed: {', '.join(policy.MODES)}")
-    if not isinstance(sel.shuffle, bool):
-        raise UserError(f"selection.shuffle={sel.shuffle!r} must be true or false")
+    # a boolean from a yaml of the earlier releases reads as epoch / none (the command line is rewritten
+    # with a deprecation line: src.config.overrides.RENAMED_VALUES)
+    if not isinstance(sel.shuffle, bool) and sel.shuffle not in SHUFFLE_MODES:
+        raise UserError(f"selection.shuffle={sel.shuffle!r}; allowed: round (once after each selection step, "
+                        "the thesis), epoch (every epoch), none (selection order)")
     div = sel.diversity
     if div.labels not in ("predicted", "ground_truth"):
         raise UserError(f"selection.diversity.labels={div.labels!r}; allowed: predicted, ground_truth")
@@ -119,7 +127,11 @@ def _check_training(cfg: DictConfig) -> None:
             raise UserError(f"callbacks.early_stopping.patience={patience!r} must be an integer >= 0")
     if not _is_int(cfg.trainer.get("max_epochs")) or cfg.trainer.max_epochs < 1:
         raise UserError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')!r} must be an integer >= 1")
-    _positive_int_or_null("fit.steps_per_epoch", cfg.fit.get("steps_per_epoch"), "one pass over the labelled set")
+    _positive_int_or_null("fit.epochs", cfg.fit.get("epochs"), "until early stopping, at most trainer.max_epochs")
+    steps = cfg.fit.get("steps_per_epoch")
+    if steps != HALF_POOL and steps is not None and (not _is_int(steps) or steps < 1):
+        raise UserError(f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
+                        "selection pool in batches) or null (one pass over the labelled set)")
 
 
 def _check_task(cfg: DictConfig) -> None:

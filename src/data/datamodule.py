@@ -43,15 +43,53 @@ def _keep_batch(batch):
     return batch
 
 
-class RepeatingSampler(Sampler[int]):
-    """Exactly ``num_samples`` indices per epoch, cycling through the data.
+# how the labelled set is ordered for training (``selection.shuffle``, thesis 4.1.1)
+SHUFFLE_MODES = ("round", "epoch", "none")
 
-    For a fixed number of steps per epoch (thesis 4.1.2): a small labelled set is
-    repeated, a large one truncated. Shuffled passes draw from ``generator``.
+
+def shuffle_mode(shuffle: str | bool) -> str:
+    """``selection.shuffle`` as one of SHUFFLE_MODES; the old booleans: true = epoch, false = none."""
+    if isinstance(shuffle, bool):
+        return "epoch" if shuffle else "none"
+    if shuffle not in SHUFFLE_MODES:
+        raise ValueError(f"shuffle={shuffle!r}; allowed: {', '.join(SHUFFLE_MODES)}")
+    return shuffle
+
+
+class FixedOrderSampler(Sampler[int]):
+    """``order`` (positions in the labelled set), the same every epoch, or ``num_samples`` per epoch
+    read on cyclically, so that consecutive epochs take consecutive slices of the repeated order
+    (a truncated epoch does not always leave out the same items)."""
+
+    def __init__(self, order: torch.Tensor, num_samples: int | None = None):
+        self.order = order.tolist()
+        self.num_samples = len(self.order) if num_samples is None else int(num_samples)
+        self.position = 0
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.order)
+        if self.num_samples == n:
+            yield from self.order
+            return
+        start = self.position
+        # moved on before yielding: a consumer may stop at len(self) without exhausting the iterator
+        self.position = (start + self.num_samples) % n
+        for k in range(self.num_samples):
+            yield self.order[(start + k) % n]
+
+
+class RepeatingSampler(Sampler[int]):
+    """Exactly ``num_samples`` indices per epoch, each pass over the data a new permutation.
+
+    For a fixed number of steps per epoch (thesis 4.1.2) with shuffle=epoch: a small
+    labelled set is repeated, a large one truncated.
     """
 
-    def __init__(self, n: int, num_samples: int, shuffle: bool, generator: torch.Generator | None):
-        self.n, self.num_samples, self.shuffle, self.generator = n, num_samples, shuffle, generator
+    def __init__(self, n: int, num_samples: int, generator: torch.Generator | None):
+        self.n, self.num_samples, self.generator = n, num_samples, generator
 
     def __len__(self) -> int:
         return self.num_samples
@@ -59,25 +97,31 @@ class RepeatingSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         emitted = 0
         while emitted < self.num_samples:
-            order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
-            take = order[: self.num_samples - emitted].tolist()
+            take = torch.randperm(self.n, generator=self.generator)[: self.num_samples - emitted].tolist()
             emitted += len(take)
             yield from take
 
 
-def train_sampler(n: int, batch_size: int, shuffle: bool, seed: int, steps_per_epoch: int | None) -> Sampler[int]:
-    """The labelled set's sampling for one fit, shared by every task's datamodule.
+def train_sampler(n: int, batch_size: int, shuffle: str | bool, seed: int,
+                  steps_per_epoch: int | None) -> Sampler[int]:
+    """The labelled set's sampling for one fit (one round), shared by every task's datamodule.
 
-    Fixed steps per epoch repeat or truncate the set (thesis 4.1.2); otherwise one pass,
-    reshuffled every epoch from a seeded generator, or in labelled order when shuffle
-    is off (base first, then each selection in score order: thesis 4.1.1).
+    ``shuffle`` (thesis 4.1.1): ``round`` draws one permutation from the seeded generator
+    when the round's fit starts and keeps it every epoch (the thesis: shuffled after each
+    selection step); ``epoch`` draws a new one every epoch; ``none`` keeps the labelled
+    order (base first, then each selection in score order). The first epoch of ``round``
+    and of ``epoch`` is the same permutation. Fixed steps per epoch repeat or truncate the
+    set (thesis 4.1.2).
     """
+    mode = shuffle_mode(shuffle)
     generator = torch.Generator().manual_seed(seed)
-    if steps_per_epoch:
-        return RepeatingSampler(n, steps_per_epoch * batch_size, shuffle, generator)
-    if shuffle:
+    num_samples = steps_per_epoch * batch_size if steps_per_epoch else None
+    if mode == "epoch":
+        if num_samples:
+            return RepeatingSampler(n, num_samples, generator)
         return torch.utils.data.RandomSampler(range(n), generator=generator)
-    return torch.utils.data.SequentialSampler(range(n))
+    order = torch.randperm(n, generator=generator) if mode == "round" else torch.arange(n)
+    return FixedOrderSampler(order, num_samples)
 
 
 class LabelledSetDataModule(pl.LightningDataModule):
@@ -87,13 +131,14 @@ class LabelledSetDataModule(pl.LightningDataModule):
     """
 
     labelled_ids = np.zeros(0, dtype=np.int64)
-    shuffle_train = True
+    shuffle_train = "round"
     train_seed = 0
     steps_per_epoch: int | None = None
 
-    def set_labelled(self, ids: Sequence[int], shuffle: bool, seed: int, steps_per_epoch: int | None = None):
+    def set_labelled(self, ids: Sequence[int], shuffle: str | bool, seed: int, steps_per_epoch: int | None = None):
+        """The next fit's labelled ids, their order (``train_sampler``'s ``shuffle``) and seed."""
         self.labelled_ids = np.asarray(ids, dtype=np.int64)
-        self.shuffle_train = bool(shuffle)
+        self.shuffle_train = shuffle_mode(shuffle)
         self.train_seed = int(seed)
         self.steps_per_epoch = steps_per_epoch
 

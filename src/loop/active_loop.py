@@ -23,7 +23,7 @@ import torch
 from src.data.datamodule import LabelledSetDataModule
 from src.errors import UserError
 from src.loop import distributed
-from src.loop.callbacks import RestoreBestWeights
+from src.loop.callbacks import EpochHistory, RestoreBestWeights
 from src.loop.pool import score_pool
 from src.loop.records import RoundRecord, RunStore
 from src.models.weights import WeightSnapshot
@@ -47,7 +47,7 @@ class SelectionSettings:
     base_size: int = 0
     pivot: float = 0.0
     mode: str = "accumulate"               # accumulate | reselect
-    shuffle: bool = True                   # reshuffle the labelled set every epoch (thesis 4.1.1)
+    shuffle: str | bool = "round"          # round | epoch | none (thesis 4.1.1; datamodule.train_sampler)
     diversity: dict = field(default_factory=lambda: {"enabled": False, "k": None, "labels": "predicted"})
 
 
@@ -129,6 +129,7 @@ class ActiveLearningLoop:
         next_pending = self.select(r + 1, labelled, base, device) if r + 1 < self.n_rounds else None
 
         restore = next((c for c in trainer.callbacks if isinstance(c, RestoreBestWeights)), None)
+        history = next((c for c in trainer.callbacks if isinstance(c, EpochHistory)), None)
         val_metrics = restore.best_metrics if restore else {
             k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         record = RoundRecord(
@@ -138,6 +139,7 @@ class ActiveLearningLoop:
             epochs=int(trainer.current_epoch),
             best_epoch=restore.best_epoch if restore else int(trainer.current_epoch) - 1,
             metrics={k: float(v) for k, v in {**val_metrics, **test_metrics}.items()},
+            history=history.columns() if history else None,
             select_seconds=float(select_seconds), reset_seconds=t1 - t0, fit_seconds=t2 - t1, test_seconds=t3 - t2)
         new_state = {**state, "completed_rounds": r + 1, "labelled_ids": labelled.tolist(), "pending": next_pending}
         return record, new_state

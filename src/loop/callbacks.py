@@ -42,3 +42,25 @@ class RestoreBestWeights(Callback):
         if self._best_state is not None:
             pl_module.load_state_dict(self._best_state)
             self._best_state = None
+
+
+class EpochHistory(Callback):
+    """The per-epoch ``train/*`` and ``val/*`` metrics of one fit, as columns: ``{"epoch": [0, 1, ..],
+    "train/loss": [..], ..}`` (None where an epoch has no value, e.g. no validation run).
+
+    Read at the end of each training epoch, after that epoch's validation: the values the
+    Trainer's loggers get, kept for the round record (``RoundRecord.history``) and the trackers.
+    """
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        self.rows.append({k: float(v) for k, v in metrics.items()
+                          if k.startswith(("train/", "val/")) and torch.is_tensor(v) and v.numel() == 1})
+        self.rows[-1]["epoch"] = trainer.current_epoch
+
+    def columns(self) -> dict[str, list]:
+        keys = sorted({k for row in self.rows for k in row if k != "epoch"})
+        return {"epoch": [row["epoch"] for row in self.rows], **{k: [row.get(k) for row in self.rows] for k in keys}}

@@ -72,6 +72,9 @@ class RoundRecord:
     # the model's predicted class of each selected id (parallel to selected_ids); None: not recorded,
     # and then absent from the JSON, so records without it stay byte-identical
     selected_predictions: list | None = None
+    # the fit's per-epoch train/* and val/* metrics as columns ({"epoch": [..], "val/loss": [..], ..};
+    # loop.callbacks.EpochHistory); None: not recorded, and then absent from the JSON
+    history: dict | None = None
 
     HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
                                        "selected_scores", "epochs", "best_epoch")
@@ -81,7 +84,8 @@ class RoundRecord:
         """The ``rounds.jsonl`` object: the head fields, the metrics (val/* then test/*, each sorted), timings."""
         metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
         predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
-        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics),
+        history = {} if self.history is None else {"history": self.history}
+        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics), **history,
                 **{k: getattr(self, k) for k in self.TIMINGS}}
 
     @classmethod
@@ -95,16 +99,24 @@ class RoundRecord:
         metrics = {k: v for k, v in obj.items() if "/" in k}
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
             raise UserError(f"{where}: a round record with a non-numeric metric")
+        history = obj.get("history")
+        if history is not None and not (isinstance(history, dict)
+                                        and all(isinstance(v, list) for v in history.values())):
+            raise UserError(f"{where}: a round record whose history is not an object of lists")
         return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
                    **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
-                   selected_predictions=obj.get("selected_predictions"))
+                   selected_predictions=obj.get("selected_predictions"), history=history)
 
     def value(self, key: str):
-        """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value."""
+        """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value.
+        A ``train/*`` key reads the history at the tested epoch (``best_epoch``)."""
         if key in self.metrics:
             return self.metrics[key]
         if key in self.HEAD or key in self.TIMINGS:
             return getattr(self, key)
+        if key.startswith("train/") and self.history and key in self.history:
+            epochs = self.history.get("epoch", [])
+            return self.history[key][epochs.index(self.best_epoch)] if self.best_epoch in epochs else None
         return None
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger
 
 from src.config.instantiate import build
+from src.loop.callbacks import EpochHistory
 from src.loop.records import FAULT_ENV, fault_point
 
 
@@ -31,14 +32,18 @@ class TrainerFactory:
     """``factory(round_index)`` -> a new Trainer with new callbacks, logging the round's epochs."""
 
     def __init__(self, trainer_cfg: DictConfig, callbacks_cfg: DictConfig, run_dir: str | Path,
-                 epoch_logs: bool = True, progress: bool = False):
+                 epoch_logs: bool = True, progress: bool = False, epochs: int | None = None):
+        """``epochs`` (``fit.epochs``): every fit trains exactly that many epochs (early stopping
+        cannot end it sooner); None leaves ``trainer.max_epochs`` / ``min_epochs`` as configured."""
         self.trainer_cfg, self.callbacks_cfg = trainer_cfg, callbacks_cfg
+        self.epochs = epochs
         self.run_dir = Path(run_dir)
         self.epoch_logs, self.progress = epoch_logs, progress
 
     def callbacks(self) -> list[pl.Callback]:
         built = [build(node) for node in self.callbacks_cfg.values()
                  if OmegaConf.is_dict(node) and "_target_" in node]
+        built.append(EpochHistory())   # the round record's per-epoch history
         if os.environ.get(FAULT_ENV, "").startswith("fit"):
             built.append(_FaultInFit())   # testing hook only (src.loop.records.FAULT_ENV)
         return built
@@ -47,9 +52,10 @@ class TrainerFactory:
         logger = False
         if self.epoch_logs:
             logger = CSVLogger(save_dir=str(self.run_dir), name="rounds", version=f"round_{round_index:03d}")
+        length = {} if self.epochs is None else {"max_epochs": int(self.epochs), "min_epochs": int(self.epochs)}
         return build(self.trainer_cfg, callbacks=self.callbacks(), logger=logger,
-                                       default_root_dir=str(self.run_dir), enable_checkpointing=False,
-                                       enable_progress_bar=self.progress, enable_model_summary=False)
+                     default_root_dir=str(self.run_dir), enable_checkpointing=False,
+                     enable_progress_bar=self.progress, enable_model_summary=False, **length)
 
 
 class _FaultInFit(pl.Callback):

@@ -80,6 +80,12 @@ def build_network(name: str, num_classes: int, in_channels: int, weights: str | 
     or read from ``weights_file``) here, and the head is replaced when the class
     count differs from the weights'.
     """
+    if kwargs.pop("library", "torchvision") == "timm":
+        from src.models.timm_nets import build_timm_network
+
+        if weights:
+            raise UserError(f"{key}.weights={weights!r}: a timm model takes {key}.pretrained=true|false")
+        return build_timm_network(name, num_classes, key=key, **kwargs)
     if name == "small_cnn":
         if weights:
             raise UserError(f"{key}.weights={weights!r}: small_cnn has no torchvision weights; "

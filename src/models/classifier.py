@@ -36,13 +36,19 @@ class ImageClassifier(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable | None = None,
         input_size: int | None = None,
-        input_mean: Sequence[float] = (0.5,),
-        input_std: Sequence[float] = (0.5,),
+        input_mean: Sequence[float] | None = (0.5,),
+        input_std: Sequence[float] | None = (0.5,),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         net = dict(net)
         self.net = build_network(net.pop("name"), num_classes, in_channels, net.pop("weights", None), **net)
+        # None: the network's own preprocessing (a timm model's pretrained config), else no resize / 0.5
+        own = getattr(self.net, "pretrained_cfg", None) or {}
+        if input_size is None and own.get("input_size"):
+            input_size = int(own["input_size"][-1])
+        input_mean = tuple(own.get("mean", (0.5,))) if input_mean is None else input_mean
+        input_std = tuple(own.get("std", (0.5,))) if input_std is None else input_std
         self.net_channels = in_channels if isinstance(self.net, SmallCNN) else 3
         if len(input_mean) not in (1, self.net_channels) or len(input_std) != len(input_mean):
             raise UserError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
@@ -59,6 +65,8 @@ class ImageClassifier(pl.LightningModule):
                                      for k in self.topk})
 
         self.val_acc, self.test_acc = accuracies(), accuracies()
+        # accumulated over the epoch's batches as the weights change (the thesis' training accuracy, fig. 4.6)
+        self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         # a scorer's joint training objective (learning loss): (module, logits, labels) -> loss
         self.training_objective: Callable | None = None
@@ -87,7 +95,9 @@ class ImageClassifier(pl.LightningModule):
         else:
             loss = self.training_objective(self, logits, labels)
         self.train_loss.update(loss.detach(), weight=len(labels))
+        self.train_acc.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log("train/acc_top1", self.train_acc, on_step=False, on_epoch=True, batch_size=len(labels))
         return loss
 
     def _eval_step(self, batch, stage: str):

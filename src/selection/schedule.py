@@ -65,3 +65,18 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
     if not plan and not has_base:
         raise ValueError("selection.rounds: the plan has no round to train (no base set and no selection)")
     return plan
+
+
+HALF_POOL = "half_pool"
+
+
+def steps_per_epoch(setting: int | str | None, pool_size: int, batch_size: int) -> int | None:
+    """The optimizer steps of every training epoch for ``fit.steps_per_epoch``.
+
+    ``None``: one pass over the labelled set (no fixed count); an int: that count;
+    ``half_pool``: thesis 4.1.2's "fixed time", half the selection pool in batches,
+    rounded up (6000 / 2 / 20 = 150 steps at the thesis' scale).
+    """
+    if setting == HALF_POOL:
+        return max(1, math.ceil(pool_size / 2 / batch_size))
+    return setting
