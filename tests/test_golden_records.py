@@ -12,7 +12,9 @@ one permutation per selection step instead of one per epoch), which changed
 epoch is the first), ``detection`` (one epoch) and ``reselect_div`` (``shuffle=none``,
 formerly ``false``) kept their bytes. Then every record gained its per-epoch ``history``
 (after the metrics, before the timings); all other fields were checked equal to the
-previous files.
+previous files. Then the records of model-scored rounds gained ``selected_predictions``
+(the selecting model's class for each pick, after the scores); again every other field
+and the key order were checked equal to the previous files.
 """
 from __future__ import annotations
 

@@ -113,3 +113,18 @@ def test_resume_with_a_changed_config_is_refused(compose_cfg, tmp_path):
 
     with pytest.raises(ConfigError, match="resume=true: the config differs .*selection.pivot"):
         build_loop(compose_cfg(*FAST, "selection.rounds=1", "selection.pivot=0.5"), tmp_path / "run").run()
+
+
+def test_records_keep_the_selecting_models_guess_for_each_pick(compose_cfg, tmp_path):
+    # round 0 without a base set: the starting model chose, so its argmax is the expected guess
+    loop, records = run_loop(compose_cfg, tmp_path, "selection.rounds=2", "scorer=margin")
+    loop.snapshot.restore(loop.model)
+    images, _, ids = next(iter(loop.dm.pool_dataloader(np.asarray(records[0].selected_ids))))
+    with torch.no_grad():
+        guesses = loop.model.eval()(images).numpy().argmax(axis=1)
+    assert ids.tolist() == records[0].selected_ids
+    assert records[0].selected_predictions == guesses.tolist()
+    assert len(records[1].selected_predictions) == len(records[1].selected_ids)
+    # random scoring runs no model: no guesses recorded
+    _, plain = run_loop(compose_cfg, tmp_path, "selection.rounds=1", "scorer=random", name="random")
+    assert plain[0].selected_predictions is None

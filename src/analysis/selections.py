@@ -188,7 +188,10 @@ def audit_record(run: RunData, audit_round: int | None) -> RoundRecord | None:
 def _prediction(data: Items, value) -> str:
     if value is None:
         return ""
-    return data.label_name(int(value)) if isinstance(value, (int, float)) else str(value)
+    if isinstance(value, (int, float)):
+        # a detection model's class of an image: -1 when it detected nothing
+        return data.label_name(int(value)) if value >= 0 else "(nothing detected)"
+    return str(value)
 
 
 def audit_items(record: RoundRecord, data: Items, n: int) -> list[AuditItem]:

@@ -33,6 +33,9 @@ from src.selection.schedule import (STREAM_BASE, STREAM_POOL_PASS, STREAM_RANDOM
 from src.selection.scorers import Scorer
 from src.tracking import NoTracker, Tracker
 
+# model outputs computed from the plain forward pass, alongside which the argmax class is free
+PLAIN_PASS_OUTPUTS = frozenset({"probabilities", "logits", "loss"})
+
 log = logging.getLogger(__name__)
 
 NO_IDS = np.zeros(0, dtype=np.int64)
@@ -136,6 +139,7 @@ class ActiveLearningLoop:
             round=r, n_labelled=int(len(labelled)), n_selected=len(selected),
             selection="base" if pending is None else self.scorer.name,
             selected_ids=[int(i) for i in selected], selected_scores=[float(s) for s in scores],
+            selected_predictions=pending.get("predictions") if pending else None,
             epochs=int(trainer.current_epoch),
             best_epoch=restore.best_epoch if restore else int(trainer.current_epoch) - 1,
             metrics={k: float(v) for k, v in {**val_metrics, **test_metrics}.items()},
@@ -164,7 +168,11 @@ class ActiveLearningLoop:
             scores, predictions = self.joint_scores(candidates, kept, min(n_ordered, len(candidates)), predicted,
                                                     round_index, device, generator)
         elif scorer.needs_model or predicted:
-            scores, predictions = self.score_candidates(candidates, predicted, round_index, device)
+            # where the scores come from the plain forward pass the predicted classes come at no
+            # extra cost: the record keeps the selecting model's guess for each pick (the report's
+            # label-quality audit, thesis table 4.1); MC-dropout scorers would need one more pass
+            free = bool(scorer.uses & PLAIN_PASS_OUTPUTS)
+            scores, predictions = self.score_candidates(candidates, predicted or free, round_index, device)
         if not scorer.needs_model:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, round_index, STREAM_RANDOM_SCORES))
             scores = scorer.scores_without_model(len(candidates), gen).numpy()
@@ -179,9 +187,13 @@ class ActiveLearningLoop:
                                                  generator).numpy()
             chosen = ranking.select(candidates, rank_by, budget, pivot=self.sel.pivot, classes=classes,
                                     diversity_k=diversity.get("k"))
-            chosen_scores = scores[np.searchsorted(candidates, chosen.ids)] if rank_by is not scores else chosen.scores
-            return {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen_scores.tolist(),
-                    "n_scored": int(len(candidates)), "seconds": time.perf_counter() - started}
+            at = np.searchsorted(candidates, chosen.ids)
+            chosen_scores = scores[at] if rank_by is not scores else chosen.scores
+            out = {"round": round_index, "ids": chosen.ids.tolist(), "scores": chosen_scores.tolist(),
+                   "n_scored": int(len(candidates)), "seconds": time.perf_counter() - started}
+            if predictions is not None and scorer.needs_model and not scorer.joint:
+                out["predictions"] = [int(c) for c in np.asarray(predictions)[at]]
+            return out
         return distributed.made_once(choose)   # under trainer=ddp: chosen on rank 0, shared with all
 
     def joint_scores(self, candidates: np.ndarray, kept: np.ndarray, n_ordered: int, predicted: bool,
