@@ -36,7 +36,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from benchmarks.results import machine_meta, write_results
 
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("PYTORCH_LIGHTNING_DISABLE_TIPS", "1")
@@ -397,19 +398,12 @@ def main(argv=None) -> int:
     rnd = part("round", bench_round, size["round_epochs"], size["round_repeats"])
     memory = part("memory", bench_memory, size["mem_items"], int(cfg.dataset.eval_batch_size), size["mem_extra"])
 
-    res = {
-        "meta": {"mode": mode, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "cpu_count": os.cpu_count(), "python": platform.python_version(),
-                 "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-                 "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": None,
-                 "part_seconds": part_seconds},
-        "scoring": scoring, "round": rnd, "memory": memory,
-    }
-    res["meta"]["seconds"] = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
+    res = {"meta": {"mode": mode, **machine_meta(), "seconds": time.perf_counter() - started,
+                    "part_seconds": part_seconds},
+           "scoring": scoring, "round": rnd, "memory": memory}
     print(report(res))
-    print(f"\n{res['meta']['seconds']:.0f} s; figures in {args.out}")
+    print(f"\n{res['meta']['seconds']:.0f} s")
+    write_results(args.out, res)
     return 0
 
 

@@ -23,7 +23,6 @@ measured; see ``small_cnn``). The one-time cache build is reported too. Figures 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -33,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from benchmarks.results import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_data.json"
@@ -169,14 +170,6 @@ def main(argv=None) -> dict:
               f"{r['epoch_images_per_s'] / base:.2f}x |")
     write_results(args.out, results)
     return results
-
-
-def write_results(out: str | Path, results: dict) -> None:
-    """The figures as JSON (bench-results/ by default), and where they went."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

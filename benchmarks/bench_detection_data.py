@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.bench_data import write_results
+from benchmarks.results import write_results
 from src.data.detection.datamodule import DetectionDataModule, FileSource
 from src.data.detection.scenes import CLASSES, render_scene
 from src.loop.pool import score_pool

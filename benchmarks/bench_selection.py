@@ -36,12 +36,13 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.results import machine_meta, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_selection.json"
@@ -264,15 +265,11 @@ def main(argv=None) -> int:
             log(f"[bench_selection]   {row['seconds']:.2f} s, peak {row['peak_total_mb']:.0f} MB")
     log("[bench_selection] BALD pool pass with the small CNN ...")
     pool_pass = bench_bald_pool_pass(SIZES[mode])
-    res = {"meta": {"mode": mode, "sizes": SIZES[mode], "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "machine": f"{platform.system()} {platform.machine()}, "
-                    f"{os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "seconds": time.perf_counter() - started},
+    res = {"meta": {"mode": mode, "sizes": SIZES[mode], **machine_meta(), "seconds": time.perf_counter() - started},
            "selection": rows, "bald_pool_pass": pool_pass}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2))
     print(report(res))
-    print(f"\n{res['meta']['seconds']:.0f} s; figures in {args.out}")
+    print(f"\n{res['meta']['seconds']:.0f} s")
+    write_results(args.out, res)
     return 0
 
 

@@ -35,14 +35,11 @@ import math
 
 import torch
 
+from src.selection.scorers import class_count
+
 
 def _check_mc_probs(probs: torch.Tensor) -> int:
-    if probs.ndim != 3:
-        raise ValueError(f"expected MC probabilities of shape [T, B, C], got {tuple(probs.shape)}")
-    n_classes = probs.shape[2]
-    if n_classes < 2:
-        raise ValueError(f"uncertainty scores need at least 2 classes, got {n_classes}")
-    return n_classes
+    return class_count(probs, "[T, B, C]")
 
 
 def _entropy_nats(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:

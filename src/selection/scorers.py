@@ -21,10 +21,12 @@ import yaml
 from src.errors import UserError
 
 
-def _check_probs(probs: torch.Tensor) -> int:
-    if probs.ndim != 2:
-        raise ValueError(f"expected probabilities of shape [N, C], got {tuple(probs.shape)}")
-    n_classes = probs.shape[1]
+def class_count(probs: torch.Tensor, layout: str = "[N, C]") -> int:
+    """The number of classes C (the last dimension) of probabilities laid out as ``layout``
+    ("[N, C]", or "[T, B, C]" for MC passes); a ValueError for another shape or C < 2."""
+    if probs.ndim != layout.count(",") + 1:
+        raise ValueError(f"expected probabilities of shape {layout}, got {tuple(probs.shape)}")
+    n_classes = probs.shape[-1]
     if n_classes < 2:
         raise ValueError(f"uncertainty scores need at least 2 classes, got {n_classes}")
     return n_classes
@@ -32,21 +34,21 @@ def _check_probs(probs: torch.Tensor) -> int:
 
 def least_confidence(probs: torch.Tensor) -> torch.Tensor:
     """(1 - p(y*)) * n / (n - 1)   (thesis eq. 3.1)."""
-    n = _check_probs(probs)
+    n = class_count(probs)
     top = probs.max(dim=1).values
     return ((1.0 - top) * (n / (n - 1))).clamp_(0.0, 1.0)
 
 
 def margin(probs: torch.Tensor) -> torch.Tensor:
     """1 - (p(y1*) - p(y2*))   (thesis eq. 3.2)."""
-    _check_probs(probs)
+    class_count(probs)
     top2 = probs.topk(2, dim=1).values
     return (1.0 - (top2[:, 0] - top2[:, 1])).clamp_(0.0, 1.0)
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """-sum_y p log2 p / log2 n, with 0 log 0 = 0   (thesis eq. 3.3)."""
-    n = _check_probs(probs)
+    n = class_count(probs)
     # xlogy gives exactly 0 for p = 0, where p * log(p) would be nan.
     nats = -torch.special.xlogy(probs, probs).sum(dim=1)
     return (nats / math.log(n)).clamp_(0.0, 1.0)
