@@ -18,6 +18,29 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under ``pytest -n N`` every worker (and each process it starts) gets its 1/N of the cores.
+
+    Left alone, each of the N workers runs torch with one thread per core, so the 2-core
+    machine runs 4 busy threads whose OpenMP spin-waits take turns with the other
+    worker's work. A variable the caller set is kept.
+    """
+    import torch
+
+    from src.launch import THREAD_ENV_VARS, available_cores
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    share = str(max(1, available_cores() // workers))
+    for var in THREAD_ENV_VARS:
+        os.environ.setdefault(var, share)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+_share_the_cores_between_workers()
+
+
 @pytest.fixture
 def compose_cfg():
     """compose_cfg(*overrides) -> the composed job config, as `python -m src.run` would see it."""
