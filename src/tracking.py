@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from src.loop.records import RoundRecord
+from src.loop.records import RoundRecord, fault_point
 
 
 log = logging.getLogger(__name__)
@@ -174,12 +174,14 @@ class WandbTracker(Tracker):
 
         this = Path(self.run.dir).parent.resolve()
         self.replaying = True
-        logged = -1
+        logged, epochs_logged = -1, set()
         for folder in Path(self.location).parent.glob("*run-*"):
             if folder.resolve() == this or not any(folder.glob("run-*.wandb")):
                 continue
             history = read_offline_run(folder).history
             logged = max([logged] + [int(row["al/round"]) for row in history if "al/round" in row])
+            # a kill between a round's epoch rows and its round row leaves the epochs logged
+            epochs_logged |= {(int(row["fit/round"]), row["fit/epoch"]) for row in history if "fit/round" in row}
         if not committed:   # the run's first start: its data's class counts (thesis figures 4.19-4.20)
             figure = self.run_dir / "class_distribution.png"
             if figure.exists():
@@ -188,15 +190,19 @@ class WandbTracker(Tracker):
                 self.run.log({"data/class_distribution": wandb.Image(str(figure))})
         for record in committed:
             if record.round > logged:
-                self.log_round(record)
+                self.log_round(record, epochs_logged)
         self.replaying = False
 
-    def log_round(self, record):
+    def log_round(self, record, epochs_logged: frozenset | set = frozenset()):
+        """The round's fit epoch by epoch (those in ``epochs_logged`` as (round, epoch) left out), then
+        its round row."""
         metrics = round_metrics(record)
         if self.log_selection and record.selected_ids:
             metrics.update(self.selection_media(record))
         for row in epoch_rows(record):
-            self.run.log(row)
+            if (record.round, row["fit/epoch"]) not in epochs_logged:
+                self.run.log(row)
+        fault_point("tracker_epochs")
         self.run.log(metrics)
 
     def selection_media(self, record: RoundRecord) -> dict:

@@ -189,13 +189,14 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
     from src.analysis.wandb_offline import read_offline_run, wait_until_finished
 
     run = ["debug=fast", "selection.rounds=5", "logger=wandb", f"hydra.run.dir={tmp_path}"]
-    # killed right after committing round 1 (before logging it), inside round 3's record, before the summary
-    for i, point in enumerate(["after_record:2", "half_record:2", "before_summary"]):
+    # killed right after committing round 1 (before logging it), between round 2's epoch rows and its
+    # round row, inside round 3's record, before the summary
+    for i, point in enumerate(["after_record:2", "tracker_epochs:1", "half_record:2", "before_summary"]):
         proc = run_with_fault(point, *run, *(["resume=true"] if i else []))
         assert proc.returncode == -9, f"{point}: rc {proc.returncode}\n{proc.stderr[-3000:]}"
     run_cli(*run, "resume=true")
     folders = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(folders) == 4
+    assert len(folders) == 5
     assert wait_until_finished(folders[-1])
     run_cli(*run, "resume=true")       # a finished job: no new, empty offline run
     assert sorted((tmp_path / "wandb").glob("offline-run-*")) == folders
@@ -206,6 +207,11 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
     records = read_jsonl(tmp_path / "rounds.jsonl")
     n_labelled = [row["al/n_labelled"] for r in runs for row in r.history if "al/round" in row]
     assert n_labelled == [rec["n_labelled"] for rec in records]
+    # every round's fit, epoch by epoch, once and in order, with the recorded values
+    epochs = [(row["fit/round"], row["fit/epoch"], row["fit/round_%03d/val/loss" % row["fit/round"]])
+              for r in runs for row in r.history if "fit/round" in row]
+    assert epochs == [(rec["round"], e, loss) for rec in records
+                      for e, loss in zip(rec["history"]["epoch"], rec["history"]["val/loss"])]
     assert runs[-1].config["selection"]["rounds"] == 5
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert {k: runs[-1].summary[k] for k in summary} == pytest.approx(summary)

@@ -35,7 +35,7 @@ LOCK_FILE = ".lock"
 # at exactly that place. Unset, it costs one dict lookup per point.
 FAULT_ENV = "AL_SELECT_FAULT"
 FAULT_POINTS = ("setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
-                "before_summary")
+                "tracker_epochs", "before_summary")
 _fault_counts: dict[str, int] = {}
 
 
