@@ -106,6 +106,6 @@ def add_dropout_before_head(model: nn.Module, p: float, head: nn.Module | None =
         raise ValueError(f"{type(model).__name__} already has {len(existing)} dropout layer(s); "
                          "MC dropout uses them as they are")
     head = last_linear(model) if head is None else head
-    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p))
+    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p).train(head.training))   # in the network's current mode
     head.register_forward_pre_hook(_apply_added_dropout)
     return model
