@@ -136,7 +136,7 @@ def test_learning_loss_taps_the_six_ssd_maps_and_trains_with_the_detector(datamo
     hinge = [max(0.0, 1.0 - (1 if per_image[i] > per_image[j] else -1) * float(predicted[i] - predicted[j]))
              for i, j in ((0, 3), (1, 2))]
     expected = float(cls["classification"] + cls["bbox_regression"]) + sum(hinge) / 2
-    assert float(loss) == pytest.approx(expected, rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-4)
     loss.backward()                                  # the module learns, and its gradient reaches the backbone
     assert model.loss_prediction.head.weight.grad.abs().sum() > 0
     model.eval()
