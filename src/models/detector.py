@@ -82,8 +82,10 @@ def ssd_loss_terms(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anch
     (target box index or < 0) of each image. An anchor matched to a box is positive: its box loss is
     the smooth-L1 (beta 1) between its regression and the encoded box, its classification loss the
     cross-entropy with the box's class; of the other anchors, the neg_to_pos_ratio x positives with
-    the largest background cross-entropy are the image's hard negatives (at most all of them).
-    torchvision's batch loss is (cls.sum() + box.sum()) / max(1, positives.sum()).
+    the largest background cross-entropy are the image's hard negatives (at most all of them;
+    torchvision would count positives among them once an image has more than a quarter of its
+    anchors positive, the one case where the two differ). torchvision's batch loss is
+    (cls.sum() + box.sum()) / max(1, positives.sum()).
     """
     batch, n_anchors, n_classes = cls_logits.shape
     cls_targets = torch.zeros((batch, n_anchors), dtype=torch.int64, device=cls_logits.device)
@@ -194,7 +196,7 @@ class SSDDetector(pl.LightningModule):
             norm = positives.sum().clamp(min=1)
             cls, box = cls_i.sum() / norm, box_i.sum() / norm
             loss = self.training_objective(self, (cls_i + box_i) / positives.clamp(min=1), cls + box)
-        n = len(images)
+        n = len(images)      # train/loss is the detector's own loss (without a learned-loss ranking term)
         self.train_cls.update(cls.detach(), weight=n)
         self.train_box.update(box.detach(), weight=n)
         self.log("train/loss", cls.detach() + box.detach(), on_step=False, on_epoch=True, batch_size=n)
