@@ -67,7 +67,7 @@ def test_classifier_features_are_the_input_of_the_last_linear():
 def test_mc_scorer_passes_are_seeded_and_scores_are_bald_of_them():
     model = small_classifier().eval()
     scorer = MCDropoutScorer("bald", passes=4)
-    out = lambda: ClassifierOutputs(model, batch_of(5), frozenset({"mc_probabilities"}))  # noqa: E731
+    out = lambda: ClassifierOutputs(model, batch_of(5), frozenset({"mc_uncertainty"}))  # noqa: E731
     with torch.no_grad():
         with scorer.pool_context(model, 7):
             first = scorer.batch_scores(out())
@@ -129,7 +129,7 @@ def test_learning_loss_objective_is_mean_loss_plus_pair_ranking_by_hand():
     scorer.prepare_model(model, pool)
     images, labels, _ = batch_of(4, seed=1)
     logits = model(images)
-    loss = model.training_objective(model, logits, labels)
+    loss = model.training_objective(model, F.cross_entropy(logits, labels, reduction="none"))
     per_item = F.cross_entropy(logits, labels, reduction="none").detach()
     pred = model.loss_prediction(scorer.taps.maps).detach()
     pairs = [(0, 3), (1, 2)]   # the split mini-batch: i against B-1-i
@@ -139,8 +139,9 @@ def test_learning_loss_objective_is_mean_loss_plus_pair_ranking_by_hand():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (("task=detection", "scorer=bald"), "scorer=bald is not available for task_type=detection"),
-    (("task=detection", "scorer=learning_loss"), "scorer=learning_loss is not available for task_type=detection"),
+    (("task=detection", "scorer=bald", "scorer.batch_bald.enabled=true"),
+     "scorer.batch_bald.enabled=true is not available for task_type=detection"),
+    (("task=detection", "scorer=badge"), "scorer=badge is not available for task_type=detection"),
     (("scorer=coreset", "+scorer.stochastic={mode: power}"), "scorer.stochastic: scorer=coreset"),
     (("scorer=bald", "scorer.batch_bald.enabled=true", "selection.pivot=0.5"), "scorer.batch_bald"),
     (("scorer=bald", "scorer.batch_bald.enabled=true", "scorer.batch_bald.candidates=10"),

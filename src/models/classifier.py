@@ -68,7 +68,7 @@ class ImageClassifier(pl.LightningModule):
         # accumulated over the epoch's batches as the weights change (the thesis' training accuracy, fig. 4.6)
         self.train_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        # a scorer's joint training objective (learning loss): (module, logits, labels) -> loss
+        # a scorer's joint training objective (learning loss): (module, per-item losses [B]) -> loss
         self.training_objective: Callable | None = None
 
     # -- forward -------------------------------------------------------------------------
@@ -93,7 +93,7 @@ class ImageClassifier(pl.LightningModule):
         if self.training_objective is None:
             loss = self.loss_fn(logits, labels)
         else:
-            loss = self.training_objective(self, logits, labels)
+            loss = self.training_objective(self, F.cross_entropy(logits, labels, reduction="none"))
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.train_acc.update(logits.detach(), labels)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, batch_size=len(labels))

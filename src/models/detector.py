@@ -10,6 +10,20 @@ anchors) and derives from the same head outputs both the loss (torchvision's own
 ``compute_loss``) and the detections (its own post-processing), so val/test report
 classification and box loss next to mAP without a second forward pass. Pool scoring
 uses the same parts and keeps one score and one class per image.
+
+Per-image losses (``ssd_loss_terms``): torchvision's ``compute_loss`` returns one batch
+loss, (sum over images of each image's classification + box loss sums) / (number of
+positive anchors in the batch); hard negative mining already works image by image. The
+per-image sums and positive counts are computed here directly, so the batch loss is
+their ratio and an image's own loss, its loss as a batch of one, is
+sum_i / max(1, positives_i) (0 for an image without objects). ``scorer=loss`` ranks by
+the latter, and ``scorer=learning_loss`` trains its loss-prediction module to rank by it
+(``training_objective``) while the detector keeps training on the batch loss.
+
+Scorer hooks: ``default_feature_taps`` (the backbone, whose output is the SSD multi-scale
+feature maps the loss-prediction module reads), ``mc_dropout_head`` (the classification
+head MC dropout puts its dropout before) and ``mc_pool_outputs`` (T stochastic passes
+of that head, reduced per anchor to two running sums).
 """
 from __future__ import annotations
 
@@ -24,8 +38,10 @@ from torchvision.models import detection as tvd
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from src.models.mc_dropout import mc_dropout_mode
 from src.models.optim import configure
 from src.selection import detection_scorers as ds
+from src.selection.bald import PassMoments
 from src.errors import UserError
 
 ARCHS = {"ssd300_vgg16": tvd.ssd300_vgg16, "ssdlite320_mobilenet_v3_large": tvd.ssdlite320_mobilenet_v3_large}
@@ -57,6 +73,40 @@ def build_ssd(arch: str, num_classes: int, input_size: Sequence[int], weights_ba
     return net
 
 
+def ssd_loss_terms(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anchors: Sequence[torch.Tensor],
+                   targets: Sequence[dict], matched: Sequence[torch.Tensor], box_coder,
+                   neg_to_pos_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image: (classification loss sum, box loss sum, positive anchors), each [B], of the SSD loss.
+
+    ``cls_logits`` [B, A, K+1], ``bbox_regression`` [B, A, 4], the anchors [A, 4] and matches [A]
+    (target box index or < 0) of each image. An anchor matched to a box is positive: its box loss is
+    the smooth-L1 (beta 1) between its regression and the encoded box, its classification loss the
+    cross-entropy with the box's class; of the other anchors, the neg_to_pos_ratio x positives with
+    the largest background cross-entropy are the image's hard negatives (at most all of them;
+    torchvision would count positives among them once an image has more than a quarter of its
+    anchors positive, the one case where the two differ). torchvision's batch loss is
+    (cls.sum() + box.sum()) / max(1, positives.sum()).
+    """
+    batch, n_anchors, n_classes = cls_logits.shape
+    cls_targets = torch.zeros((batch, n_anchors), dtype=torch.int64, device=cls_logits.device)
+    box = []
+    for i in range(batch):
+        positive = matched[i] >= 0
+        gt = matched[i][positive]
+        cls_targets[i, positive] = targets[i]["labels"][gt]
+        encoded = box_coder.encode_single(targets[i]["boxes"][gt], anchors[i][positive])
+        box.append(F.smooth_l1_loss(bbox_regression[i][positive], encoded, reduction="sum"))
+    positives = torch.stack([(m >= 0).sum() for m in matched])
+    cross_entropy = F.cross_entropy(cls_logits.reshape(-1, n_classes), cls_targets.reshape(-1),
+                                    reduction="none").view(batch, n_anchors)
+    is_positive = torch.stack([m >= 0 for m in matched])
+    negatives = torch.minimum(neg_to_pos_ratio * positives, n_anchors - positives)
+    ranked = cross_entropy.masked_fill(is_positive, float("-inf")).sort(dim=1, descending=True).values
+    hardest = torch.arange(n_anchors, device=cls_logits.device)[None, :] < negatives[:, None]
+    cls = torch.where(is_positive, cross_entropy, 0.0).sum(1) + torch.where(hardest, ranked, 0.0).sum(1)
+    return cls, torch.stack(box), positives
+
+
 class SSDDetector(pl.LightningModule):
     def __init__(self, num_classes: int, in_channels: int = 3, arch: str = "ssdlite320_mobilenet_v3_large",
                  input_size: Sequence[int] = (256, 144), weights_backbone: str | None = None,
@@ -77,6 +127,8 @@ class SSDDetector(pl.LightningModule):
         self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
         self.test_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True,
                                              backend="pycocotools")
+        # a scorer's joint training objective (learning loss): (module, per-image losses [B], batch loss) -> loss
+        self.training_objective: Callable | None = None
 
     # -- inputs ----------------------------------------------------------------------------
     def _inputs(self, images: torch.Tensor, targets: list[dict] | None):
@@ -120,29 +172,37 @@ class SSDDetector(pl.LightningModule):
         """The batch loss exactly as torchvision's SSD trains on it."""
         return self.net.compute_loss(tgts, head, anchors, self._matches(tgts, anchors))
 
+    def loss_terms(self, tgts, head, anchors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per image: classification and box loss sums and positive anchors (``ssd_loss_terms``)."""
+        return ssd_loss_terms(head["cls_logits"], head["bbox_regression"], anchors, tgts,
+                              self._matches(tgts, anchors), self.net.box_coder, self.net.neg_to_pos_ratio)
+
     def per_image_losses(self, tgts, head, anchors) -> torch.Tensor:
-        """cls + box loss of each image alone: the same code on a batch of one."""
-        matched = self._matches(tgts, anchors)
-        out = []
-        for i in range(len(tgts)):
-            one = self.net.compute_loss([tgts[i]], {k: v[i:i + 1] for k, v in head.items()}, [anchors[i]],
-                                        [matched[i]])
-            out.append(one["classification"] + one["bbox_regression"])
-        return torch.stack(out)
+        """cls + box loss of each image alone (as a batch of one): its sums over its positive anchors."""
+        cls, box, positives = self.loss_terms(tgts, head, anchors)
+        return (cls + box) / positives.clamp(min=1)
 
     # -- steps --------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, targets, _ = batch
-        imgs, tgts = self._inputs(images, targets)
-        losses = self.net(imgs, tgts)
-        cls, box = losses["classification"], losses["bbox_regression"]
-        n = len(imgs)
+        if self.training_objective is None:
+            imgs, tgts = self._inputs(images, targets)
+            losses = self.net(imgs, tgts)
+            cls, box = losses["classification"], losses["bbox_regression"]
+            loss = cls + box
+        else:     # the same loss from its per-image terms, which the objective also ranks
+            _, tgts, head, anchors, _ = self._parts(images, targets)
+            cls_i, box_i, positives = self.loss_terms(tgts, head, anchors)
+            norm = positives.sum().clamp(min=1)
+            cls, box = cls_i.sum() / norm, box_i.sum() / norm
+            loss = self.training_objective(self, (cls_i + box_i) / positives.clamp(min=1), cls + box)
+        n = len(images)      # train/loss is the detector's own loss (without a learned-loss ranking term)
         self.train_cls.update(cls.detach(), weight=n)
         self.train_box.update(box.detach(), weight=n)
         self.log("train/loss", cls.detach() + box.detach(), on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_cls", self.train_cls, on_step=False, on_epoch=True, batch_size=n)
         self.log("train/loss_box", self.train_box, on_step=False, on_epoch=True, batch_size=n)
-        return cls + box
+        return loss
 
     def _eval_step(self, batch, stage: str):
         images, targets, _ = batch
@@ -215,13 +275,54 @@ class SSDDetector(pl.LightningModule):
         kept = None
         if detections:
             probs_all = F.softmax(head["cls_logits"].float(), dim=-1)
-            kept = []
-            for i, (h, w) in enumerate(batch_t.image_sizes):
-                boxes = clip_boxes_to_image(self.net.box_coder.decode_single(head["bbox_regression"][i], anchors[i]),
-                                            (h, w))
-                keep = ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou))
-                kept.append((probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)))
+            kept = [(probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)) for i, keep in
+                    enumerate(self._kept(probs_all, head["bbox_regression"], anchors, batch_t.image_sizes,
+                                         top_k, score_threshold, nms_iou))]
         return per_image, kept
+
+    def _kept(self, probs_all, regression, anchors, image_sizes, top_k, score_threshold, nms_iou):
+        """Per image, the anchor indices of its top-k detections (``detection_scorers.top_detections``)."""
+        kept = []
+        for i, (h, w) in enumerate(image_sizes):
+            boxes = clip_boxes_to_image(self.net.box_coder.decode_single(regression[i], anchors[i]), (h, w))
+            kept.append(ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou)))
+        return kept
+
+    # -- scorer hooks ---------------------------------------------------------------------------
+    def default_feature_taps(self) -> list[torch.nn.Module]:
+        """What the loss-prediction module reads by default: the backbone, whose output is the SSD
+        multi-scale feature maps (six for both architectures), as in Yoo & Kweon's SSD experiment."""
+        return [self.net.backbone]
+
+    def mc_dropout_head(self) -> torch.nn.Module:
+        """The module MC dropout's added dropout goes before: the classification head (the box head
+        is left deterministic, so every pass scores the same boxes)."""
+        return self.net.head.classification_head
+
+    def mc_pool_outputs(self, batch, passes: int, top_k: int = 10, score_threshold: float = 0.1,
+                        nms_iou: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image, of its ``top_k`` detections under the mean of ``passes`` MC-dropout passes:
+        the mean class distributions [D, C+1] (background first) and the mean entropies [D] (nats).
+
+        The backbone, the box head and the anchors run once; the classification head, with its
+        dropout on, ``passes`` times. Per anchor only the running sums of the passes' probabilities
+        and entropies are kept (``PassMoments``): two anchor-sized tensors per batch, whatever T is.
+        The detections are chosen as in ``pool_outputs``, on the mean prediction and the boxes of
+        the (deterministic) box head.
+        """
+        imgs, _ = self._inputs(batch[0], None)
+        batch_t, _ = self.net.transform(imgs, None)
+        features = self.net.backbone(batch_t.tensors)
+        features = list(features.values()) if isinstance(features, dict) else [features]
+        anchors = self.net.anchor_generator(batch_t, features)
+        regression = self.net.head.regression_head(features)
+        moments = PassMoments()
+        with mc_dropout_mode(self):
+            for _ in range(int(passes)):
+                moments.add(F.softmax(self.net.head.classification_head(features).float(), dim=-1))
+        mean_probs, mean_entropy = moments.mean()
+        keeps = self._kept(mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou)
+        return [(mean_probs[i, keep], mean_entropy[i, keep]) for i, keep in enumerate(keeps)]
 
     def configure_optimizers(self):
         return configure(self, self.optimizer_factory, self.scheduler_factory)

@@ -14,7 +14,11 @@ that Linear and applied by a forward pre-hook, so the network's ``state_dict`` k
 unchanged (``fc.weight`` stays ``fc.weight``): checkpoints and pretrained weights
 load before or after the insertion alike. During training the added dropout is active
 like any other dropout layer, i.e. the network is trained with it, as MC dropout
-assumes.
+assumes. ``head=`` names another module to put it before: an SSD detector's
+classification head (``SSDDetector.mc_dropout_head``), whose input is the list of
+multi-scale feature maps; each map then gets its own mask, and the box-regression head
+beside it sees the maps without dropout, so the boxes stay those of the deterministic
+network while the class probabilities vary from pass to pass.
 """
 from __future__ import annotations
 
@@ -71,7 +75,11 @@ def mc_softmax(model: nn.Module, x: torch.Tensor, passes: int) -> torch.Tensor:
 
 def _apply_added_dropout(module: nn.Module, args: tuple) -> tuple:
     # a module-level function (not a closure) so the network still deep-copies and pickles
-    return (getattr(module, ADDED_DROPOUT_NAME)(args[0]), *args[1:])
+    dropout = getattr(module, ADDED_DROPOUT_NAME)
+    first = args[0]
+    if isinstance(first, (list, tuple)):        # a detection head's list of feature maps: one mask each
+        return (type(first)(dropout(x) for x in first), *args[1:])
+    return (dropout(first), *args[1:])
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -84,8 +92,9 @@ def last_linear(model: nn.Module) -> nn.Linear:
     return last
 
 
-def add_dropout_before_head(model: nn.Module, p: float) -> nn.Module:
-    """Insert ``Dropout(p)`` on the input of the last ``nn.Linear`` (in module order); returns ``model``.
+def add_dropout_before_head(model: nn.Module, p: float, head: nn.Module | None = None) -> nn.Module:
+    """Insert ``Dropout(p)`` on the input of ``head``, by default the last ``nn.Linear`` (in module
+    order); returns ``model``.
 
     Refuses a network that already has dropout (MC dropout then uses the existing layers;
     adding more would change a model the user chose) and p outside (0, 1).
@@ -96,7 +105,7 @@ def add_dropout_before_head(model: nn.Module, p: float) -> nn.Module:
     if existing:
         raise ValueError(f"{type(model).__name__} already has {len(existing)} dropout layer(s); "
                          "MC dropout uses them as they are")
-    head = last_linear(model)
-    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p))
+    head = last_linear(model) if head is None else head
+    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p).train(head.training))   # in the network's current mode
     head.register_forward_pre_hook(_apply_added_dropout)
     return model

@@ -14,6 +14,12 @@ comparable with ``mc_entropy`` (bald <= mc_entropy, the gap being the expected
 aleatoric entropy). Ranking is unaffected: dividing by the constant log C is monotone.
 Multiply by ln C to get nats (what baal and the papers report), by log2 C for bits.
 
+Both scores need only two running sums over the passes, the mean prediction
+mean_t p_t and the mean entropy mean_t H[p_t] (``PassMoments``): a detector
+accumulates them per anchor pass by pass, so its pool pass holds two anchor-sized
+tensors per batch whatever T is, and ``bald_of_moments`` / ``mc_entropy_of_moments``
+give the same numbers as ``bald`` / ``mc_entropy`` of the stacked passes.
+
 BatchBALD (Kirsch et al., NeurIPS 2019) chooses a batch jointly: greedily add the
 candidate j maximising the batch mutual information
     a(A + j) = H(y_A, y_j) - sum_{i in A + j} E_w H(y_i | w),
@@ -47,17 +53,56 @@ def _entropy_nats(probs: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return -torch.special.xlogy(probs, probs).sum(dim=dim)
 
 
+def mc_entropy_of_moments(mean_probs: torch.Tensor, mean_entropy: torch.Tensor | None = None) -> torch.Tensor:
+    """H[mean_t p_t] / log C from the mean prediction [..., C] -> [...] (``mean_entropy`` unused)."""
+    n = class_count(mean_probs.reshape(-1, mean_probs.shape[-1]))
+    return (_entropy_nats(mean_probs) / math.log(n)).clamp_(0.0, 1.0)
+
+
+def bald_of_moments(mean_probs: torch.Tensor, mean_entropy: torch.Tensor) -> torch.Tensor:
+    """(H[mean_t p_t] - mean_t H[p_t]) / log C from the mean prediction [..., C] and mean entropy [...]."""
+    n = class_count(mean_probs.reshape(-1, mean_probs.shape[-1]))
+    return ((_entropy_nats(mean_probs) - mean_entropy) / math.log(n)).clamp_(0.0, 1.0)
+
+
+# a scorer's quantity by name, from the two moments of its passes
+OF_MOMENTS = {"bald": bald_of_moments, "mc_entropy": mc_entropy_of_moments}
+
+
+class PassMoments:
+    """Running sums of T stochastic passes' probabilities [..., C] and their entropies [...],
+    added one pass at a time: ``mean()`` is (mean_t p_t, mean_t H[p_t]), the inputs of ``OF_MOMENTS``."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+        self.sum_probs: torch.Tensor | None = None
+        self.sum_entropy: torch.Tensor | None = None
+
+    def add(self, probs: torch.Tensor) -> None:
+        entropy = _entropy_nats(probs)
+        if self.sum_probs is None:
+            self.sum_probs, self.sum_entropy = probs.clone(), entropy
+        else:
+            self.sum_probs += probs
+            self.sum_entropy += entropy
+        self.passes += 1
+
+    def mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.passes == 0:
+            raise ValueError("no pass added")
+        return self.sum_probs / self.passes, self.sum_entropy / self.passes
+
+
 def mc_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Entropy of the mean prediction, H[mean_t p_t] / log C, in [0, 1]; [T, B, C] -> [B]."""
-    n = _check_mc_probs(probs)
-    return (_entropy_nats(probs.mean(dim=0)) / math.log(n)).clamp_(0.0, 1.0)
+    _check_mc_probs(probs)
+    return mc_entropy_of_moments(probs.mean(dim=0))
 
 
 def bald(probs: torch.Tensor) -> torch.Tensor:
     """Mutual information (H[mean_t p_t] - mean_t H[p_t]) / log C, in [0, 1]; [T, B, C] -> [B]."""
-    n = _check_mc_probs(probs)
-    mutual_information = _entropy_nats(probs.mean(dim=0)) - _entropy_nats(probs).mean(dim=0)
-    return (mutual_information / math.log(n)).clamp_(0.0, 1.0)
+    _check_mc_probs(probs)
+    return bald_of_moments(probs.mean(dim=0), _entropy_nats(probs).mean(dim=0))
 
 
 def bald_and_mc_entropy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,12 @@ background included: a box the model is unsure is an object at all is uncertain
 too. The per-detection scores are aggregated into one per image (mean by default;
 max or sum). An image without any detection gets the maximal score 1, as in the
 thesis' pipeline: the model finds nothing there, so it is worth labelling.
+
+MC dropout (``scorer=bald | mc_entropy``) follows the same recipe: the top-k detections
+are chosen on the mean of the T passes' class distributions (the MC predictive), each is
+scored by its BALD or MC entropy over its full distribution (background included,
+divided by ln(C+1) like the entropy above), and the per-detection scores are aggregated
+by ``aggregate_images`` in the same way, no detection -> 1.
 """
 from __future__ import annotations
 
@@ -61,8 +67,12 @@ def image_uncertainty(det_probs: list[torch.Tensor], of_probabilities: Callable[
     ``of_probabilities`` is a classification uncertainty ([N, C] probabilities -> N scores),
     applied to each detection's full distribution, background included.
     """
-    return torch.tensor([aggregate(of_probabilities(p.float()) if p.shape[0] else p.new_zeros(0), how)
-                         for p in det_probs], dtype=torch.float64)
+    return aggregate_images([of_probabilities(p.float()) if p.shape[0] else p.new_zeros(0) for p in det_probs], how)
+
+
+def aggregate_images(per_detection: list[torch.Tensor], how: str = "mean") -> torch.Tensor:
+    """One score per image [B] (float64) from each image's per-detection scores (``aggregate``)."""
+    return torch.tensor([aggregate(values, how) for values in per_detection], dtype=torch.float64)
 
 
 def predicted_class(det_labels: list[torch.Tensor], empty: int = -1) -> torch.Tensor:

@@ -65,6 +65,13 @@ def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: flo
 
 
 def learning_loss_objective(per_item_target_loss: torch.Tensor, predicted_loss: torch.Tensor,
-                            weight: float = 1.0, margin: float = 1.0) -> torch.Tensor:
-    """mean_i L_target(i) + weight * ranking loss: the paper's joint objective (weight = lambda)."""
-    return per_item_target_loss.mean() + weight * loss_ranking_loss(predicted_loss, per_item_target_loss, margin)
+                            weight: float = 1.0, margin: float = 1.0,
+                            target_loss: torch.Tensor | None = None) -> torch.Tensor:
+    """mean_i L_target(i) + weight * ranking loss: the paper's joint objective (weight = lambda).
+
+    ``target_loss`` replaces the first term where the target model normalises its batch loss
+    otherwise (SSD: the sum over images / the batch's positive anchors); the ranking term is
+    always on the per-item losses.
+    """
+    target = per_item_target_loss.mean() if target_loss is None else target_loss
+    return target + weight * loss_ranking_loss(predicted_loss, per_item_target_loss, margin)

@@ -12,12 +12,21 @@ the starting weights are kept, so every round trains with it, as MC dropout assu
 network that has dropout (small_cnn, VGG-16) uses its own; setting ``scorer.dropout`` on
 it is refused rather than silently stacking a second dropout.
 
+Detection (SSD): the dropout goes before the classification head, on each of the feature
+maps it reads (``SSDDetector.mc_dropout_head``; the box head and the backbone stay
+deterministic, so the passes share the backbone, the anchors and the boxes); the head
+runs T times per batch and the per-anchor BALD or MC entropy of the top-k detections of
+the mean prediction is aggregated per image like the detection uncertainty scorers
+(``src.tasks.detection.DetectorOutputs.mc_uncertainty``). SSD has no dropout, so
+``scorer.dropout`` is required there.
+
 BatchBALD (Kirsch et al. 2019), ``scorer.batch_bald.enabled=true`` with ``scorer=bald``:
 the pool pass keeps the [T, C] probabilities of the ``candidates`` items of highest BALD
 (a running top-m, O(m T C) memory), and the batch is chosen greedily among them by the
 batch mutual information (``src.selection.bald.batch_bald``). A small-budget method: the
 budget must fit in the candidates, and the pivot window and class diversity, which need
-a ranking of the whole pool, are refused with it.
+a ranking of the whole pool, are refused with it. Classification only: a detection image
+has many boxes, not one [T, C] distribution.
 """
 from __future__ import annotations
 
@@ -30,11 +39,11 @@ from src.models.mc_dropout import add_dropout_before_head, dropout_layers
 from src.selection import bald as bald_math
 from src.selection.scorers import Scorer
 
-QUANTITIES = {"bald": bald_math.bald, "mc_entropy": bald_math.mc_entropy}
+QUANTITIES = tuple(bald_math.OF_MOMENTS)
 
 
 class MCDropoutScorer(Scorer):
-    uses = frozenset({"mc_probabilities"})
+    uses = frozenset({"mc_uncertainty"})      # BatchBALD: {"mc_probabilities"}
 
     def __init__(self, name: str, quantity: str = "bald", passes: int = 20, dropout: float | None = None,
                  batch_bald: dict | None = None, stochastic: dict | None = None):
@@ -48,6 +57,8 @@ class MCDropoutScorer(Scorer):
         self.quantity, self.passes, self.dropout = quantity, passes, dropout
         self.batch_bald = dict(batch_bald or {})
         self.joint = bool(self.batch_bald.pop("enabled", False))
+        if self.joint:
+            self.uses = frozenset({"mc_probabilities"})
         self.candidates = self.batch_bald.pop("candidates", 200)
         if self.joint and quantity != "bald":
             raise UserError(f"scorer.batch_bald.enabled=true needs scorer.quantity=bald, not {quantity!r}")
@@ -60,6 +71,10 @@ class MCDropoutScorer(Scorer):
                             "candidates, max_exact_configs, num_samples")
 
     def check(self, task_name: str, provided: frozenset, selection) -> None:
+        if self.joint and "mc_probabilities" not in provided and "mc_uncertainty" in provided:
+            raise UserError(f"scorer.batch_bald.enabled=true is not available for task_type={task_name}: BatchBALD "
+                            "needs one [T, C] distribution per item and an image has many detections; "
+                            f"use scorer={self.name} without it")
         super().check(task_name, provided, selection)
         if not self.joint:
             return
@@ -74,14 +89,17 @@ class MCDropoutScorer(Scorer):
 
     def prepare_model(self, model, datamodule) -> None:
         net = getattr(model, "net", model)
+        # a detector names its classification head; a classifier's head is its last Linear layer
+        head = model.mc_dropout_head() if hasattr(model, "mc_dropout_head") else None
         if dropout_layers(net) and self.dropout is not None:
             raise UserError(f"scorer.dropout={self.dropout}: {type(net).__name__} has dropout layers already and MC "
                             "dropout uses them; set scorer.dropout=null")
         if not dropout_layers(net):
             if self.dropout is None:
+                where = "its classification head" if head is not None else "its head"
                 raise UserError(f"scorer={self.name}: {type(net).__name__} has no dropout layer, so all MC passes "
-                                "would agree; set scorer.dropout=<p>, e.g. 0.5, to add Dropout(p) before its head")
-            add_dropout_before_head(net, float(self.dropout))
+                                f"would agree; set scorer.dropout=<p>, e.g. 0.5, to add Dropout(p) before {where}")
+            add_dropout_before_head(net, float(self.dropout), head=head)
 
     @contextlib.contextmanager
     def pool_context(self, model, seed: int):
@@ -92,7 +110,7 @@ class MCDropoutScorer(Scorer):
             yield
 
     def batch_scores(self, outputs) -> torch.Tensor:
-        return QUANTITIES[self.quantity](outputs.mc_probabilities(self.passes))
+        return outputs.mc_uncertainty(self.quantity, self.passes)
 
     # -- BatchBALD ------------------------------------------------------------------------
     def collector(self, n: int) -> "TopCandidates":

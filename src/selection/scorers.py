@@ -79,7 +79,11 @@ OUTPUTS = {
     "loss": "each item's loss against its true label (outputs.loss(); needs labels)",
     "logits": "a classifier's logits (outputs.logits())",
     "features": "penultimate-layer features (outputs.features())",
-    "mc_probabilities": "MC-dropout passes (outputs.mc_probabilities(T): [T, B, C] softmax)",
+    "mc_probabilities": "one class distribution per item and MC-dropout pass (outputs.mc_probabilities(T): "
+                        "[T, B, C] softmax)",
+    "mc_uncertainty": "MC-dropout passes (outputs.mc_uncertainty(quantity, T): one BALD or MC-entropy score "
+                      "per item)",
+    "forward": "a forward pass a scorer's feature hooks read (outputs.forward())",
 }
 
 

@@ -6,6 +6,7 @@ import functools
 import torch
 
 from src.models.mc_dropout import last_linear, mc_dropout_mode, mc_softmax
+from src.selection.bald import bald, mc_entropy
 from src.selection.scorers import cross_entropy_loss
 from src.tasks import Task, score_with
 
@@ -52,8 +53,19 @@ class ClassifierOutputs:
         with mc_dropout_mode(self.model):
             return mc_softmax(self.model, self.images, passes)
 
+    def mc_uncertainty(self, quantity: str, passes: int) -> torch.Tensor:
+        """``quantity`` ("bald" | "mc_entropy") of each item's ``passes`` MC-dropout passes [B]."""
+        return MC_QUANTITIES[quantity](self.mc_probabilities(passes))
+
+    def forward(self) -> torch.Tensor:
+        """The plain forward pass (fills a scorer's feature taps): the logits."""
+        return self.logits()
+
     def predicted_classes(self) -> torch.Tensor:
         return self.logits().argmax(dim=1)
+
+
+MC_QUANTITIES = {"bald": bald, "mc_entropy": mc_entropy}
 
 
 # (model, batch, scorer, want_classes, collector=None, **scorer options) -> (scores, classes)
@@ -89,5 +101,6 @@ TASK = Task(
                      ("top-20", "test/acc_top20", "{:.4f}")),
     item_view=item_view,
     save_data_summary=save_data_summary,
-    provides=frozenset({"probabilities", "loss", "logits", "features", "mc_probabilities"}),
+    provides=frozenset({"probabilities", "loss", "logits", "features", "mc_probabilities", "mc_uncertainty",
+                        "forward"}),
 )

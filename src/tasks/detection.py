@@ -6,6 +6,7 @@ import functools
 import torch
 
 from src.selection import detection_scorers as ds
+from src.selection.bald import OF_MOMENTS
 from src.tasks import Task, score_with
 
 
@@ -14,6 +15,8 @@ class DetectorOutputs:
 
     ``loss``: each image's own cls + box loss. ``uncertainty(fn)``: ``fn`` applied to each of
     the image's top-k detections' class distributions, aggregated (mean, max, sum); no detection -> 1.
+    ``mc_uncertainty(quantity, T)``: BALD or MC entropy of each of the top-k detections of T
+    MC-dropout passes, aggregated the same way. ``forward()``: the plain pass (fills a scorer's taps).
     """
 
     def __init__(self, model, batch, wants: frozenset, top_k: int = 10, score_threshold: float = 0.1,
@@ -34,6 +37,20 @@ class DetectorOutputs:
     def uncertainty(self, of_probabilities) -> torch.Tensor:
         return ds.image_uncertainty([probs for probs, _ in self._pool_outputs()[1]], of_probabilities,
                                     self.aggregate)
+
+    def forward(self) -> None:
+        """The batch's eval pass through the network (shared with the detections when those are read)."""
+        self._pool_outputs()
+
+    def mc_uncertainty(self, quantity: str, passes: int) -> torch.Tensor:
+        """``quantity`` ("bald" | "mc_entropy") of each top-k detection of ``passes`` MC-dropout passes,
+        aggregated per image like ``uncertainty``; no detection -> 1."""
+        kept = self.model.mc_pool_outputs(self.batch, passes, top_k=self.options["top_k"],
+                                          score_threshold=self.options["score_threshold"],
+                                          nms_iou=self.options["nms_iou"])
+        of_moments = OF_MOMENTS[quantity]
+        return ds.aggregate_images([of_moments(probs, entropy) if probs.shape[0] else probs.new_zeros(0)
+                                    for probs, entropy in kept], self.aggregate)
 
     def features(self) -> torch.Tensor:
         """Pooled backbone features [B, D] (``SSDDetector.pooled_backbone_features``), a pass of their own."""
@@ -93,5 +110,5 @@ TASK = Task(
     headline_metric="test/map",
     console_columns=(("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}")),
     item_view=item_view,
-    provides=frozenset({"probabilities", "loss", "features"}),
+    provides=frozenset({"probabilities", "loss", "features", "forward", "mc_uncertainty"}),
 )
