@@ -307,3 +307,76 @@ def test_bad_detection_input_is_one_line_before_the_model_is_built(det_run, tmp_
                                       f"out={tmp_path / 'o'}"))
     assert line.startswith(f"error: checkpoint={tmp_path / 'lonely.pt'}: no lonely.json beside it")
     assert not (tmp_path / "o").exists() and not (det_run / "labelling.jsonl").exists()
+
+
+# -- the checks before the model is built (in-process, no weights needed) -------------------------
+def _select_cfg(*overrides):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.conftest import CONF
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="select", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def detector_dir(tmp_path):
+    """A run directory as a detection run leaves it (the weights are a stand-in: nothing is built here)."""
+    from src.labelling.trained import save_trained_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_trained_model(run, torch.nn.Linear(1, 1), "detection", CLASSES, channels=3, overrides=["task=detection"])
+    return run
+
+
+def test_label_mode_lists_a_coco_sets_images_and_ignores_its_labels(detector_dir, tmp_path):
+    from src.labelling.select import check_request
+
+    write_coco(tmp_path / "data", names=["pedestrian", "van", "x", "y", "z", "w"])   # no class the model knows
+    ann = json.loads((tmp_path / "data" / "ann.json").read_text())
+    ann["annotations"] = []          # nor any box: an unlabelled COCO listing is fine here
+    (tmp_path / "data" / "ann.json").write_text(json.dumps(ann))
+    request = check_request(_select_cfg(f"run_dir={detector_dir}", "format=coco",
+                                        f"annotations={tmp_path / 'data' / 'ann.json'}",
+                                        f"images={tmp_path / 'data' / 'images'}", f"out={tmp_path / 'o'}"))
+    assert [f.name for f in request.files] == [f"{i}.jpg" for i in range(12)]
+    assert request.task == "detection" and request.data.records is None and request.n_select == 12
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["format=cvat"], "format=cvat: allowed folder | coco | voc | yolo"),
+    (["format=coco"], "annotations: missing; format=coco needs annotations=<the JSON file>"),
+    (["format=yolo", "annotations=x.json"], "annotations=x.json: format=yolo takes its labels from data.yaml"),
+    (["format=voc", "annotations=nowhere"], "annotations=nowhere: no such folder; format=voc reads a folder"),
+    (["scorer=coreset"], "scorer=coreset chooses a batch jointly"),
+    (["scorer=mc_entropy"], "scorer=mc_entropy is not available for a detection model"),
+    (["scorer.aggregate=median"], "scorer.aggregate='median'; allowed: mean, max, sum"),
+    (["min_box_score=2"], "min_box_score=2 must be a number in \\[0, 1\\]"),
+    (["mode=keep", "format=yolo", "export=labelstudio"], "export: only mode=label writes a Label Studio file"),
+])
+def test_bad_detection_arguments_are_one_line(detector_dir, tmp_path, overrides, message):
+    from src.errors import UserError
+    from src.labelling.select import check_request
+
+    write_yolo(tmp_path / "data")
+    cfg = _select_cfg(f"run_dir={detector_dir}", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}", *overrides)
+    with pytest.raises(UserError, match=message):
+        check_request(cfg)
+
+
+def test_a_classification_model_refuses_detection_files(tmp_path):
+    from src.errors import UserError
+    from src.labelling.select import check_request
+    from src.labelling.trained import save_trained_model
+
+    save_trained_model(tmp_path, torch.nn.Linear(1, 1), "classification", ["a", "b"], channels=1, overrides=[])
+    write_yolo(tmp_path / "data")
+    cfg = _select_cfg(f"run_dir={tmp_path}", "format=yolo", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}")
+    with pytest.raises(UserError, match="format=yolo: a classification model reads image folders"):
+        check_request(cfg)
