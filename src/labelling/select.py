@@ -34,7 +34,7 @@ from src.data.cache import decode_stretched
 from src.data.detection.datamodule import collate as detection_collate
 from src.data.recipes import _to_shape
 from src.errors import UserError
-from src.labelling.inputs import InputSet, check_format, labelled_tree, read_input  # noqa: F401  (labelled_tree: API)
+from src.labelling.inputs import InputSet, check_format, read_input
 from src.labelling.labelstudio import Proposal, image_url, write_import_file
 from src.labelling.outputs import box_rows, drop_reasons, link_subset, write_manifest, write_ranked_csv
 from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
