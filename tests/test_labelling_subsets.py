@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
 from src.data.detection.annotations import read_coco, read_voc
 from src.data.detection.yolo import read_yolo
+from src.errors import UserError
 from src.labelling.inputs import read_input
 from src.labelling.subsets import write_kept
 
@@ -83,3 +85,13 @@ def test_a_yolo_data_yaml_with_an_absolute_path_is_rewritten(tmp_path):
     assert [(r.file.relative_to(out).as_posix(), r.split, len(r.labels)) for r in records] == [
         ("set/images/train/b.png", "pool", 0), ("set/images/train/c.png", "pool", 1), ("set/images/val/d.png", "val", 1)]
     assert not any(p.is_symlink() for p in out.rglob("*"))
+
+
+def test_a_yolo_tree_whose_val_reuses_train_images_cannot_be_pruned(tmp_path):
+    root = tmp_path / "tree"
+    for name in ("a", "b"):
+        _image(root / "images" / "train" / f"{name}.png")
+    (root / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "val": "images/train", "names": CLASSES}))
+    with pytest.raises(UserError, match="a.png is in the train split and in val or test"):
+        read_input("yolo", root, None, "detection", "keep", CLASSES)
+    assert len(read_input("yolo", root, None, "detection", "label", CLASSES).files) == 2

@@ -126,6 +126,10 @@ def read_input(fmt: str, root: Path, annotations: Path | None, task: str, mode: 
     kept_whole = [r for r in records if r.split not in (None, "pool")]
     if not scored:
         raise UserError(f"{source}: no images to prune (a YOLO tree's train split is pruned)")
+    shared = sorted({r.file for r in scored} & {r.file for r in kept_whole})
+    if shared:
+        raise UserError(f"{source}: {shared[0]} is in the train split and in val or test; the train split "
+                        f"is pruned and val and test are kept whole, so they must not share images")
     seen: set[Path] = set()
     for r in scored:
         if r.file in seen:
