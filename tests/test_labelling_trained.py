@@ -39,9 +39,11 @@ def test_a_run_without_saved_weights_is_one_line(tmp_path):
         load_trained_model(tmp_path)
 
 
-def test_overrides_naming_code_are_refused(tmp_path, compose_cfg):
+@pytest.mark.parametrize("override", ["model.module._target_=os.system",
+                                      "'model.module.optimizer={_target_: os.system, command: ls}'"])
+def test_overrides_naming_code_are_refused(tmp_path, compose_cfg, override):
     _run_dir(tmp_path, compose_cfg)
-    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model.module._target_=os.system\n")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
     with pytest.raises(UserError, match="names code to instantiate"):
         load_trained_model(tmp_path)
 

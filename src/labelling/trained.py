@@ -58,6 +58,7 @@ class SavedModel:
     overrides: list[str]     # the run's command-line overrides, checked
     folder: Path             # the folder holding the weights: the run directory, where the audit goes
     key: str                 # how the user named it (``run_dir=...`` / ``checkpoint=...``), for messages
+    weights_key: str         # the same for the weights file: what a message about the weights names
 
 
 def _read_meta_file(path: Path) -> dict:
@@ -88,7 +89,8 @@ def checked_overrides(overrides, path) -> list[str]:
     """``overrides`` (read from ``path``) as a list of strings, none naming code to instantiate."""
     if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
         raise UserError(f"{path}: expected a list of override strings")
-    unsafe = [o for o in overrides if any(key in o.split("=", 1)[0] for key in CODE_KEYS)]
+    # anywhere in it: a value may be a whole node (``model.module.optimizer={_target_: ...}``)
+    unsafe = [o for o in overrides if any(key in o for key in CODE_KEYS)]
     if unsafe:
         raise UserError(f"{path}: override {unsafe[0]!r} names code to instantiate; refused for a saved "
                         f"model read as input")
@@ -135,7 +137,7 @@ def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None
                         f"(no .hydra/overrides.yaml): the model cannot be rebuilt; pass run_dir=<its run>")
     else:
         overrides = run_overrides(folder)
-    return SavedModel(weights, meta, overrides, folder, weights_key)
+    return SavedModel(weights, meta, overrides, folder, key, weights_key)
 
 
 def compose_run_config(overrides: list[str]):
@@ -169,7 +171,7 @@ def load_saved_model(saved: SavedModel):
     _without_pretrained(cfg.model.module)      # the saved weights replace them: nothing to download
     model = hydra.utils.instantiate(cfg.model.module, num_classes=len(saved.meta["classes"]),
                                     in_channels=saved.meta["channels"])
-    load_into(model, saved.weights, key=saved.key)
+    load_into(model, saved.weights, key=saved.weights_key)
     return model.eval(), cfg, saved.meta
 
 
