@@ -280,7 +280,10 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
         summary = curve_summary(records)
         tracker.finish(summary, failed=failed)
     if cfg.get("save_model") and not failed:   # before the summary: a finished run always has its model
-        save_trained_model(run_dir, loop.model, cfg.task_type, loop.dm.data.class_names, loop.dm.channels)
+        # a detection datamodule names its classes itself; a classification one through its built data
+        names = getattr(loop.dm, "class_names", None) or loop.dm.data.class_names
+        save_trained_model(run_dir, loop.model, cfg.task_type, names, loop.dm.channels,
+                           overrides=list(HydraConfig.get().overrides.task))
     write_json_atomic(run_dir / "summary.json", summary)
     log.info("per-round results:\n%s", format_table(records, task))
     log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,

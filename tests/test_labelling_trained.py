@@ -1,4 +1,5 @@
-"""A run's saved model rebuilt from the project's conf and the run's overrides, never from the run's code."""
+"""A saved model rebuilt from the project's conf and the run's overrides, never from the input's code; named by
+its run directory or by its weights file (checkpoint=)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from src.errors import UserError
-from src.labelling.trained import MODEL_FILE, load_trained_model, save_trained_model
+from src.labelling.trained import MODEL_FILE, load_saved_model, load_trained_model, save_trained_model, saved_model
 
 OVERRIDES = ["debug=fast", "model=small_cnn"]
 
@@ -38,9 +39,11 @@ def test_a_run_without_saved_weights_is_one_line(tmp_path):
         load_trained_model(tmp_path)
 
 
-def test_overrides_naming_code_are_refused(tmp_path, compose_cfg):
+@pytest.mark.parametrize("override", ["model.module._target_=os.system",
+                                      "'model.module.optimizer={_target_: os.system, command: ls}'"])
+def test_overrides_naming_code_are_refused(tmp_path, compose_cfg, override):
     _run_dir(tmp_path, compose_cfg)
-    (tmp_path / ".hydra" / "overrides.yaml").write_text("- model.module._target_=os.system\n")
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
     with pytest.raises(UserError, match="names code to instantiate"):
         load_trained_model(tmp_path)
 
@@ -51,3 +54,62 @@ def test_weights_of_another_shape_are_one_line(tmp_path, compose_cfg):
     (tmp_path / "model.json").write_text(json.dumps({**meta, "classes": ["a", "b"]}))   # 2 classes, 3 outputs saved
     with pytest.raises(UserError, match=f"{MODEL_FILE}=.*{MODEL_FILE}: does not fit the model"):
         load_trained_model(tmp_path)
+
+
+# -- checkpoint=: the weights file and the JSON saved with it, without the run directory ---------------
+def _copied_checkpoint(tmp_path, compose_cfg, overrides=OVERRIDES):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = compose_cfg(*overrides)
+    torch.manual_seed(2)
+    model = hydra.utils.instantiate(cfg.model.module, num_classes=3, in_channels=1)
+    save_trained_model(run, model, "classification", ("a", "b", "c"), channels=1, overrides=overrides)
+    (tmp_path / "shelf").mkdir()
+    (run / MODEL_FILE).rename(tmp_path / "shelf" / "digits-v2.pt")
+    (run / "model.json").rename(tmp_path / "shelf" / "digits-v2.json")
+    return model, tmp_path / "shelf" / "digits-v2.pt"
+
+
+def test_a_checkpoint_renamed_with_its_json_is_rebuilt_without_its_run(tmp_path, compose_cfg):
+    model, weights = _copied_checkpoint(tmp_path, compose_cfg)
+    saved = saved_model(checkpoint=weights)
+    assert saved.overrides == OVERRIDES and saved.folder == weights.parent
+    assert saved.meta["overrides"] == OVERRIDES
+    loaded, cfg, _ = load_saved_model(saved)
+    assert cfg.model.module._target_ == "src.models.classifier.ImageClassifier"
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_a_run_directorys_model_pt_named_as_checkpoint_reads_the_runs_overrides(tmp_path, compose_cfg):
+    _run_dir(tmp_path, compose_cfg)      # model.json without overrides (saved before they were recorded)
+    saved = saved_model(checkpoint=tmp_path / MODEL_FILE)
+    assert saved.overrides == OVERRIDES and saved.folder == tmp_path
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no json", "checkpoint=.*digits-v2.pt: no digits-v2.json beside it"),
+    ("no overrides", "digits-v2.json records no overrides and .* is not a run directory"),
+    ("code", "digits-v2.json: override 'model.module._target_=os.system' names code to instantiate"),
+    ("folder", "checkpoint=.*shelf: a folder; name its run directory with run_dir="),
+    ("both", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
+    ("neither", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
+])
+def test_checkpoint_mistakes_are_one_line(tmp_path, compose_cfg, case, message):
+    _, weights = _copied_checkpoint(tmp_path, compose_cfg)
+    meta_file = weights.with_suffix(".json")
+    meta = json.loads(meta_file.read_text())
+    args = {"checkpoint": weights}
+    if case == "no json":
+        meta_file.unlink()
+    elif case == "no overrides":
+        meta_file.write_text(json.dumps({k: v for k, v in meta.items() if k != "overrides"}))
+    elif case == "code":
+        meta_file.write_text(json.dumps({**meta, "overrides": ["model.module._target_=os.system"]}))
+    elif case == "folder":
+        args = {"checkpoint": weights.parent}
+    elif case == "both":
+        args = {"checkpoint": weights, "run_dir": tmp_path}
+    elif case == "neither":
+        args = {}
+    with pytest.raises(UserError, match=message):
+        saved_model(**args)

@@ -129,7 +129,7 @@ def _select_cfg(*overrides):
 def saved_run(tmp_path):
     """A run directory with an untrained small CNN saved: enough for the checks before scoring."""
     model = torch.nn.Linear(1, 10)
-    save_trained_model(tmp_path, model, "classification", DIGITS, channels=1)
+    save_trained_model(tmp_path, model, "classification", DIGITS, channels=1, overrides=[])
     return tmp_path
 
 

@@ -29,15 +29,20 @@ def _shown(path: Path, root: Path | None) -> str:
     return lexical_abspath(path).relative_to(lexical_abspath(root)).as_posix() if root else str(path)
 
 
+def box_rows(guess: BoxGuess) -> list[dict]:
+    """A detector's guess as ``{"label", "score", "box": [x0, y0, x1, y1]}`` (file pixels), in the guess's order
+    (the detector's: most confident first)."""
+    return [{"label": str(name), "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
+            for box, name, s in zip(np.asarray(guess.boxes).reshape(-1, 4), guess.labels, guess.scores)]
+
+
 def _guess_columns(guess: ClassGuess | BoxGuess | None) -> tuple[str, str]:
     if guess is None:
         return "", ""
     if isinstance(guess, ClassGuess):
         return guess.label, f"{guess.confidence:.6g}"
-    boxes = [{"label": str(name), "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
-             for box, name, s in zip(np.asarray(guess.boxes).reshape(-1, 4), guess.labels, guess.scores)]
     mean = f"{float(np.mean(guess.scores)):.6g}" if len(guess.scores) else ""
-    return json.dumps(boxes), mean
+    return json.dumps(box_rows(guess)), mean
 
 
 def write_ranked_csv(path: str | Path, proposals: Iterable[Proposal], root: str | Path | None = None) -> Path:

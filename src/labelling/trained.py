@@ -1,10 +1,16 @@
 """A run's final model kept on disk (``save_model=true``) and rebuilt from it for selection.
 
 A run keeps ``model.pt`` (the final state dict, tensors only) and ``model.json``
-(task, class names, input channels) beside ``rounds.jsonl``. Rebuilding never
-instantiates anything the run directory says: a run directory may come from someone
-else. The model is built from this project's own ``conf/`` composed with the run's
-recorded command-line overrides (``.hydra/overrides.yaml``, read with
+(task, class names, input channels and the run's command-line overrides) beside
+``rounds.jsonl``. A saved model is named either by its run directory
+(``run_dir=<run>``) or by its weights file (``checkpoint=<file>.pt``, with the
+``<file>.json`` written with it beside it: ``model.pt`` and ``model.json``, or both
+renamed alike when copied elsewhere); ``SavedModel`` is what either names.
+
+Rebuilding never instantiates anything the input says: a saved model may come from
+someone else. The model is built from this project's own ``conf/`` composed with the
+run's recorded overrides (those of ``model.json``; a model saved before they were
+recorded there takes ``.hydra/overrides.yaml`` of the folder holding it, read with
 ``yaml.safe_load``), and an override that would name code to instantiate
 (``_target_``, ``_partial_``, ``_args_``) is refused. The weights are read with
 ``torch.load(weights_only=True)``.
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,17 +33,48 @@ CODE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, classes, channels: int) -> Path:
-    """Write ``model.pt`` and ``model.json`` into the run directory, each atomically."""
+def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, classes, channels: int,
+                       overrides: list[str] | None = None) -> Path:
+    """Write ``model.pt`` and ``model.json`` into the run directory, each atomically; ``overrides``
+    (the run's command-line overrides) make the pair rebuildable without the run directory."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{MODEL_FILE}.tmp"
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, run_dir / MODEL_FILE)
     meta = {"task": task, "classes": [str(c) for c in classes], "channels": int(channels)}
+    if overrides is not None:
+        meta["overrides"] = [str(o) for o in overrides]
     tmp = run_dir / f".{META_FILE}.tmp"
     tmp.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, run_dir / META_FILE)
     return run_dir / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """A saved model as the command line named it, checked: nothing built yet."""
+    weights: Path            # the state dict file
+    meta: dict               # its model.json, checked
+    overrides: list[str]     # the run's command-line overrides, checked
+    folder: Path             # the folder holding the weights: the run directory, where the audit goes
+    key: str                 # how the user named it (``run_dir=...`` / ``checkpoint=...``), for messages
+    weights_key: str         # the same for the weights file: what a message about the weights names
+
+
+def _read_meta_file(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not valid JSON ({err})") from err
+    ok = (isinstance(meta, dict) and meta.get("task") in ("classification", "detection")
+          and isinstance(meta.get("classes"), list) and meta["classes"]
+          and all(isinstance(c, str) for c in meta["classes"]) and meta.get("channels") in (1, 3)
+          and (meta.get("overrides") is None or (isinstance(meta["overrides"], list)
+                                                 and all(isinstance(o, str) for o in meta["overrides"]))))
+    if not ok:
+        raise UserError(f"{path}: expected task (classification|detection), a list of class "
+                        f"names, channels (1|3) and optionally a list of overrides")
+    return meta
 
 
 def read_meta(run_dir: Path) -> dict:
@@ -44,21 +82,23 @@ def read_meta(run_dir: Path) -> dict:
     if not (run_dir / MODEL_FILE).is_file() or not (run_dir / META_FILE).is_file():
         raise UserError(f"run_dir={run_dir}: no saved model ({MODEL_FILE} + {META_FILE}); "
                         f"train it with save_model=true")
-    try:
-        meta = json.loads((run_dir / META_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{run_dir / META_FILE}: not valid JSON ({err})") from err
-    ok = (isinstance(meta, dict) and meta.get("task") in ("classification", "detection")
-          and isinstance(meta.get("classes"), list) and meta["classes"]
-          and all(isinstance(c, str) for c in meta["classes"]) and meta.get("channels") in (1, 3))
-    if not ok:
-        raise UserError(f"{run_dir / META_FILE}: expected task (classification|detection), a list of class "
-                        f"names and channels (1|3)")
-    return meta
+    return _read_meta_file(run_dir / META_FILE)
+
+
+def checked_overrides(overrides, path) -> list[str]:
+    """``overrides`` (read from ``path``) as a list of strings, none naming code to instantiate."""
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(f"{path}: expected a list of override strings")
+    # anywhere in it: a value may be a whole node (``model.module.optimizer={_target_: ...}``)
+    unsafe = [o for o in overrides if any(key in o for key in CODE_KEYS)]
+    if unsafe:
+        raise UserError(f"{path}: override {unsafe[0]!r} names code to instantiate; refused for a saved "
+                        f"model read as input")
+    return overrides
 
 
 def run_overrides(run_dir: Path) -> list[str]:
-    """The run's command-line overrides, without any that name code to instantiate."""
+    """The run's command-line overrides from ``.hydra/overrides.yaml``, without any that name code."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir}: no .hydra/overrides.yaml; name a directory written by src.run")
@@ -66,13 +106,38 @@ def run_overrides(run_dir: Path) -> list[str]:
         overrides = yaml.safe_load(path.read_text()) or []
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"{path}: expected a list of override strings")
-    unsafe = [o for o in overrides if any(key in o.split("=", 1)[0] for key in CODE_KEYS)]
-    if unsafe:
-        raise UserError(f"{path}: override {unsafe[0]!r} names code to instantiate; refused for a run "
-                        f"directory read as input")
-    return overrides
+    return checked_overrides(overrides, path)
+
+
+def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None = None) -> SavedModel:
+    """The saved model of a run directory or of a weights file (see the module doc), checked."""
+    if (run_dir is None) == (checkpoint is None):
+        raise UserError("name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two")
+    if run_dir is not None:
+        folder = Path(run_dir).expanduser()
+        meta, key = read_meta(folder), f"run_dir={folder}"
+        weights, meta_file, weights_key = folder / MODEL_FILE, folder / META_FILE, f"{key}: {MODEL_FILE}"
+    else:
+        weights = Path(checkpoint).expanduser()
+        key = weights_key = f"checkpoint={weights}"
+        if weights.is_dir():
+            raise UserError(f"{key}: a folder; name its run directory with run_dir= or the weights file "
+                            f"with checkpoint=")
+        if not weights.is_file():
+            raise UserError(f"{key}: no such file")
+        meta_file = weights.with_suffix(".json")
+        if not meta_file.is_file():
+            raise UserError(f"{key}: no {meta_file.name} beside it (the {META_FILE} saved with the weights: task, "
+                            f"classes, channels, overrides); copy it along, renamed like the weights")
+        meta, folder = _read_meta_file(meta_file), weights.parent
+    if meta.get("overrides") is not None:
+        overrides = checked_overrides(meta["overrides"], meta_file)
+    elif run_dir is None and not (folder / ".hydra" / "overrides.yaml").is_file():
+        raise UserError(f"{key}: {meta_file.name} records no overrides and {folder} is not a run directory "
+                        f"(no .hydra/overrides.yaml): the model cannot be rebuilt; pass run_dir=<its run>")
+    else:
+        overrides = run_overrides(folder)
+    return SavedModel(weights, meta, overrides, folder, key, weights_key)
 
 
 def compose_run_config(overrides: list[str]):
@@ -98,15 +163,18 @@ def _without_pretrained(node) -> None:
             _without_pretrained(node[key])
 
 
-def load_trained_model(run_dir: str | Path):
-    """(model in eval mode, the run's composed config, its ``model.json``) of a run that saved its model."""
+def load_saved_model(saved: SavedModel):
+    """(model in eval mode, the run's composed config, its ``model.json``) of a ``SavedModel``."""
     import hydra
 
-    run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    cfg = compose_run_config(run_overrides(run_dir))
+    cfg = compose_run_config(saved.overrides)
     _without_pretrained(cfg.model.module)      # the saved weights replace them: nothing to download
-    model = hydra.utils.instantiate(cfg.model.module, num_classes=len(meta["classes"]),
-                                    in_channels=meta["channels"])
-    load_into(model, run_dir / MODEL_FILE, key=f"run_dir={run_dir}: {MODEL_FILE}")
-    return model.eval(), cfg, meta
+    model = hydra.utils.instantiate(cfg.model.module, num_classes=len(saved.meta["classes"]),
+                                    in_channels=saved.meta["channels"])
+    load_into(model, saved.weights, key=saved.weights_key)
+    return model.eval(), cfg, saved.meta
+
+
+def load_trained_model(run_dir: str | Path):
+    """(model in eval mode, the run's composed config, its ``model.json``) of a run that saved its model."""
+    return load_saved_model(saved_model(run_dir=run_dir))

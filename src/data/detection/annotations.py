@@ -46,6 +46,9 @@ class ImageRecord:
     boxes: np.ndarray        # float32 [N, 4] xyxy, pixels
     labels: np.ndarray       # int64 [N]
     split: str | None = None  # 'pool' / 'val' / 'test' when the files come pre-split (YOLO), else None
+    # the annotation entry it was read from: a COCO image id, a VOC XML file, a YOLO label file (which may
+    # not exist: no boxes); what a kept subset is written from (src/labelling/subsets.py)
+    origin: object = None
 
 
 @dataclass
@@ -62,6 +65,7 @@ class RawImage:
     height: int
     objects: list[RawObject] = field(default_factory=list)
     split: str | None = None
+    origin: object = None
 
 
 @dataclass
@@ -149,8 +153,9 @@ def image_inside(root: Path, name: str, source, entry: str, what: str = "image")
 
 
 def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class_map=None, strict: bool = False,
-                  keep_empty: bool = True) -> tuple[list[ImageRecord], ReadReport, list[str]]:
-    """Records, report and class names of a reader's raw images (see the module doc)."""
+                  keep_empty: bool = True, require_boxes: bool = True) -> tuple[list[ImageRecord], ReadReport, list[str]]:
+    """Records, report and class names of a reader's raw images (see the module doc); ``require_boxes``
+    False accepts files without any kept box (images to score, whose labels are not used)."""
     report = ReadReport(bad=Counter(bad))
     report.found = Counter(obj.name for image in raw for obj in image.objects if obj.name is not None)
     mapper = ClassMapper(classes, class_map, report.found)
@@ -177,10 +182,10 @@ def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class
         clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0,
                           [image.width, image.height, image.width, image.height]).astype(np.float32)
         records.append(ImageRecord(image.file, int(image.width), int(image.height), clipped,
-                                   np.asarray(labels, dtype=np.int64), image.split))
+                                   np.asarray(labels, dtype=np.int64), image.split, image.origin))
         report.images += 1
         report.boxes += len(boxes)
-    if report.boxes == 0:
+    if report.boxes == 0 and require_boxes:
         raise UserError(no_box_message(source, mapper.classes, report))
     log.info(report.summary(source))
     return records, report, mapper.classes
@@ -230,7 +235,7 @@ def _load_coco(path: Path) -> dict:
     return data
 
 
-def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True):
+def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True):
     """Records, report and class names of a COCO detection JSON (``images``, ``annotations``, ``categories``)."""
     path = Path(annotation_file)
     data = _load_coco(path)
@@ -245,7 +250,7 @@ def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False,
         file_name = _coco_field(im, "file_name", str, where)
         raw[image_id] = RawImage(image_inside(root, file_name, path, f"image {image_id}"),
                                  int(_coco_field(im, "width", number, where)),
-                                 int(_coco_field(im, "height", number, where)))
+                                 int(_coco_field(im, "height", number, where)), origin=image_id)
         if not raw[image_id].file.is_file():
             raise UserError(f"{path}: image {image_id} names image {file_name!r}, which does not exist under the "
                             f"image root {root}")
@@ -262,7 +267,7 @@ def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False,
             continue        # crowd regions are not single objects
         category_id = _coco_field(ann, "category_id", int, where)
         image.objects.append(RawObject(category.get(category_id), _coco_box(ann, where), where))
-    return apply_classes(list(raw.values()), bad, str(path), classes, class_map, strict, keep_empty)
+    return apply_classes(list(raw.values()), bad, str(path), classes, class_map, strict, keep_empty, require_boxes)
 
 
 # -- Pascal VOC ------------------------------------------------------------------------------
@@ -316,7 +321,7 @@ def _voc_image(xml: Path, root: Path) -> RawImage:
         line, col = err.position
         raise UserError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
     image = RawImage(voc_image_path(root, annotation, xml), int(_voc_number(annotation, "size/width", xml)),
-                     int(_voc_number(annotation, "size/height", xml)))
+                     int(_voc_number(annotation, "size/height", xml)), origin=xml)
     for k, obj in enumerate(annotation.findall("object")):
         where = f" in object {k}"
         box = obj.find("bndbox")
@@ -329,7 +334,7 @@ def _voc_image(xml: Path, root: Path) -> RawImage:
     return image
 
 
-def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, keep_empty=True):
+def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True):
     """Records, report and class names of a Pascal VOC folder of XML files (one per image)."""
     adir = Path(annotation_dir)
     if not adir.is_dir():
@@ -339,4 +344,4 @@ def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, k
         raise UserError(f"{KEY}.annotations={adir}: no .xml files in it")
     root = image_root(image_dir)
     raw = [_voc_image(xml, root) for xml in files]
-    return apply_classes(raw, Counter(), str(adir), classes, class_map, strict, keep_empty)
+    return apply_classes(raw, Counter(), str(adir), classes, class_map, strict, keep_empty, require_boxes)

@@ -106,7 +106,7 @@ def _objects(labels: Path, width: int, height: int, names: dict[int, str], bad: 
     return objects
 
 
-def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True):
+def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True, require_boxes=True):
     """Records (each with its split), report and class names of a YOLO tree (see the module doc)."""
     if not root:
         raise UserError(f"{KEY}.root is not set; name the folder that holds data.yaml")
@@ -132,7 +132,7 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True)
                     raise UserError(f"{path}: {key}: cannot read image {image_file} ({err})") from err
                 labels = label_file(image_file, root)
                 objects = _objects(labels, width, height, names, bad, strict) if labels.is_file() else []
-                raw.append(RawImage(image_file, width, height, objects, split))
+                raw.append(RawImage(image_file, width, height, objects, split, origin=labels))
     if not raw:
         raise UserError(f"{path}: its train/val/test folders hold no images")
-    return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty)
+    return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty, require_boxes)
