@@ -283,7 +283,7 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
         # a detection datamodule names its classes itself; a classification one through its built data
         names = getattr(loop.dm, "class_names", None) or loop.dm.data.class_names
         save_trained_model(run_dir, loop.model, cfg.task_type, names, loop.dm.channels,
-                           overrides=list(HydraConfig.get().overrides.task))
+                           overrides=list(HydraConfig.get().overrides.task), leave_out=loop.scorer.attached)
     write_json_atomic(run_dir / "summary.json", summary)
     log.info("per-round results:\n%s", format_table(records, task))
     log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,

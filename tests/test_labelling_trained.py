@@ -113,3 +113,22 @@ def test_checkpoint_mistakes_are_one_line(tmp_path, compose_cfg, case, message):
         args = {}
     with pytest.raises(UserError, match=message):
         saved_model(**args)
+
+
+def test_a_scorers_attached_module_is_left_out_so_the_network_is_rebuilt(tmp_path, compose_cfg):
+    # scorer=learning_loss attaches model.loss_prediction; save_model must keep only what the config builds
+    import types
+
+    import numpy as np
+
+    from src.selection.scorers import get_scorer
+
+    model = _run_dir(tmp_path, compose_cfg)
+    scorer = get_scorer("learning_loss")
+    images = torch.zeros(2, 1, 16, 16)
+    pool = types.SimpleNamespace(pool_ids=np.arange(2), pool_dataloader=lambda ids: [(images, None, None)])
+    scorer.prepare_model(model, pool)
+    assert all(hasattr(model, name) for name in scorer.attached) and scorer.attached
+    save_trained_model(tmp_path, model, "classification", ("a", "b", "c"), channels=1, leave_out=scorer.attached)
+    loaded, _, _ = load_trained_model(tmp_path)
+    assert loaded.state_dict().keys() == {k: 0 for k in model.state_dict() if not k.startswith("loss_prediction.")}.keys()

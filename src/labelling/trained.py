@@ -34,12 +34,14 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, classes, channels: int,
-                       overrides: list[str] | None = None) -> Path:
+                       overrides: list[str] | None = None, leave_out: tuple[str, ...] = ()) -> Path:
     """Write ``model.pt`` and ``model.json`` into the run directory, each atomically; ``overrides``
-    (the run's command-line overrides) make the pair rebuildable without the run directory."""
+    (the run's command-line overrides) make the pair rebuildable without the run directory.
+    ``leave_out``: top-level modules not saved (a scorer's attachments, ``Scorer.attached``)."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{MODEL_FILE}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items() if k.split(".", 1)[0] not in leave_out},
+               tmp)
     os.replace(tmp, run_dir / MODEL_FILE)
     meta = {"task": task, "classes": [str(c) for c in classes], "channels": int(channels)}
     if overrides is not None:

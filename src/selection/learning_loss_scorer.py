@@ -82,6 +82,7 @@ def _tapped_modules(model: nn.Module, layers) -> tuple[list[nn.Module], bool]:
 
 class LearningLossScorer(Scorer):
     uses = frozenset({"forward"})
+    attached = ("loss_prediction",)
 
     def __init__(self, name: str, layers: list[str] | None = None, width: int = 128, weight: float = 1.0,
                  margin: float = 1.0, detach_after_epoch: int | None = None, stochastic: dict | None = None):

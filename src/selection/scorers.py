@@ -107,6 +107,9 @@ class Scorer:
     uses: frozenset = frozenset()
     joint = False
     uses_labelled = False
+    # names of the modules ``prepare_model`` attaches to the model: the scorer's, not the network's,
+    # so ``save_model`` leaves their weights out (src.select rebuilds the network alone)
+    attached: tuple[str, ...] = ()
     of_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None   # a per-distribution uncertainty
 
     def __init__(self, name: str, stochastic: dict | None = None):
