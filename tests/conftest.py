@@ -52,6 +52,27 @@ def compose_cfg():
     GlobalHydra.instance().clear()
 
 
+def compose_select(*overrides: str):
+    """``conf/select.yaml`` composed with ``overrides``, as ``python -m src.select`` would see it."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="select", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def tiny_scenes():
+    """12 embedded street scenes at 128x72 (pool 8, val 2, test 2), set up: a detector's smallest data."""
+    from src.data.detection.datamodule import DetectionDataModule, SceneSource
+
+    dm = DetectionDataModule("scenes", SceneSource(n=12, seed=5), {"pool": 8, "val": 2, "test": 2},
+                             image_size=(128, 72), eval_batch_size=4)
+    dm.setup()
+    return dm
+
+
 def cli_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     # offline whatever credentials the machine has: tests never talk to a server

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from baal.active.heuristics import BALD as BaalBALD
 from baal.active.heuristics import Entropy as BaalEntropy
-from src.data.detection.datamodule import DetectionDataModule, SceneSource
 from src.experiment import build_loop
 from src.loop import records as records_module
 from src.models.detector import SSDDetector, ssd_loss_terms
@@ -33,14 +32,6 @@ SIZE = (128, 72)
 CLASSES = 6            # + background: K = 7 columns
 
 
-@pytest.fixture(scope="module")
-def datamodule():
-    dm = DetectionDataModule("scenes", SceneSource(n=12, seed=5), {"pool": 8, "val": 2, "test": 2},
-                             image_size=SIZE, eval_batch_size=4)
-    dm.setup()
-    return dm
-
-
 def detector() -> SSDDetector:
     """An SSDLite whose untrained convolutions are re-drawn (He init), so its activations and
     class distributions are far from uniform, as a trained detector's are."""
@@ -53,8 +44,8 @@ def detector() -> SSDDetector:
 
 
 @pytest.fixture(scope="module")
-def batch(datamodule):
-    images, targets, ids = next(iter(datamodule.pool_dataloader(datamodule.pool_ids[:4])))
+def batch(tiny_scenes):
+    images, targets, ids = next(iter(tiny_scenes.pool_dataloader(tiny_scenes.pool_ids[:4])))
     targets[2] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}   # nothing to find
     return images, targets, ids
 
@@ -120,10 +111,10 @@ def test_objective_with_the_models_batch_loss_is_it_plus_the_papers_pair_ranking
     assert float(learning_loss_objective(per_image, predicted, 0.5)) == pytest.approx(6.5 / 4 + 0.5 * 1.45)
 
 
-def test_learning_loss_taps_the_six_ssd_maps_and_trains_with_the_detector(datamodule, batch):
+def test_learning_loss_taps_the_six_ssd_maps_and_trains_with_the_detector(tiny_scenes, batch):
     model = detector()
     scorer = get_scorer("learning_loss")
-    scorer.prepare_model(model, datamodule)
+    scorer.prepare_model(model, tiny_scenes)
     assert len(scorer.taps.maps) == 6 and "loss_prediction" in dict(model.named_children())
     assert any(k.startswith("loss_prediction.") for k in model.state_dict())   # restored with the weights
     model.train()
@@ -164,11 +155,11 @@ def mc_passes(model, images, passes: int, seed: int):
     return torch.stack(passes_out), boxes, batch_t.image_sizes
 
 
-def test_mc_dropout_per_anchor_bald_and_entropy_equal_baal_and_aggregate_by_hand(datamodule, batch):
+def test_mc_dropout_per_anchor_bald_and_entropy_equal_baal_and_aggregate_by_hand(tiny_scenes, batch):
     from torchvision.ops import clip_boxes_to_image
 
     model = detector()
-    MCDropoutScorer("bald", passes=4, dropout=0.3).prepare_model(model, datamodule)
+    MCDropoutScorer("bald", passes=4, dropout=0.3).prepare_model(model, tiny_scenes)
     assert set(model.state_dict()) == set(detector().state_dict())      # the dropout adds no weights
     images = batch[0]
     with torch.inference_mode():
@@ -203,14 +194,14 @@ def test_mc_dropout_per_anchor_bald_and_entropy_equal_baal_and_aggregate_by_hand
     assert none.tolist() == [1.0] * 4
 
 
-def test_mc_dropout_scores_are_seeded_and_refusals_are_one_line(datamodule, batch):
+def test_mc_dropout_scores_are_seeded_and_refusals_are_one_line(tiny_scenes, batch):
     from src.errors import UserError
 
     model = detector()
     scorer = MCDropoutScorer("bald", passes=3, dropout=0.3)
     with pytest.raises(UserError, match=r"set scorer.dropout=<p>.*before its classification head"):
-        MCDropoutScorer("bald", passes=3).prepare_model(detector(), datamodule)
-    scorer.prepare_model(model, datamodule)
+        MCDropoutScorer("bald", passes=3).prepare_model(detector(), tiny_scenes)
+    scorer.prepare_model(model, tiny_scenes)
 
     def scores(seed):
         with torch.inference_mode(), scorer.pool_context(model, seed):

@@ -23,14 +23,6 @@ SIZE = (128, 72)
 
 
 @pytest.fixture(scope="module")
-def datamodule():
-    dm = DetectionDataModule("scenes", SceneSource(n=12, seed=5), {"pool": 8, "val": 2, "test": 2},
-                             image_size=SIZE, eval_batch_size=4)
-    dm.setup()
-    return dm
-
-
-@pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
     return SSDDetector(num_classes=6, input_size=SIZE).eval()
@@ -42,8 +34,8 @@ def _batch_with_an_empty_image(dm):
     return images, targets, ids
 
 
-def test_loss_scorer_equals_the_models_own_loss_per_image(model, datamodule):
-    batch = _batch_with_an_empty_image(datamodule)
+def test_loss_scorer_equals_the_models_own_loss_per_image(model, tiny_scenes):
+    batch = _batch_with_an_empty_image(tiny_scenes)
     with torch.inference_mode():
         scores, classes = detection.score_batch(model, batch, get_scorer("loss"), want_classes=False)
     assert classes is None and scores.shape == (3,)
@@ -67,8 +59,8 @@ def test_loss_scorer_equals_the_models_own_loss_per_image(model, datamodule):
     assert float(scores[2]) == 0.0 and float(scores[0]) > 0      # nothing to find, nothing to lose
 
 
-def test_uncertainty_scores_classes_and_no_detection(model, datamodule):
-    batch = _batch_with_an_empty_image(datamodule)
+def test_uncertainty_scores_classes_and_no_detection(model, tiny_scenes):
+    batch = _batch_with_an_empty_image(tiny_scenes)
     with torch.inference_mode():
         scores, classes = detection.score_batch(model, batch, get_scorer("margin"), want_classes=True, top_k=5,
                                                 score_threshold=0.0)
@@ -80,13 +72,13 @@ def test_uncertainty_scores_classes_and_no_detection(model, datamodule):
     assert scores.tolist() == [1.0, 1.0, 1.0] and classes.tolist() == [-1, -1, -1]
 
 
-def test_score_pool_keeps_one_score_per_image(model, datamodule):
+def test_score_pool_keeps_one_score_per_image(model, tiny_scenes):
     score_batch = functools.partial(detection.score_batch, scorer=get_scorer("entropy"))
-    ids, scores, preds = score_pool(model, datamodule.pool_dataloader(datamodule.pool_ids), score_batch,
+    ids, scores, preds = score_pool(model, tiny_scenes.pool_dataloader(tiny_scenes.pool_ids), score_batch,
                                     want_predictions=True, progress=False)
-    assert ids.tolist() == datamodule.pool_ids.tolist()
+    assert ids.tolist() == tiny_scenes.pool_ids.tolist()
     assert scores.shape == (8,) and preds.shape == (8,)
-    detections = model(next(iter(datamodule.pool_dataloader(datamodule.pool_ids[:2])))[0])
+    detections = model(next(iter(tiny_scenes.pool_dataloader(tiny_scenes.pool_ids[:2])))[0])
     assert len(detections) == 2 and all(((d["labels"] >= 0) & (d["labels"] < 6)).all() for d in detections)
 
 
@@ -214,8 +206,8 @@ def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path
         SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="imagenet")
 
 
-def test_coreset_features_are_the_pooled_backbone_maps_per_image(model, datamodule):
-    images, targets, ids = next(iter(datamodule.pool_dataloader(datamodule.pool_ids[:3])))
+def test_coreset_features_are_the_pooled_backbone_maps_per_image(model, tiny_scenes):
+    images, targets, ids = next(iter(tiny_scenes.pool_dataloader(tiny_scenes.pool_ids[:3])))
     outputs = detection.DetectorOutputs(model, (images, targets, ids), frozenset({"features"}))
     with torch.inference_mode():
         together = outputs.features()

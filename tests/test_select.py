@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 from scipy.special import log_softmax, softmax
 from scipy.stats import entropy
@@ -22,7 +20,7 @@ from src.data.recipes import _to_shape
 from src.errors import UserError
 from src.labelling.select import check_request
 from src.labelling.trained import load_trained_model, save_trained_model
-from tests.conftest import CONF, REPO, cli_env, made_once, run_cli
+from tests.conftest import REPO, cli_env, compose_select, made_once, run_cli
 
 
 DIGITS = [str(d) for d in range(10)]
@@ -116,15 +114,6 @@ def test_a_run_without_saved_weights_is_one_line(tmp_path):
         f"error: run_dir={tmp_path}: no saved model (model.pt + model.json); train it with save_model=true"]
 
 
-def _select_cfg(*overrides):
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name="select", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.fixture
 def saved_run(tmp_path):
     """A run directory with an untrained small CNN saved: enough for the checks before scoring."""
@@ -135,7 +124,7 @@ def saved_run(tmp_path):
 
 def test_classes_the_model_does_not_know_are_one_line(saved_run, tmp_path):
     write_images(tmp_path / "tree", ["3/a.png", "cat/b.png"], seed=3)
-    cfg = _select_cfg(f"run_dir={saved_run}", f"images={tmp_path / 'tree'}", "mode=keep", f"out={tmp_path / 'o'}")
+    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'tree'}", "mode=keep", f"out={tmp_path / 'o'}")
     with pytest.raises(UserError, match=r"classes \['cat'\] are not known to the model"):
         check_request(cfg)
 
@@ -143,7 +132,7 @@ def test_classes_the_model_does_not_know_are_one_line(saved_run, tmp_path):
 def test_pool_images_outside_the_document_root_are_one_line(saved_run, tmp_path):
     write_images(tmp_path / "pool", ["a.png"], seed=4)
     (tmp_path / "served").mkdir()
-    cfg = _select_cfg(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", "export=labelstudio",
+    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", "export=labelstudio",
                       f"document_root={tmp_path / 'served'}", f"out={tmp_path / 'o'}")
     with pytest.raises(UserError, match="not under the Label Studio document root"):
         check_request(cfg)
@@ -151,12 +140,14 @@ def test_pool_images_outside_the_document_root_are_one_line(saved_run, tmp_path)
 
 @pytest.mark.parametrize("override, message", [
     ("scorer=loss", "mode=label has no labels"),
+    ("scorer=bald", "scorer=bald is not available for a classification model; use least_confidence"),
+    ("scorer=learning_loss", "scorer=learning_loss is not available for a classification model"),
     ("mode=prune", "mode=prune: allowed label | keep"),
     ("export=cvat", "export=cvat: allowed none | labelstudio"),
     ("budget=0", "budget=0: must be a positive whole number"),
 ])
 def test_bad_arguments_are_one_line(saved_run, tmp_path, override, message):
     write_images(tmp_path / "pool", ["a.png"], seed=5)
-    cfg = _select_cfg(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", f"out={tmp_path / 'o'}", override)
+    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", f"out={tmp_path / 'o'}", override)
     with pytest.raises(UserError, match=message):
         check_request(cfg)

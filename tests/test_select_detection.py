@@ -29,7 +29,7 @@ from src.data.detection.annotations import read_coco, read_voc
 from src.data.detection.scenes import CLASSES, render_scene
 from src.data.detection.yolo import read_yolo
 from src.labelling.trained import load_trained_model
-from tests.conftest import made_once, run_cli, run_module
+from tests.conftest import compose_select, made_once, run_cli, run_module
 from tests.test_detection_formats_cli import write_coco, write_voc, write_yolo
 
 SIZE = (96, 54)     # the run's input (width, height); the files are 120 x 72
@@ -310,18 +310,6 @@ def test_bad_detection_input_is_one_line_before_the_model_is_built(det_run, tmp_
 
 
 # -- the checks before the model is built (in-process, no weights needed) -------------------------
-def _select_cfg(*overrides):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from tests.conftest import CONF
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name="select", overrides=list(overrides))
-    finally:
-        GlobalHydra.instance().clear()
 
 
 @pytest.fixture
@@ -342,7 +330,7 @@ def test_label_mode_lists_a_coco_sets_images_and_ignores_its_labels(detector_dir
     ann = json.loads((tmp_path / "data" / "ann.json").read_text())
     ann["annotations"] = []          # nor any box: an unlabelled COCO listing is fine here
     (tmp_path / "data" / "ann.json").write_text(json.dumps(ann))
-    request = check_request(_select_cfg(f"run_dir={detector_dir}", "format=coco",
+    request = check_request(compose_select(f"run_dir={detector_dir}", "format=coco",
                                         f"annotations={tmp_path / 'data' / 'ann.json'}",
                                         f"images={tmp_path / 'data' / 'images'}", f"out={tmp_path / 'o'}"))
     assert [f.name for f in request.files] == [f"{i}.jpg" for i in range(12)]
@@ -365,7 +353,7 @@ def test_bad_detection_arguments_are_one_line(detector_dir, tmp_path, overrides,
     from src.labelling.select import check_request
 
     write_yolo(tmp_path / "data")
-    cfg = _select_cfg(f"run_dir={detector_dir}", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}", *overrides)
+    cfg = compose_select(f"run_dir={detector_dir}", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}", *overrides)
     with pytest.raises(UserError, match=message):
         check_request(cfg)
 
@@ -377,6 +365,6 @@ def test_a_classification_model_refuses_detection_files(tmp_path):
 
     save_trained_model(tmp_path, torch.nn.Linear(1, 1), "classification", ["a", "b"], channels=1, overrides=[])
     write_yolo(tmp_path / "data")
-    cfg = _select_cfg(f"run_dir={tmp_path}", "format=yolo", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}")
+    cfg = compose_select(f"run_dir={tmp_path}", "format=yolo", f"images={tmp_path / 'data'}", f"out={tmp_path / 'o'}")
     with pytest.raises(UserError, match="format=yolo: a classification model reads image folders"):
         check_request(cfg)

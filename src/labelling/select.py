@@ -116,7 +116,9 @@ def _check_scorer(cfg: DictConfig, task_name: str):
         raise UserError(f"scorer={scorer.name} chooses a batch jointly; src.select ranks items by their own "
                         f"scores: use {PER_ITEM_SCORERS}, loss or random")
     missing = sorted(scorer.uses - task.provides)
-    if missing:
+    # the scorers that score a saved model as it is: MC dropout and learned loss adapt the model
+    # in the run (dropout added, a loss-prediction module trained), which the saved network lacks
+    if missing or scorer.name not in (*PER_ITEM_SCORERS.split(" | "), "loss", "random"):
         raise UserError(f"scorer={scorer.name} is not available for a {task_name} model; use {PER_ITEM_SCORERS}"
                         f"{', loss' if cfg.mode == 'keep' else ''}")
     if cfg.mode == "label" and (scorer.needs_labels or not scorer.needs_model):
