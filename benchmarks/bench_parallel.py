@@ -1,7 +1,8 @@
-"""Parallel sweeps: K seeds on K joblib workers against the same K seeds one after another.
+"""Parallel sweeps: a sweep's seeds on K joblib workers against the same seeds one after another.
 
     python -m benchmarks.bench_parallel            # 2 interleaved repetitions (a few minutes)
     python -m benchmarks.bench_parallel --quick    # 1 repetition, shorter jobs
+    python -m benchmarks.bench_parallel --seeds 4 --epochs 12 --reps 1   # longer jobs, 2 per worker
 
 Both sides run the real CLI, ``python -m src.run --multirun seed=1,...,K`` with a fixed
 amount of work per job (small CNN on the embedded digits, fixed epochs, no early stop,
@@ -50,10 +51,11 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_sweep(k: int, side: str, work: list[str], sweep_dir: Path) -> dict:
-    """Wall and CPU seconds of one ``--multirun`` of k seeds (every process of it, waited for)."""
+def run_sweep(k: int, seeds: int, side: str, work: list[str], sweep_dir: Path) -> dict:
+    """Wall and CPU seconds of one ``--multirun`` of ``seeds`` jobs, k at once on the parallel side
+    (every process of it, waited for)."""
     args = [sys.executable, "-m", "src.run", "--multirun", *JOB, *work,
-            "seed=" + ",".join(str(s) for s in range(1, k + 1)), f"hydra.sweep.dir={sweep_dir}"]
+            "seed=" + ",".join(str(s) for s in range(1, seeds + 1)), f"hydra.sweep.dir={sweep_dir}"]
     if side == "parallel":
         args += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={k}"]
     env = {key: v for key, v in os.environ.items() if not key.startswith(("WANDB_", "OMP_", "MKL_"))}
@@ -65,14 +67,14 @@ def run_sweep(k: int, side: str, work: list[str], sweep_dir: Path) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"sweep failed:\n{proc.stderr[-3000:]}")
     done = [p for p in sweep_dir.iterdir() if (p / "summary.json").exists()]
-    if len(done) != k:
-        raise RuntimeError(f"{sweep_dir}: {len(done)} of {k} jobs finished")
+    if len(done) != seeds:
+        raise RuntimeError(f"{sweep_dir}: {len(done)} of {seeds} jobs finished")
     cpu = children_cpu_seconds() - cpu0
-    return {"wall_s": wall, "cpu_s": cpu, "cpu_s_per_job": cpu / k, "cores_used": cpu / wall,
-            "jobs_per_min": 60 * k / wall, "load_avg_before": load0, "load_avg_after": os.getloadavg()[0]}
+    return {"wall_s": wall, "cpu_s": cpu, "cpu_s_per_job": cpu / seeds, "cores_used": cpu / wall,
+            "jobs_per_min": 60 * seeds / wall, "load_avg_before": load0, "load_avg_after": os.getloadavg()[0]}
 
 
-def measure(k: int, reps: int, work: list[str]) -> dict:
+def measure(k: int, seeds: int, reps: int, work: list[str]) -> dict:
     sides = ["sequential", "parallel", "sequential_1thread"]
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     ratios, efficiencies = [], []
@@ -80,12 +82,12 @@ def measure(k: int, reps: int, work: list[str]) -> dict:
         for rep in range(reps):
             this = {}
             for side in sides[rep % 3:] + sides[:rep % 3]:     # rotating order
-                this[side] = run_sweep(k, side, work, Path(tmp) / f"{side}-{rep}")
+                this[side] = run_sweep(k, seeds, side, work, Path(tmp) / f"{side}-{rep}")
                 runs[side].append(this[side])
             ratios.append(this["sequential"]["wall_s"] / this["parallel"]["wall_s"])
             efficiencies.append(this["sequential_1thread"]["wall_s"] / (k * this["parallel"]["wall_s"]))
     summary = {side: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for side, rs in runs.items()}
-    return {"k": k, "cores": len(os.sched_getaffinity(0)), "repetitions": runs, "median": summary,
+    return {"k": k, "seeds": seeds, "cores": len(os.sched_getaffinity(0)), "repetitions": runs, "median": summary,
             "throughput_ratios": ratios, "throughput_ratio": statistics.median(ratios),
             "parallel_efficiencies": efficiencies, "parallel_efficiency": statistics.median(efficiencies),
             "goal": 0.8 * k, "cpu_per_job_ratio": summary["parallel"]["cpu_s_per_job"]
@@ -94,7 +96,7 @@ def measure(k: int, reps: int, work: list[str]) -> dict:
 
 def print_table(res: dict) -> None:
     k = res["k"]
-    print(f"\nParallel sweep: {k} seeds, {res['cores']} cores; medians of {len(res['throughput_ratios'])} "
+    print(f"\nParallel sweep: {res['seeds']} seeds, {k} at once, {res['cores']} cores; medians of {len(res['throughput_ratios'])} "
           "interleaved repetitions")
     print("| launcher | wall s | jobs/min | CPU s per job | cores used (CPU s / wall s) | load avg |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -114,12 +116,16 @@ def print_table(res: dict) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one repetition of shorter jobs")
-    parser.add_argument("--k", type=int, default=2, help="seeds = parallel jobs (default 2)")
+    parser.add_argument("--k", type=int, default=2, help="parallel jobs (default 2)")
+    parser.add_argument("--seeds", type=int, default=None, help="jobs of the sweep (default: k); more than k "
+                        "shows a worker's start-up spread over several jobs, as in a real sweep")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (job length)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions")
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     size = SIZES["quick" if args.quick else "full"]
-    work = [f"selection.rounds={size['rounds']}", f"trainer.max_epochs={size['epochs']}"]
-    res = measure(args.k, size["reps"], work)
+    work = [f"selection.rounds={size['rounds']}", f"trainer.max_epochs={args.epochs or size['epochs']}"]
+    res = measure(args.k, args.seeds or args.k, args.reps or size["reps"], work)
     res["meta"] = {"mode": "quick" if args.quick else "full", "job": JOB + work}
     print_table(res)
     write_results(args.out, res)
