@@ -82,6 +82,33 @@ def test_other_modes_plan_as_before_and_refuse_a_fraction():
         plan_selections("accumulate", 250, 0, 100, None, 0.5)
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (["selection.mode=prune", "selection.budget=200"],
+     "selection.budget=200: prune round 1 would keep 200 items but round 0 trains on only 120 (the whole pool)"),
+    (["selection.mode=prune", "selection.base_size=50", "selection.budget=[40,45]", "selection.rounds=3"],
+     "prune round 2 would keep 45 items but round 1 trains on only 40 (what it kept)"),
+    (["selection.fraction=0.5"], "selection.fraction=0.5 applies to selection.mode=prune only"),
+    (["selection.mode=prune", "selection.fraction=0"], "selection.fraction=0 must be a number in (0, 1]"),
+    (["selection.mode=prune", "selection.fraction=half"], "selection.fraction='half' must be a number in (0, 1]"),
+    (["selection.mode=prune", "selection.pivot=1.5"], "selection.pivot=1.5 is outside [0, 1]"),
+    (["selection.mode=prunes"], "selection.mode='prunes'; allowed: accumulate, reselect, prune"),
+])
+def test_a_bad_prune_config_is_one_line_naming_the_key_before_any_work(compose_cfg, overrides, message):
+    from src.config.validate import validate
+    from src.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate(compose_cfg("debug=fast", *overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_prune_config_validates(compose_cfg):
+    from src.config.validate import validate
+
+    validate(compose_cfg("debug=fast", "selection.mode=prune"))                       # keeps budget=20 of 120
+    validate(compose_cfg("debug=fast", "selection.mode=prune", "selection.fraction=0.25", "selection.rounds=4"))
+
+
 # --------------------------------------------------------------------------------------
 # what a prune round chooses from and trains on
 # --------------------------------------------------------------------------------------
@@ -254,6 +281,13 @@ def test_prune_rounds_keep_a_loss_ranked_subset_of_the_set_before_and_resume_aft
     # pivot 0.5 on 120 ranks: centre 59.5; 60 ranks centred there start at 59.5 - 29.5 = 30
     assert [i for _, i in ranked[30:90]] == kept
     assert [s for s, _ in ranked[30:90]] == pytest.approx(records[1]["selected_scores"], rel=1e-5, abs=1e-6)
+
+    # a keep count larger than the labelled set: one line, exit status 2, nothing trained or written
+    refused = run_cli(*PRUNE, "selection.fraction=null", "selection.budget=121", f"hydra.run.dir={tmp_path / 'no'}",
+                      check=False)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1 and "selection.budget=121: prune round 1" in lines[0]
+    assert not (tmp_path / "no").exists()
 
     # killed while scoring round 1's set (the second pool pass: after round 0 was committed), then
     # resumed: round 1 trains again on the kept ids restored from state.json, and the records are equal
