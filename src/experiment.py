@@ -265,8 +265,9 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
                   item_view=functools.partial(task.item_view, loop.dm, model=loop.model))
     tracker.replay(loop.store.recover()[0])
-    log.info("run %s: %s, %d pool items, %d rounds, budgets %s -> %s", cfg.run_name, loop.dm.name,
-             len(loop.pool_ids), loop.n_rounds, loop.budgets, run_dir)
+    log.info("run %s: %s, %d pool items, %d rounds, %s %s -> %s", cfg.run_name, loop.dm.name,
+             len(loop.pool_ids), loop.n_rounds, "kept" if loop.sel.mode == "prune" else "budgets", loop.budgets,
+             run_dir)
     records, failed = [], True
     ranks = distributed.start_ranks(cfg, run_dir)   # trainer=ddp: ranks 1..N-1 join from here
     try:

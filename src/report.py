@@ -2,8 +2,8 @@
 
 Reads only the files the runs wrote and produces, in ``--out`` (default
 ``<first dir>/report``): one figure per metric (learning curves with ±1 std bands,
-thesis figure 3.3), the epochs figure, the AUC table, pairwise p-value matrices,
-image grids of the hardest and easiest selections, the label-quality audit of the top
+thesis figure 3.3), the epochs figure, the AUC and final-round tables, pairwise p-value
+matrices, image grids of the hardest and easiest selections, the label-quality audit of the top
 selections (thesis table 4.1), best epochs by val loss vs val accuracy (thesis 4.2.3),
 the CSVs behind them, ``report.md`` and a self-contained ``report.html``. ``--wandb``
 also logs the figures and tables to one summary run in the sweep's W&B group.
@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--facet", metavar="KEY", help="one panel per value of this config key (e.g. dataset.name)")
     p.add_argument("--metrics", nargs="+", metavar="METRIC", help="only these metrics (default: all present)")
     p.add_argument("--paired", action="store_true", help="paired t-test where two groups ran the same seeds")
+    p.add_argument("--statistic", choices=("auto", "auc", "final"), default="auto",
+                   help="what the t-tests compare per run: its AUC over the labelled count or its final round's "
+                        "value (default auto: final when some run's labelled set shrinks, selection.mode=prune)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level to highlight (default 0.05)")
     p.add_argument("--include-incomplete", action="store_true",
                    help="use unfinished runs' partial curves in the AUC table and tests too")
@@ -68,7 +71,7 @@ def options(a: argparse.Namespace) -> ReportOptions:
                          alpha=a.alpha, include_incomplete=a.include_incomplete, grid_k=a.grid_k,
                          grid_rounds=a.grid_rounds, grids=not a.no_grids, audit_n=a.audit_n,
                          audit_round=a.audit_round, data_cache=a.data_cache, fmt=a.format, title=a.title,
-                         wandb=a.wandb)
+                         wandb=a.wandb, statistic=a.statistic)
 
 
 def main(argv=None) -> int:

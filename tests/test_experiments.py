@@ -189,3 +189,47 @@ def test_pivot_sweep_holds_its_random_reference_and_both_training_arms(stub_conf
     stopped = [c for c in jobs if c.training_name == "early_stop_loss"]
     assert len(stopped) == 6 and all(c.fit.epochs is None and c.callbacks.early_stopping for c in stopped)
     assert len({c.run_name for c in jobs}) == 12 and len({c.task_name for c in jobs}) == 1
+
+
+PRUNE_ARMS = ["whole_set", "loss_p0", "loss_p0.5", "random"]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_prune_sweeps_the_whole_set_against_kept_subsets_of_it(stub_conf, scale):
+    """Is more data always better (issue 14): one --multirun, one W&B group, four arms."""
+    head = (CONF / "experiment" / "prune.yaml").read_text()
+    assert "python -m src.run --multirun experiment=prune" in head and "scale=cpu" in head
+    assert "python -m src.report" in head
+    params = sweep_params("prune", scale, stub_conf)
+    assert params["arm"] == PRUNE_ARMS and params["seed"] == ["1", "2", "3"]
+    jobs = {arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}") for arm in PRUNE_ARMS}
+    for cfg in jobs.values():
+        validate(cfg)
+        assert cfg.selection.mode == "prune" and cfg.selection.base_size == 0 and cfg.dataset.name == "mixed"
+        assert cfg.task_name == ("prune_cpu" if scale == "cpu" else "prune")
+    assert jobs["whole_set"].selection.rounds == 1 and jobs["whole_set"].selection.fraction == 1
+    kept = {arm: (c.scorer.name, float(c.selection.pivot), c.selection.fraction, c.selection.rounds)
+            for arm, c in jobs.items() if arm != "whole_set"}
+    assert kept == {"loss_p0": ("loss", 0.0, 0.5, 2), "loss_p0.5": ("loss", 0.5, 0.5, 2),
+                    "random": ("random", 0.0, 0.5, 2)}
+    assert len({c.run_name for c in jobs.values()}) == 4
+    pool = 600 if scale == "cpu" else 6000
+    assert jobs["random"].dataset.sizes.pool == pool
+    # another share for the subset arms only
+    quarter = {arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}", "keep_fraction=0.25")
+               for arm in ("random", "whole_set")}
+    assert quarter["random"].selection.fraction == 0.25 and quarter["whole_set"].selection.fraction == 1
+
+
+def test_prune_cpu_variant_runs_in_smoke_mode(tmp_path):
+    """In process: a kept half; and debug=fast (which forces 2 rounds) keeps the whole_set arm whole."""
+    from src.selection.schedule import plan_selections
+
+    cfg = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "arm=loss_p0.5")
+    validate(cfg)
+    records = build_loop(cfg, tmp_path / "run").run()
+    assert [r.n_labelled for r in records] == [120, 60] and [r.selection for r in records] == ["base", "loss"]
+    assert set(records[1].selected_ids) <= set(records[0].selected_ids)
+    assert records == read_records(tmp_path / "run" / "rounds.jsonl")
+    whole = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "arm=whole_set").selection
+    assert plan_selections(whole.mode, 120, whole.base_size, whole.budget, whole.rounds, whole.fraction) == [120]

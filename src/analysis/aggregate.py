@@ -53,8 +53,19 @@ class RunData:
     def status(self) -> str:
         return "finished" if self.finished else "incomplete"
 
+    @property
+    def grows(self) -> bool:
+        """Whether the labelled count rises from every round to the next (false for ``selection.mode=prune``)."""
+        counts = [r.n_labelled for r in self.records]
+        return all(a < b for a, b in zip(counts, counts[1:]))
+
+    def final(self, metric: str) -> tuple[float, float]:
+        """(labelled count, value) of the last completed round that has ``metric``; NaNs when none has it."""
+        x, y = self.curve(metric)
+        return (float(x[-1]), float(y[-1])) if x.size else (math.nan, math.nan)
+
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        """(labelled count, value) of every completed round that has ``metric``."""
+        """(labelled count, value) of every completed round that has ``metric``, in round order."""
         pts = [(r.n_labelled, r.value(metric)) for r in self.records
                if isinstance(r.value(metric), (int, float)) and not isinstance(r.value(metric), bool)]
         if not pts:
@@ -313,8 +324,10 @@ def group_curve(group: Group, metric: str) -> Curve:
     """
     by_x: dict[float, list[float]] = {}
     for run in group.runs:
-        for x, y in zip(*run.curve(metric)):
-            by_x.setdefault(float(x), []).append(float(y))
+        # a run that trains twice on the same count (a prune round keeping everything) counts its later round
+        x, y = run.curve(metric)
+        for xi, yi in dict(zip(x.tolist(), y.tolist())).items():
+            by_x.setdefault(float(xi), []).append(float(yi))
     xs = sorted(by_x)
     return Curve(x=np.asarray(xs), mean=np.asarray([np.mean(by_x[x]) for x in xs]),
                  std=np.asarray([sample_std(by_x[x]) for x in xs]),
@@ -328,6 +341,8 @@ def run_auc(run: RunData, metric: str) -> float:
 
 @dataclass
 class AucStats:
+    """One per-run statistic of a group over its seeds: the AUC (``group_auc``) or the final value (``group_final``)."""
+
     values: list[float]               # one per run used, in run order
     seeds: list
     mean: float
@@ -349,6 +364,25 @@ def group_auc(group: Group, metric: str, include_incomplete: bool = False) -> Au
                     mean=float(np.mean(values)) if values else math.nan,
                     std=sample_std(values) if values else math.nan,
                     n_excluded=len(group.runs) - len(used))
+
+
+def group_final(group: Group, metric: str, include_incomplete: bool = False) -> AucStats:
+    """Each run's value of ``metric`` at its last completed round, as ``group_auc`` gathers AUCs
+    (an unfinished run's last round is not its final one: left out unless ``include_incomplete``)."""
+    used = [r for r in group.runs if r.finished or include_incomplete]
+    pairs = [(r.final(metric)[1], r.seed) for r in used]
+    pairs = [(v, s) for v, s in pairs if not math.isnan(v)]
+    values = [v for v, _ in pairs]
+    return AucStats(values=values, seeds=[s for _, s in pairs],
+                    mean=float(np.mean(values)) if values else math.nan,
+                    std=sample_std(values) if values else math.nan,
+                    n_excluded=len(group.runs) - len(used))
+
+
+def final_counts(group: Group, metric: str, include_incomplete: bool = False) -> list[int]:
+    """The distinct labelled counts of the group's final rounds (one, when its runs share a plan)."""
+    used = [r for r in group.runs if r.finished or include_incomplete]
+    return sorted({int(x) for x, _ in (r.final(metric) for r in used) if not math.isnan(x)})
 
 
 def curves_table(groups: list[Group], metrics: list[str]) -> list[dict]:

@@ -39,6 +39,7 @@ class ReportContent:
     audit_note: str = ""
     mismatch_figures: list[tuple[str, str]] = field(default_factory=list)   # loss vs accuracy (thesis 4.2.3)
     mismatch: Table | None = None
+    final: Table | None = None                        # each group's final round
 
 
 def fmt(value: float, digits: int = 4) -> str:
@@ -50,7 +51,7 @@ def fmt(value: float, digits: int = 4) -> str:
 
 
 def pvalue_table(metric: str, labels: list[str], matrix: dict[str, dict[str, Comparison]], alpha: float,
-                 paired: bool) -> Table:
+                 paired: bool, statistic: str = "auc") -> Table:
     """p-values above the diagonal's mirror are the same test; each cell also gives Cohen's d (row - column)."""
     rows, hot = [], set()
     for i, a in enumerate(labels):
@@ -66,8 +67,9 @@ def pvalue_table(metric: str, labels: list[str], matrix: dict[str, dict[str, Com
                 hot.add((i, j + 1))
         rows.append(cells)
     kind = "paired t-test where the seeds match, else Welch's" if paired else "Welch's t-test"
-    return Table(title=f"p-values, AUC of {metric}", header=[""] + labels, rows=rows, significant=hot,
-                 note=f"{kind} over per-seed AUCs; d = Cohen's d of row minus column; "
+    what = ("AUC of", "per-seed AUCs") if statistic == "auc" else ("final", "per-seed final-round values")
+    return Table(title=f"p-values, {what[0]} {metric}", header=[""] + labels, rows=rows, significant=hot,
+                 note=f"{kind} over {what[1]}; d = Cohen's d of row minus column; "
                       f"highlighted: p < {alpha}. '–': fewer than two runs in a group.")
 
 
@@ -99,6 +101,8 @@ def render_markdown(c: ReportContent) -> str:
         lines += [f"![{caption}]({path})", ""]
     if c.auc:
         lines += ["## Area under the curve", ""] + _md_table(c.auc)
+    if c.final:
+        lines += ["## Final round", ""] + _md_table(c.final)
     if c.pvalues:
         lines += ["## Significance", ""]
         for t in c.pvalues:
@@ -171,6 +175,8 @@ def render_html(c: ReportContent, base: Path) -> str:
                      f"<figcaption class=\"caption\">{e(caption)}</figcaption></figure>")
     if c.auc:
         parts.append("<h2>Area under the curve</h2>" + _html_table(c.auc))
+    if c.final:
+        parts.append("<h2>Final round</h2>" + _html_table(c.final))
     if c.pvalues:
         parts.append("<h2>Significance</h2>" + "".join(_html_table(t) for t in c.pvalues))
     if c.grids:

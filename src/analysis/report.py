@@ -2,7 +2,8 @@
 
 Reads only the files the runs wrote (see ``trust`` for what is trusted in them) and
 writes, in ``out``: one figure per metric (learning curves with ±1 std bands, thesis
-figure 3.3), the epochs figure, the AUC table, pairwise p-value matrices, image grids
+figure 3.3), the epochs figure, the AUC and final-round tables, pairwise p-value matrices
+(over AUCs, or final values where a labelled set shrinks), image grids
 of the hardest and easiest selections, the label-quality audit of the top selections
 (thesis table 4.1), the best-epoch view of val loss vs val accuracy (thesis 4.2.3),
 CSVs behind all of them, ``report.md`` and a self-contained ``report.html``; with
@@ -26,7 +27,10 @@ from src.errors import UserError
 
 CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
 AUC_COLUMNS = ["group", "metric", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
-PVALUE_COLUMNS = ["metric", "a", "b", "p", "cohens_d", "test"]
+FINAL_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
+PVALUE_COLUMNS = ["metric", "a", "b", "p", "cohens_d", "test", "statistic"]
+# what the t-tests compare per run: its AUC over the labelled count, or its final round's value
+STATISTICS = ("auto", "auc", "final")
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ReportOptions:
     fmt: str = "png"
     title: str | None = None
     wandb: bool = False
+    statistic: str = "auto"            # auc | final | auto: final when some run's labelled set shrinks
 
     def check(self) -> None:
         for name in ("grid_k", "grid_rounds", "audit_n"):
@@ -56,6 +61,8 @@ class ReportOptions:
             raise UserError(f"--alpha={self.alpha}: must be between 0 and 1")
         if self.fmt not in ("png", "svg"):
             raise UserError(f"--format={self.fmt}: allowed: png, svg")
+        if self.statistic not in STATISTICS:
+            raise UserError(f"--statistic={self.statistic}: allowed: {', '.join(STATISTICS)}")
 
 
 @dataclass
@@ -74,6 +81,8 @@ class ReportResult:
     pvalues: dict
     notes: list[str]
     wandb_dir: str | None = None
+    finals: dict = field(default_factory=dict)   # metric -> group label -> final-round values over seeds
+    statistic: str = "auc"                       # what the p-values compare: auc | final
 
     @property
     def all_figures(self) -> list[Path]:
@@ -144,6 +153,14 @@ def preflight_datasets(groups: list[Group]) -> None:
             pass                                   # reported as a note when the grids are drawn
 
 
+def resolve_statistic(runs: list[RunData], wanted: str) -> str:
+    """``auc`` or ``final``; ``auto`` is ``final`` when some run's labelled count does not grow from
+    round to round (``selection.mode=prune``), where an AUC would average the whole set with its subsets."""
+    if wanted != "auto":
+        return wanted
+    return "auc" if all(r.grows for r in runs) else "final"
+
+
 def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> ReportResult:
     """Write the report of the runs under ``dirs``; ``kwargs`` are ``ReportOptions`` fields."""
     opts = options or ReportOptions(**kwargs)
@@ -164,15 +181,23 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
                                  subtitle, facets)
         s.figures.append((plots.metric_title(metric), path.relative_to(out).as_posix()))
     s.tables["curves.csv"] = (CURVE_COLUMNS, agg.curves_table(groups, metrics))
+    statistic = resolve_statistic(runs, opts.statistic)
     auc_table, aucs = auc_section(groups, metrics, opts, s)
-    pvalue_tables, matrices = pvalue_section(groups, aucs, opts, s)
+    if not all(r.grows for r in runs) and statistic == "final":
+        auc_table = None      # still in auc.csv
+        s.notes.append("The labelled count of some runs does not grow from round to round (selection.mode=prune: "
+                       "round 0 trains on the whole set, later rounds on subsets of it), so an AUC over the "
+                       "labelled count would average the whole set with its subsets: the page compares each "
+                       "run's final round instead (the AUCs stay in auc.csv; --statistic auc tests them).")
+    final_table, finals = final_section(groups, metrics, opts, s)
+    pvalue_tables, matrices = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic, opts, s)
     if opts.grids:
         image_sections(groups, opts, out, s)
     mismatch_table = mismatch_section(groups, opts, out, s)
     for name, (columns, rows) in s.tables.items():
         _write_csv(out / name, rows, columns)
 
-    content = page_content(dirs, runs, groups, keys, opts, s, auc_table, pvalue_tables, mismatch_table)
+    content = page_content(dirs, runs, groups, keys, opts, s, auc_table, pvalue_tables, mismatch_table, final_table)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(pages.render_markdown(content))
     html_path.write_text(pages.render_html(content, out))
@@ -180,7 +205,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
         out=out, markdown=md_path, html=html_path, figures=[out / f for _, f in s.figures],
         grids=[out / f for _, f in s.grids], audit_grids=[out / f for _, f in s.audit_grids],
         mismatch_figures=[out / f for _, f in s.mismatch_figures], csvs={n: out / n for n in s.tables},
-        groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes)
+        groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes, finals=finals, statistic=statistic)
     if opts.wandb:
         result.wandb_dir = log_report(runs, content, out, s.tables)
     return result
@@ -208,26 +233,54 @@ def auc_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s:
     return table, aucs
 
 
-def best_cells(groups: list[Group], metrics: list[str], aucs: dict) -> set:
-    """(row, column) of the best mean AUC per metric, for the AUC table's highlight."""
+def final_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s: _Sections):
+    """The final-round table over test metrics: what each group ends with, and the values behind it."""
+    final_metrics = [m for m in metrics if m.startswith("test/")] or [m for m in metrics if "/" in m]
+    finals = {m: {g.label: agg.group_final(g, m, opts.include_incomplete) for g in groups} for m in final_metrics}
+    counts = {m: {g.label: agg.final_counts(g, m, opts.include_incomplete) for g in groups} for m in final_metrics}
+    rows = [{"group": g.label, "metric": m, "n_labelled": " ".join(map(str, counts[m][g.label])),
+             "mean": finals[m][g.label].mean, "std": finals[m][g.label].std, "runs": len(finals[m][g.label].values),
+             "excluded_incomplete": finals[m][g.label].n_excluded, "values": json.dumps(finals[m][g.label].values),
+             "seeds": json.dumps(finals[m][g.label].seeds, default=str)}
+            for g in groups for m in final_metrics]
+    s.tables["final.csv"] = (FINAL_COLUMNS, rows)
+    if not final_metrics:
+        return None, finals
+    table = pages.Table(
+        title="Final round: each run's last completed round, mean ± std over seeds",
+        header=["group", "labelled"] + final_metrics,
+        rows=[[g.legend, ", ".join(map(str, counts[final_metrics[0]][g.label])) or "–"]
+              + [f"{pages.fmt(finals[m][g.label].mean)} ± {pages.fmt(finals[m][g.label].std)}" for m in final_metrics]
+              for g in groups],
+        note="What each group ends with: the model of the last round, trained on the labelled count shown. "
+             "Highlighted: the best group per metric (highest accuracy or mAP, lowest loss).",
+        significant=best_cells(groups, final_metrics, finals, first_column=2))
+    return table, finals
+
+
+def best_cells(groups: list[Group], metrics: list[str], aucs: dict, first_column: int = 1) -> set:
+    """(row, column) of the best mean per metric (AUC or final value), for a table's highlight;
+    the metrics' columns start at ``first_column``."""
     cells = set()
     for j, m in enumerate(metrics):
         means = [(aucs[m][g.label].mean, i) for i, g in enumerate(groups) if aucs[m][g.label].values]
         if means:
             pick = max(means) if agg.higher_is_better(m) else min(means)
-            cells.add((pick[1], j + 1))
+            cells.add((pick[1], j + first_column))
     return cells
 
 
-def pvalue_section(groups: list[Group], aucs: dict, opts: ReportOptions, s: _Sections):
-    """Pairwise t-tests over per-seed AUCs of every test metric (thesis tables 4.3-4.5)."""
+def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: ReportOptions, s: _Sections):
+    """Pairwise t-tests over a per-seed statistic of every test metric (thesis tables 4.3-4.5): the
+    AUCs (``statistic="auc"``) or the final-round values (``"final"``)."""
     tables, matrices = [], {}
     if len(groups) > 1:
-        for m in [m for m in aucs if not m.startswith("test/ap/")]:
-            samples = {g.label: (aucs[m][g.label].values, aucs[m][g.label].seeds) for g in groups}
+        for m in [m for m in per_run if not m.startswith("test/ap/")]:
+            samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
             matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
-            tables.append(pages.pvalue_table(m, [g.label for g in groups], matrices[m], opts.alpha, opts.paired))
-    rows = [{"metric": m, "a": a, "b": b, "p": c.p, "cohens_d": c.effect, "test": c.test}
+            tables.append(pages.pvalue_table(m, [g.label for g in groups], matrices[m], opts.alpha, opts.paired,
+                                             statistic=statistic))
+    rows = [{"metric": m, "a": a, "b": b, "p": c.p, "cohens_d": c.effect, "test": c.test, "statistic": statistic}
             for m, mat in matrices.items() for a, row in mat.items() for b, c in row.items() if a != b]
     s.tables["pvalues.csv"] = (PVALUE_COLUMNS, rows)
     return tables, matrices
@@ -305,13 +358,14 @@ def mismatch_section(groups: list[Group], opts: ReportOptions, out: Path, s: _Se
 
 
 def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, auc_table, pvalue_tables,
-                 mismatch_table) -> pages.ReportContent:
+                 mismatch_table, final_table=None) -> pages.ReportContent:
     run_table = pages.Table(
         title=f"{len(runs)} runs in {len(groups)} groups",
         header=["group", "seed", "status", "rounds", "labelled", "run directory"],
         rows=[[g.label, str(r.seed), r.status, str(len(r.records)),
                str(r.records[-1].n_labelled) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
     captions = {"curves.csv": "aggregated curves (CSV)", "auc.csv": "per-group AUCs (CSV)",
+                "final.csv": "per-group final-round values (CSV)",
                 "pvalues.csv": "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
                 "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}
     return pages.ReportContent(
@@ -320,4 +374,4 @@ def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, au
                "active-learning round (train from the baseline weights on the labelled set, then test)."],
         runs=run_table, figures=s.figures, auc=auc_table, pvalues=pvalue_tables, grids=s.grids,
         downloads=[(captions[n], n) for n in s.tables], notes=s.notes, audit_grids=s.audit_grids,
-        audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table)
+        audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table, final=final_table)

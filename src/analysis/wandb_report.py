@@ -64,6 +64,8 @@ def log_report(runs: list[RunData], content, out: Path, tables: dict[str, tuple[
     run.log(payload)
     for r in tables.get("auc.csv", ([], []))[1]:
         run.summary[f"auc/{r['metric']}/{r['group']}"] = r["mean"]
+    for r in tables.get("final.csv", ([], []))[1]:
+        run.summary[f"final/{r['metric']}/{r['group']}"] = r["mean"]
     location = str(Path(run.dir).parent)
     run.finish()
     log.info("W&B report run in group %s saved in %s", group, location)

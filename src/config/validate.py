@@ -14,7 +14,7 @@ from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_path, missing_message
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
-from src.selection.schedule import HALF_POOL, plan_budgets
+from src.selection.schedule import HALF_POOL, PRUNE, plan_selections
 from src.selection.scorers import build_scorer, scorer_names
 from src.tasks import get_task
 
@@ -60,10 +60,12 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     pool = pool_size if pool_size is not None else static_pool_size(cfg)
     if pool is not None:
         try:
-            plan_budgets(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
+            plan_selections(cfg.selection.mode, pool, cfg.selection.base_size, budget, cfg.selection.rounds,
+                            cfg.selection.get("fraction"))
         except ValueError as err:
             raise UserError(str(err)) from None
-        capped = budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
+        capped = None if cfg.selection.mode == PRUNE else \
+            budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
         if capped and pool_size is not None:     # the real pool: said once, at start-up
             log.warning(capped)
     _check_training(cfg)
@@ -87,6 +89,14 @@ def _check_selection(sel: DictConfig):
     _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
     if sel.mode not in policy.MODES:
         raise UserError(f"selection.mode={sel.mode!r}; allowed: {', '.join(policy.MODES)}")
+    fraction = sel.get("fraction")
+    if fraction is not None:
+        if not _is_number(fraction) or not 0.0 < float(fraction) <= 1.0:
+            raise UserError(f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
+                            "labelled set a prune round keeps) or null (selection.budget items)")
+        if sel.mode != PRUNE:
+            raise UserError(f"selection.fraction={fraction!r} applies to selection.mode=prune only; "
+                            f"selection.mode={sel.mode} adds selection.budget items: set selection.fraction=null")
     # a boolean from a yaml of the earlier releases reads as epoch / none (the command line is rewritten
     # with a deprecation line: src.config.overrides.RENAMED_VALUES)
     if not isinstance(sel.shuffle, bool) and sel.shuffle not in SHUFFLE_MODES:

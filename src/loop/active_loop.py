@@ -29,7 +29,7 @@ from src.loop.records import RoundRecord, RunStore
 from src.models.weights import WeightSnapshot
 from src.selection import policy, ranking, stochastic
 from src.selection.schedule import (STREAM_BASE, STREAM_POOL_PASS, STREAM_RANDOM_SCORES, STREAM_SCORER,
-                                    STREAM_SHUFFLE, STREAM_TRAIN, derive_seed, plan_budgets)
+                                    STREAM_SHUFFLE, STREAM_TRAIN, derive_seed, plan_selections)
 from src.selection.scorers import Scorer
 from src.tracking import NoTracker, Tracker
 
@@ -49,7 +49,8 @@ class SelectionSettings:
     rounds: int | None = None
     base_size: int = 0
     pivot: float = 0.0
-    mode: str = "accumulate"               # accumulate | reselect
+    mode: str = "accumulate"               # accumulate | reselect | prune
+    fraction: float | None = None          # prune: the share of the labelled set each prune round keeps
     shuffle: str | bool = "round"          # round | epoch | none (thesis 4.1.1; datamodule.train_sampler)
     diversity: dict = field(default_factory=lambda: {"enabled": False, "k": None, "labels": "predicted"})
 
@@ -79,8 +80,9 @@ class ActiveLearningLoop:
         self.fingerprint = fingerprint or {}
         self.round_line = round_line or (lambda record, n: f"round {record.round + 1}/{n}")
         self.pool_ids = np.sort(self.dm.pool_ids)
-        self.budgets = plan_budgets(len(self.pool_ids), self.sel.base_size, self.sel.budget, self.sel.rounds)
-        self.has_base = self.sel.base_size > 0
+        self.budgets = plan_selections(self.sel.mode, len(self.pool_ids), self.sel.base_size, self.sel.budget,
+                                       self.sel.rounds, self.sel.fraction)
+        self.has_base = policy.has_base_round(self.sel.mode, self.sel.base_size)
         self.n_rounds = len(self.budgets) + int(self.has_base)
 
     # -- the rounds -------------------------------------------------------------------------
@@ -102,7 +104,7 @@ class ActiveLearningLoop:
 
     def initial_state(self) -> dict:
         rng = np.random.default_rng(derive_seed(self.seed, 0, STREAM_BASE))
-        base = np.sort(rng.choice(self.pool_ids, size=self.sel.base_size, replace=False)) if self.has_base else NO_IDS
+        base = policy.base_set(self.sel.mode, self.pool_ids, self.sel.base_size, rng)
         return {"completed_rounds": 0, "base_ids": base.tolist(), "labelled_ids": [], "pending": None,
                 "fingerprint": self.fingerprint}
 

@@ -1,4 +1,4 @@
-"""How many items each round adds, and the seeds of every random choice. Pure Python."""
+"""How many items each round adds (or, pruning, keeps), and the seeds of every random choice. Pure Python."""
 from __future__ import annotations
 
 import math
@@ -26,19 +26,9 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
     budget; the last selection takes what is left) or one selection per list entry.
     Raises ValueError naming the key when the plan does not fit the pool.
     """
-    if base_size < 0:
-        raise ValueError(f"selection.base_size={base_size} must be >= 0")
-    if base_size > pool_size:
-        raise ValueError(f"selection.base_size={base_size} is larger than the pool ({pool_size} items)")
+    budgets = _check_base_and_rounds(pool_size, base_size, budget, rounds)
     available = pool_size - base_size
-    if not isinstance(budget, (int, list, tuple)):
-        raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
-    budgets = [budget] if isinstance(budget, int) else list(budget)
-    if not budgets or any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in budgets):
-        raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
     has_base = base_size > 0
-    if rounds is not None and (not isinstance(rounds, int) or rounds < 1):
-        raise ValueError(f"selection.rounds={rounds!r} must be a positive integer or null (until the pool is exhausted)")
     n_select = None if rounds is None else rounds - int(has_base)
 
     if isinstance(budget, int):
@@ -65,6 +55,90 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
     if not plan and not has_base:
         raise ValueError("selection.rounds: the plan has no round to train (no base set and no selection)")
     return plan
+
+
+PRUNE = "prune"
+
+
+def keep_count(n: int, fraction: float) -> int:
+    """How many of ``n`` items a share ``fraction`` keeps: rounded (half to even, Python's ``round``), at least 1.
+
+    The same count as ``python -m src.select mode=keep fraction=...``.
+    """
+    return max(1, round(fraction * n))
+
+
+def _check_base_and_rounds(pool_size: int, base_size: int, budget, rounds) -> list[int]:
+    """The checks every plan shares; returns the budget as a list."""
+    if base_size < 0:
+        raise ValueError(f"selection.base_size={base_size} must be >= 0")
+    if base_size > pool_size:
+        raise ValueError(f"selection.base_size={base_size} is larger than the pool ({pool_size} items)")
+    if not isinstance(budget, (int, list, tuple)):
+        raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
+    budgets = [budget] if isinstance(budget, int) else list(budget)
+    if not budgets or any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in budgets):
+        raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
+    if rounds is not None and (not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1):
+        raise ValueError(f"selection.rounds={rounds!r} must be a positive integer or null (until the pool is exhausted)")
+    return budgets
+
+
+def plan_prune(pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None,
+               fraction: float | None = None) -> list[int]:
+    """The kept count of every prune round (``selection.mode=prune``), in order.
+
+    Round 0 trains on the base set: ``base_size`` random pool items, or the whole pool
+    when ``base_size`` is 0. Every later round keeps a subset of the set the round before
+    trained on: ``fraction`` of it (``keep_count``), or ``budget`` items (an int: in every
+    prune round; a list: one entry per prune round). A run has ``len(result) + 1`` rounds;
+    ``rounds=None`` means one prune round (one per entry of a list budget), ``rounds=1``
+    the base round alone. Raises ValueError naming the key when a round would keep more
+    than it chooses from.
+    """
+    budgets = _check_base_and_rounds(pool_size, base_size, budget, rounds)
+    labelled = base_size or pool_size
+    if labelled == 0:
+        raise ValueError("selection: the pool is empty, so there is nothing to train on or prune")
+    n_prune = None if rounds is None else rounds - 1
+    if fraction is not None:
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
+            raise ValueError(f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
+                             "labelled set a prune round keeps) or null (selection.budget items)")
+        plan = []
+        for _ in range(1 if n_prune is None else n_prune):
+            plan.append(keep_count(plan[-1] if plan else labelled, fraction))
+        return plan
+    if isinstance(budget, int):
+        plan = [budget] * (1 if n_prune is None else n_prune)
+    elif n_prune is None:
+        plan = budgets
+    else:
+        if len(budgets) < n_prune:
+            raise ValueError(f"selection.budget lists {len(budgets)} kept counts but selection.rounds={rounds} "
+                             f"needs {n_prune} (one per prune round after the base round)")
+        plan = budgets[:n_prune]
+    chosen_from = labelled
+    for j, keep in enumerate(plan, start=1):
+        if keep > chosen_from:
+            what = "the whole pool" if j == 1 and not base_size else ("the base set" if j == 1 else "what it kept")
+            raise ValueError(f"selection.budget={budget!r}: prune round {j} would keep {keep} items but round "
+                             f"{j - 1} trains on only {chosen_from} ({what}); a prune round keeps at most the "
+                             "set it chooses from: lower selection.budget or use selection.fraction")
+        chosen_from = keep
+    return plan
+
+
+def plan_selections(mode: str, pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None,
+                    fraction: float | None = None) -> list[int]:
+    """The budget of every selection for ``selection.mode``: ``plan_prune`` for prune, else ``plan_budgets``."""
+    if mode == PRUNE:
+        return plan_prune(pool_size, base_size, budget, rounds, fraction)
+    if fraction is not None:
+        raise ValueError(f"selection.fraction={fraction!r} applies to selection.mode=prune only (the share of "
+                         f"the labelled set a prune round keeps); selection.mode={mode} adds selection.budget "
+                         "items: set selection.fraction=null")
+    return plan_budgets(pool_size, base_size, budget, rounds)
 
 
 HALF_POOL = "half_pool"
