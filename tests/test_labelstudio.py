@@ -258,3 +258,43 @@ def test_run_trains_on_a_labelstudio_campaign(tmp_path):
     counts = json.loads((run_dir / "class_distribution.json").read_text())["counts"]
     # 20 images per class, one cat relabelled bird: 19 / 20 / 21 over pool (the rest) + val + test
     assert np.sum([counts[split] for split in ("pool", "val", "test")], axis=0).tolist() == [19, 20, 21]
+
+
+# -- training on the boxes that came back: task=detection dataset=labelstudio_detection ---------------
+def test_a_detection_export_is_a_dataset_of_the_detection_loop(compose_cfg):
+    import hydra
+    import torch
+
+    exports = [FIXTURES / "detection_export.json"] * 2      # a later round relabelling the same images
+    cfg = compose_cfg("task=detection", "dataset=labelstudio_detection",
+                      f"dataset.source.annotations=[{','.join(str(e) for e in exports)}]",
+                      f"dataset.source.document_root={FIXTURES}", f"dataset.source.images={FIXTURES / 'pool'}",
+                      "dataset.source.classes=[car,person]", "dataset.source.cache_dir=null",
+                      "dataset.sizes.val=0", "dataset.sizes.test=0", "dataset.image_size=[40,30]")
+    dm = hydra.utils.instantiate(cfg.dataset)
+    dm.setup()
+    assert dm.class_names == ["car", "person"] and len(dm.pool_ids) == 3     # merged: each image once
+    by_name = {dm.source.records[i].file.name: dm.source.load(i) for i in dm.pool_ids}
+    image, target = by_name["street a.png"]
+    assert tuple(image.shape) == (3, 30, 40)
+    # 80 x 60 labelled, 40 x 30 trained: every coordinate halves
+    np.testing.assert_allclose(target["boxes"], [[4, 3, 20, 15], [30, 6, 38, 27]], atol=1e-4)
+    assert target["labels"].tolist() == [0, 1]
+    # 100 x 50 -> 40 x 30: x by 0.4, y by 0.6
+    np.testing.assert_allclose(by_name["street c.png"][1]["boxes"], [[8, 6, 24, 24], [28, 3, 40, 27]], atol=1e-4)
+    assert by_name["street b.png"][1]["boxes"].shape == torch.Size([0, 4])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("dataset.source.document_root=null", "dataset.source.document_root: not set"),
+    ("dataset.source.classes=null", "dataset.source.classes: empty"),
+    ("dataset.source.annotations=[]", "dataset.source.annotations: empty"),
+])
+def test_a_detection_export_dataset_without_its_settings_is_one_line(compose_cfg, override, message):
+    from src.config.instantiate import build    # what the run builds its data with: a UserError stays one
+
+    cfg = compose_cfg("task=detection", "dataset=labelstudio_detection",
+                      f"dataset.source.annotations=[{FIXTURES / 'detection_export.json'}]",
+                      f"dataset.source.document_root={FIXTURES}", "dataset.source.classes=[car,person]", override)
+    with pytest.raises(UserError, match=message):
+        build(cfg.dataset)

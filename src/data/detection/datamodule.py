@@ -77,11 +77,17 @@ class SceneSource:
         return images[i], targets[i]
 
 
-FORMATS = ("coco", "voc", "yolo")
+FORMATS = ("coco", "voc", "yolo", "labelstudio")
 
 
 class FileSource:
-    """Images and boxes of a COCO JSON file, a VOC folder or a YOLO tree.
+    """Images and boxes of a COCO JSON file, a VOC folder, a YOLO tree or Label Studio exports.
+
+    ``labelstudio``: ``annotations`` names the JSON exports of a labelling campaign (one or a
+    list, oldest first; an image labelled again keeps its latest box set,
+    ``labelling.labelstudio.merge_labels``), ``images`` the pool folder every labelled image
+    must lie in, ``document_root`` the Label Studio server's local-files root the tasks name
+    images by; ``classes`` are required (the model's, in label order).
 
     The images are decoded once, at the datamodule's width x height, into the shared
     decode cache (``src/data/cache.py``) under ``cache_dir``; the boxes are scaled by
@@ -93,17 +99,29 @@ class FileSource:
     def __init__(self, format: str, annotations: str | None = None, images: str | None = None,
                  classes: Sequence[str] | None = None, class_map: dict | None = None, strict: bool = False,
                  keep_empty: bool = True, root: str | None = None, cache_dir: str | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, document_root: str | None = None,
+                 image_prefix: str = "/data/local-files/?d="):
         if format not in FORMATS:
             raise UserError(f"dataset.source.format={format!r}; allowed: {', '.join(FORMATS)}")
         if format == "yolo" and not root:
             raise UserError("dataset.source.root must be set: the YOLO folder that holds data.yaml")
-        if format != "yolo" and (not annotations or not images):
+        if format == "labelstudio":
+            annotations = [str(a) for a in ([annotations] if isinstance(annotations, str) else annotations or [])]
+            if not annotations:
+                raise UserError("dataset.source.annotations: empty; name the Label Studio JSON export(s), oldest first")
+            if not document_root:
+                raise UserError("dataset.source.document_root: not set; the LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT of "
+                                "the Label Studio server the tasks were imported into")
+            if not classes:
+                raise UserError("dataset.source.classes: empty; list the model's classes, in label order (a Label "
+                                "Studio export is read against them)")
+            images = images or document_root
+        elif format != "yolo" and (not annotations or not images):
             raise UserError("dataset.source.annotations and dataset.source.images must both be set "
                             f"(the {format} annotations and the image folder)")
         self.format = format
         self.args = dict(annotations=annotations, images=images, root=root, class_map=class_map, strict=strict,
-                         keep_empty=keep_empty)
+                         keep_empty=keep_empty, document_root=document_root, image_prefix=image_prefix)
         self.classes = None if classes is None else [str(c) for c in classes]
         self.cache_dir, self.workers = cache_dir, workers
         self.records: list[ImageRecord] | None = None
@@ -114,7 +132,8 @@ class FileSource:
         self.targets: list[dict] = []
 
     def describe(self) -> str:
-        return f"{self.format}[{self.args['root'] if self.format == 'yolo' else self.args['annotations']}]"
+        where = self.args["root"] if self.format == "yolo" else self.args["annotations"]
+        return f"{self.format}[{', '.join(where) if isinstance(where, list) else where}]"
 
     def read(self) -> None:
         """Read the annotations (once): errors surface in the datamodule's setup, before training."""
@@ -124,6 +143,8 @@ class FileSource:
         if self.format == "yolo":
             self.records, self.report, self.classes = read_yolo(a["root"], self.classes, a["class_map"],
                                                                 a["strict"], a["keep_empty"])
+        elif self.format == "labelstudio":
+            self.records = self._labelled_in_label_studio()
         else:
             reader = read_coco if self.format == "coco" else read_voc
             self.records, self.report, self.classes = reader(a["annotations"], a["images"], self.classes,
@@ -133,6 +154,18 @@ class FileSource:
                             "true keeps images without boxes)")
         if self.format == "yolo":
             self.splits = np.asarray([r.split for r in self.records])
+
+    def _labelled_in_label_studio(self) -> list[ImageRecord]:
+        from src.labelling.labelstudio import merge_labels, read_export
+
+        a, records = self.args, []
+        for export in a["annotations"]:
+            new, report = read_export(Path(export).expanduser(), "detection", self.classes,
+                                      Path(str(a["document_root"])).expanduser(), Path(str(a["images"])).expanduser(),
+                                      a["image_prefix"])
+            log.info(report.summary(export))
+            records = merge_labels(records, new)
+        return records
 
     def prepare(self, width: int, height: int) -> None:
         self.read()
@@ -148,8 +181,11 @@ class FileSource:
     def _cached(self, width: int, height: int) -> np.ndarray:
         a = self.args
         root = Path(os.path.abspath(os.path.expanduser(str(a["root"] if self.format == "yolo" else a["images"]))))
-        owner = (root / "data.yaml") if self.format == "yolo" else Path(str(a["annotations"])).expanduser()
-        key = CacheKey(root, str(owner.resolve()), {"decoder": "stretched", "width": width, "height": height},
+        if self.format == "labelstudio":
+            owner = ",".join(str(Path(e).expanduser().resolve()) for e in a["annotations"])
+        else:
+            owner = str(((root / "data.yaml") if self.format == "yolo" else Path(str(a["annotations"])).expanduser()).resolve())
+        key = CacheKey(root, owner, {"decoder": "stretched", "width": width, "height": height},
                        (3, height, width), per_file=[f"{r.width}x{r.height}" for r in self.records])
         declared = {r.file: (r.width, r.height) for r in self.records}
 
