@@ -60,6 +60,8 @@ def build_model(cfg: DictConfig, datamodule, scorer: Scorer | None = None) -> tu
             load_into(model, named, key=f"baseline={cfg.baseline.name}")
     if scorer is not None:
         scorer.prepare_model(model, datamodule)
+    if cfg.get("fit", {}).get("channels_last"):     # before the snapshot: a reset copies into these tensors
+        model = model.to(memory_format=torch.channels_last)
     return model, WeightSnapshot(model)
 
 

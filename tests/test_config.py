@@ -53,6 +53,7 @@ def test_run_name_is_a_safe_directory_name(compose_cfg):
     ("dataset.sizes.val=0", "dataset.sizes.val=0 must be an integer >= 1"),
     ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
     ("fit.steps_per_epoch=0", "fit.steps_per_epoch=0; allowed: a positive integer, half_pool"),
+    ("fit.channels_last=yes", "fit.channels_last='yes'; allowed: true or false"),
     ("callbacks.mode=up", "callbacks.mode='up'; allowed: min (for a loss), max (for an accuracy)"),
     ("callbacks.monitor=train/loss", "callbacks.monitor='train/loss' must be a validation metric"),
     ("logger.mode=sometimes", "logger.mode='sometimes'; allowed: auto, online, offline, disabled"),

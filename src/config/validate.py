@@ -142,6 +142,8 @@ def _check_training(cfg: DictConfig) -> None:
     if steps != HALF_POOL and steps is not None and (not _is_int(steps) or steps < 1):
         raise UserError(f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
                         "selection pool in batches) or null (one pass over the labelled set)")
+    if not isinstance(cfg.fit.get("channels_last", False), bool):
+        raise UserError(f"fit.channels_last={cfg.fit.channels_last!r}; allowed: true or false")
 
 
 def _check_task(cfg: DictConfig) -> None:
