@@ -350,33 +350,31 @@ class AucStats:
     n_excluded: int                   # incomplete runs left out
 
 
+def _per_run(group: Group, value_of, include_incomplete: bool) -> AucStats:
+    """``value_of(run)`` of every finished run of the group (of every run with ``include_incomplete``),
+    NaN values left out, with their seeds, mean and sample std."""
+    used = [r for r in group.runs if r.finished or include_incomplete]
+    pairs = [(v, r.seed) for v, r in ((value_of(r), r) for r in used) if not math.isnan(v)]
+    values = [v for v, _ in pairs]
+    return AucStats(values=values, seeds=[s for _, s in pairs],
+                    mean=float(np.mean(values)) if values else math.nan,
+                    std=sample_std(values) if values else math.nan,
+                    n_excluded=len(group.runs) - len(used))
+
+
 def group_auc(group: Group, metric: str, include_incomplete: bool = False) -> AucStats:
     """AUC of each run's curve (normalised: mean height over its labelled range).
 
     A crashed run's AUC covers a shorter range than a finished one's, so by default it is
     left out of the table and the tests (and counted); ``include_incomplete`` keeps it.
     """
-    used = [r for r in group.runs if r.finished or include_incomplete]
-    pairs = [(run_auc(r, metric), r.seed) for r in used]
-    pairs = [(a, s) for a, s in pairs if not math.isnan(a)]
-    values = [a for a, _ in pairs]
-    return AucStats(values=values, seeds=[s for _, s in pairs],
-                    mean=float(np.mean(values)) if values else math.nan,
-                    std=sample_std(values) if values else math.nan,
-                    n_excluded=len(group.runs) - len(used))
+    return _per_run(group, lambda r: run_auc(r, metric), include_incomplete)
 
 
 def group_final(group: Group, metric: str, include_incomplete: bool = False) -> AucStats:
     """Each run's value of ``metric`` at its last completed round, as ``group_auc`` gathers AUCs
     (an unfinished run's last round is not its final one: left out unless ``include_incomplete``)."""
-    used = [r for r in group.runs if r.finished or include_incomplete]
-    pairs = [(r.final(metric)[1], r.seed) for r in used]
-    pairs = [(v, s) for v, s in pairs if not math.isnan(v)]
-    values = [v for v, _ in pairs]
-    return AucStats(values=values, seeds=[s for _, s in pairs],
-                    mean=float(np.mean(values)) if values else math.nan,
-                    std=sample_std(values) if values else math.nan,
-                    n_excluded=len(group.runs) - len(used))
+    return _per_run(group, lambda r: r.final(metric)[1], include_incomplete)
 
 
 def final_counts(group: Group, metric: str, include_incomplete: bool = False) -> list[int]:

@@ -211,9 +211,14 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     return result
 
 
+def table_metrics(metrics: list[str]) -> list[str]:
+    """What the AUC and final-round tables show: the test metrics, else every split's metrics."""
+    return [m for m in metrics if m.startswith("test/")] or [m for m in metrics if "/" in m]
+
+
 def auc_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s: _Sections):
     """The AUC table over test metrics (thesis table 4.2) and the per-group AUCs behind it."""
-    auc_metrics = [m for m in metrics if m.startswith("test/")] or [m for m in metrics if "/" in m]
+    auc_metrics = table_metrics(metrics)
     aucs = {m: {g.label: agg.group_auc(g, m, opts.include_incomplete) for g in groups} for m in auc_metrics}
     rows = [{"group": g.label, "metric": m, "mean": aucs[m][g.label].mean, "std": aucs[m][g.label].std,
              "runs": len(aucs[m][g.label].values), "excluded_incomplete": aucs[m][g.label].n_excluded,
@@ -235,7 +240,7 @@ def auc_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s:
 
 def final_section(groups: list[Group], metrics: list[str], opts: ReportOptions, s: _Sections):
     """The final-round table over test metrics: what each group ends with, and the values behind it."""
-    final_metrics = [m for m in metrics if m.startswith("test/")] or [m for m in metrics if "/" in m]
+    final_metrics = table_metrics(metrics)
     finals = {m: {g.label: agg.group_final(g, m, opts.include_incomplete) for g in groups} for m in final_metrics}
     counts = {m: {g.label: agg.final_counts(g, m, opts.include_incomplete) for g in groups} for m in final_metrics}
     rows = [{"group": g.label, "metric": m, "n_labelled": " ".join(map(str, counts[m][g.label])),

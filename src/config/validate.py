@@ -162,13 +162,18 @@ def _check_task(cfg: DictConfig) -> None:
     sc = cfg.scorer
     scorer = build_scorer(OmegaConf.to_container(sc, resolve=True), ignore=task.scorer_options)
     scorer.check(task.name, task.provides, cfg.selection)
-    if "aggregate" in sc and sc.aggregate not in AGGREGATES:
-        raise UserError(f"scorer.aggregate={sc.aggregate!r}; allowed: {', '.join(AGGREGATES)}")
-    if "top_k" in sc and (not _is_int(sc.top_k) or sc.top_k < 1):
-        raise UserError(f"scorer.top_k={sc.top_k!r} must be a positive integer")
+    check_detection_scorer_options({k: sc[k] for k in task.scorer_options if k in sc})
+
+
+def check_detection_scorer_options(options: dict) -> None:
+    """One line for a bad value among the detection scorers' options present in ``options``."""
+    if "aggregate" in options and options["aggregate"] not in AGGREGATES:
+        raise UserError(f"scorer.aggregate={options['aggregate']!r}; allowed: {', '.join(AGGREGATES)}")
+    if "top_k" in options and (not _is_int(options["top_k"]) or options["top_k"] < 1):
+        raise UserError(f"scorer.top_k={options['top_k']!r} must be a positive integer")
     for key in ("score_threshold", "nms_iou"):
-        if key in sc and (not _is_number(sc[key]) or not 0.0 <= float(sc[key]) <= 1.0):
-            raise UserError(f"scorer.{key}={sc[key]!r} must be a number in [0, 1]")
+        if key in options and (not _is_number(options[key]) or not 0.0 <= float(options[key]) <= 1.0):
+            raise UserError(f"scorer.{key}={options[key]!r} must be a number in [0, 1]")
 
 
 def budget_capped_notice(pool: int, base_size: int, budget, rounds) -> str | None:

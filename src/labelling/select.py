@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from src.data.cache import decode_stretched
 from src.data.detection.datamodule import collate as detection_collate
 from src.data.recipes import _to_shape
+from src.config.validate import check_detection_scorer_options
 from src.errors import UserError
 from src.labelling.inputs import InputSet, check_format, read_input
 from src.labelling.labelstudio import Proposal, image_url, write_import_file
@@ -40,7 +41,6 @@ from src.labelling.outputs import box_rows, drop_reasons, link_subset, write_man
 from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
 from src.labelling.trained import SavedModel, load_saved_model, saved_model
 from src.loop.pool import score_pool
-from src.selection.detection_scorers import AGGREGATES
 from src.selection.ranking import rank_by_score, select
 from src.selection.scorers import get_scorer, random_scores
 from src.tasks import get_task
@@ -115,10 +115,9 @@ def _check_scorer(cfg: DictConfig, task_name: str):
     if scorer.joint:
         raise UserError(f"scorer={scorer.name} chooses a batch jointly; src.select ranks items by their own "
                         f"scores: use {PER_ITEM_SCORERS}, loss or random")
-    missing = sorted(scorer.uses - task.provides)
-    # the scorers that score a saved model as it is: MC dropout and learned loss adapt the model
-    # in the run (dropout added, a loss-prediction module trained), which the saved network lacks
-    if missing or scorer.name not in (*PER_ITEM_SCORERS.split(" | "), "loss", "random"):
+    # a scorer that adapts the model in the run (MC dropout's added dropout, the learned loss's
+    # module) cannot score the saved network, which is rebuilt from its config alone
+    if scorer.uses - task.provides or scorer.adapts_model:
         raise UserError(f"scorer={scorer.name} is not available for a {task_name} model; use {PER_ITEM_SCORERS}"
                         f"{', loss' if cfg.mode == 'keep' else ''}")
     if cfg.mode == "label" and (scorer.needs_labels or not scorer.needs_model):
@@ -131,15 +130,8 @@ def _check_scorer(cfg: DictConfig, task_name: str):
 
 def _check_detection_options(cfg: DictConfig) -> None:
     sc = cfg.scorer
-    if sc.get("aggregate") is not None and sc.aggregate not in AGGREGATES:
-        raise UserError(f"scorer.aggregate={sc.aggregate!r}; allowed: {', '.join(AGGREGATES)}")
-    if sc.get("top_k") is not None and (not isinstance(sc.top_k, int) or isinstance(sc.top_k, bool) or sc.top_k < 1):
-        raise UserError(f"scorer.top_k={sc.top_k!r} must be a positive integer")
-    for key in ("score_threshold", "nms_iou"):
-        value = sc.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0.0 <= float(value) <= 1.0):
-            raise UserError(f"scorer.{key}={value!r} must be a number in [0, 1]")
+    check_detection_scorer_options({k: sc[k] for k in get_task("detection").scorer_options
+                                    if sc.get(k) is not None})      # null: the run's own value
     value = cfg.get("min_box_score")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise UserError(f"min_box_score={value!r} must be a number in [0, 1]")

@@ -131,6 +131,12 @@ class Scorer:
         return bool(self.uses)
 
     @property
+    def adapts_model(self) -> bool:
+        """Whether it changes the model before the run trains it (``prepare_model``: dropout added, a
+        module attached): a saved network, rebuilt from its config alone, lacks that."""
+        return type(self).prepare_model is not Scorer.prepare_model
+
+    @property
     def needs_labels(self) -> bool:
         return "loss" in self.uses
 
