@@ -15,8 +15,9 @@ downloaded). For each, the work of a round in its two forms:
 Variants: ``fp32`` (the baseline), ``bf16-mixed`` (``torch.autocast`` with bfloat16,
 what Lightning's ``precision="bf16-mixed"`` does), ``channels_last`` (model and input
 in NHWC memory format), ``compile`` (``torch.compile`` of the network, default mode;
-its first calls -- the compilation -- are timed apart from the steady state) and, on a
-GPU, ``16-mixed``. Pool scoring also at larger batches (the same items per second,
+its first calls -- the compilation -- are timed apart from the steady state),
+``float64`` (``+trainer.precision=64-true``: what portable records cost) and, on a GPU,
+``16-mixed``. Pool scoring also at larger batches (the same items per second,
 only the batch size changes). Each repetition times every variant once, in rotating
 order; a variant's ratio is the median over repetitions of fp32 time / variant time
 (> 1 = faster than fp32). Figures to stdout and ``bench-results/bench_fastpaths.json``.
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.results import write_results
+from src.tensors import at_least_float32
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_fastpaths.json"
@@ -62,10 +64,10 @@ class Variant:
     """One way of running the same network: its autocast dtype, memory format, compilation."""
 
     def __init__(self, name: str, spec: dict, device: str, amp: torch.dtype | None = None,
-                 channels_last: bool = False, compile: bool = False):
-        self.name, self.device, self.amp = name, device, amp
+                 channels_last: bool = False, compile: bool = False, dtype: torch.dtype = torch.float32):
+        self.name, self.device, self.amp, self.dtype = name, device, amp, dtype
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = build(spec, device, self.fmt)
+        self.net = build(spec, device, self.fmt).to(dtype)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
         self.runner = torch.compile(self.net) if compile else self.net
         self.compile_s: dict[str, float] = {}
@@ -77,7 +79,7 @@ class Variant:
     def train_step(self, x, y) -> None:
         self.net.train()
         with self._autocast():
-            loss = F.cross_entropy(self.runner(x.to(memory_format=self.fmt)), y)
+            loss = F.cross_entropy(self.runner(x.to(self.dtype, memory_format=self.fmt)), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -85,7 +87,7 @@ class Variant:
     def infer(self, x) -> None:
         self.net.eval()
         with torch.inference_mode(), self._autocast():
-            self.runner(x.to(memory_format=self.fmt)).float().softmax(1)
+            at_least_float32(self.runner(x.to(self.dtype, memory_format=self.fmt))).softmax(1)
 
     def warm_up(self, x, y, eval_xs) -> None:
         """First calls (compilation for ``compile``, allocator and kernel choice for all), timed."""
@@ -110,7 +112,8 @@ def timed(fn, steps: int, device: str) -> float:
 
 def variants_for(spec: dict, device: str, with_compile: bool) -> list[Variant]:
     out = [Variant("fp32", spec, device), Variant("bf16-mixed", spec, device, amp=torch.bfloat16),
-           Variant("channels_last", spec, device, channels_last=True)]
+           Variant("channels_last", spec, device, channels_last=True),
+           Variant("float64", spec, device, dtype=torch.float64)]
     if device.startswith("cuda"):
         out.append(Variant("16-mixed", spec, device, amp=torch.float16))
     if with_compile:

@@ -23,7 +23,7 @@ def test_bench_fastpaths_quick_runs_and_writes_json(tmp_path):
                            "--no-compile", "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads(out.read_text())["models"]["small_cnn"]
-    assert set(res["variants"]) == {"fp32", "bf16-mixed", "channels_last"}
+    assert set(res["variants"]) == {"fp32", "bf16-mixed", "channels_last", "float64"}
     assert res["variants"]["fp32"]["train_ratio"] == 1.0 and res["variants"]["fp32"]["infer_ratio"] == 1.0
     for row in res["variants"].values():
         assert all(math.isfinite(row[k]) and row[k] > 0 for k in ("train_step_s", "train_ratio", "infer_ratio"))

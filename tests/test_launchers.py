@@ -149,14 +149,21 @@ def test_slurm_settings_reach_the_sbatch_script(tmp_path, monkeypatch):
 # -- end to end: the real CLI ----------------------------------------------------------------
 SWEEP = ["debug=fast", "logger=wandb", "seed=1,2"]
 JOB_DIRS = ["0_entropy-p0-b20-base0-s1", "1_entropy-p0-b20-base0-s2"]
-# the jobs of a parallel sweep on this 2-core machine get one thread each; the sequential
-# sweep gets the same (float sums depend on the thread count in their last bits)
+# The records of a parallel sweep are compared with a sequential one exactly, and float sums
+# depend on the thread count in their last bits: the sequential sweep runs one thread per job,
+# and the launcher of a parallel sweep is held to two CPUs, so that each of its two joblib
+# workers gets one thread on any machine (``thread_share`` divides the CPUs it may use).
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def on_two_cpus() -> None:
+    """preexec_fn: this process and its children may use two of the CPUs (fewer if there are fewer)."""
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:2])
 
 
 def src_run(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "src.run", *args], cwd=REPO, env={**cli_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, preexec_fn=on_two_cpus)
     if check and proc.returncode != 0:
         raise AssertionError(f"src.run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
@@ -226,7 +233,8 @@ def test_a_resubmitted_sweep_finishes_only_its_unfinished_jobs(sequential_sweep,
     sweep = tmp_path / "sweep"
     args = ["--multirun", *SWEEP, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.Popen([sys.executable, "-m", "src.run", *args], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=on_two_cpus)
     # the node dies while job 1 is in its second round
     kill_when(proc, lambda: rounds_done(sweep / JOB_DIRS[1]) >= 1)
     assert rounds_done(sweep / JOB_DIRS[1]) == 1 and not (sweep / JOB_DIRS[1] / "summary.json").exists()

@@ -73,7 +73,7 @@ class ImageClassifier(pl.LightningModule):
 
     # -- forward -------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255.0)
+        x = images.to(self.dtype).div_(255.0)
         if x.shape[1] != self.net_channels:
             x = x.expand(-1, self.net_channels, -1, -1)
         if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):

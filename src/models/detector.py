@@ -43,6 +43,7 @@ from src.models.optim import configure
 from src.selection import detection_scorers as ds
 from src.selection.bald import PassMoments
 from src.errors import UserError
+from src.tensors import at_least_float32
 
 ARCHS = {"ssd300_vgg16": tvd.ssd300_vgg16, "ssdlite320_mobilenet_v3_large": tvd.ssdlite320_mobilenet_v3_large}
 
@@ -132,12 +133,12 @@ class SSDDetector(pl.LightningModule):
 
     # -- inputs ----------------------------------------------------------------------------
     def _inputs(self, images: torch.Tensor, targets: list[dict] | None):
-        images = images.to(self.device, non_blocking=True).float().div_(255.0)
+        images = images.to(self.device, self.dtype, non_blocking=True).div_(255.0)
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         shifted = None
         if targets is not None:   # background is class 0 inside the network
-            shifted = [{"boxes": t["boxes"].to(self.device, torch.float32),
+            shifted = [{"boxes": t["boxes"].to(self.device, self.dtype),
                         "labels": t["labels"].to(self.device, torch.int64) + 1} for t in targets]
         return list(images), shifted
 
@@ -258,7 +259,7 @@ class SSDDetector(pl.LightningModule):
         batch, _ = self.net.transform(imgs, None)
         features = self.net.backbone(batch.tensors)
         features = list(features.values()) if isinstance(features, dict) else [features]
-        return torch.cat([f.float().mean(dim=(2, 3)) for f in features], dim=1)
+        return torch.cat([at_least_float32(f).mean(dim=(2, 3)) for f in features], dim=1)
 
     def pool_outputs(self, batch, losses: bool, detections: bool, top_k: int = 10, score_threshold: float = 0.1,
                      nms_iou: float = 0.5) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
@@ -274,7 +275,7 @@ class SSDDetector(pl.LightningModule):
         per_image = self.per_image_losses(tgts, head, anchors) if losses else None
         kept = None
         if detections:
-            probs_all = F.softmax(head["cls_logits"].float(), dim=-1)
+            probs_all = F.softmax(at_least_float32(head["cls_logits"]), dim=-1)
             kept = [(probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)) for i, keep in
                     enumerate(self._kept(probs_all, head["bbox_regression"], anchors, batch_t.image_sizes,
                                          top_k, score_threshold, nms_iou))]
@@ -319,7 +320,7 @@ class SSDDetector(pl.LightningModule):
         moments = PassMoments()
         with mc_dropout_mode(self):
             for _ in range(int(passes)):
-                moments.add(F.softmax(self.net.head.classification_head(features).float(), dim=-1))
+                moments.add(F.softmax(at_least_float32(self.net.head.classification_head(features)), dim=-1))
         mean_probs, mean_entropy = moments.mean()
         keeps = self._kept(mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou)
         return [(mean_probs[i, keep], mean_entropy[i, keep]) for i, keep in enumerate(keeps)]

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
+from src.tensors import at_least_float32
+
 ADDED_DROPOUT_NAME = "mc_dropout"
 
 
@@ -63,14 +65,14 @@ def mc_dropout_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def mc_softmax(model: nn.Module, x: torch.Tensor, passes: int) -> torch.Tensor:
-    """Softmax of ``passes`` stochastic forward passes of one batch: [T, B, C] (float32).
+    """Softmax of ``passes`` stochastic forward passes of one batch: [T, B, C] (float32, float64 for a float64 model).
 
     Call it inside ``mc_dropout_mode(model)`` and ``torch.inference_mode()``; it does not
     change modes itself so that a pool loop sets them once, not per batch.
     """
     if passes < 1:
         raise ValueError(f"passes={passes} must be >= 1")
-    return torch.stack([torch.softmax(model(x).float(), dim=1) for _ in range(passes)])
+    return torch.stack([torch.softmax(at_least_float32(model(x)), dim=1) for _ in range(passes)])
 
 
 def _apply_added_dropout(module: nn.Module, args: tuple) -> tuple:

@@ -12,11 +12,12 @@ import torch
 
 from src.selection.badge import badge_select
 from src.selection.scorers import RowCollector, Scorer
+from src.tensors import at_least_float32
 
 
 def _probs_and_features(outputs) -> dict[str, torch.Tensor]:
-    features = outputs.features().float()          # the same pass gives the logits
-    return {"probs": torch.softmax(outputs.logits().float(), dim=1), "features": features}
+    features = at_least_float32(outputs.features())          # the same pass gives the logits
+    return {"probs": torch.softmax(at_least_float32(outputs.logits()), dim=1), "features": features}
 
 
 class BadgeScorer(Scorer):

@@ -14,10 +14,11 @@ import torch
 
 from src.selection.coreset import k_center_greedy
 from src.selection.scorers import RowCollector, Scorer
+from src.tensors import at_least_float32
 
 
 def _features(outputs) -> dict[str, torch.Tensor]:
-    return {"features": outputs.features().float()}
+    return {"features": at_least_float32(outputs.features())}
 
 
 class CoresetScorer(Scorer):

@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torchvision.ops import batched_nms
 
+from src.tensors import at_least_float32
+
 AGGREGATES = ("mean", "max", "sum")
 # Candidates that enter NMS per detection kept (at least NMS_MIN_CANDIDATES): overlapping
 # anchors of one object suppress each other, so ten per kept box leave top_k survivors.
@@ -67,7 +69,7 @@ def image_uncertainty(det_probs: list[torch.Tensor], of_probabilities: Callable[
     ``of_probabilities`` is a classification uncertainty ([N, C] probabilities -> N scores),
     applied to each detection's full distribution, background included.
     """
-    return aggregate_images([of_probabilities(p.float()) if p.shape[0] else p.new_zeros(0) for p in det_probs], how)
+    return aggregate_images([of_probabilities(at_least_float32(p)) if p.shape[0] else p.new_zeros(0) for p in det_probs], how)
 
 
 def aggregate_images(per_detection: list[torch.Tensor], how: str = "mean") -> torch.Tensor:

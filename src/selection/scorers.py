@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import yaml
 
 from src.errors import UserError
+from src.tensors import at_least_float32
 
 
 def class_count(probs: torch.Tensor, layout: str = "[N, C]") -> int:
@@ -56,7 +57,7 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-item cross-entropy with the true label: the classifier's own training loss."""
-    return F.cross_entropy(logits.float(), labels, reduction="none")
+    return F.cross_entropy(at_least_float32(logits), labels, reduction="none")
 
 
 UNCERTAINTY = {
@@ -200,7 +201,7 @@ class UncertaintyScorer(Scorer):
         return outputs.uncertainty(self.of_probabilities)
 
     def score_logits(self, logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.of_probabilities(torch.softmax(logits.float(), dim=1))
+        return self.of_probabilities(torch.softmax(at_least_float32(logits), dim=1))
 
 
 class LossScorer(Scorer):

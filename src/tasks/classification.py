@@ -9,6 +9,7 @@ from src.models.mc_dropout import last_linear, mc_dropout_mode, mc_softmax
 from src.selection.bald import bald, mc_entropy
 from src.selection.scorers import cross_entropy_loss
 from src.tasks import Task, score_with
+from src.tensors import at_least_float32
 
 
 class ClassifierOutputs:
@@ -31,7 +32,7 @@ class ClassifierOutputs:
         return self._labels.to(self.device, non_blocking=True)
 
     def uncertainty(self, of_probabilities) -> torch.Tensor:
-        return of_probabilities(torch.softmax(self.logits().float(), dim=1))
+        return of_probabilities(torch.softmax(at_least_float32(self.logits()), dim=1))
 
     def loss(self) -> torch.Tensor:
         return cross_entropy_loss(self.logits(), self.labels())
