@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.analysis.curves import normalised_auc
-from src.analysis.trust import check_resolvers, inside
+from src.analysis.trust import inside
 from src.config.resolvers import format_value
+from src.config.trust import check_resolvers
 from src.errors import UserError
 from src.loop.records import RoundRecord, read_records
 

@@ -1,10 +1,10 @@
 """What the report trusts in a run directory received from someone else: nothing executable.
 
 A run directory is data. The report reads only files inside it, evaluates only the
-project's own pure config resolvers (``src.config.resolvers.PURE_RESOLVERS``, plus
-``oc.select``) and, to
-draw image grids, instantiates only the project's own data classes (classes defined
-under ``src.data``, and the dataset factories named in ``DATA_FACTORIES``). Anything else
+project's own pure config resolvers (``src.config.trust.check_resolvers``, the one check
+``src.select`` applies to a saved model's overrides too) and, to draw image grids,
+instantiates only the project's own data classes (classes defined under ``src.data``,
+and the dataset factories named in ``DATA_FACTORIES``). Anything else
 is refused before any work with one line naming the file, the key and what is allowed.
 """
 from __future__ import annotations
@@ -15,15 +15,12 @@ import inspect
 import re
 from pathlib import Path
 
-from src.config.resolvers import PURE_RESOLVERS
+from src.config.trust import walk
 from src.errors import UserError
 
-# OmegaConf's own resolvers that only read other keys of the same config.
-SAFE_BUILTIN_RESOLVERS = ("oc.select", "oc.dict.keys", "oc.dict.values")
 DATA_PACKAGE = "src.data"
 # Dataset factories that are functions, not classes (a function under src.data may write files).
 DATA_FACTORIES = frozenset({"src.data.folder.folder_datamodule"})
-_RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 # config keys that name a directory a data class writes into (the decoded-image cache)
 WRITE_DIR_KEYS = ("cache_dir",)
@@ -39,38 +36,6 @@ def inside(root: Path, relative: str) -> Path | None:
         raise UserError(f"{path}: leads outside the run directory {root} (a symlink to "
                         f"{path.resolve()}); the report reads only files inside the directories it is given")
     return path
-
-
-def _walk(node, where: str, with_keys: bool = False):
-    """(dotted key, value) of every leaf under ``node``; with ``with_keys`` also (dotted key, key text)."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            key = f"{where}.{k}" if where else str(k)
-            if with_keys:
-                yield key, str(k)
-            yield from _walk(v, key, with_keys)
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{where}[{i}]", with_keys)
-    else:
-        yield where, node
-
-
-def allowed_resolvers() -> list[str]:
-    return sorted(SAFE_BUILTIN_RESOLVERS + tuple(PURE_RESOLVERS))
-
-
-def check_resolvers(raw_config, path: Path) -> None:
-    """Refuse a config that calls a resolver outside the project's (``oc.env`` would copy
-    this machine's environment, credentials included, into the report and to W&B)."""
-    allowed = set(allowed_resolvers())
-    for key, value in _walk(raw_config, "", with_keys=True):
-        if not isinstance(value, str):
-            continue
-        for name in _RESOLVER_CALL.findall(value):
-            if name not in allowed:
-                raise UserError(f"{path}: {key} calls the resolver '{name}', which the report does not evaluate "
-                                f"in a run's config; allowed: {', '.join(allowed_resolvers())}")
 
 
 def _locate_data_object(target: str):
@@ -104,7 +69,7 @@ def is_data_target(target) -> bool:
 def check_dataset_config(dataset: dict, path: Path) -> None:
     """Every ``_target_`` in a run's ``dataset`` config must be a project data class, and the
     names that become cache folder names must stay plain names; else one line, nothing built."""
-    for key, value in _walk(dataset, "dataset"):
+    for key, value in walk(dataset, "dataset"):
         if key.endswith("._target_") and not is_data_target(value):
             raise UserError(f"{path}: {key}={value!r} is not one of the project's data classes; the report "
                             f"instantiates only classes under {DATA_PACKAGE} (and "

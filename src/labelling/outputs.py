@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from src.config.overrides import can_create_in
 from src.errors import UserError
 from src.labelling.labelstudio import BoxGuess, ClassGuess, Proposal, lexical_abspath
 from src.selection.ranking import pivot_window
@@ -88,6 +89,44 @@ def write_manifest(path: str | Path, files: Sequence[Path], scores: Sequence[flo
             writer.writerow([int(rank) + 1, _shown(file, Path(root) if root else None), f"{float(score):.6g}",
                              "no" if reason else "yes", reason])
     return path
+
+
+def _can_append(path: Path) -> bool:
+    """Whether ``path`` (an existing file) opens for writing: tried, its content left as it is."""
+    try:
+        with path.open("a"):
+            pass
+    except OSError:
+        return False
+    return True
+
+
+def check_writable_file(path: Path, key: str, why: str) -> None:
+    """UserError unless ``path`` can be written (appended to, or created in its folder): tried, not
+    read from the mode bits, which say yes to root on read-only mounts. ``why``: what goes there."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{key}: {path} is not a file; {why}")
+    if path.exists() and not _can_append(path):
+        raise UserError(f"{key}: {path} is not writable; {why}")
+    if not path.exists() and not (path.parent.is_dir() and can_create_in(path.parent)):
+        raise UserError(f"{key}: {path.parent} is not writable; {why}")
+
+
+def check_output_folder(out: Path, files: Sequence[str] = (), key: str = "out") -> None:
+    """UserError unless the folder ``out`` is there or can be made, and each of ``files`` can be written
+    in it; checked before any work, so that a bad ``out`` is one line, not a traceback after it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{key}={out}: a file, not a folder; name a new or existing folder")
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{key}={out}: {existing} is not a folder, so {out} cannot be created")
+    if not can_create_in(existing):
+        raise UserError(f"{key}={out}: {existing} is not writable; choose a folder you can write")
+    for name in files:
+        if (out / name).exists():
+            check_writable_file(out / name, f"{key}={out}", f"{name} is written there")
 
 
 def link_subset(files: Iterable[Path], root: str | Path, out: str | Path, copy: bool = False) -> list[Path]:

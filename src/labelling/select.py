@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,8 @@ from src.config.validate import check_detection_scorer_options
 from src.errors import UserError
 from src.labelling.inputs import InputSet, check_format, read_input
 from src.labelling.labelstudio import Proposal, image_url, write_import_file
-from src.labelling.outputs import box_rows, drop_reasons, link_subset, write_manifest, write_ranked_csv
+from src.labelling.outputs import (box_rows, check_output_folder, check_writable_file, drop_reasons, link_subset,
+                                   write_manifest, write_ranked_csv)
 from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
 from src.labelling.trained import SavedModel, load_saved_model, saved_model
 from src.loop.pool import score_pool
@@ -154,9 +154,13 @@ def check_request(cfg: DictConfig) -> Request:
     document_root = None
     if cfg.mode == "keep" and cfg.export != "none":
         raise UserError("export: only mode=label writes a Label Studio file")
-    if cfg.mode == "label" and not os.access(model.folder, os.W_OK):
-        raise UserError(f"{model.key}: {model.folder} is not writable; the proposals are recorded in "
-                        f"{AUDIT_FILE} beside the model")
+    # every output location, tried before the input is read and the model built
+    if cfg.mode == "label":
+        check_writable_file(model.folder / AUDIT_FILE, model.key,
+                            f"the proposals are recorded in {AUDIT_FILE} beside the model")
+        check_output_folder(out, ["ranked.csv", *(["tasks.json", "tasks.xml"] if cfg.export == "labelstudio" else [])])
+    else:
+        check_output_folder(out)
     data = read_input(fmt, root, _optional_path(cfg, "annotations"), task, cfg.mode, classes,
                       cfg.get("class_map"))
     if cfg.mode == "keep":

@@ -11,8 +11,13 @@ Rebuilding never instantiates anything the input says: a saved model may come fr
 someone else. The model is built from this project's own ``conf/`` composed with the
 run's recorded overrides (those of ``model.json``; a model saved before they were
 recorded there takes ``.hydra/overrides.yaml`` of the folder holding it, read with
-``yaml.safe_load``), and an override that would name code to instantiate
-(``_target_``, ``_partial_``, ``_args_``) is refused. The weights are read with
+``yaml.safe_load``), checked as ``src.config.trust`` says before anything is composed:
+they may only choose options of the project's config groups (files under ``conf/``) and
+set plain values, so no ``hydra.*`` (a search path would compose YAML from anywhere), no
+key or value naming code (``_target_``, ``_partial_``, ...), no resolver but the
+project's pure ones (``${oc.env:...}`` would read this machine). The composed config is
+then compared with the project's own for the same group choices: a code key that conf/
+does not put there is refused before anything is instantiated. The weights are read with
 ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
@@ -25,12 +30,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from src.config.overrides import CONF_DIR
+from src.config.trust import check_code_keys, check_received_overrides
 from src.errors import UserError
 from src.models.weights import load_into
 
 MODEL_FILE, META_FILE = "model.pt", "model.json"
-CODE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, classes, channels: int,
@@ -61,6 +66,8 @@ class SavedModel:
     folder: Path             # the folder holding the weights: the run directory, where the audit goes
     key: str                 # how the user named it (``run_dir=...`` / ``checkpoint=...``), for messages
     weights_key: str         # the same for the weights file: what a message about the weights names
+    overrides_file: Path     # the file the overrides were read from, for messages
+    choices: list[str]       # those of the overrides that choose config group options
 
 
 def _read_meta_file(path: Path) -> dict:
@@ -87,28 +94,15 @@ def read_meta(run_dir: Path) -> dict:
     return _read_meta_file(run_dir / META_FILE)
 
 
-def checked_overrides(overrides, path) -> list[str]:
-    """``overrides`` (read from ``path``) as a list of strings, none naming code to instantiate."""
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"{path}: expected a list of override strings")
-    # anywhere in it: a value may be a whole node (``model.module.optimizer={_target_: ...}``)
-    unsafe = [o for o in overrides if any(key in o for key in CODE_KEYS)]
-    if unsafe:
-        raise UserError(f"{path}: override {unsafe[0]!r} names code to instantiate; refused for a saved "
-                        f"model read as input")
-    return overrides
-
-
-def run_overrides(run_dir: Path) -> list[str]:
-    """The run's command-line overrides from ``.hydra/overrides.yaml``, without any that name code."""
+def run_overrides(run_dir: Path) -> list:
+    """The run's command-line overrides as ``.hydra/overrides.yaml`` lists them, unchecked."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         raise UserError(f"run_dir={run_dir}: no .hydra/overrides.yaml; name a directory written by src.run")
     try:
-        overrides = yaml.safe_load(path.read_text()) or []
+        return yaml.safe_load(path.read_text()) or []
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from err
-    return checked_overrides(overrides, path)
 
 
 def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None = None) -> SavedModel:
@@ -133,26 +127,36 @@ def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None
                             f"classes, channels, overrides); copy it along, renamed like the weights")
         meta, folder = _read_meta_file(meta_file), weights.parent
     if meta.get("overrides") is not None:
-        overrides = checked_overrides(meta["overrides"], meta_file)
+        overrides, overrides_file = meta["overrides"], meta_file
     elif run_dir is None and not (folder / ".hydra" / "overrides.yaml").is_file():
         raise UserError(f"{key}: {meta_file.name} records no overrides and {folder} is not a run directory "
                         f"(no .hydra/overrides.yaml): the model cannot be rebuilt; pass run_dir=<its run>")
     else:
-        overrides = run_overrides(folder)
-    return SavedModel(weights, meta, overrides, folder, key, weights_key)
+        overrides, overrides_file = run_overrides(folder), folder / ".hydra" / "overrides.yaml"
+    choices = check_received_overrides(overrides, overrides_file)     # the only check; see the module doc
+    return SavedModel(weights, meta, overrides, folder, key, weights_key, overrides_file, choices)
 
 
-def compose_run_config(overrides: list[str]):
-    """The project's config composed with ``overrides``, inside or outside a running Hydra app."""
+def compose_run_config(overrides: list[str], path=None):
+    """The project's config composed with ``overrides``, inside or outside a running Hydra app; with
+    ``path`` (the file they came from) a composition error is one line naming it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     import src.config.resolvers  # noqa: F401  (the resolvers the config uses)
 
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name="config", overrides=overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        if path is None:
+            raise
+        raise UserError(f"{path}: the run's overrides do not compose with this project's conf/ "
+                        f"({str(err).strip().splitlines()[0]})") from None
 
 
 def _without_pretrained(node) -> None:
@@ -165,12 +169,41 @@ def _without_pretrained(node) -> None:
             _without_pretrained(node[key])
 
 
+def _resolved(node, path):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: the run's model config does not resolve "
+                        f"({str(err).strip().splitlines()[0]})") from None
+
+
+def checked_run_config(saved: SavedModel):
+    """The run's composed config with no pretrained weights to download, once it holds no code key that the
+    project's own conf (composed with the same group choices) does not put there, nothing instantiated."""
+    from omegaconf import DictConfig, OmegaConf
+
+    path = saved.overrides_file
+    cfg = compose_run_config(saved.overrides, path)
+    own = compose_run_config(saved.choices, path)
+    for c in (cfg, own):
+        if not isinstance(OmegaConf.select(c, "model.module"), DictConfig):
+            raise UserError(f"{path}: the run's config has no model.module to rebuild the model from")
+        _without_pretrained(c.model.module)      # the saved weights replace them: nothing to download
+    check_code_keys(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(own, resolve=False), path)
+    # what is instantiated, resolved: an interpolation may copy a node that holds code into it
+    check_code_keys(_resolved(cfg.model.module, path), _resolved(own.model.module, path), path,
+                    where="model.module")
+    return cfg
+
+
 def load_saved_model(saved: SavedModel):
     """(model in eval mode, the run's composed config, its ``model.json``) of a ``SavedModel``."""
     import hydra
 
-    cfg = compose_run_config(saved.overrides)
-    _without_pretrained(cfg.model.module)      # the saved weights replace them: nothing to download
+    cfg = checked_run_config(saved)
     model = hydra.utils.instantiate(cfg.model.module, num_classes=len(saved.meta["classes"]),
                                     in_channels=saved.meta["channels"])
     load_into(model, saved.weights, key=saved.weights_key)
