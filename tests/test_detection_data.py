@@ -182,11 +182,12 @@ def test_a_coco_image_path_outside_the_root_is_a_one_line_error(tmp_path, file_n
 
 
 def test_a_symlink_inside_the_root_is_followed(tmp_path):
-    elsewhere = tmp_path / "disk2"
-    elsewhere.mkdir()
-    _image(elsewhere / "a.png")
+    """A link whose target stays inside the root; one leading out of it is refused
+    (tests/test_untrusted_paths.py)."""
     root = tmp_path / "images"
-    root.mkdir()
+    elsewhere = root / "store" / "disk2"
+    elsewhere.mkdir(parents=True)
+    _image(elsewhere / "a.png")
     (root / "linked").symlink_to(elsewhere)
     ann = tmp_path / "ann.json"
     ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "linked/a.png", "width": 40, "height": 30}],

@@ -226,8 +226,7 @@ def test_keep_mode_prunes_a_coco_set_by_loss_into_a_coco_file(det_run, det_model
     assert pruned.loadCats(pruned.getCatIds()) == original.loadCats(original.getCatIds())
     shown = sorted(p.name for p in (out / "images").iterdir())
     assert shown == sorted(f"{i}.jpg" for i in kept_ids)
-    assert all(p.is_symlink() and p.resolve() == (data / "images" / p.name).resolve()
-               for p in (out / "images").iterdir())
+    assert all(not p.is_symlink() and p.samefile(data / "images" / p.name) for p in (out / "images").iterdir())
     assert "dataset=coco" in proc.stdout and f"dataset.source.annotations={out / 'ann.json'}" in proc.stdout
 
 
@@ -271,7 +270,7 @@ def test_keep_mode_prunes_a_yolo_trees_train_split_and_keeps_val_and_test(det_ru
     for r in again:
         source = by_file[data / r.file.relative_to(out)]
         assert r.split == source.split and np.allclose(r.boxes, source.boxes) and np.array_equal(r.labels, source.labels)
-    assert (out / "data.yaml").resolve() == (data / "data.yaml").resolve()
+    assert (out / "data.yaml").samefile(data / "data.yaml")
     assert sorted(p.relative_to(out).as_posix() for p in (out / "labels").rglob("*.txt")) == \
         sorted(f.relative_to(data).with_suffix(".txt").as_posix().replace("images/", "labels/", 1) for f in expected)
     manifest = list(csv.DictReader((out / "manifest.csv").open()))

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 
 from src.config.trust import walk
+from src.data.paths import inside_root, leads_to
 from src.errors import UserError
 
 DATA_PACKAGE = "src.data"
@@ -32,9 +33,9 @@ def inside(root: Path, relative: str) -> Path | None:
     path = Path(root) / relative
     if not path.exists():
         return None
-    if not path.resolve().is_relative_to(Path(root).resolve()):
+    if not inside_root(path, root):
         raise UserError(f"{path}: leads outside the run directory {root} (a symlink to "
-                        f"{path.resolve()}); the report reads only files inside the directories it is given")
+                        f"{leads_to(path)}); the report reads only files inside the directories it is given")
     return path
 
 

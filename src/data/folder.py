@@ -5,17 +5,23 @@ optionally pre-split into ``train/``, ``val/``, ``test/`` sub-trees of that shap
 Images are decoded once into the on-disk cache (``cache.py``); the source hands
 the recipe a memory-mapped array, so a recipe reads only the rows it uses.
 Every layout problem is reported before anything is decoded, as one message that
-names the path, the layout expected and where the data is published.
+names the path, the layout expected and where the data is published. A file that
+leads outside the root (a symlink out of it, ``src/data/paths.py``) is skipped and
+counted in the log, never read; a symlink whose target stays inside is read.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from src.data.cache import cached_images, is_image
+from src.data.paths import skipped_note, split_inside
 from src.data.sources import Source, SourceData
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 # Names of pre-split sub-trees and the recipe split each one fills.
@@ -112,20 +118,24 @@ class ImageTreeSource(Source):
             # torchmetrics would refuse later with a message about num_classes
             raise UserError(f"{self.title} at {self.root}: {len(names)} class found ({', '.join(names)}); "
                             "classification needs at least 2 class folders")
-        files, labels, splits = [], [], []
+        files, labels, splits, left = [], [], [], []
         for tree, split in trees:
             if not class_folders[tree]:
                 raise self.layout_error(f"split {tree} has no class folders")
             n_before = len(files)
             for folder, label in self._labelled_folders(tree, class_folders[tree], names):
-                found = _images_under(folder)
+                found, out = split_inside(_images_under(folder), self.root)
+                left += out
                 files += found
                 labels += [label] * len(found)
                 splits += [split] * len(found)
             if len(files) == n_before:
                 where = f"split {split!r} ({tree})" if split else f"root {tree}"
+                skipped = f" ({len(left)} symlinks leading outside {self.root} skipped)" if left else ""
                 raise UserError(f"{self.title}: {where} holds no images (.jpg, .jpeg, .png, ... files in its "
-                                 f"class folders); expected {self.layout.replace('<root>', str(self.root))}")
+                                 f"class folders){skipped}; expected {self.layout.replace('<root>', str(self.root))}")
+        if left:
+            log.warning(f"{self.title} at {skipped_note(left, self.root)}")
         return files, np.asarray(labels, dtype=np.int64), (np.asarray(splits) if presplit else None), names
 
     def _load(self) -> SourceData:

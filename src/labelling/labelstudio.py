@@ -25,7 +25,8 @@ by default; an ``http(s)://`` prefix works for images served another way).
 
 An export comes from other people and is read as untrusted input: every image
 reference must decode to a file inside ``pool_root`` (no absolute paths, no ``..``
-leaving it, the file must exist), every class must be one of ``classes``, and a file
+leaving it, no symlink leading out of it: ``src/data/paths.py``; the file must
+exist), every class must be one of ``classes``, and a file
 of the other project type, of another export format or of another shape fails with
 one line naming the file and the task. Nothing in it is evaluated.
 """
@@ -44,6 +45,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from src.data.detection.annotations import ImageRecord, check_box
+from src.data.paths import absolute, inside_root, leads_to, written_inside
 from src.errors import UserError
 
 TASKS = ("classification", "detection")
@@ -111,7 +113,9 @@ def label_config(task: str, classes: Sequence[str]) -> str:
 def image_url(image: str | Path, document_root: str | Path, image_prefix: str = LOCAL_FILES_PREFIX) -> str:
     """The reference to ``image`` in a task: its path under ``document_root``, URL-quoted, behind the prefix."""
     root, path = lexical_abspath(document_root), lexical_abspath(image)
-    if not _is_inside(path, root):
+    # the URL names the path as written below the root: Label Studio serves what it names (the file
+    # itself was found inside the images folder the user gave, src/labelling/pool.py)
+    if not written_inside(path, root):
         raise UserError(f"image {image}: not under the Label Studio document root {root}; "
                         f"images must lie below it to be served")
     return image_prefix + quote(path.relative_to(root).as_posix(), safe="/")
@@ -195,12 +199,8 @@ class ExportReport:
 
 
 def lexical_abspath(path: str | Path) -> Path:
-    """Absolute and lexically normalised (``..`` folded), symlinks kept: a pool may be a folder of links."""
-    return Path(os.path.normpath(os.path.abspath(os.fspath(path))))
-
-
-def _is_inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    """Absolute and lexically normalised (``..`` folded), symlinks kept: the spelling files are shown by."""
+    return absolute(path)
 
 
 def _load_tasks(path: Path) -> list[dict]:
@@ -252,8 +252,11 @@ def image_path(value, document_root: Path, pool_root: Path, image_prefix: str, w
     if not relative or "\x00" in relative or os.path.isabs(relative):
         raise UserError(f"{where}: image {value!r} is not a relative path below the document root")
     path = lexical_abspath(document_root / relative)
-    if not _is_inside(path, pool_root):
+    if not written_inside(path, pool_root):
         raise UserError(f"{where}: image {value!r} lies outside the pool {pool_root}")
+    if not inside_root(path, pool_root):
+        raise UserError(f"{where}: image {value!r} leads outside the pool {pool_root} through a symlink "
+                        f"(to {leads_to(path)}); images must stay inside it")
     if not path.is_file():
         raise UserError(f"{where}: image {path} named by the export does not exist in the pool")
     return path

@@ -2,7 +2,7 @@
 
 ``write_ranked_csv`` lists a ranked selection (what to label next, hardest first)
 with the model's guess; ``drop_reasons`` says why each item of a pruned set was left
-out; ``link_subset`` writes the kept files as a tree mirroring the input (symlinks by
+out; ``link_subset`` writes the kept files as a tree mirroring the input (hard links by
 default, copies on request) and ``write_manifest`` records every item's fate.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from src.config.overrides import can_create_in
+from src.data.paths import written_inside
 from src.errors import UserError
 from src.labelling.labelstudio import BoxGuess, ClassGuess, Proposal, lexical_abspath
 from src.selection.ranking import pivot_window
@@ -130,26 +131,46 @@ def check_output_folder(out: Path, files: Sequence[str] = (), key: str = "out") 
 
 
 def link_subset(files: Iterable[Path], root: str | Path, out: str | Path, copy: bool = False) -> list[Path]:
-    """Mirror ``files`` (all under ``root``) into ``out``: same relative paths, symlinks or copies.
+    """Mirror ``files`` (all under ``root``) into ``out``: same relative paths, hard links or copies.
 
     ``out`` must be new or empty and must not lie inside ``root`` (the subset would
-    become part of the set it was drawn from).
+    become part of the set it was drawn from). Hard links, not symlinks: the kept tree
+    is read like any other tree, where a symlink leading out of the root is not read
+    (``src/data/paths.py``). A file that cannot be hard-linked (``out`` on another file
+    system, or a file of another user) stops it with one line, ``out`` left as it was.
     """
     root, out = lexical_abspath(root), lexical_abspath(out)
-    if out == root or root in out.parents:
+    if written_inside(out, root) or written_inside(out.resolve(), root.resolve()):
         raise UserError(f"out={out}: inside the input {root}; write the kept subset elsewhere")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"out={out}: exists and is not an empty folder; choose a new one")
+    existed = out.exists()
     written = []
-    for file in files:
-        source = lexical_abspath(file)
-        if root not in source.parents:
-            raise UserError(f"{file}: not under the input folder {root}")
-        target = out / source.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if copy:
-            shutil.copy2(source, target)
+    try:
+        for file in files:
+            source = lexical_abspath(file)
+            if root not in source.parents:
+                raise UserError(f"{file}: not under the input folder {root}")
+            target = out / source.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if copy:
+                shutil.copy2(source, target)
+            else:
+                try:
+                    os.link(source, target)       # a symlink inside the input: its target is linked
+                except OSError as err:
+                    raise UserError(f"out={out}: cannot hard-link {source} into it ({err.strerror}: out on "
+                                    "another file system, or a file you may not link); set copy=true to copy "
+                                    "the kept files, or choose an out on the input's file system") from err
+            written.append(target)
+    except UserError:
+        if existed:        # it was empty: leave it empty
+            for child in list(out.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         else:
-            os.symlink(source, target)
-        written.append(target)
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return written

@@ -12,6 +12,7 @@ only the uncertainty scorers apply (``loss`` needs labels).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -20,21 +21,31 @@ import torch
 from torch.utils.data import Dataset
 
 from src.data.cache import decode_image, is_image
+from src.data.paths import skipped_note, split_inside
 from src.errors import UserError
 from src.labelling.labelstudio import BoxGuess, ClassGuess
+
+log = logging.getLogger(__name__)
 
 TASKS = ("classification", "detection")
 
 
 def pool_files(folder: str | Path) -> list[Path]:
-    """The image files under ``folder`` (recursively, hidden ones left out), sorted: the pool's ids."""
+    """The image files under ``folder`` (recursively, hidden ones left out), sorted: the pool's ids.
+
+    A file that leads outside ``folder`` (a symlink out of it, ``src/data/paths.py``) is skipped
+    and counted in the log, never read or ranked.
+    """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise UserError(f"images={root}: not a folder; name the folder of images to choose from")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image(p)
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files, left = split_inside(sorted(p for p in root.rglob("*") if p.is_file() and is_image(p)
+                                      and not any(part.startswith(".") for part in p.relative_to(root).parts)), root)
+    if left:
+        log.warning(f"images={skipped_note(left, root)}")
     if not files:
-        raise UserError(f"images={root}: no image files (.jpg, .jpeg, .png, .bmp, .webp, .gif, .tif) in it")
+        skipped = f" ({len(left)} symlinks leading outside it skipped)" if left else ""
+        raise UserError(f"images={root}: no image files (.jpg, .jpeg, .png, .bmp, .webp, .gif, .tif) in it{skipped}")
     return files
 
 

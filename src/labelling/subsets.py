@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from src.data.detection.annotations import ImageRecord, inside_root, voc_image_path
+from src.data.detection.annotations import ImageRecord, voc_image_path
+from src.data.paths import join_inside
 from src.errors import UserError
 from src.labelling.inputs import InputSet
 from src.labelling.outputs import link_subset
@@ -89,7 +90,7 @@ def _yolo(data: InputSet, kept: list[ImageRecord], out: Path, copy: bool) -> lis
     files = [r.file for r in records] + labels + ([] if rewrite else [config])
     link_subset(list(dict.fromkeys(files)), data.root, out, copy=copy)
     if rewrite:
-        base = inside_root(data.root, str(spec["path"]))
+        base = join_inside(data.root, str(spec["path"]))
         spec["path"] = base.relative_to(data.root).as_posix() or "."
         (out / "data.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return ["dataset=yolo", f"dataset.source.root={out}"]

@@ -10,9 +10,11 @@ negative size, outside the image, an undeclared class) are skipped and counted, 
 raise with ``strict=True``.
 
 Annotation files come from other people, so they are untrusted input: every image
-path they name must stay inside the configured image root (checked on the path as
-written, so symlinks that the root itself holds are followed), and a mistake in them
-is a ``UserError`` naming the file and the entry, raised before any image is decoded.
+path they name must stay inside the configured image root, as written and with every
+symlink followed (``src/data/paths.py``: a symlink whose target stays inside the root
+is read, one leading out of it is refused; a root that is itself a symlink is fine),
+and a mistake in them is a ``UserError`` naming the file and the entry, raised before
+any image is decoded.
 When the configured classes keep no box at all, the error lists the class names
 found in the files with their counts, and how to map them.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.data.paths import absolute, join_inside, leads_to, written_inside
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -77,12 +80,23 @@ class ReadReport:
     dropped_empty_images: int = 0
     bad: Counter = field(default_factory=Counter)
     found: Counter = field(default_factory=Counter)   # boxes per class name as the files write it
+    # a YOLO tree pairs images and label files by name (None for the other formats): an image
+    # without a label file has no boxes, the boxes of a label file without an image are not read
+    images_without_labels: int | None = None
+    labels_without_images: int | None = None
+    outside_root: int = 0       # image files of a scanned folder skipped: symlinks leading out of the root
 
     def summary(self, source: str) -> str:
         bad = ", ".join(f"{n} {why}" for why, n in sorted(self.bad.items())) or "none"
-        return (f"{source}: {self.images} images, {self.boxes} boxes kept; {self.dropped_class} boxes of "
+        line = (f"{source}: {self.images} images, {self.boxes} boxes kept; {self.dropped_class} boxes of "
                 f"unused classes dropped; {self.dropped_empty_images} images without boxes dropped; "
                 f"bad boxes skipped: {bad}")
+        if self.images_without_labels is not None:
+            line += (f"; {self.images_without_labels} images without a label file (no boxes), "
+                     f"{self.labels_without_images} label files without an image (their boxes not read)")
+        if self.outside_root:
+            line += f"; {self.outside_root} image files skipped: symlinks leading outside the root"
+        return line
 
     def found_names(self) -> str:
         """'name count, ...' of the class names in the files, most frequent first."""
@@ -124,7 +138,7 @@ def check_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
 
 
 def image_root(images, key: str = f"{KEY}.images") -> Path:
-    """The image root as an absolute path (not resolved: symlinks inside it stay as written)."""
+    """The image root as an absolute path (not resolved: the files keep the spelling the user gave)."""
     if not images:
         raise UserError(f"{key} is not set; name the folder the annotations' image paths are relative to")
     root = Path(os.path.abspath(os.path.expanduser(str(images))))
@@ -133,30 +147,27 @@ def image_root(images, key: str = f"{KEY}.images") -> Path:
     return root
 
 
-def inside_root(root: Path, name: str) -> Path | None:
-    """``root / name`` with ``..`` folded away when that stays inside ``root``, else None.
-
-    An absolute ``name`` counts when it lies inside ``root``. The test is on the path
-    as written: a symlink the root holds is the root owner's choice and is followed.
-    """
-    path = Path(os.path.normpath(root / name))
-    return path if path == root or root in path.parents else None
-
-
 def image_inside(root: Path, name: str, source, entry: str, what: str = "image") -> Path:
-    """``inside_root`` or a one-line error naming the annotation file, the entry and the root."""
-    path = inside_root(root, str(name))
+    """``root / name`` when it stays inside ``root`` (``paths.join_inside``: as written and with every
+    symlink followed), or a one-line error naming the annotation file, the entry and the root."""
+    path = join_inside(root, str(name))
     if path is None:
+        written = absolute(root / str(name))
+        if written_inside(written, root):       # inside as written: a symlink out of the root
+            raise UserError(f"{source}: {entry} names {what} {str(name)!r}, which leads outside the image root "
+                            f"{root} through a symlink (to {leads_to(written)}); image paths must stay inside it")
         raise UserError(f"{source}: {entry} names {what} {str(name)!r}, which is outside the image root {root}; "
                         "image paths must stay inside it")
     return path
 
 
 def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class_map=None, strict: bool = False,
-                  keep_empty: bool = True, require_boxes: bool = True) -> tuple[list[ImageRecord], ReadReport, list[str]]:
+                  keep_empty: bool = True, require_boxes: bool = True,
+                  files: dict | None = None) -> tuple[list[ImageRecord], ReadReport, list[str]]:
     """Records, report and class names of a reader's raw images (see the module doc); ``require_boxes``
-    False accepts files without any kept box (images to score, whose labels are not used)."""
-    report = ReadReport(bad=Counter(bad))
+    False accepts files without any kept box (images to score, whose labels are not used); ``files``:
+    the reader's file counts for the report (``ReadReport`` fields, e.g. a YOLO tree's unpaired files)."""
+    report = ReadReport(bad=Counter(bad), **(files or {}))
     report.found = Counter(obj.name for image in raw for obj in image.objects if obj.name is not None)
     mapper = ClassMapper(classes, class_map, report.found)
     records = []
@@ -292,7 +303,7 @@ def voc_image_path(root: Path, annotation, xml: Path) -> Path:
     Labelling tools (LabelImg, CVAT) write images into sub-folders named by
     ``<folder>`` and record the labeller's own ``<path>``. A relative name that leaves
     the root is an error; an absolute ``<path>`` outside it (the labeller's machine)
-    is not a candidate.
+    is not a candidate, one inside it that leads out through a symlink is an error.
     """
     filename = _voc_text(annotation, "filename", xml)
     folder = (annotation.findtext("folder") or "").strip()
@@ -302,8 +313,8 @@ def voc_image_path(root: Path, annotation, xml: Path) -> Path:
         tried.append(image_inside(root, os.path.join(folder, filename), xml, "<folder>/<filename>"))
     if recorded:
         if os.path.isabs(recorded):
-            inside = inside_root(root, recorded)
-            tried += [inside] if inside else []
+            if written_inside(recorded, root):
+                tried.append(image_inside(root, recorded, xml, "<path>"))
         else:
             tried.append(image_inside(root, recorded, xml, "<path>"))
     tried.append(image_inside(root, filename, xml, "<filename>"))

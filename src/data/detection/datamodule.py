@@ -24,7 +24,7 @@ from src.data.datamodule import LabelledSetDataModule
 from src.data.detection.annotations import ImageRecord, ReadReport, read_coco, read_voc
 from src.data.detection.scenes import CLASSES as SCENE_CLASSES, class_indices, render_scene
 from src.data.detection.yolo import read_yolo
-from src.data.recipes import split_rows
+from src.data.recipes import DEFAULT_HELD_OUT, split_rows
 from src.errors import UserError
 from src.loop.distributed import eval_sampler
 
@@ -234,6 +234,29 @@ def majority_class(labels: torch.Tensor, empty: int = -1) -> int:
     return int(torch.bincount(labels).argmax())
 
 
+def sizes_exceed(n: int, pool: int | None, val: int, test: int, what: str) -> str:
+    """One line for split sizes that ask more than the ``n`` images hold (``pool`` None: the rest),
+    naming the ``dataset.sizes`` keys to set with values that fit; never a negative size."""
+    asked = f"val {val} + test {test}" if pool is None else f"pool {pool} + val {val} + test {test}"
+    head = (f"dataset.sizes: {asked} = {val + test + (pool or 0)} exceeds the {n} images of {what}"
+            f"{', leaving no pool' if pool is None else ''}")
+    if n < 3:
+        return f"{head}; a detection run needs at least 3 images (one each for pool, val and test)"
+    if val + test < n:                 # val and test fit: only the pool is too large
+        fit = {"val": val, "test": test}
+    else:                              # as a null val / test would take: DEFAULT_HELD_OUT each
+        held_out = max(1, int(round(DEFAULT_HELD_OUT * n)))
+        fit = {"val": min(val, held_out), "test": min(test, held_out)}
+    rest = n - fit["val"] - fit["test"]
+    if pool is not None:
+        fit["pool"] = min(pool, rest)
+    wanted = {"val": val, "test": test, "pool": pool}
+    keys = " ".join(f"dataset.sizes.{k}={v}" for k, v in fit.items() if v != wanted[k])
+    rest_note = (f"pool null takes the other {rest}" if pool is None
+                 else f"or dataset.sizes.pool=null: the other {rest}")
+    return f"{head}; set {keys} ({rest_note}), or other sizes adding up to at most {n}"
+
+
 class DetectionDataModule(LabelledSetDataModule):
     """Pool / val / test ids over one detection source, fixed by ``split_seed``."""
 
@@ -261,12 +284,13 @@ class DetectionDataModule(LabelledSetDataModule):
 
     def _drawn_splits(self) -> dict[str, np.ndarray]:
         n = len(self.source)
-        val, test = int(self.sizes["val"]), int(self.sizes["test"])
+        held_out = max(1, int(round(DEFAULT_HELD_OUT * n)))      # a null val / test, as for classification
+        val, test = (held_out if self.sizes.get(s) is None else int(self.sizes[s]) for s in ("val", "test"))
         pool = self.sizes.get("pool")
-        pool = n - val - test if pool is None else int(pool)
-        if pool < 0 or val + test + pool > n:
-            raise UserError(f"dataset.sizes: pool {pool} + val {val} + test {test} exceeds the {n} images of "
-                            f"{self.source.describe()}")
+        pool = None if pool is None else int(pool)
+        if val + test + (pool or 0) > n or (pool or 0) < 0:
+            raise UserError(sizes_exceed(n, pool, val, test, self.source.describe()))
+        pool = n - val - test if pool is None else pool
         order = np.random.default_rng(self.split_seed).permutation(n)
         return {"val": np.sort(order[:val]), "test": np.sort(order[val:val + test]),
                 "pool": np.sort(order[val + test:val + test + pool])}

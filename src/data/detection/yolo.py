@@ -10,11 +10,18 @@
 
 The labels of ``.../images/<split>/x.jpg`` are in ``.../labels/<split>/x.txt``, one
 box per line as ``class cx cy w h`` normalised to the image size; an image without a
-label file has no boxes. The file's train / val / test become the pool / val / test.
-Every path stays inside the root; the YAML is read with ``yaml.safe_load``.
+label file has no boxes. Both unpaired kinds are counted in the load summary: images
+without a label file, and label files without an image (whose boxes are not read).
+The file's train / val / test become the pool / val / test.
+
+Every path stays inside the root (``src/data/paths.py``: as written and with every
+symlink followed): ``data.yaml``, its ``path`` and split folders and a label file that
+lead out of it are refused with one line; an image file of a split folder that is a
+symlink out of the root is skipped and counted. The YAML is read with ``yaml.safe_load``.
 """
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -23,8 +30,11 @@ import yaml
 from PIL import Image
 
 from src.data.cache import is_image
-from src.data.detection.annotations import KEY, RawImage, RawObject, apply_classes, image_inside, inside_root
+from src.data.detection.annotations import KEY, RawImage, RawObject, apply_classes, image_inside
+from src.data.paths import inside_root, join_inside, leads_to, skipped_note, split_inside
 from src.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # data.yaml split key -> the datamodule split it fills
 SPLITS = {"train": "pool", "val": "val", "test": "test"}
@@ -35,6 +45,9 @@ def _data_yaml(root: Path) -> tuple[Path, dict]:
     if not path.is_file():
         raise UserError(f"{KEY}.root={root}: no data.yaml in it (a YOLO tree has <root>/data.yaml naming "
                         "train, val and names)")
+    if not inside_root(path, root):
+        raise UserError(f"{path}: leads outside {KEY}.root={root} through a symlink (to {leads_to(path)}); "
+                        "the tree's files must stay inside its root")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -75,12 +88,27 @@ def _split_folders(data: dict, key: str, base: Path, root: Path, path: Path) -> 
     return folders
 
 
-def label_file(image: Path, root: Path) -> Path:
-    """The label file of an image: the last ``images`` folder of its path becomes ``labels``."""
-    parts = list(image.relative_to(root).parts)
+def _labels_twin(path: Path, root: Path) -> Path:
+    """``path`` (below ``root``) with the last ``images`` folder of its relative path made ``labels``."""
+    parts = list(path.relative_to(root).parts)
     k = len(parts) - 1 - parts[::-1].index("images")
     parts[k] = "labels"
-    return root.joinpath(*parts).with_suffix(".txt")
+    return root.joinpath(*parts)
+
+
+def label_file(image: Path, root: Path) -> Path:
+    """The label file of an image: the last ``images`` folder of its path becomes ``labels``."""
+    return _labels_twin(image, root).with_suffix(".txt")
+
+
+def _label_files(folders: list[Path], root: Path) -> set[Path]:
+    """The .txt files of the label folders matching image ``folders`` (LabelImg's classes.txt left out)."""
+    found = set()
+    for folder in folders:
+        labels = _labels_twin(folder, root)
+        if labels.is_dir():
+            found |= {p for p in labels.rglob("*.txt") if p.is_file() and p.name != "classes.txt"}
+    return found
 
 
 def _objects(labels: Path, width: int, height: int, names: dict[int, str], bad: Counter, strict: bool) -> list:
@@ -114,25 +142,40 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True,
     if not root.is_dir():
         raise UserError(f"{KEY}.root={root}: no such directory")
     path, data = _data_yaml(root)
-    base = inside_root(root, str(data.get("path") or "."))
+    base = join_inside(root, str(data.get("path") or "."))
     if base is None:
         raise UserError(f"{path}: path={data['path']!r} leaves {KEY}.root={root}; remove it or give a folder "
                         "inside the root")
     names = class_names(data["names"], path)
-    raw, bad = [], Counter()
+    raw, bad, folders, left, paired = [], Counter(), [], [], set()
     for key, split in SPLITS.items():
         if data.get(key) in (None, "", []):
             continue
         for folder in _split_folders(data, key, base, root, path):
-            for image_file in sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)):
+            folders.append(folder)
+            images, out = split_inside(sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)), root)
+            left += out
+            paired |= {label_file(f, root) for f in out}       # counted as skipped images, not as unpaired labels
+            for image_file in images:
                 try:
                     with Image.open(image_file) as im:
                         width, height = im.size
                 except OSError as err:
                     raise UserError(f"{path}: {key}: cannot read image {image_file} ({err})") from err
                 labels = label_file(image_file, root)
-                objects = _objects(labels, width, height, names, bad, strict) if labels.is_file() else []
+                paired.add(labels)
+                has_labels = labels.is_file()
+                if has_labels and not inside_root(labels, root):
+                    raise UserError(f"{labels}: the label file of {image_file} leads outside {KEY}.root={root} "
+                                    f"through a symlink (to {leads_to(labels)}); label files must stay inside "
+                                    "the root")
+                objects = _objects(labels, width, height, names, bad, strict) if has_labels else []
                 raw.append(RawImage(image_file, width, height, objects, split, origin=labels))
+    if left:
+        log.warning(f"YOLO tree {skipped_note(left, root)}")
     if not raw:
-        raise UserError(f"{path}: its train/val/test folders hold no images")
-    return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty, require_boxes)
+        skipped = f" ({len(left)} symlinks leading outside the root skipped)" if left else ""
+        raise UserError(f"{path}: its train/val/test folders hold no images{skipped}")
+    unpaired = dict(images_without_labels=sum(not r.origin.is_file() for r in raw),
+                    labels_without_images=len(_label_files(folders, root) - paired), outside_root=len(left))
+    return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty, require_boxes, unpaired)
