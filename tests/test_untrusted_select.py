@@ -10,14 +10,12 @@ tried before the work too. The resolver check is the one ``src.report`` applies
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import hydra
 import numpy as np
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -27,6 +25,7 @@ from src.config import trust
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
 from tests.conftest import CONF, run_module
+from tests.test_report_trust import _run_dir as report_run_dir
 
 DIGITS = [str(d) for d in range(10)]
 SECRET = "s3cr3t-untrusted-select"
@@ -163,12 +162,7 @@ def test_the_report_refuses_a_resolver_name_built_by_interpolation(tmp_path, com
     cfg = OmegaConf.to_container(compose_cfg("debug=fast"), resolve=True)
     cfg["x"] = "env"
     cfg["dataset"]["name"] = "${oc.${x}:AL_UNTRUSTED_SECRET}"
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir(parents=True)
-    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    record = {"round": 0, "n_labelled": 2, "n_selected": 2, "selection": "entropy", "selected_ids": [0, 1],
-              "selected_scores": [0.9, 0.1], "epochs": 1, "best_epoch": 0, "test/acc_top1": 0.5}
-    (run / "rounds.jsonl").write_text(json.dumps(record) + "\n")
+    run = report_run_dir(tmp_path, cfg)
     assert main([str(run), "--out", str(tmp_path / "report"), "--no-grids"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dataset.name calls the resolver 'oc.${x}'" in err[0] and SECRET not in err[0]
