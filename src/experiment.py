@@ -245,6 +245,18 @@ def remove_refused_run_dir(run_dir: Path) -> None:
             run_dir.rmdir()
 
 
+def data_title(cfg: DictConfig, datamodule) -> str:
+    """``<dataset> (<source>)``, as the class-distribution figure is titled: the source group where
+    the dataset draws on it (v2, mixed, noisy, hard: ``v2 (imagenet)``), else the sources the
+    datamodule was built with, by their root where they have one (``folder (/data/my_images)``)."""
+    raw = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=False), default=str)
+    if "${source." in raw:
+        return f"{cfg.dataset.name} ({cfg.source.name})"
+    sources = [str(getattr(s, "root", None) or getattr(s, "name", type(s).__name__))
+               for s in getattr(datamodule, "sources", [])]
+    return f"{cfg.dataset.name} ({', '.join(sources)})" if sources else str(cfg.dataset.name)
+
+
 def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     if RunStore(run_dir).exists() and (run_dir / "summary.json").exists():
         # a finished job: nothing to run, nothing to log (no empty tracker run)
@@ -255,7 +267,7 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     tracker = make_tracker(cfg)
     loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
     if task.save_data_summary is not None:     # written only once nothing can refuse the run
-        task.save_data_summary(loop.dm, run_dir, title=f"{cfg.dataset.name} ({cfg.source.name})")
+        task.save_data_summary(loop.dm, run_dir, title=data_title(cfg, loop.dm))
     record_hydra_files(run_dir, cfg)
     fault_point("setup")
     job_log.release()

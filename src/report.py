@@ -57,8 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="round to audit (default: each run's first selection by its scorer)")
     p.add_argument("--no-grids", action="store_true",
                    help="no selection grids and no label audit: the runs' datasets are not rebuilt")
-    p.add_argument("--data-cache", default="data/cache", metavar="DIR",
-                   help="decoded-image cache for rebuilding file datasets (default data/cache)")
+    p.add_argument("--data-cache", metavar="DIR",
+                   help="decoded-image cache for rebuilding file datasets (default: <out>/cache; a run's own "
+                        "cache, its paths.cache_dir when recorded as a plain absolute path, is read where it "
+                        "holds the images, never written)")
     p.add_argument("--format", choices=("png", "svg"), default="png", help="figure format (default png)")
     p.add_argument("--title", help="page title")
     p.add_argument("--wandb", action="store_true",

@@ -1,7 +1,8 @@
 """From run directories to groups of repetitions: loading, grouping, curves and AUCs.
 
 Reads only what a run wrote (``.hydra/config.yaml``, ``.hydra/overrides.yaml``,
-``rounds.jsonl``, ``summary.json``). A run without ``summary.json`` is still running or
+``.hydra/hydra.yaml``, ``rounds.jsonl``, ``summary.json``), each through ``files``: a
+malformed one is one line naming it. A run without ``summary.json`` is still running or
 crashed: it is kept up to its last completed round and flagged ``incomplete``.
 
 Runs are grouped by the configuration keys whose values differ between them; the seed
@@ -16,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from src.analysis import files
 from src.analysis.curves import normalised_auc
 from src.analysis.trust import inside
 from src.config.resolvers import format_value
 from src.config.trust import check_resolvers
 from src.errors import UserError
-from src.loop.records import RoundRecord, read_records
+from src.loop.records import RECORDS_FILE, RoundRecord
 
 # Keys that name or place a run rather than change its result; never grouping keys.
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")
@@ -41,6 +42,8 @@ class RunData:
     overrides: list[str]
     records: list[RoundRecord]
     summary: dict | None              # None: still running or crashed
+    # Hydra's config-group choices of the run (.hydra/hydra.yaml runtime.choices): "scorer" -> "entropy"
+    choices: dict = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -106,12 +109,18 @@ def flatten(node, prefix: str = "") -> dict:
     return out
 
 
+def raw_config(run_dir: Path) -> dict:
+    """The run's saved config as written, interpolations unresolved; {} when it has none."""
+    path = inside(run_dir, ".hydra/config.yaml")
+    return {} if path is None else OmegaConf.to_container(files.load_config(path), resolve=False)
+
+
 def load_config(run_dir: Path) -> dict:
     """The run's saved config, resolved with the project's resolvers only (see ``trust``)."""
     path = inside(run_dir, ".hydra/config.yaml")
     if path is None:
         return {}
-    cfg = OmegaConf.load(path)           # PyYAML's safe loader: no tags, no objects
+    cfg = files.load_config(path)        # PyYAML's safe loader: no tags, no objects
     check_resolvers(OmegaConf.to_container(cfg, resolve=False), path)
     try:
         return OmegaConf.to_container(cfg, resolve=True)
@@ -119,15 +128,104 @@ def load_config(run_dir: Path) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
+def load_overrides(run_dir: Path) -> list[str]:
+    """The run's command-line overrides (``.hydra/overrides.yaml``: a list of ``key=value`` strings)."""
+    path = inside(run_dir, ".hydra/overrides.yaml")
+    if path is None:
+        return []
+    items = files.load_yaml(path)
+    if items is None:
+        return []
+    if not isinstance(items, list) or not all(isinstance(o, (str, int, float, bool)) for o in items):
+        raise UserError(f"{path}: not a list of overrides (key=value strings), as Hydra writes it")
+    return [str(o) for o in items]
+
+
+def load_choices(run_dir: Path) -> dict:
+    """The run's config-group choices (``.hydra/hydra.yaml``, ``hydra.runtime.choices``); {} without the file.
+    Read as plain YAML: nothing in it is resolved."""
+    path = inside(run_dir, ".hydra/hydra.yaml")
+    if path is None:
+        return {}
+    choices = files.load_yaml(path)
+    for key in ("hydra", "runtime", "choices"):
+        choices = choices.get(key) if isinstance(choices, dict) else None
+    if choices is None:
+        return {}
+    if not isinstance(choices, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float)))
+                                                for k, v in choices.items()):
+        raise UserError(f"{path}: hydra.runtime.choices is not a mapping of config groups to their options")
+    return {k: None if v is None else str(v) for k, v in choices.items()}
+
+
+def load_summary(run_dir: Path) -> dict | None:
+    path = inside(run_dir, "summary.json")
+    if path is None:
+        return None
+    summary = files.load_json(path)
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not a JSON object (a run's summary is one), but {type(summary).__name__}")
+    return summary
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_record(rec: RoundRecord, where: str) -> None:
+    """A record's fields have the types the report computes with; else one line naming ``where``."""
+    for name in ("round", "n_labelled", "n_selected", "epochs", "best_epoch"):
+        if not _int(getattr(rec, name)):
+            raise UserError(f"{where}: {name} must be an integer, got {getattr(rec, name)!r}")
+    if not isinstance(rec.selection, str):
+        raise UserError(f"{where}: selection must be a string (the scorer's name), got {rec.selection!r}")
+    if not isinstance(rec.selected_ids, list) or not all(_int(i) and i >= 0 for i in rec.selected_ids):
+        raise UserError(f"{where}: selected_ids must be a list of dataset rows (integers from 0)")
+    if not isinstance(rec.selected_scores, list) or not all(_number(v) for v in rec.selected_scores):
+        raise UserError(f"{where}: selected_scores must be a list of numbers")
+    p = rec.selected_predictions
+    if p is not None and not (isinstance(p, list) and len(p) == len(rec.selected_ids)
+                              and all(v is None or isinstance(v, (int, float, str)) for v in p)):
+        raise UserError(f"{where}: selected_predictions must be a list parallel to selected_ids "
+                        f"({len(rec.selected_ids)} items)")
+    if rec.history is not None and len({len(v) for v in rec.history.values()}) > 1:
+        raise UserError(f"{where}: the history's columns differ in length")
+
+
+def load_records(run_dir: Path) -> list[RoundRecord]:
+    """The run's completed round records (``rounds.jsonl``), as ``read_records`` reads them (a partial
+    last line, a kill mid-write, is left out), each checked: a malformed line is one line naming it."""
+    path = inside(run_dir, RECORDS_FILE)
+    if path is None:
+        return []
+    text = files.read_text(path)
+    lines = text.split("\n")
+    if not text.endswith("\n"):
+        lines = lines[:-1]                  # the last line never got its newline: incomplete
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            rec = RoundRecord.from_json(json.loads(line), where=where)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{where}: not a JSON line ({err.msg})") from None
+        except (TypeError, ValueError, RecursionError) as err:
+            raise UserError(f"{where}: not a round record ({files.first_line(err)})") from None
+        check_record(rec, where)
+        records.append(rec)
+    return records
+
+
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
-    overrides_path = inside(run_dir, ".hydra/overrides.yaml")
-    overrides = [str(o) for o in (yaml.safe_load(overrides_path.read_text()) or [])] if overrides_path else []
-    summary_path = inside(run_dir, "summary.json")
-    summary = json.loads(summary_path.read_text()) if summary_path else None
-    records_path = inside(run_dir, "rounds.jsonl")
-    return RunData(path=run_dir, config=flatten(load_config(run_dir)), overrides=overrides,
-                   records=read_records(records_path) if records_path else [], summary=summary)
+    return RunData(path=run_dir, config=flatten(load_config(run_dir)), overrides=load_overrides(run_dir),
+                   records=load_records(run_dir), summary=load_summary(run_dir), choices=load_choices(run_dir))
 
 
 def find_run_dirs(paths) -> list[Path]:
@@ -254,21 +352,52 @@ def resolve_key(name: str, runs: list[RunData]) -> str:
                     "or a config group (e.g. scorer)")
 
 
-def _relabel_from_overrides(groups: list[Group]) -> None:
+def _chosen_overrides(groups: list[Group]) -> list[dict] | None:
+    """Per group, the command-line overrides that set it apart from the others (``scorer=random``,
+    ``selection.pivot=0.25``), when they tell the groups apart exactly as the config does; else None."""
     if len(groups) < 2:
-        return
+        return None
+    common = _common_overrides(groups)
     per_group = []
     for g in groups:
-        variants = {_hashable({k: v for k, v in _override_items(r).items() if k not in _common_overrides(groups)})
-                    for r in g.runs}
+        variants = {_hashable({k: v for k, v in _override_items(r).items() if k not in common}) for r in g.runs}
         if len(variants) != 1:
-            return
-        per_group.append({k: v for k, v in _override_items(g.runs[0]).items() if k not in _common_overrides(groups)})
+            return None
+        per_group.append({k: v for k, v in _override_items(g.runs[0]).items() if k not in common})
     if len({_hashable(p) for p in per_group}) != len(groups) or not all(per_group):
+        return None
+    return per_group
+
+
+def _relabel_from_overrides(groups: list[Group]) -> None:
+    per_group = _chosen_overrides(groups)
+    if per_group is None:
         return
     for g, items in zip(groups, per_group):
         # a swept key's value as the config holds it (0 and 0.0 read alike); a group choice as typed
         g.label = ", ".join(_short(k, g.runs[0].config.get(k, v)) for k, v in items.items())
+
+
+def grouping_names(groups: list[Group], keys: list[str], by: list[str] | None = None) -> list[str]:
+    """What the groups differ in, as the user chose it: the names given to ``--group-by``; else the
+    command-line choices that tell the groups apart (``scorer``, ``arm``, a key set directly such as
+    ``selection.pivot``); else the differing config keys, those under a config group whose option
+    differs (``.hydra/hydra.yaml``'s choices) named by the group instead of leaf by leaf."""
+    if by:
+        return list(dict.fromkeys(by))
+    per_group = _chosen_overrides(groups)
+    if per_group is not None:
+        return list(dict.fromkeys(k for items in per_group for k in items))
+    runs = [r for g in groups for r in g.runs]
+    direct = {k for r in runs for k in _override_items(r) if k in keys}
+    differing = [c for c in dict.fromkeys(c for r in runs for c in r.choices)
+                 if len({r.choices.get(c) for r in runs}) > 1 and not c.startswith(("hydra/", "hydra."))]
+    names = []
+    for k in keys:
+        group = next((c for c in sorted(differing, key=len, reverse=True)
+                      if k.startswith(c.replace("/", ".") + ".")), None)
+        names.append(group if group is not None and k not in direct else k)
+    return list(dict.fromkeys(names))
 
 
 def _common_overrides(groups: list[Group]) -> set:

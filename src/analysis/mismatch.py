@@ -10,13 +10,16 @@ their gap, and the val accuracy given up by keeping the loss-best epoch.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from src.analysis import files
 from src.analysis.aggregate import Group, RunData, sample_std
 from src.analysis.trust import inside
+from src.errors import UserError
 
 LOSS_KEY = "val/loss"
 ACCURACY_KEYS = ("val/acc_top1", "val/map")     # classification, detection
@@ -55,7 +58,7 @@ def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
     last = -1
     for row in reader:
         epoch, loss, acc = _number(row.get("epoch")), _number(row.get(LOSS_KEY)), _number(row.get(acc_key))
-        if epoch is None or loss is None or acc is None:
+        if epoch is None or not math.isfinite(epoch) or loss is None or acc is None:
             continue
         if int(epoch) <= last:
             by_epoch = {}               # a new attempt of the same round's fit
@@ -66,6 +69,18 @@ def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
     epochs = sorted(by_epoch)
     return EpochLog(np.asarray(epochs), np.asarray([by_epoch[e][0] for e in epochs]),
                     np.asarray([by_epoch[e][1] for e in epochs]), acc_key)
+
+
+def read_epoch_log(path) -> EpochLog | None:
+    """``parse_epoch_log`` of a run's file; one that is no readable CSV is one line naming it."""
+    text = files.read_text(path)
+    lines = io.StringIO(text, newline="")
+    try:
+        return parse_epoch_log(lines)
+    except csv.Error as err:
+        read = text[:lines.tell()]             # up to the end of the line the reader stopped at
+        line = read.count("\n") + (0 if read.endswith("\n") else 1)
+        raise UserError(f"{path}:{line}: not a CSV file ({files.first_line(err)})") from None
 
 
 def history_epoch_log(history: dict | None, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
@@ -118,8 +133,7 @@ def run_mismatch(run: RunData) -> list[RoundMismatch]:
         log = history_epoch_log(rec.history)
         path = None if log is not None else inside(run.path, f"rounds/round_{int(rec.round):03d}/metrics.csv")
         if path is not None:
-            with open(path, newline="") as fh:
-                log = parse_epoch_log(fh)
+            log = read_epoch_log(path)
         if log is not None:
             out.append(round_mismatch(log, int(rec.round), int(rec.n_labelled)))
     return out

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from src.analysis import mismatch  # noqa: E402
-from src.analysis.aggregate import Group, group_curve  # noqa: E402
+from src.analysis.aggregate import EPOCH_METRICS, Group, group_curve  # noqa: E402
 
 METRIC_TITLES = {
     "test/loss": "Test loss", "test/acc_top1": "Test top-1 accuracy", "test/acc_top5": "Test top-5 accuracy",
@@ -45,11 +45,38 @@ def file_stem(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", metric).strip("_")
 
 
-def _style(ax, metric: str, title_suffix: str = "") -> None:
+def integer_ticks() -> MaxNLocator:
+    """Ticks at whole numbers, in steps of 1, 2 or 5 times a power of ten (20, 25, 30; not 21, 24)."""
+    return MaxNLocator(integer=True, steps=[1, 2, 5, 10])
+
+
+def labelled_axis(ax) -> None:
+    """The x axis of a labelled count: whole images, so integer ticks only (no 22.5), also where
+    every curve has one point (the view then spans a few images around it)."""
     ax.set_xlabel("labelled images")
+    ax.xaxis.set_major_locator(integer_ticks())
+    low, high = ax.get_xlim()
+    if ax.has_data() and high - low < 2:          # fewer than two whole numbers in view: no integer ticks
+        middle = round((low + high) / 2)
+        ax.set_xlim(middle - 1.2, middle + 1.2)
+
+
+def epoch_axis(ax) -> None:
+    """A y axis of epochs: integer ticks, 0 (the first epoch) in view."""
+    ax.yaxis.set_major_locator(integer_ticks())
+    if ax.has_data():
+        low, high = ax.get_ylim()
+        high = max(high, 1.05)                    # at least the ticks 0 and 1
+        ax.set_ylim(min(low, -0.05 * high), high)
+
+
+def _style(ax, metric: str, title_suffix: str = "") -> None:
+    labelled_axis(ax)
     ax.set_ylabel(metric)
     ax.set_title(metric_title(metric) + title_suffix)
     ax.grid(True, alpha=0.3)
+    if metric in EPOCH_METRICS:
+        epoch_axis(ax)
 
 
 # Dash patterns, widths and marker shapes cycle at different lengths, so no two of the first
@@ -88,7 +115,9 @@ def draw_metric(ax, groups: list[Group], metric: str, styles: dict[str, dict]) -
             continue
         style = styles[g.label]
         ax.plot(c.x, c.mean, label=g.legend, **style)
-        ax.fill_between(c.x, c.mean - c.std, c.mean + c.std, color=style["color"], alpha=0.15, linewidth=0)
+        # an epoch count is never negative: its band stops at 0
+        low = np.maximum(c.mean - c.std, 0) if metric in EPOCH_METRICS else c.mean - c.std
+        ax.fill_between(c.x, low, c.mean + c.std, color=style["color"], alpha=0.15, linewidth=0)
 
 
 def plot_metric(groups: list[Group], metric: str, path: Path, subtitle: str = "",
@@ -182,11 +211,11 @@ def plot_mismatch(per_group: list[tuple[Group, list[dict]]], path: Path, accurac
         right.fill_between(x, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
     left.set_title("Best epoch per round: by val loss (solid) vs by val accuracy (dashed)")
     left.set_ylabel("best epoch (0 = first)")
-    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(left)
     right.set_title(f"{accuracy_key} given up by stopping on val loss")
     right.set_ylabel(f"best {accuracy_key} - {accuracy_key} at the loss-best epoch")
     for ax in (left, right):
-        ax.set_xlabel("labelled images")
+        labelled_axis(ax)
         ax.grid(True, alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=7)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,8 @@ class ReportOptions:
     grids: bool = True                 # selection grids and the label audit (rebuild the datasets)
     audit_n: int = 100                 # items per group in the label-quality audit (the thesis looked at 100)
     audit_round: int | None = None     # default: each run's first selection by its scorer
-    data_cache: str | Path = "data/cache"
+    # decoded-image cache of file datasets; None: <out>/cache, reading the runs' own caches where they are
+    data_cache: str | Path | None = None
     fmt: str = "png"
     title: str | None = None
     wandb: bool = False
@@ -83,6 +86,7 @@ class ReportResult:
     wandb_dir: str | None = None
     finals: dict = field(default_factory=dict)   # metric -> group label -> final-round values over seeds
     statistic: str = "auc"                       # what the p-values compare: auc | final
+    grouping: list[str] = field(default_factory=list)   # what the groups differ in, as the user chose it
 
     @property
     def all_figures(self) -> list[Path]:
@@ -99,6 +103,28 @@ class _Sections:
     tables: dict[str, tuple[list[str], list[dict]]] = field(default_factory=dict)   # CSV name -> (columns, rows)
     notes: list[str] = field(default_factory=list)
     audit_note: str = ""
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, a folder the report could not write into: an existing file, a
+    path under a file, or a place this process cannot write. Writing is tried (a file made and
+    removed at once in the nearest existing folder): ``os.access`` says yes to root on a
+    read-only mount."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{option} {path}: is a file, not a folder; name a folder")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot be looked at ({err.strerror or err})") from None
+    if not existing.is_dir():
+        raise UserError(f"{option} {path}: {existing} is a file, so no folder can be made under it")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".report-write-check-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from None
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -165,17 +191,25 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     """Write the report of the runs under ``dirs``; ``kwargs`` are ``ReportOptions`` fields."""
     opts = options or ReportOptions(**kwargs)
     opts.check()
+    if opts.out:
+        check_output_dir(Path(opts.out), "--out")
+    if opts.grids and opts.data_cache:
+        check_output_dir(Path(opts.data_cache), "--data-cache")
     runs = agg.load_runs(dirs)
+    out = Path(opts.out) if opts.out else Path(dirs[0]) / "report"
+    if not opts.out:
+        check_output_dir(out, "the default report folder (name another with --out)")
     groups, keys = agg.group_runs(runs, opts.group_by)
+    grouping = agg.grouping_names(groups, keys, opts.group_by)
     metrics = select_metrics(runs, opts.metrics)
     facets = facet_panels(groups, runs, opts.facet)
     if opts.grids:
         preflight_datasets(groups)
-    out = Path(opts.out) if opts.out else Path(dirs[0]) / "report"
+    epoch_rows = mismatch.mismatch_rows(groups)     # reads the per-epoch logs: a malformed one stops here
     (out / "figures").mkdir(parents=True, exist_ok=True)
 
     s = _Sections(notes=incomplete_note(runs, opts.include_incomplete))
-    subtitle = textwrap.fill("grouped by " + describe_keys(keys, shown=3), 110)
+    subtitle = textwrap.fill("grouped by " + describe_keys(grouping, shown=3), 110)
     for metric in metrics:
         path = plots.plot_metric(groups, metric, out / "figures" / f"{plots.file_stem(metric)}.{opts.fmt}",
                                  subtitle, facets)
@@ -193,11 +227,12 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     pvalue_tables, matrices = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic, opts, s)
     if opts.grids:
         image_sections(groups, opts, out, s)
-    mismatch_table = mismatch_section(groups, opts, out, s)
+    mismatch_table = mismatch_section(groups, epoch_rows, opts, out, s)
     for name, (columns, rows) in s.tables.items():
         _write_csv(out / name, rows, columns)
 
-    content = page_content(dirs, runs, groups, keys, opts, s, auc_table, pvalue_tables, mismatch_table, final_table)
+    content = page_content(dirs, runs, groups, grouping, opts, s, auc_table, pvalue_tables, mismatch_table,
+                           final_table)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(pages.render_markdown(content))
     html_path.write_text(pages.render_html(content, out))
@@ -205,7 +240,8 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
         out=out, markdown=md_path, html=html_path, figures=[out / f for _, f in s.figures],
         grids=[out / f for _, f in s.grids], audit_grids=[out / f for _, f in s.audit_grids],
         mismatch_figures=[out / f for _, f in s.mismatch_figures], csvs={n: out / n for n in s.tables},
-        groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes, finals=finals, statistic=statistic)
+        groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes, finals=finals, statistic=statistic,
+        grouping=grouping)
     if opts.wandb:
         result.wandb_dir = log_report(runs, content, out, s.tables)
     return result
@@ -293,8 +329,12 @@ def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: Rep
 
 def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sections) -> None:
     """Per group, from one representative run: the selection grid and the label-quality audit."""
-    cache = selections.DatasetCache(Path(opts.data_cache))
+    # decoded images go where the user said: --data-cache, else under the report's own folder (a
+    # run's own cache is read where it holds them, never written)
+    cache = selections.DatasetCache(Path(opts.data_cache) if opts.data_cache else out / "cache",
+                                    reuse_runs=not opts.data_cache)
     audit: list[dict] = []
+    shown: list[int] = []
     with_predictions = False
     for i, g in enumerate(groups):
         run = selections.representative(g)
@@ -302,6 +342,10 @@ def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sect
             data = cache.get(run)
         except selections.NotRebuildable as why:
             s.notes.append(f"selection grid and audit of {g.label} skipped: {why}")
+            continue
+        foreign = selections.foreign_rows(run, data)
+        if foreign:
+            s.notes.append(f"selection grid and audit of {g.label} skipped: {foreign}")
             continue
         rows = selections.selection_rows(run, data, opts.grid_k, opts.grid_rounds)
         if rows:
@@ -314,18 +358,29 @@ def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sect
             continue
         items = selections.audit_items(record, data, opts.audit_n)
         with_predictions |= any(it.prediction for it in items)
+        shown.append(len(items))
         caption = f"{g.label} — seed {run.seed}, round {record.round}: the {len(items)} highest-scored selected"
         path = plots.plot_audit_grid(items, out / "figures" / f"audit_{i:02d}.{opts.fmt}", caption)
         s.audit_grids.append((caption, path.relative_to(out).as_posix()))
         audit += selections.audit_rows(g, run, record, items)
     if audit:
         s.tables["label_audit.csv"] = (selections.AUDIT_COLUMNS, audit)
-        s.audit_note = audit_note(opts, with_predictions)
+        s.audit_note = audit_note(opts, with_predictions, shown)
 
 
-def audit_note(opts: ReportOptions, with_predictions: bool) -> str:
+def audit_count(shown: list[int], audit_n: int) -> str:
+    """How many items the audit grids show, as the text says it: ``the 20 highest-scored selected
+    items``, ``the 12 to 20 ...`` when the groups differ, saying why when fewer than ``--audit-n``."""
+    low, high = min(shown), max(shown)
+    count = str(low) if low == high else f"{low} to {high}"
+    why = "" if low == audit_n else f" (all of a selection smaller than --audit-n={audit_n})"
+    return f"the {count} highest-scored selected items{why}"
+
+
+def audit_note(opts: ReportOptions, with_predictions: bool, shown: list[int] | None = None) -> str:
     which = f"round {opts.audit_round}" if opts.audit_round is not None else "the first selection by its scorer"
-    note = (f"Per group, from one run, {which}: the {opts.audit_n} highest-scored selected items in rank order with "
+    items = audit_count(shown or [opts.audit_n], opts.audit_n)
+    note = (f"Per group, from one run, {which}: {items}, in rank order with "
             "their true labels, as the thesis' human validation (table 4.1) looked at them. To repeat it, open "
             "label_audit.csv and put 1 in 'disagree' for every item whose label you disagree with or whose image "
             "is unusable; the share per group is the table's number.")
@@ -335,9 +390,9 @@ def audit_note(opts: ReportOptions, with_predictions: bool) -> str:
                    "'selected_predictions'.")
 
 
-def mismatch_section(groups: list[Group], opts: ReportOptions, out: Path, s: _Sections):
-    """Best epoch by val loss vs by val accuracy per round (thesis 4.2.3), where per-epoch logs exist."""
-    rows = mismatch.mismatch_rows(groups)
+def mismatch_section(groups: list[Group], rows: list[dict], opts: ReportOptions, out: Path, s: _Sections):
+    """Best epoch by val loss vs by val accuracy per round (thesis 4.2.3), where per-epoch logs exist
+    (``rows``: ``mismatch.mismatch_rows(groups)``)."""
     if not rows:
         if mismatch.exists_for([r for g in groups for r in g.runs]):
             s.notes.append("no per-epoch log with both val loss and val accuracy: the loss-vs-accuracy view is left out")
@@ -362,7 +417,7 @@ def mismatch_section(groups: list[Group], opts: ReportOptions, out: Path, s: _Se
              "weights early stopping on val loss keeps. From rounds/round_NNN/metrics.csv.")
 
 
-def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, auc_table, pvalue_tables,
+def page_content(dirs, runs, groups, grouping, opts: ReportOptions, s: _Sections, auc_table, pvalue_tables,
                  mismatch_table, final_table=None) -> pages.ReportContent:
     run_table = pages.Table(
         title=f"{len(runs)} runs in {len(groups)} groups",
@@ -375,7 +430,7 @@ def page_content(dirs, runs, groups, keys, opts: ReportOptions, s: _Sections, au
                 "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}
     return pages.ReportContent(
         title=opts.title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
-        intro=[f"Runs grouped by {describe_keys(keys)}; seeds are repetitions. Every point is a completed "
+        intro=[f"Runs grouped by {describe_keys(grouping)}; seeds are repetitions. Every point is a completed "
                "active-learning round (train from the baseline weights on the labelled set, then test)."],
         runs=run_table, figures=s.figures, auc=auc_table, pvalues=pvalue_tables, grids=s.grids,
         downloads=[(captions[n], n) for n in s.tables], notes=s.notes, audit_grids=s.audit_grids,

@@ -2,7 +2,10 @@
 
 Ids in ``rounds.jsonl`` are rows of the run's dataset, which is rebuilt here from the
 run's saved config (deterministic), through ``trust``'s checks: only the project's own
-data classes are instantiated, and the decoded-image cache lives on this machine.
+data classes are instantiated, and decoded images are written only where the user said
+(``--data-cache``, else ``<out>/cache``); a run's own cache (its recorded
+``paths.cache_dir``, when that is a plain absolute path) is read where it holds the images,
+never written.
 """
 from __future__ import annotations
 
@@ -11,18 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from hydra.errors import InstantiationException
 
-from src.analysis.aggregate import Group, RunData, load_config
+from src.analysis.aggregate import Group, RunData, load_config, raw_config
+from src.analysis.files import first_line
 from src.analysis.trust import check_dataset_config, inside, with_local_cache
 from src.config.instantiate import build
-from src.data.cache import UnreadableImage
+from src.data.cache import CacheMiss, UnreadableImage, reuse_only
 from src.data.recipes import BuiltDataset
 from src.errors import UserError
 from src.loop.records import RoundRecord
 
-# What stops a dataset from being rebuilt on this machine (files absent or unreadable):
-# the grid is skipped with a note instead of stopping the whole report.
-REBUILD_ERRORS = (OSError, UnreadableImage, UserError)
+# What stops a dataset from being rebuilt on this machine (files absent or unreadable, values
+# in the received config the data classes refuse): the grid is skipped with a note instead of
+# stopping the whole report.
+REBUILD_ERRORS = (OSError, UnreadableImage, UserError, TypeError, ValueError, KeyError, IndexError)
 
 
 class NotRebuildable(Exception):
@@ -47,6 +53,9 @@ class ClassificationItems:
     def __init__(self, data: BuiltDataset):
         self.data = data
 
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
     def image(self, i: int) -> np.ndarray:
         return self.data.images[i].numpy()
 
@@ -63,6 +72,9 @@ class BoxedItems:
 
     def __init__(self, datamodule):
         self.dm = datamodule
+
+    def __len__(self) -> int:
+        return len(self.dm.source)
 
     def image(self, i: int) -> np.ndarray:
         from torchvision.utils import draw_bounding_boxes
@@ -90,23 +102,43 @@ def class_counts(names: list[str]) -> str:
     return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in ranked) or "(no objects)"
 
 
-class DatasetCache:
-    """Rebuilt datasets by their config, as items a grid can show: runs of one sweep share one build."""
+def recorded_cache_dir(run: RunData) -> Path | None:
+    """The run's own decoded-image cache: its recorded ``paths.cache_dir`` when that is a plain
+    absolute path (no interpolation, nothing relative to a directory the run ran in) of an
+    existing folder; else None."""
+    paths = raw_config(run.path).get("paths")
+    value = paths.get("cache_dir") if isinstance(paths, dict) else None
+    if not isinstance(value, str) or "$" in value or not Path(value).is_absolute():
+        return None
+    return Path(value) if Path(value).is_dir() else None
 
-    def __init__(self, cache_dir: Path):
+
+class DatasetCache:
+    """Rebuilt datasets by their config, as items a grid can show: runs of one sweep share one build.
+
+    Decoded images are written only into ``cache_dir``; with ``reuse_runs``, a run's own cache
+    (``recorded_cache_dir``) is read first where it already holds them, and never written.
+    """
+
+    def __init__(self, cache_dir: Path, reuse_runs: bool = False):
         self.cache_dir = Path(cache_dir)
+        self.reuse_runs = reuse_runs
         self._built: dict[str, ClassificationItems | BoxedItems] = {}
 
     def get(self, run: RunData) -> ClassificationItems | BoxedItems:
         dataset, _ = dataset_config(run)
-        dataset = with_local_cache(dataset, self.cache_dir)
-        key = json.dumps(dataset, sort_keys=True, default=str)
+        key = json.dumps(with_local_cache(dataset, Path("<cache>")), sort_keys=True, default=str)
         if key not in self._built:
-            try:
-                dm = build(dataset)
-                dm.setup()
-            except REBUILD_ERRORS as err:
-                raise NotRebuildable(f"the dataset could not be rebuilt here ({err})") from err
+            dm = None
+            own = recorded_cache_dir(run) if self.reuse_runs else None
+            if own is not None:
+                try:
+                    with reuse_only():
+                        dm = _setup(with_local_cache(dataset, own))
+                except (CacheMiss, NotRebuildable):   # not there (or not usable): decode where the user said
+                    dm = None
+            if dm is None:
+                dm = _setup(with_local_cache(dataset, self.cache_dir))
             if isinstance(getattr(dm, "data", None), BuiltDataset):
                 self._built[key] = ClassificationItems(dm.data)
             elif hasattr(dm, "source") and hasattr(dm, "class_names"):   # detection: images with their boxes
@@ -114,6 +146,32 @@ class DatasetCache:
             else:
                 raise NotRebuildable(f"{type(dm).__name__} gives no images to draw")
         return self._built[key]
+
+
+def _setup(dataset: dict):
+    """The datamodule of a checked dataset config, set up; NotRebuildable (one line) when it cannot be
+    (a constructor's error arrives wrapped in Hydra's InstantiationException: its cause is the line)."""
+    try:
+        dm = build(dataset)
+        dm.setup()
+    except InstantiationException as err:
+        if isinstance(err.__cause__, CacheMiss):
+            raise err.__cause__ from None
+        raise NotRebuildable(f"the dataset could not be rebuilt here ({first_line(err.__cause__ or err)})") from err
+    except REBUILD_ERRORS as err:
+        raise NotRebuildable(f"the dataset could not be rebuilt here ({first_line(err)})") from err
+    return dm
+
+
+def foreign_rows(run: RunData, data: "Items") -> str | None:
+    """Why the run's selections are not rows of the dataset rebuilt here (a changed folder, a
+    malformed ``rounds.jsonl``), or None when every selected id is one."""
+    for rec in run.records:
+        outside = [i for i in rec.selected_ids if not 0 <= i < len(data)]
+        if outside:
+            return (f"{run.path / 'rounds.jsonl'}: round {rec.round} selects row {outside[0]}, but the dataset "
+                    f"rebuilt here has {len(data)} rows")
+    return None
 
 
 def evenly(items: list, k: int) -> list:

@@ -21,13 +21,16 @@ log = logging.getLogger(__name__)
 
 def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
     """(project, entity, group) shared by most of the runs."""
+    from google.protobuf.message import DecodeError   # with wandb, whose logs are protobuf records
+
     groups = Counter()
     for run in runs:
         for log_dir in sorted((run.path / "wandb").glob("*run-*")):
-            if list(log_dir.glob("run-*.wandb")) and log_dir.resolve().is_relative_to(run.path.resolve()):
+            logs = list(log_dir.glob("run-*.wandb"))
+            if logs and all(p.resolve().is_relative_to(run.path.resolve()) for p in [log_dir, *logs]):
                 try:
                     groups[read_offline_run(log_dir).group] += 1
-                except (ValueError, OSError):     # a log still being written, or not a W&B log: use the config
+                except (ValueError, OSError, DecodeError):   # a log being written, or no W&B log: use the config
                     pass
                 break
     if groups:
@@ -37,7 +40,8 @@ def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
         parents = Counter(r.path.parent.name for r in runs).most_common(1)[0][0]
         group = f"{task}/{parents}"
     project = Counter(str(r.config.get("logger.project", "al-select")) for r in runs).most_common(1)[0][0]
-    entity = Counter(r.config.get("logger.entity") for r in runs).most_common(1)[0][0]
+    entities = (r.config.get("logger.entity") for r in runs)
+    entity = Counter(e if isinstance(e, str) else None for e in entities).most_common(1)[0][0]
     return project, entity, group
 
 

@@ -22,18 +22,23 @@ the same owner (and only that one) is deleted then, so two roots, two annotation
 files or two resolutions never evict each other. A cache is written under a
 temporary name and renamed when complete, so an interrupted build is never read.
 
+Within ``reuse_only()`` a cache is read where it exists and never written: a missing one
+raises ``CacheMiss`` (the report reads a run's own cache, and writes only where its user said).
+
 Corruptions (Noisy/Hard) are not cached: they are a deterministic function of
 (seed, item id) applied to the ~10k rows a recipe selects, seconds of work, and
 caching them would multiply the disk use by every corruption setting tried.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -51,6 +56,24 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".
 
 class UnreadableImage(UserError):
     """An image file that cannot be decoded (truncated, not an image, unreadable)."""
+
+
+class CacheMiss(Exception):
+    """Within ``reuse_only()``: the cache a source needs is not there, and is not to be written."""
+
+
+_REUSE_ONLY: ContextVar[bool] = ContextVar("reuse_only", default=False)
+
+
+@contextlib.contextmanager
+def reuse_only():
+    """Caches are read where they exist and nothing is written (no build, no stale cache removed);
+    a cache that would have to be built raises ``CacheMiss`` instead."""
+    token = _REUSE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _REUSE_ONLY.reset(token)
 
 
 def is_image(path: Path) -> bool:
@@ -152,6 +175,8 @@ def decode_cached(key: CacheKey, files: list[Path], decode: Callable[[Path], np.
     prefix = f"{key.root.resolve().name or 'root'}-{key.owner_digest()}-"
     final = cache_dir / (prefix + key.content_digest(files))
     built = not (final / "meta.json").exists()
+    if built and _REUSE_ONLY.get():
+        raise CacheMiss(f"{final}: not cached")
     if built:
         _build(final, key, files, decode, skip_corrupt, workers)
         for stale in cache_dir.glob(prefix + "*"):   # the same owner and settings, older files
