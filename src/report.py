@@ -46,7 +46,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--statistic", choices=("auto", "auc", "final"), default="auto",
                    help="what the t-tests compare per run: its AUC over the labelled count or its final round's "
                         "value (default auto: final when some run's labelled set shrinks, selection.mode=prune)")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level to highlight (default 0.05)")
+    p.add_argument("--reference", metavar="GROUP",
+                   help="compare every other group with this group only (its label as the report names it, e.g. "
+                        "random), Holm-corrected over those comparisons, with CIs of the differences "
+                        "(default: every pair of groups)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level to highlight, applied to the Holm-corrected p (default 0.05)")
     p.add_argument("--include-incomplete", action="store_true",
                    help="use unfinished runs' partial curves in the AUC table and tests too")
     p.add_argument("--grid-k", type=int, default=4, help="images per side (hardest, easiest) in a grid row")
@@ -73,7 +78,7 @@ def options(a: argparse.Namespace) -> ReportOptions:
                          alpha=a.alpha, include_incomplete=a.include_incomplete, grid_k=a.grid_k,
                          grid_rounds=a.grid_rounds, grids=not a.no_grids, audit_n=a.audit_n,
                          audit_round=a.audit_round, data_cache=a.data_cache, fmt=a.format, title=a.title,
-                         wandb=a.wandb, statistic=a.statistic)
+                         wandb=a.wandb, statistic=a.statistic, reference=a.reference)
 
 
 def main(argv=None) -> int:
@@ -84,6 +89,8 @@ def main(argv=None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for w in res.warnings:
+        log.warning("warning: %s", w)
     for n in res.notes:
         log.info("note: %s", n)
     log.info("%d groups, %d figures, %d selection grids, %d audit grids -> %s (report.html, report.md)",

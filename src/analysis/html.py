@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from src.analysis.stats import Comparison
+from src.analysis.stats import Comparison, family_size
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ReportContent:
     grids: list[tuple[str, str]]
     downloads: list[tuple[str, str]]                  # (caption, relative path)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # in the header, above everything but the title
     audit_grids: list[tuple[str, str]] = field(default_factory=list)   # label-quality audit (thesis table 4.1)
     audit_note: str = ""
     mismatch_figures: list[tuple[str, str]] = field(default_factory=list)   # loss vs accuracy (thesis 4.2.3)
@@ -50,9 +51,24 @@ def fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def _interval(low: float, high: float, digits: int) -> str:
+    return f"[{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def _test_words(paired: bool, statistic: str) -> tuple[str, tuple[str, str]]:
+    kind = "paired t-test where the seeds match, else Welch's" if paired else "Welch's t-test"
+    what = ("AUC of", "per-seed AUCs") if statistic == "auc" else ("final", "per-seed final-round values")
+    return kind, what
+
+
+def _holm_words(n: int) -> str:
+    return f"Holm-corrected over {n} comparison{'' if n == 1 else 's'}"
+
+
 def pvalue_table(metric: str, labels: list[str], matrix: dict[str, dict[str, Comparison]], alpha: float,
                  paired: bool, statistic: str = "auc") -> Table:
-    """p-values above the diagonal's mirror are the same test; each cell also gives Cohen's d (row - column)."""
+    """Holm-corrected p-values; a cell and its mirror are the same test; each cell also gives Cohen's d
+    (row - column)."""
     rows, hot = [], set()
     for i, a in enumerate(labels):
         cells = [a]
@@ -62,15 +78,37 @@ def pvalue_table(metric: str, labels: list[str], matrix: dict[str, dict[str, Com
                 cells.append("1.00")
                 continue
             mark = "" if c.test in ("welch", "same") else " (paired)" if c.test == "paired" else ""
-            cells.append(f"{fmt(c.p, 3)} (d={fmt(c.effect, 2)}){mark}")
-            if not math.isnan(c.p) and c.p < alpha:
+            cells.append(f"{fmt(c.p_holm, 3)} (d={fmt(c.effect, 2)}){mark}")
+            if not math.isnan(c.p_holm) and c.p_holm < alpha:
                 hot.add((i, j + 1))
         rows.append(cells)
-    kind = "paired t-test where the seeds match, else Welch's" if paired else "Welch's t-test"
-    what = ("AUC of", "per-seed AUCs") if statistic == "auc" else ("final", "per-seed final-round values")
+    kind, what = _test_words(paired, statistic)
     return Table(title=f"p-values, {what[0]} {metric}", header=[""] + labels, rows=rows, significant=hot,
-                 note=f"{kind} over {what[1]}; d = Cohen's d of row minus column; "
-                      f"highlighted: p < {alpha}. '–': fewer than two runs in a group.")
+                 note=f"{kind} over {what[1]}; p {_holm_words(family_size(matrix))} (the unique pairs of this "
+                      f"matrix; raw p, and 95% CIs of the difference and of d, in pvalues.csv); d = Cohen's d of "
+                      f"row minus column; highlighted: corrected p < {alpha}. '–': fewer than two runs in a group.")
+
+
+def reference_table(metric: str, reference: str, versus: dict[str, Comparison], alpha: float, paired: bool,
+                    statistic: str = "auc") -> Table:
+    """Each group against the reference: difference and d with their 95% CIs, raw and Holm p, runs."""
+    rows, hot = [], set()
+    for i, (label, c) in enumerate(versus.items()):
+        mark = " (paired)" if c.test == "paired" else ""
+        rows.append([label, f"{c.n_a} / {c.n_b}", f"{fmt(c.diff)} {_interval(c.diff_low, c.diff_high, 4)}",
+                     f"{fmt(c.effect, 2)} {_interval(c.effect_low, c.effect_high, 2)}", fmt(c.p, 3),
+                     fmt(c.p_holm, 3) + mark])
+        if not math.isnan(c.p_holm) and c.p_holm < alpha:
+            hot.add((i, 5))
+    kind, what = _test_words(paired, statistic)
+    n = sum(not math.isnan(c.p) for c in versus.values())
+    return Table(title=f"Against {reference}, {what[0]} {metric}",
+                 header=["group", "runs (group / reference)", "mean difference [95% CI]", "Cohen's d [95% CI]",
+                         "p", "p (Holm)"], rows=rows, significant=hot,
+                 note=f"{kind} over {what[1]} of each group minus {reference}; p (Holm) is {_holm_words(n)} "
+                      f"(each group against {reference} only); the difference's CI is the test's t interval, d's "
+                      f"a normal approximation (Hedges & Olkin's standard error); highlighted: corrected p < "
+                      f"{alpha}. '–': fewer than two runs in a group.")
 
 
 # -- Markdown -----------------------------------------------------------------------------------
@@ -90,6 +128,8 @@ def _md_table(t: Table) -> list[str]:
 
 def render_markdown(c: ReportContent) -> str:
     lines = [f"# {c.title}", ""]
+    for w in c.warnings:
+        lines += [f"> **Warning:** {w}", ""]
     for p in c.intro:
         lines += [p, ""]
     for n in c.notes:
@@ -133,7 +173,7 @@ th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}th{background:#
 td:first-child,th:first-child{text-align:left}td.sig{background:#fde2b3;font-weight:600}
 figure{display:inline-block;margin:.4em;vertical-align:top}figure img{max-width:560px;border:1px solid #eee}
 .grid img{max-width:100%}.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
-.caption{font-size:.85em;color:#555}
+.caption{font-size:.85em;color:#555}.warning{background:#fde8e8;border-left:4px solid #c62828;padding:.4em .8em}
 """
 
 
@@ -165,6 +205,7 @@ def render_html(c: ReportContent, base: Path) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(c.title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{e(c.title)}</h1>"]
+    parts += [f"<p class=\"warning\"><b>Warning:</b> {e(w)}</p>" for w in c.warnings]
     parts += [f"<p>{e(p)}</p>" for p in c.intro]
     parts += [f"<p class=\"note\"><b>Note:</b> {e(n)}</p>" for n in c.notes]
     parts.append("<h2>Runs</h2>" + _html_table(c.runs))

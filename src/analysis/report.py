@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 import textwrap
@@ -30,7 +31,12 @@ from src.errors import UserError
 CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
 AUC_COLUMNS = ["group", "metric", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
 FINAL_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
-PVALUE_COLUMNS = ["metric", "a", "b", "p", "cohens_d", "test", "statistic"]
+# p raw and Holm-corrected over `comparisons` tests (the matrix's unique pairs, or the k - 1 comparisons with
+# --reference); the CIs are 95%: of the mean difference a - b (t) and of Cohen's d (Hedges & Olkin's SE)
+PVALUE_COLUMNS = ["metric", "a", "b", "p", "p_holm", "comparisons", "cohens_d", "d_ci_low", "d_ci_high", "mean_diff",
+                  "diff_ci_low", "diff_ci_high", "n_a", "n_b", "test", "statistic"]
+# below this many runs a group's tests have little power: the report says so in its header
+MIN_SEEDS = 3
 # what the t-tests compare per run: its AUC over the labelled count, or its final round's value
 STATISTICS = ("auto", "auc", "final")
 
@@ -55,6 +61,7 @@ class ReportOptions:
     title: str | None = None
     wandb: bool = False
     statistic: str = "auto"            # auc | final | auto: final when some run's labelled set shrinks
+    reference: str | None = None       # a group label: compare every other group with it only
 
     def check(self) -> None:
         for name in ("grid_k", "grid_rounds", "audit_n"):
@@ -87,6 +94,8 @@ class ReportResult:
     finals: dict = field(default_factory=dict)   # metric -> group label -> final-round values over seeds
     statistic: str = "auc"                       # what the p-values compare: auc | final
     grouping: list[str] = field(default_factory=list)   # what the groups differ in, as the user chose it
+    reference: dict = field(default_factory=dict)       # with --reference: metric -> group label -> Comparison
+    warnings: list[str] = field(default_factory=list)   # shown in the page's header and on the console
 
     @property
     def all_figures(self) -> list[Path]:
@@ -102,6 +111,7 @@ class _Sections:
     mismatch_figures: list[tuple[str, str]] = field(default_factory=list)
     tables: dict[str, tuple[list[str], list[dict]]] = field(default_factory=dict)   # CSV name -> (columns, rows)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     audit_note: str = ""
 
 
@@ -200,6 +210,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     if not opts.out:
         check_output_dir(out, "the default report folder (name another with --out)")
     groups, keys = agg.group_runs(runs, opts.group_by)
+    check_reference(groups, opts.reference)
     grouping = agg.grouping_names(groups, keys, opts.group_by)
     metrics = select_metrics(runs, opts.metrics)
     facets = facet_panels(groups, runs, opts.facet)
@@ -224,7 +235,8 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
                        "labelled count would average the whole set with its subsets: the page compares each "
                        "run's final round instead (the AUCs stay in auc.csv; --statistic auc tests them).")
     final_table, finals = final_section(groups, metrics, opts, s)
-    pvalue_tables, matrices = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic, opts, s)
+    pvalue_tables, matrices, versus = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic,
+                                                     opts, s)
     if opts.grids:
         image_sections(groups, opts, out, s)
     mismatch_table = mismatch_section(groups, epoch_rows, opts, out, s)
@@ -241,7 +253,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
         grids=[out / f for _, f in s.grids], audit_grids=[out / f for _, f in s.audit_grids],
         mismatch_figures=[out / f for _, f in s.mismatch_figures], csvs={n: out / n for n in s.tables},
         groups=groups, keys=keys, aucs=aucs, pvalues=matrices, notes=s.notes, finals=finals, statistic=statistic,
-        grouping=grouping)
+        grouping=grouping, reference=versus, warnings=s.warnings)
     if opts.wandb:
         result.wandb_dir = log_report(runs, content, out, s.tables)
     return result
@@ -311,20 +323,54 @@ def best_cells(groups: list[Group], metrics: list[str], aucs: dict, first_column
     return cells
 
 
+def check_reference(groups: list[Group], reference: str | None) -> None:
+    labels = [g.label for g in groups]
+    if reference is not None and reference not in labels:
+        raise UserError(f"--reference {reference}: not a group; groups: {', '.join(labels)}")
+
+
+def few_seeds_warning(groups: list[Group], per_run: dict, metrics: list[str]) -> list[str]:
+    """The groups whose tests rest on fewer than ``MIN_SEEDS`` runs (the fewest over the tested metrics)."""
+    counts = [(g.label, min(len(per_run[m][g.label].values) for m in metrics)) for g in groups]
+    few = [f"{label} (n={n})" for label, n in counts if n < MIN_SEEDS]
+    if not few:
+        return []
+    return [f"groups with fewer than {MIN_SEEDS} seeds (their tests have little power): {', '.join(few)}"]
+
+
+def _pvalue_row(metric: str, a: str, b: str, c: stats.Comparison, comparisons: int, statistic: str) -> dict:
+    return {"metric": metric, "a": a, "b": b, "p": c.p, "p_holm": c.p_holm, "comparisons": comparisons,
+            "cohens_d": c.effect, "d_ci_low": c.effect_low, "d_ci_high": c.effect_high, "mean_diff": c.diff,
+            "diff_ci_low": c.diff_low, "diff_ci_high": c.diff_high, "n_a": c.n_a, "n_b": c.n_b, "test": c.test,
+            "statistic": statistic}
+
+
 def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: ReportOptions, s: _Sections):
     """Pairwise t-tests over a per-seed statistic of every test metric (thesis tables 4.3-4.5): the
-    AUCs (``statistic="auc"``) or the final-round values (``"final"``)."""
-    tables, matrices = [], {}
-    if len(groups) > 1:
-        for m in [m for m in per_run if not m.startswith("test/ap/")]:
-            samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
-            matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
-            tables.append(pages.pvalue_table(m, [g.label for g in groups], matrices[m], opts.alpha, opts.paired,
-                                             statistic=statistic))
-    rows = [{"metric": m, "a": a, "b": b, "p": c.p, "cohens_d": c.effect, "test": c.test, "statistic": statistic}
-            for m, mat in matrices.items() for a, row in mat.items() for b, c in row.items() if a != b]
+    AUCs (``statistic="auc"``) or the final-round values (``"final"``), Holm-corrected per metric over
+    the matrix's unique pairs; with ``opts.reference``, every group against that one only, corrected
+    over those k - 1 comparisons."""
+    tables, matrices, versus, rows = [], {}, {}, []
+    tested = [m for m in per_run if not m.startswith("test/ap/")] if len(groups) > 1 else []
+    labels = [g.label for g in groups]
+    for m in tested:
+        samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
+        if opts.reference is not None:
+            versus[m] = stats.versus_reference(samples, opts.reference, paired=opts.paired)
+            n = sum(not math.isnan(c.p) for c in versus[m].values())
+            rows += [_pvalue_row(m, a, opts.reference, c, n, statistic) for a, c in versus[m].items()]
+            tables.append(pages.reference_table(m, opts.reference, versus[m], opts.alpha, opts.paired,
+                                                statistic=statistic))
+            continue
+        matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
+        n = stats.family_size(matrices[m])
+        rows += [_pvalue_row(m, a, b, c, n, statistic)
+                 for a, row in matrices[m].items() for b, c in row.items() if a != b]
+        tables.append(pages.pvalue_table(m, labels, matrices[m], opts.alpha, opts.paired, statistic=statistic))
     s.tables["pvalues.csv"] = (PVALUE_COLUMNS, rows)
-    return tables, matrices
+    if tested:
+        s.warnings += few_seeds_warning(groups, per_run, tested)
+    return tables, matrices, versus
 
 
 def image_sections(groups: list[Group], opts: ReportOptions, out: Path, s: _Sections) -> None:
@@ -426,12 +472,13 @@ def page_content(dirs, runs, groups, grouping, opts: ReportOptions, s: _Sections
                str(r.records[-1].n_labelled) if r.records else "0", str(r.path)] for g in groups for r in g.runs])
     captions = {"curves.csv": "aggregated curves (CSV)", "auc.csv": "per-group AUCs (CSV)",
                 "final.csv": "per-group final-round values (CSV)",
-                "pvalues.csv": "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
+                "pvalues.csv": "tests, each group against the reference (CSV)" if opts.reference is not None
+                else "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
                 "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}
     return pages.ReportContent(
         title=opts.title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
         intro=[f"Runs grouped by {describe_keys(grouping)}; seeds are repetitions. Every point is a completed "
                "active-learning round (train from the baseline weights on the labelled set, then test)."],
         runs=run_table, figures=s.figures, auc=auc_table, pvalues=pvalue_tables, grids=s.grids,
-        downloads=[(captions[n], n) for n in s.tables], notes=s.notes, audit_grids=s.audit_grids,
+        downloads=[(captions[n], n) for n in s.tables], notes=s.notes, warnings=s.warnings, audit_grids=s.audit_grids,
         audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table, final=final_table)
