@@ -122,6 +122,9 @@ def _check_dataset(ds: DictConfig) -> None:
         v = ds.get(key)
         if v is not None and (not _is_int(v) or v < 1):
             raise UserError(f"dataset.{key}={v!r} must be a positive integer")
+    # the networks take grey or RGB input only; checked before any image is decoded
+    if "channels" in ds and (not _is_int(ds.channels) or ds.channels not in (1, 3)):
+        raise UserError(f"dataset.channels={ds.channels!r}; allowed: 1 (grey, decoded as PIL's \"L\") or 3 (RGB)")
 
 
 def _check_training(cfg: DictConfig) -> None:

@@ -12,7 +12,8 @@ A cache is keyed by what determines its bytes, never by a display name:
 
 * the owner digest: the resolved image root, what owns the file list there (the
   root itself, or the resolved annotation file), the decoder and its settings
-  (resolution, resize) and the decoding version;
+  (resolution, resize), the decoded shape (channels first: grey and RGB caches of
+  one root are separate) and the decoding version;
 * the content digest: every file's path relative to the root, byte size and
   modification time, plus what the owner declares per file (a detection image's
   annotated size).
@@ -80,22 +81,28 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def decode_image(path: str | Path, image_size: int, resize_size: int | None = None) -> np.ndarray:
-    """uint8 [3, S, S]: RGB, shorter side resized to ``resize_size`` (bilinear, antialiased),
-    centre crop of ``image_size``. This is torchvision's ImageNet evaluation transform
-    (resize 256, crop 224) when ``resize_size=256, image_size=224``."""
+# Decoded channel count -> the PIL mode a file is converted to before resizing.
+CHANNEL_MODES = {1: "L", 3: "RGB"}
+
+
+def decode_image(path: str | Path, image_size: int, resize_size: int | None = None,
+                 channels: int = 3) -> np.ndarray:
+    """uint8 [C, S, S]: RGB (``channels=3``) or PIL's grey "L" (``channels=1``), shorter side
+    resized to ``resize_size`` (bilinear, antialiased), centre crop of ``image_size``. This is
+    torchvision's ImageNet evaluation transform (resize 256, crop 224) when
+    ``resize_size=256, image_size=224``."""
     from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")          # forces the full decode: a truncated file raises here
+            im = im.convert(CHANNEL_MODES[channels])   # forces the full decode: a truncated file raises here
     except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError is an OSError
         raise UnreadableImage(f"cannot read image {path}: {err}") from err
     im = TF.resize(im, resize_size or image_size, interpolation=InterpolationMode.BILINEAR, antialias=True)
     im = TF.center_crop(im, image_size)
-    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
+    return np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels).transpose(2, 0, 1)
 
 
 def decode_stretched(path: str | Path, width: int, height: int,
@@ -151,16 +158,22 @@ class CacheKey:
 
 def cached_images(root: str | Path, files: list[Path], image_size: int, cache_dir: str | Path,
                   resize_size: int | None = None, skip_corrupt: bool = False,
-                  workers: int | None = None) -> CachedImages:
-    """The centre-cropped [3, S, S] images of ``files`` (under ``root``), from the cache or decoded now.
+                  workers: int | None = None, channels: int = 3) -> CachedImages:
+    """The centre-cropped [C, S, S] images of ``files`` (under ``root``), from the cache or decoded now:
+    C = ``channels``, 3 for RGB or 1 for grey.
 
     A file that cannot be decoded raises ``UnreadableImage`` naming it; with
     ``skip_corrupt`` it is left out instead and listed in ``skipped``.
     """
-    s, resize = int(image_size), (int(resize_size) if resize_size else None)
+    s, resize, c = int(image_size), (int(resize_size) if resize_size else None), int(channels)
+    if c not in CHANNEL_MODES:
+        raise UserError(f"dataset.channels={channels!r}; allowed: 1 (grey) or 3 (RGB)")
+    # The channel count is in the key through the shape (part of the owner digest), so a grey
+    # and an RGB cache of one root are two caches and neither evicts the other; the settings
+    # stay as they were so that the RGB caches built before grey decoding existed are reused.
     key = CacheKey(Path(root), str(Path(root).resolve()),
-                   {"decoder": "centre_crop", "image_size": s, "resize_size": resize}, (3, s, s))
-    return decode_cached(key, files, lambda path: decode_image(path, s, resize), cache_dir,
+                   {"decoder": "centre_crop", "image_size": s, "resize_size": resize}, (c, s, s))
+    return decode_cached(key, files, lambda path: decode_image(path, s, resize, c), cache_dir,
                          skip_corrupt=skip_corrupt, workers=workers)
 
 
@@ -183,6 +196,11 @@ def decode_cached(key: CacheKey, files: list[Path], decode: Callable[[Path], np.
             if stale != final and not stale.name.endswith(".tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
     meta = json.loads((final / "meta.json").read_text())
+    if meta.get("shape") != list(key.shape):
+        # only a folder copied or renamed by hand gets here (the shape is in the digest): its bytes
+        # read in another shape, a grey cache as RGB say, would be silently wrong images
+        raise UserError(f"decode cache {final} holds images of shape {meta.get('shape')}, not {list(key.shape)}; "
+                        "delete that folder and it is rebuilt")
     skipped = meta["skipped"]
     if skipped and not skip_corrupt:
         # the cache was built with skip_corrupt=true; without it a bad file is still an error

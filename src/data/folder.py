@@ -47,8 +47,9 @@ class ImageTreeSource(Source):
 
     def __init__(self, root: str | Path, image_size: int = 224, resize_size: int | None = None,
                  cache_dir: str | Path | None = None, skip_corrupt: bool = False, workers: int | None = None,
-                 name: str | None = None):
+                 name: str | None = None, channels: int = 3):
         self.root = Path(str(root)).expanduser()
+        self.channels = int(channels)     # 3: RGB, 1: grey ("L"); a recipe sets its own (decode_channels)
         self.image_size = int(image_size)
         self.resize_size = int(resize_size) if resize_size else None
         self.cache_dir = Path(str(cache_dir)).expanduser() if cache_dir else Path.home() / ".cache" / "al-select"
@@ -138,10 +139,16 @@ class ImageTreeSource(Source):
             log.warning(f"{self.title} at {skipped_note(left, self.root)}")
         return files, np.asarray(labels, dtype=np.int64), (np.asarray(splits) if presplit else None), names
 
+    def decode_channels(self, channels: int) -> None:
+        # A grey recipe decodes grey files once into a 1-channel cache (a third of the disk and
+        # reads) instead of RGB reduced to grey after resizing; before loading only (memoised).
+        if not hasattr(self, "_cache"):
+            self.channels = int(channels)
+
     def _load(self) -> SourceData:
         files, labels, splits, names = self.scan()
         cached = cached_images(self.root, files, self.image_size, self.cache_dir, resize_size=self.resize_size,
-                               skip_corrupt=self.skip_corrupt, workers=self.workers)
+                               skip_corrupt=self.skip_corrupt, workers=self.workers, channels=self.channels)
         if len(cached.kept) == 0:
             raise UserError(f"{self.title} at {self.root}: no readable images")
         return SourceData(self.name, cached.images, labels[cached.kept], names,
@@ -176,12 +183,14 @@ class ImageFolderSource(ImageTreeSource):
 
 def folder_datamodule(root: str, classes: list[str] | None = None, image_size: int = 64,
                       resize_size: int | None = None, cache_dir: str | None = None,
-                      skip_corrupt: bool = False, workers: int | None = None, **datamodule_kwargs):
-    """An ActiveDataModule over one user folder tree (the ``dataset=folder`` option)."""
+                      skip_corrupt: bool = False, workers: int | None = None, channels: int = 3,
+                      **datamodule_kwargs):
+    """An ActiveDataModule over one user folder tree (the ``dataset=folder`` option), its images
+    decoded as RGB (``channels=3``) or grey (``channels=1``, PIL's "L"); the model takes as many."""
     from src.data.datamodule import ActiveDataModule
 
     datamodule_kwargs.pop("sources", None)
     source = ImageFolderSource(root, classes=classes, image_size=image_size, resize_size=resize_size,
-                               cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers)
-    return ActiveDataModule(sources=[source], image_size=image_size, channels=3,
+                               cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers, channels=channels)
+    return ActiveDataModule(sources=[source], image_size=image_size, channels=channels,
                             skip_corrupt=skip_corrupt, **datamodule_kwargs)

@@ -141,9 +141,11 @@ def _gather(images: np.ndarray, rows: np.ndarray, size: int, channels: int,
     return out
 
 
-def _load_sources(sources: list[Source]) -> list[SourceData]:
+def _load_sources(sources: list[Source], channels: int) -> list[SourceData]:
     if not sources:
         raise UserError("dataset.sources is empty; name at least one source")
+    for s in sources:
+        s.decode_channels(channels)
     loaded = [s.load() for s in sources]
     for d in loaded[1:]:
         if d.class_names != loaded[0].class_names:
@@ -220,7 +222,7 @@ def build(
     pool_repeats: int = 1,
     repeat_max_degrees: float = 10.0,
 ) -> BuiltDataset:
-    loaded = _load_sources(sources)
+    loaded = _load_sources(sources, channels)
     parts = _split_parts(loaded, sizes, image_size, channels, split_seed)
     images, labels, origin, split_ids = _interleave(parts, split_seed)
     original = np.arange(len(labels), dtype=np.int64)

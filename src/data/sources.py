@@ -48,6 +48,11 @@ class Source:
             self._cache = self._load()
         return self._cache
 
+    def decode_channels(self, channels: int) -> None:
+        """The recipe's channel count (``dataset.channels``), told before loading. A source that
+        decodes image files (``folder.py``) decodes into it; the others keep their own and the
+        recipe converts."""
+
     def _load(self) -> SourceData:  # pragma: no cover - abstract
         raise NotImplementedError
 
