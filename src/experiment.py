@@ -26,10 +26,10 @@ from src.config.validate import validate
 from src.config.instantiate import build
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
-from src.launch import prepare_job
+from src.launch import made_by_this_process, prepare_job
 from src.loop import distributed
-from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint
-from src.loop.records import LOCK_FILE, RoundRecord, RunStore, fault_point, lock_run_dir, write_json_atomic
+from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint, round_label
+from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, read_records, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
@@ -106,7 +106,7 @@ def format_table(records: list[RoundRecord], task: Task) -> str:
 
 def round_line(task: Task, record: RoundRecord, n_rounds: int) -> str:
     """The one console line of a completed round."""
-    parts = [f"round {record.round + 1}/{n_rounds}", f"labelled {record.n_labelled}", f"epochs {record.epochs}"]
+    parts = [round_label(record.round, n_rounds), f"labelled {record.n_labelled}", f"epochs {record.epochs}"]
     shown = ["test/loss"] + [key for _, key, _ in task.console_columns]
     parts += [f"{k} {record.metrics[k]:.4f}" for k in shown if k in record.metrics]
     parts.append(f"select {record.select_seconds:.1f}s fit {record.fit_seconds:.1f}s")
@@ -153,6 +153,8 @@ def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
                             f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run")
         log.info("resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir)
     store.check_consistent()   # a hand-edited or doubled record file is refused before anything else
+    if store.exists() and (run_dir / "summary.json").exists():   # a finished run: its summary as well
+        read_summary(run_dir / "summary.json", n_rounds=len(read_records(store.records_path)))
     state = store.read_state()
     if state is not None:
         check_fingerprint(state, result_fingerprint(cfg), run_dir)
@@ -216,14 +218,18 @@ def run_experiment(cfg: DictConfig) -> dict:
     """
     if distributed.is_follower():   # rank 1..N-1 of a trainer=ddp run: rank 0 accepted the run and writes it
         return distributed.run_follower(cfg, build_loop)
-    prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
-    validate(cfg)
-    distributed.wanted_processes(cfg.trainer)   # a UserError for DDP settings the rounds cannot run
-    quiet_libraries()
-    job_log = HeldJobLog()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    was_new = not run_dir.exists() or not any(run_dir.iterdir())
+    # Hydra made the directory already: new when this command made it (known for a single run and
+    # a new sweep), else when it holds nothing (a job of an existing sweep, in a worker process)
+    was_new = made_by_this_process(run_dir)
+    if was_new is None:
+        was_new = not run_dir.exists() or not any(run_dir.iterdir())
+    job_log = HeldJobLog()
     try:
+        prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
+        validate(cfg)
+        distributed.wanted_processes(cfg.trainer)   # a UserError for DDP settings the rounds cannot run
+        quiet_libraries()
         with lock_run_dir(run_dir):
             accept_run_dir(cfg, run_dir)
             return _run_accepted(cfg, run_dir, job_log)
@@ -236,13 +242,27 @@ def run_experiment(cfg: DictConfig) -> dict:
 
 
 def remove_refused_run_dir(run_dir: Path) -> None:
-    """A refused command leaves no trace of the run directory it would have started: its lock
-    file and the directory go, when nothing else is in it (a UserError raised after the run
-    began, which wrote ``.hydra/`` first, leaves everything in place)."""
+    """A refused command leaves no trace of the run directory it would have started: the directory
+    goes when it is empty (``lock_run_dir`` took away the lock file it made; a UserError raised
+    after the run began, which wrote ``.hydra/`` first, leaves everything in place)."""
     with contextlib.suppress(OSError):   # gone, or another process's files appeared meanwhile
-        if {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
-            run_dir.rmdir()
+        run_dir.rmdir()
+
+
+def read_summary(path: Path, n_rounds: int) -> dict:
+    """A finished run's ``summary.json``; a UserError naming it when it is not the summary of its
+    ``n_rounds`` committed rounds (a JSON object of numbers, ``al/rounds`` equal to the count)."""
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: not a JSON summary ({err}); remove it and resume to write it again") from None
+    if not isinstance(summary, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                for v in summary.values()):
+        raise UserError(f"{path}: not a summary (an object of numbers); remove it and resume to write it again")
+    if summary.get("al/rounds", n_rounds) != n_rounds:
+        raise UserError(f"{path} counts {summary.get('al/rounds')!r} rounds but {n_rounds} are committed; "
+                        "remove it and resume to write it again")
+    return summary
 
 
 def data_title(cfg: DictConfig, datamodule) -> str:
@@ -258,10 +278,13 @@ def data_title(cfg: DictConfig, datamodule) -> str:
 
 
 def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
-    if RunStore(run_dir).exists() and (run_dir / "summary.json").exists():
-        # a finished job: nothing to run, nothing to log (no empty tracker run)
+    store = RunStore(run_dir)
+    if store.exists() and (run_dir / "summary.json").exists():
+        # a finished job: nothing to run, nothing to log (no empty tracker run); its records and
+        # summary were checked when it was accepted
+        summary = read_summary(run_dir / "summary.json", n_rounds=len(read_records(store.records_path)))
         log.info("%s is already complete; nothing to do", run_dir)
-        return json.loads((run_dir / "summary.json").read_text())
+        return summary
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     task = get_task(cfg.task_type)
     tracker = make_tracker(cfg)

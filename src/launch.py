@@ -13,18 +13,27 @@
 
 ``prepare_job(cfg)`` does all three and is the one call the entry point makes, first
 thing in each job. Outside a multirun (or with the basic launcher) it changes nothing.
+
+And what the command around the jobs settles, through Hydra callbacks (conf/hydra/default.yaml)
+and ``run_entry_point``: the output directory is checked before Hydra makes it and a refused
+command takes away the folders it made (``OutputDirGuard``), a refused ``--multirun`` keeps its
+sweep's ``multirun.yaml`` (``SweepRecordGuard``), and a joblib sweep's workers end with their
+launcher (``WorkersEndWithLauncher``).
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from src.errors import UserError
 
@@ -221,5 +230,181 @@ def restore_sweep_record() -> None:
         tmp.replace(path)
     else:
         path.unlink(missing_ok=True)
-        if not _sweep_before["dir_existed"] and not any(path.parent.iterdir()):
+        if not _sweep_before["dir_existed"] and path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
+
+
+class OutputDirGuard(Callback):
+    """Checks the run's (or sweep's) output directory before Hydra makes it, and notes which of its
+    folders this command creates, so that a refused command can take them away again.
+
+    ``hydra.run.dir`` (``hydra.sweep.dir``) as composed, e.g. ``outputs/<task>/<run name>/<time>``
+    from ``paths.output_dir``: a file in its way or a read-only parent is one line and exit status 2
+    (Hydra's own mkdir would end in a traceback). ``remove_new_dirs`` (called by the CLI when the
+    command fails) removes the noted folders that are still empty, deepest first.
+    """
+
+    def on_run_start(self, config, **kwargs) -> None:
+        _guard_output_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        _guard_output_dir(config, "hydra.sweep.dir")
+
+
+# directory Hydra makes for this command -> the topmost of its folders that did not exist before
+# (None: it existed)
+_noted_dirs: dict[Path, Path | None] = {}
+
+
+def _guard_output_dir(config, key: str) -> None:
+    from src.config.overrides import output_dir_problem
+
+    try:
+        value = OmegaConf.select(config, key, throw_on_missing=True)
+    except Exception:   # noqa: BLE001  (what cannot be resolved here, Hydra reports itself)
+        return
+    if value is None:
+        return
+    problem = output_dir_problem(key, value)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    note_new_dirs(Path(str(value)))
+
+
+def note_new_dirs(path: Path) -> None:
+    """Note, before it is made, which folders of ``path`` this process is about to create."""
+    path = Path(path).absolute()
+    top = None
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        top = folder
+    _noted_dirs[path] = top
+
+
+def made_by_this_process(path: Path) -> bool | None:
+    """Whether the folder ``path`` was created for this command: True / False for a noted output
+    directory or a folder below a noted one that this process created (a sweep's job directory);
+    None when unknown (a sweep job in a worker process, below an existing sweep directory)."""
+    path = Path(path).absolute()
+    for noted, top in _noted_dirs.items():
+        if path == noted:
+            return top is not None
+        if noted in path.parents and top is not None:
+            return True
+    return None
+
+
+def remove_new_dirs() -> None:
+    """Remove the folders this process created for its output directories (``note_new_dirs``)
+    that are empty, from the deepest up; a folder that holds anything stays, with its parents."""
+    for noted, top in reversed(list(_noted_dirs.items())):
+        if top is None:
+            continue
+        for folder in (noted, *noted.parents):
+            try:
+                folder.rmdir()
+            except OSError:   # not empty (or already gone): what is above it stays too
+                if folder.exists():
+                    break
+            if folder == top:
+                break
+    _noted_dirs.clear()
+
+
+def run_entry_point(main: Callable[[], object]) -> None:
+    """Run a Hydra entry point (``main``); when the command fails, undo what was done for it before
+    any run was accepted: the sweep's ``multirun.yaml`` (``restore_sweep_record``) and the output
+    folders Hydra made that are still empty (``remove_new_dirs``)."""
+    try:
+        main()
+    except BaseException as failure:
+        if not (isinstance(failure, SystemExit) and failure.code in (0, None)):
+            restore_sweep_record()
+            remove_new_dirs()
+        raise
+
+
+class WorkersEndWithLauncher(Callback):
+    """A joblib sweep's worker processes end with the process that launched them.
+
+    Loky's workers outlive a launcher killed with ``kill -9``: they finish the job in hand and take
+    the queued ones, with nobody waiting for the results. Here the launcher, before its sweep,
+    gives every worker it starts an initializer (``end_with_launcher``) that watches it: once the
+    worker's parent is no longer the launcher, the worker ends itself and what it started (a job's
+    W&B process, data loader workers) at once, as a kill would. The job it was running is then a
+    killed job, continued by ``resume=true``.
+    """
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if launcher_kind(OmegaConf.select(config, "hydra.launcher")) == "joblib":
+            bind_workers_to_launcher()
+
+
+WATCH_INTERVAL_S = 0.1   # how often a worker looks for its launcher
+
+
+def bind_workers_to_launcher() -> None:
+    """Make joblib's loky backend start its workers with ``end_with_launcher`` (this process's pid).
+
+    The joblib launcher asks for ``backend="loky"`` by name and takes no initializer, so the name
+    is registered again (``joblib.register_parallel_backend``) for loky's own backend class with
+    the initializer added to the executor it configures.
+    """
+    import joblib
+    from joblib.parallel import BACKENDS
+
+    loky = BACKENDS["loky"]
+    if getattr(loky, "binds_workers_to_launcher", False):
+        return
+
+    class LauncherBoundLoky(loky):
+        binds_workers_to_launcher = True
+
+        def configure(self, *args, **kwargs):
+            kwargs.setdefault("initializer", end_with_launcher)
+            kwargs.setdefault("initargs", (os.getpid(),))
+            return super().configure(*args, **kwargs)
+
+    joblib.register_parallel_backend("loky", LauncherBoundLoky)
+
+
+def end_with_launcher(launcher_pid: int) -> None:
+    """Loky worker initializer: a daemon thread that ends this worker once ``launcher_pid`` is no
+    longer its parent (the launcher died and the worker was handed to init or a subreaper)."""
+    def watch() -> None:
+        while os.getppid() == launcher_pid:
+            time.sleep(WATCH_INTERVAL_S)
+        end_process_tree()
+
+    if os.getppid() != launcher_pid:
+        end_process_tree()
+    threading.Thread(target=watch, name="end-with-launcher", daemon=True).start()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` (children, theirs, ...), from Linux's ``/proc``; [] elsewhere."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):   # ended meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def end_process_tree() -> None:
+    """SIGKILL what this process started, then this process."""
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -13,7 +13,10 @@ from omegaconf import DictConfig
 
 import src.config.resolvers  # noqa: F401  (registers the config resolvers)
 from src.config.overrides import prepare_argv
+from src.config.validate import check_pretraining
 from src.errors import UserError
+from src.experiment import HeldJobLog
+from src.launch import run_entry_point
 from src.loop.trainers import quiet_libraries
 from src.models.named_baselines import pretrain
 
@@ -21,16 +24,20 @@ from src.models.named_baselines import pretrain
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
+    job_log = HeldJobLog()   # the log file opens once nothing can refuse the command
     try:
-        pretrain(cfg)
+        check_pretraining(cfg)
+        pretrain(cfg, accepted=job_log.release)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        job_log.drop()   # a no-op once released
 
 
 def cli() -> None:
     prepare_argv(sys.argv)
-    main()
+    run_entry_point(main)   # a refused command leaves no new folder behind
 
 
 if __name__ == "__main__":

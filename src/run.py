@@ -22,7 +22,7 @@ import src.config.resolvers  # noqa: E402,F401  (registers the config resolvers)
 from src.config.overrides import prepare_argv  # noqa: E402
 from src.errors import UserError  # noqa: E402
 from src.experiment import run_experiment  # noqa: E402
-from src.launch import restore_sweep_record  # noqa: E402
+from src.launch import run_entry_point  # noqa: E402
 from src.tasks import get_task  # noqa: E402
 
 
@@ -38,12 +38,8 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     prepare_argv(sys.argv)
-    try:
-        main()
-    except BaseException as failure:
-        if not (isinstance(failure, SystemExit) and failure.code in (0, None)):
-            restore_sweep_record()   # a refused --multirun leaves its sweep's multirun.yaml as it was
-        raise
+    # a refused command leaves no new folder behind, and a refused --multirun its sweep's multirun.yaml as it was
+    run_entry_point(main)
 
 
 if __name__ == "__main__":

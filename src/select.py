@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 import src.config.resolvers  # noqa: F401  (the resolvers a run's config uses)
+from src.config.overrides import check_override_syntax
 from src.errors import UserError
 from src.labelling.select import run_select
 
@@ -25,5 +26,13 @@ def main(cfg: DictConfig) -> None:
     print(f"wrote {out}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    message = check_override_syntax(sys.argv[1:])   # an unparsable override: one line, not Hydra's three
+    if message:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

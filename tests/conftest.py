@@ -93,10 +93,10 @@ class CliServer:
                                      stderr=subprocess.DEVNULL, text=True)
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
-    def run(self, module: str, args, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(self, module: str, args, env: dict, timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
-        request = {"module": module, "argv": list(args), "env": env, "cwd": str(REPO), "timeout": timeout}
+        request = {"module": module, "argv": list(args), "env": env, "cwd": str(cwd), "timeout": timeout}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         answer = json.loads(self.proc.stdout.readline())
@@ -109,13 +109,17 @@ class CliServer:
 _SERVER = CliServer()
 
 
-def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -m module ARGS`` from the repo root with the test environment (``cli_env``) plus ``env``."""
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m module ARGS`` from the repo root (or ``cwd``, with the repo on the module path) with
+    the test environment (``cli_env``) plus ``env``."""
     full_env = {**cli_env(), **(env or {})}
     if os.environ.get("AL_TESTS_FRESH_CLI") == "1":
-        return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
+        if cwd is not None:
+            full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
-    return _SERVER.run(module, args, full_env, timeout)
+    return _SERVER.run(module, args, full_env, timeout, cwd=cwd or REPO)
 
 
 def run_cli(*args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

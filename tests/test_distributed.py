@@ -120,7 +120,7 @@ def test_a_ddp_run_commits_every_round_once_into_the_files_of_a_single_process_r
         for key in ("val/acc_top1", "test/acc_top1"):
             assert record[key] * 59 == pytest.approx(round(record[key] * 59), abs=1e-4), (key, record[key])
     log = (ddp / "run.log").read_text()
-    assert log.count("round 1/2 |") == 1 and log.count("round 2/2 |") == 1   # one writer of the log
+    assert log.count("round 0 (1 of 2) |") == 1 and log.count("round 1 (2 of 2) |") == 1   # one writer of the log
 
 
 @pytest.mark.slow

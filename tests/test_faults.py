@@ -92,7 +92,7 @@ def test_the_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
 
 def record(r: int) -> RoundRecord:
     return RoundRecord(round=r, n_labelled=10 * (r + 1), n_selected=10, selection="base" if r == 0 else "margin",
-                       selected_ids=[r], selected_scores=[], epochs=1, best_epoch=0,
+                       selected_ids=list(range(10 * r, 10 * r + 10)), selected_scores=[], epochs=1, best_epoch=0,
                        metrics={"test/acc": 0.1 * r, "val/acc": 0.2 * r})
 
 

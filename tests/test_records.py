@@ -17,7 +17,8 @@ def rec(r: int, **metrics) -> RoundRecord:
 
 
 def _state(done):
-    return {"completed_rounds": done, "labelled_ids": list(range(done)), "pending": None}
+    # as the loop writes it: round r (rec(r)) ends with 10 * (r + 1) labelled ids
+    return {"completed_rounds": done, "base_ids": [], "labelled_ids": list(range(10 * done)), "pending": None}
 
 
 def test_json_form_has_the_documented_key_order_and_round_trips():

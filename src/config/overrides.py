@@ -137,6 +137,64 @@ def check_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
     return None
 
 
+def command_line_overrides(argv: Sequence[str]) -> list[str]:
+    """The overrides among ``argv`` (no program name), as Hydra's argument parser finds them:
+    flags and their values (``--cfg job``, ``-cn name``) left out."""
+    from hydra._internal.utils import get_args_parser
+
+    known, rest = get_args_parser().parse_known_args(list(argv))
+    return list(known.overrides or []) + [a for a in rest if not a.startswith("-")]
+
+
+def check_override_syntax(argv: Sequence[str]) -> str | None:
+    """One-line message for the first override Hydra's grammar cannot parse (``'a=[1,2'``), naming it;
+    None when all parse. Hydra's own report of it is three lines and exit status 1."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in command_line_overrides(argv):
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as err:
+            lines = [ln.strip() for ln in str(err).splitlines()
+                     if ln.strip() and not ln.startswith(("See https://", "Error parsing override"))]
+            why = "; ".join(lines) or "not an override"
+            return (f"{arg!r} is not a valid override ({why}); the form is key=value, "
+                    "see https://hydra.cc/docs/advanced/override_grammar/basic/")
+    return None
+
+
+def output_dir_problem(key: str, value) -> str | None:
+    """One-line message when directory ``value`` (of config key ``key``) cannot be created or written:
+    tried, not inferred. None when it can."""
+    path = Path(str(value)).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        return f"{key}={value}: {existing} is not a directory, so the directory cannot be created"
+    if not can_create_in(existing):
+        return f"{key}={value}: {existing} is not writable; choose a directory you can write"
+    return None
+
+
+def output_file_problem(key: str, value, path: Path) -> str | None:
+    """One-line message when file ``path`` (in directory ``value`` of config key ``key``) cannot be
+    written: its directory as ``output_dir_problem`` checks it, the file itself not a directory and,
+    when present, writable (opened for appending, which changes no byte). None when it can."""
+    problem = output_dir_problem(key, value)
+    if problem:
+        return problem
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        return f"{key}={value}: {path} exists and is not a regular file, so it cannot be written"
+    if path.is_file():
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except OSError as err:
+            return f"{key}={value}: {path} cannot be written ({err.strerror})"
+    return None
+
+
 def can_create_in(directory: Path) -> bool:
     """Whether a directory can be made inside ``directory``: tried, not inferred from the mode
     bits, which say yes to root on read-only mounts and pseudo file systems."""
@@ -154,20 +212,19 @@ def check_output_dirs(argv: Sequence[str]) -> str | None:
         key, sep, value = arg.partition("=")
         if key not in ("hydra.run.dir", "hydra.sweep.dir") or not sep or "$" in value:
             continue
-        path = Path(value).expanduser().absolute()
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if not existing.is_dir():
-            return f"{key}={value}: {existing} is not a directory, so the output directory cannot be created"
-        if not can_create_in(existing):
-            return f"{key}={value}: {existing} is not writable; choose an output directory you can write"
+        problem = output_dir_problem(key, value)
+        if problem:
+            return problem
     return None
 
 
 def prepare_argv(argv: list[str]) -> None:
     """What the entry points run before Hydra: renamed keys rewritten in place, and a
-    typo in ``group=option`` or in a key path exits 2 with one line."""
-    argv[:] = rewrite_renamed_keys(argv)
-    message = check_group_overrides(argv) or check_output_dirs(argv) or check_keys(argv[1:])
+    override Hydra cannot parse, a typo in ``group=option`` or in a key path exits 2 with one line."""
+    message = check_override_syntax(argv[1:])
+    if not message:
+        argv[:] = rewrite_renamed_keys(argv)
+        message = check_group_overrides(argv) or check_output_dirs(argv) or check_keys(argv[1:])
     if message:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

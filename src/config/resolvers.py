@@ -74,8 +74,15 @@ def register(name: str, function, pure: bool = True, **options) -> None:
         PURE_RESOLVERS[name] = function
 
 
+def selection_size(budget, fraction) -> str:
+    """The run-name part that says how much a selection takes: ``b<budget>``, or ``f<fraction>`` where
+    ``selection.fraction`` decides it (prune mode), e.g. ``b100``, ``b[50,100]``, ``f0.5``."""
+    return f"f{format_value(fraction)}" if fraction is not None else f"b{format_value(budget)}"
+
+
 register("slug", slug)
 register("fmt", format_value)
+register("sel_size", selection_size)
 register("run_dir", run_dir, pure=False, use_cache=True)
 
 

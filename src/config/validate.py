@@ -11,7 +11,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data.datamodule import SHUFFLE_MODES
 from src.errors import UserError
-from src.models.named_baselines import NO_FILE, baseline_path, missing_message
+from src.models.named_baselines import NO_FILE, baseline_output_problem, baseline_path, missing_message, \
+    will_pretrain
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
 from src.selection.schedule import HALF_POOL, PRUNE, plan_selections
@@ -134,19 +135,102 @@ def _check_training(cfg: DictConfig) -> None:
         raise UserError(f"callbacks.mode={cb.mode!r}; allowed: min (for a loss), max (for an accuracy)")
     if not re.fullmatch(r"val/[\w/]+", str(cb.monitor)):
         raise UserError(f"callbacks.monitor={cb.monitor!r} must be a validation metric, e.g. val/loss or val/acc_top1")
-    if cb.get("early_stopping") is not None:
-        patience = cb.early_stopping.get("patience")
-        if not _is_int(patience) or patience < 0:
-            raise UserError(f"callbacks.early_stopping.patience={patience!r} must be an integer >= 0")
-    if not _is_int(cfg.trainer.get("max_epochs")) or cfg.trainer.max_epochs < 1:
-        raise UserError(f"trainer.max_epochs={cfg.trainer.get('max_epochs')!r} must be an integer >= 1")
-    _positive_int_or_null("fit.epochs", cfg.fit.get("epochs"), "until early stopping, at most trainer.max_epochs")
-    steps = cfg.fit.get("steps_per_epoch")
+    check_counts(cfg)
+    if not isinstance(cfg.fit.get("channels_last", False), bool):
+        raise UserError(f"fit.channels_last={cfg.fit.channels_last!r}; allowed: true or false")
+
+
+# Lightning Trainer arguments that count epochs, steps or batches: key -> (least value, what else is
+# allowed, spelled for the message). Lightning reads some negative values as "no limit"
+# (max_epochs=-1 trains forever), so a count is checked before any Trainer is built.
+TRAINER_COUNTS = {
+    "max_epochs": (1, ()),
+    "min_epochs": (0, (None,)),
+    "max_steps": (1, (-1,)),              # -1: Lightning's "no step limit" (its default)
+    "min_steps": (0, (None,)),
+    "check_val_every_n_epoch": (1, (None,)),
+    "log_every_n_steps": (1, (None,)),
+    "num_sanity_val_steps": (0, (None, -1)),   # -1: all validation batches
+    "accumulate_grad_batches": (1, ()),
+    "reload_dataloaders_every_n_epochs": (0, ()),
+}
+# keys of a callback config that count epochs or steps (EarlyStopping's patience, ModelCheckpoint's
+# every_n_epochs, ...): integers >= 0, and what else each allows
+CALLBACK_COUNTS = {"patience": (), "min_epochs": (None,), "max_epochs": (None,), "min_steps": (None,),
+                   "max_steps": (None,), "every_n_epochs": (None,), "every_n_train_steps": (None,)}
+# limit_*_batches: an integer count or a fraction of the loader; training needs some batches
+BATCH_LIMITS = {"limit_train_batches": 1, "limit_val_batches": 0, "limit_test_batches": 0,
+                "limit_predict_batches": 0}
+
+
+def _count(key: str, value, least: int, also=()) -> None:
+    """UserError unless ``value`` is an integer >= ``least`` or one of ``also``."""
+    if any(value is a or (_is_int(value) and value == a) for a in also):
+        return
+    if not _is_int(value) or value < least:
+        extra = "".join(f" or {'null' if a is None else a}" for a in also)
+        raise UserError(f"{key}={value!r} must be an integer >= {least}{extra}")
+
+
+def check_counts(cfg: DictConfig) -> None:
+    """Every epoch, step and batch count of the ``trainer``, ``fit``, ``callbacks`` and ``baseline``
+    groups, before anything is built: the one check of them for ``src.run`` and ``src.pretrain``."""
+    tr = cfg.trainer
+    for key, (least, also) in TRAINER_COUNTS.items():
+        if key in tr or key == "max_epochs":
+            _count(f"trainer.{key}", tr.get(key), least, also)
+    for key, least in BATCH_LIMITS.items():
+        value = tr.get(key)
+        if value is None or (_is_int(value) and value >= least):
+            continue
+        if not (isinstance(value, float) and (0.0 < value <= 1.0 or (least == 0 and value == 0.0))):
+            raise UserError(f"trainer.{key}={value!r} must be a number of batches >= {least} or a fraction "
+                            f"in {'(0' if least else '[0'}, 1] of them")
+    fit = cfg.get("fit") or {}
+    _positive_int_or_null("fit.epochs", fit.get("epochs"), "until early stopping, at most trainer.max_epochs")
+    if fit.get("epochs") is None and tr.get("min_epochs") is not None and tr.min_epochs > tr.max_epochs:
+        raise UserError(f"trainer.min_epochs={tr.min_epochs} is above trainer.max_epochs={tr.max_epochs}")
+    steps = fit.get("steps_per_epoch")
     if steps != HALF_POOL and steps is not None and (not _is_int(steps) or steps < 1):
         raise UserError(f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
                         "selection pool in batches) or null (one pass over the labelled set)")
-    if not isinstance(cfg.fit.get("channels_last", False), bool):
-        raise UserError(f"fit.channels_last={cfg.fit.channels_last!r}; allowed: true or false")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not OmegaConf.is_dict(node):
+            continue
+        for key, also in CALLBACK_COUNTS.items():
+            if key in node:
+                _count(f"callbacks.{name}.{key}", node.get(key), 0, also)
+        if "min_delta" in node and (not _is_number(node.min_delta) or node.min_delta < 0):
+            raise UserError(f"callbacks.{name}.min_delta={node.min_delta!r} must be a number >= 0")
+    _check_baseline_counts(cfg.get("baseline"))
+
+
+def _check_baseline_counts(node) -> None:
+    """The ``baseline`` group: a named baseline trains ``baseline.epochs`` >= 1 epochs on its dataset."""
+    if node is None:
+        return
+    named = node.get("name") not in NO_FILE
+    _count("baseline.epochs", node.get("epochs"), 1 if named else 0)
+    if not _is_int(node.get("seed", 0)):
+        raise UserError(f"baseline.seed={node.get('seed')!r} must be an integer")
+    dataset = node.get("dataset")
+    if named and dataset is not None:
+        sizes = dataset.get("sizes") or {}
+        for split, least in (("pool", 1), ("val", 0), ("test", 0)):
+            v = sizes.get(split)
+            if v is not None and (not _is_int(v) or v < least):
+                raise UserError(f"baseline.dataset.sizes.{split}={v!r} must be an integer >= {least} or null")
+        for key in ("batch_size", "eval_batch_size"):
+            v = dataset.get(key)
+            if v is not None and (not _is_int(v) or v < 1):
+                raise UserError(f"baseline.dataset.{key}={v!r} must be a positive integer")
+
+
+def check_pretraining(cfg: DictConfig) -> None:
+    """What ``src.pretrain`` checks before anything is built: the counts, with the same check as
+    ``src.run`` (``check_counts``). Whether the baseline's files can be written is checked by
+    ``named_baselines.pretrain`` once it knows that it trains (a current file is reused)."""
+    check_counts(cfg)
 
 
 def _check_task(cfg: DictConfig) -> None:
@@ -202,6 +286,9 @@ def _check_starting_weights(cfg: DictConfig) -> None:
     if checkpoint and not Path(str(checkpoint)).is_file():
         raise UserError(f"model.init.checkpoint={checkpoint}: no such file")
     node = cfg.get("baseline")
-    if node is not None and node.get("name") not in NO_FILE and not node.get("make_if_missing") \
-            and not checkpoint and not baseline_path(cfg).is_file():
-        raise UserError(missing_message(cfg))
+    if node is not None and node.get("name") not in NO_FILE and not checkpoint:
+        if not node.get("make_if_missing") and not baseline_path(cfg).is_file():
+            raise UserError(missing_message(cfg))
+        problem = will_pretrain(cfg) and baseline_output_problem(cfg)   # made first: its files must be writable
+        if problem:
+            raise UserError(problem)

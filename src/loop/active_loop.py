@@ -55,6 +55,12 @@ class SelectionSettings:
     diversity: dict = field(default_factory=lambda: {"enabled": False, "k": None, "labels": "predicted"})
 
 
+def round_label(index: int, n_rounds: int) -> str:
+    """A round as the console names it: rounds count from 0, as in rounds.jsonl and the table, with
+    its place among all of them, "round 2 (3 of 4)"."""
+    return f"round {index} ({index + 1} of {n_rounds})"
+
+
 def _ids(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
@@ -78,7 +84,7 @@ class ActiveLearningLoop:
         self.steps_per_epoch = steps_per_epoch
         self.progress = progress
         self.fingerprint = fingerprint or {}
-        self.round_line = round_line or (lambda record, n: f"round {record.round + 1}/{n}")
+        self.round_line = round_line or (lambda record, n: round_label(record.round, n))
         self.pool_ids = np.sort(self.dm.pool_ids)
         self.budgets = plan_selections(self.sel.mode, len(self.pool_ids), self.sel.base_size, self.sel.budget,
                                        self.sel.rounds, self.sel.fraction)
@@ -92,8 +98,8 @@ class ActiveLearningLoop:
             state = self.initial_state()
         else:
             self.check_fingerprint(state)
-            log.info("resuming %s after round %d of %d", self.store.run_dir, state["completed_rounds"] - 1,
-                     self.n_rounds)
+            log.info("resuming %s after %s", self.store.run_dir,
+                     round_label(int(state["completed_rounds"]) - 1, self.n_rounds))
         for r in range(int(state["completed_rounds"]), self.n_rounds):
             record, state = self.run_round(r, state)
             self.store.commit(record, state)

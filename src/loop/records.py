@@ -90,19 +90,18 @@ class RoundRecord:
 
     @classmethod
     def from_json(cls, obj: dict, where: str = "record") -> "RoundRecord":
-        """A record from its JSON object; a malformed one (a file from elsewhere) is a UserError naming ``where``."""
+        """A record from its JSON object; a malformed one (a file from elsewhere, a hand edit) is a
+        UserError naming ``where`` and the field: every field's type is checked."""
         if not isinstance(obj, dict):
             raise UserError(f"{where}: a round record must be a JSON object, got {type(obj).__name__}")
         missing = [k for k in cls.HEAD if k not in obj]
         if missing:
             raise UserError(f"{where}: a round record without {', '.join(missing)}")
+        problem = _record_problem(obj)
+        if problem:
+            raise UserError(f"{where}: a round record whose {problem}")
         metrics = {k: v for k, v in obj.items() if "/" in k}
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
-            raise UserError(f"{where}: a round record with a non-numeric metric")
         history = obj.get("history")
-        if history is not None and not (isinstance(history, dict)
-                                        and all(isinstance(v, list) for v in history.values())):
-            raise UserError(f"{where}: a round record whose history is not an object of lists")
         return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
                    **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
                    selected_predictions=obj.get("selected_predictions"), history=history)
@@ -118,6 +117,68 @@ class RoundRecord:
             epochs = self.history.get("epoch", [])
             return self.history[key][epochs.index(self.best_epoch)] if self.best_epoch in epochs else None
         return None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _record_problem(obj: dict) -> str | None:
+    """What is wrong with the fields of a record's JSON object ("round is 'two', not an integer >= 0"),
+    or None: the types ``RoundRecord`` declares and the lengths that go together."""
+    def shown(key):
+        return f"{key} is {obj[key]!r}"[:120]
+
+    for key in ("round", "n_labelled", "n_selected", "epochs"):
+        if not _is_int(obj[key]) or obj[key] < 0:
+            return f"{shown(key)}, not an integer >= 0"
+    if not (obj["best_epoch"] is None or (_is_int(obj["best_epoch"]) and obj["best_epoch"] >= -1)):
+        return f"{shown('best_epoch')}, not an epoch number"
+    if not isinstance(obj["selection"], str) or not obj["selection"]:
+        return f"{shown('selection')}, not a scorer name or base"
+    if not isinstance(obj["selected_ids"], list) or not all(_is_int(i) for i in obj["selected_ids"]):
+        return f"{shown('selected_ids')}, not a list of integer ids"
+    if len(obj["selected_ids"]) != obj["n_selected"]:
+        return f"n_selected is {obj['n_selected']} but selected_ids holds {len(obj['selected_ids'])}"
+    if not isinstance(obj["selected_scores"], list) or not all(_is_number(v) for v in obj["selected_scores"]):
+        return f"{shown('selected_scores')}, not a list of numbers"
+    if len(obj["selected_scores"]) not in (0, obj["n_selected"]):
+        return f"selected_scores holds {len(obj['selected_scores'])} scores for {obj['n_selected']} selected ids"
+    predictions = obj.get("selected_predictions")
+    if predictions is not None and (not isinstance(predictions, list) or not all(_is_int(c) for c in predictions)
+                                    or len(predictions) != obj["n_selected"]):
+        return f"{shown('selected_predictions')}, not one integer class per selected id"
+    for key, value in obj.items():
+        if "/" in key and not _is_number(value):
+            return f"metric {key} is {value!r}, not a number"
+    for key in RoundRecord.TIMINGS:
+        if key in obj and not _is_number(obj[key]):
+            return f"{shown(key)}, not a number of seconds"
+    history = obj.get("history")
+    if history is not None and not (isinstance(history, dict) and all(
+            isinstance(v, list) and all(x is None or _is_number(x) for x in v) for v in history.values())):
+        return "history is not an object of lists of numbers"
+    return None
+
+
+def _state_problem(state: dict) -> str | None:
+    """What is wrong with the fields of a state object besides ``completed_rounds``, or None."""
+    for key in ("base_ids", "labelled_ids"):
+        if not isinstance(state.get(key), list) or not all(_is_int(i) for i in state[key]):
+            return f"{key} is not a list of integer ids"
+    pending = state.get("pending")
+    if pending is not None:
+        if not isinstance(pending, dict) or not isinstance(pending.get("ids"), list) \
+                or not all(_is_int(i) for i in pending["ids"]) or not isinstance(pending.get("scores"), list) \
+                or not all(_is_number(v) for v in pending["scores"]) or not _is_number(pending.get("seconds")):
+            return "pending is not a selection (ids, scores, seconds)"
+    if not isinstance(state.get("fingerprint", {}), dict):
+        return "fingerprint is not an object"
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -165,17 +226,27 @@ def lock_run_dir(run_dir: str | Path):
     An ``fcntl.flock`` on an open file: the kernel drops it when the holder exits, so a
     killed run never blocks its own resume. The lock file stays empty (a refused command
     changes no byte of the directory); the refusal names the holder from the kernel's table.
+    A lock file this call created goes again when the block ends in a UserError (a refusal
+    leaves nothing of its own behind), removed while the lock is still held.
     """
     run_dir = Path(run_dir)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fd, created = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        fd, created = os.open(path, os.O_RDONLY), False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UserError(f"{run_dir} is in use by another run (pid {flock_holder(path)}); wait for it "
                             "to finish or choose another hydra.run.dir") from None
-        yield
+        try:
+            yield
+        except UserError:
+            if created:
+                path.unlink(missing_ok=True)
+            raise
     finally:
         os.close(fd)   # closing the descriptor releases the flock
 
@@ -221,20 +292,24 @@ class RunStore:
         return self.exists() or (self.run_dir / ".hydra" / "config.yaml").exists()
 
     def read_state(self) -> dict | None:
-        """The state file's object; None when there is none; a UserError when it is not one we wrote."""
+        """The state file's object; None when there is none; a UserError when it is not one we wrote
+        (its other fields: ``check_consistent``)."""
         if not self.state_path.exists():
             return None
         try:
             state = json.loads(self.state_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise UserError(f"{self.state_path}: not a JSON state file ({err}); the run cannot be resumed") from None
-        if not isinstance(state, dict) or not isinstance(state.get("completed_rounds"), int):
+        if not isinstance(state, dict) or not _is_int(state.get("completed_rounds")) \
+                or state["completed_rounds"] < 0:
             raise UserError(f"{self.state_path}: no integer completed_rounds; the run cannot be resumed")
         return state
 
     def check_consistent(self) -> None:
-        """UserError when records and state cannot both be true (a hand-edited or doubled
-        rounds.jsonl); reads only, so a refused resume changes nothing."""
+        """UserError when the records or the state are malformed or cannot both be true (a
+        hand-edited or doubled rounds.jsonl): every record's fields, rounds numbered 0, 1, 2, ..
+        and the state's count and last record agreeing with them. Reads only, so a refused resume
+        changes nothing; finished runs are checked as well."""
         state = self.read_state()
         records = read_records(self.records_path)
         if state is None:
@@ -246,6 +321,30 @@ class RunStore:
         if done not in (len(records), len(records) + 1):
             raise UserError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
                             f"holds {len(records)}; the run directory was edited by hand")
+        for number, record in enumerate(records):
+            if record.round != number:
+                raise UserError(f"{self.records_path}:{number + 1}: round {record.round} where round {number} "
+                                "belongs (rounds count 0, 1, 2, .., one line each); the run directory was "
+                                "edited by hand")
+        problem = _state_problem(state)
+        if problem:
+            raise UserError(f"{self.state_path}: {problem}; the run cannot be resumed")
+        last = state.get("last_record")
+        if done == 0:
+            return
+        if last is None:
+            raise UserError(f"{self.state_path}: no last_record for its {done} completed rounds; "
+                            "the run cannot be resumed")
+        last = RoundRecord.from_json(last, where=f"{self.state_path} (last_record)")
+        if last.round != done - 1:
+            raise UserError(f"{self.state_path}: its last_record is round {last.round} but it says {done} rounds "
+                            "are complete; the run directory was edited by hand")
+        if done == len(records) and _record_line(last) != _record_line(records[-1]):
+            raise UserError(f"{self.state_path}: its last_record differs from round {done - 1} of "
+                            f"{self.records_path}; the run directory was edited by hand")
+        if len(state["labelled_ids"]) != last.n_labelled:
+            raise UserError(f"{self.state_path}: {len(state['labelled_ids'])} labelled ids but round {last.round} "
+                            f"had {last.n_labelled} labelled; the run directory was edited by hand")
 
     def recover(self) -> tuple[list[RoundRecord], dict | None]:
         """Records and state, repaired after a kill at any point of a commit."""

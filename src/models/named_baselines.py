@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -51,6 +52,25 @@ def baseline_fingerprint(cfg: DictConfig) -> dict:
     keep = {"baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
             "model": OmegaConf.to_container(cfg.model.module, resolve=True)}
     return json.loads(json.dumps(keep, sort_keys=True))
+
+
+def baseline_output_problem(cfg: DictConfig) -> str | None:
+    """One line when the baseline's files (``<baseline.dir>/<name>.pt`` and ``.json``) could not be
+    written, found by trying before any training; None when they can."""
+    from src.config.overrides import output_file_problem
+
+    path = baseline_path(cfg)
+    where = cfg.baseline.get("dir") or "baselines"
+    return output_file_problem("baseline.dir", where, path) or \
+        output_file_problem("baseline.dir", where, path.with_suffix(".json"))
+
+
+def will_pretrain(cfg: DictConfig) -> bool:
+    """Whether a run with this config trains its named baseline first (``make_if_missing`` and no
+    file made with these settings)."""
+    node = cfg.get("baseline")
+    return bool(node is not None and node.get("name") not in NO_FILE and node.get("make_if_missing")
+                and not _is_current(cfg, baseline_path(cfg)))
 
 
 def _is_current(cfg: DictConfig, path: Path) -> bool:
@@ -101,14 +121,20 @@ def _fit(cfg: DictConfig, datamodule, model) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def pretrain(cfg: DictConfig) -> Path:
-    """Train (or reuse) the named baseline and return its file."""
+def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Path:
+    """Train (or reuse) the named baseline and return its file. ``accepted()`` is called once no
+    mistake can refuse the command any more (a file is reused, or the training starts)."""
+    accepted = accepted or (lambda: None)
     node = cfg.baseline
     _check_pretrainable(node)
     path = baseline_path(cfg)
     if _is_current(cfg, path):
+        accepted()
         log.info("baseline %s: reusing %s (same settings)", node.name, path)
         return path
+    problem = baseline_output_problem(cfg)   # before hours of training, not after them
+    if problem:
+        raise UserError(problem)
     if path.is_file():
         log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
     # a missing ImageNet file stops here, before thousands of images are read or rendered
@@ -123,6 +149,7 @@ def pretrain(cfg: DictConfig) -> Path:
         # resolved first: model.module.optimizer interpolates the optim group
         module_cfg = OmegaConf.merge(OmegaConf.to_container(module_cfg, resolve=True), {"optimizer": node.optimizer})
     model = build(module_cfg, num_classes=datamodule.num_classes, in_channels=datamodule.channels)
+    accepted()
     started = time.perf_counter()
     metrics = _fit(cfg, datamodule, model)
     path.parent.mkdir(parents=True, exist_ok=True)
