@@ -75,6 +75,9 @@ class RoundRecord:
     # the fit's per-epoch train/* and val/* metrics as columns ({"epoch": [..], "val/loss": [..], ..};
     # loop.callbacks.EpochHistory); None: not recorded, and then absent from the JSON
     history: dict | None = None
+    # how the fit ended (src.loop.trainers.FIT_ENDINGS: early_stopping, epoch_cap, fixed_length,
+    # step_cap); None: not recorded (records made before it was), and then absent from the JSON
+    stopped_by: str | None = None
 
     HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
                                        "selected_scores", "epochs", "best_epoch")
@@ -85,7 +88,8 @@ class RoundRecord:
         metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
         predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
         history = {} if self.history is None else {"history": self.history}
-        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics), **history,
+        stopped = {} if self.stopped_by is None else {"stopped_by": self.stopped_by}
+        return {**{k: getattr(self, k) for k in self.HEAD}, **stopped, **predictions, **dict(metrics), **history,
                 **{k: getattr(self, k) for k in self.TIMINGS}}
 
     @classmethod
@@ -103,9 +107,12 @@ class RoundRecord:
         if history is not None and not (isinstance(history, dict)
                                         and all(isinstance(v, list) for v in history.values())):
             raise UserError(f"{where}: a round record whose history is not an object of lists")
+        stopped_by = obj.get("stopped_by")
+        if stopped_by is not None and not isinstance(stopped_by, str):
+            raise UserError(f"{where}: a round record whose stopped_by is not a string")
         return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
                    **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
-                   selected_predictions=obj.get("selected_predictions"), history=history)
+                   selected_predictions=obj.get("selected_predictions"), history=history, stopped_by=stopped_by)
 
     def value(self, key: str):
         """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value.
