@@ -41,6 +41,7 @@ class ReportContent:
     mismatch_figures: list[tuple[str, str]] = field(default_factory=list)   # loss vs accuracy (thesis 4.2.3)
     mismatch: Table | None = None
     final: Table | None = None                        # each group's final round
+    fit_health: Table | None = None                   # how each group's fits ended
 
 
 def fmt(value: float, digits: int = 4) -> str:
@@ -143,6 +144,8 @@ def render_markdown(c: ReportContent) -> str:
         lines += ["## Area under the curve", ""] + _md_table(c.auc)
     if c.final:
         lines += ["## Final round", ""] + _md_table(c.final)
+    if c.fit_health:
+        lines += ["## Fit health", ""] + _md_table(c.fit_health)
     if c.pvalues:
         lines += ["## Significance", ""]
         for t in c.pvalues:
@@ -218,6 +221,8 @@ def render_html(c: ReportContent, base: Path) -> str:
         parts.append("<h2>Area under the curve</h2>" + _html_table(c.auc))
     if c.final:
         parts.append("<h2>Final round</h2>" + _html_table(c.final))
+    if c.fit_health:
+        parts.append("<h2>Fit health</h2>" + _html_table(c.fit_health))
     if c.pvalues:
         parts.append("<h2>Significance</h2>" + "".join(_html_table(t) for t in c.pvalues))
     if c.grids:

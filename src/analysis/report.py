@@ -20,6 +20,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from src.analysis import aggregate as agg
 from src.analysis import html as pages
 from src.analysis import mismatch, plots, selections, stats
@@ -27,6 +29,7 @@ from src.analysis.aggregate import Group, RunData
 from src.analysis.wandb_report import log_report
 from src.config.resolvers import format_value
 from src.errors import UserError
+from src.loop.records import RoundRecord
 
 CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
 AUC_COLUMNS = ["group", "metric", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]
@@ -235,6 +238,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
                        "labelled count would average the whole set with its subsets: the page compares each "
                        "run's final round instead (the AUCs stay in auc.csv; --statistic auc tests them).")
     final_table, finals = final_section(groups, metrics, opts, s)
+    fit_table = fit_health_section(groups, opts, s)
     pvalue_tables, matrices, versus = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic,
                                                      opts, s)
     if opts.grids:
@@ -244,7 +248,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
         _write_csv(out / name, rows, columns)
 
     content = page_content(dirs, runs, groups, grouping, opts, s, auc_table, pvalue_tables, mismatch_table,
-                           final_table)
+                           final_table, fit_table)
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text(pages.render_markdown(content))
     html_path.write_text(pages.render_html(content, out))
@@ -257,6 +261,14 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     if opts.wandb:
         result.wandb_dir = log_report(runs, content, out, s.tables)
     return result
+
+
+FIT_SHARES = ("early_stopping", "epoch_cap", "step_cap", "fixed_length", "not_recorded", "restored_epoch_0")
+FIT_HEALTH_COLUMNS = ["group", "fits", *FIT_SHARES, "median_epochs"]
+# what makes a comparison unfair (issue: one arm's fits stop at a cap, another's restore a 3-step model)
+FIT_WARNINGS = (("epoch_cap", "ended at the epoch cap"), ("step_cap", "ended at the step cap"),
+                ("restored_epoch_0", "restored to epoch 0"))
+FIT_WARN_SHARE = 0.10
 
 
 def table_metrics(metrics: list[str]) -> list[str]:
@@ -309,6 +321,51 @@ def final_section(groups: list[Group], metrics: list[str], opts: ReportOptions, 
              "Highlighted: the best group per metric (highest accuracy or mAP, lowest loss).",
         significant=best_cells(groups, final_metrics, finals, first_column=2))
     return table, finals
+
+
+def fit_health_section(groups: list[Group], opts: ReportOptions, s: _Sections):
+    """How each group's fits ended (the rounds' ``stopped_by`` and ``best_epoch``), and a warning in the
+    header for a group whose comparison is unfair: more than ``FIT_WARN_SHARE`` of its fits stopped at
+    a cap while early stopping was watching, or were restored to their first epoch."""
+    rows = []
+    for g in groups:
+        health = fit_health([r for run in g.runs if run.finished or opts.include_incomplete for r in run.records])
+        rows.append({"group": g.label, **health})
+    s.tables["fit_health.csv"] = (FIT_HEALTH_COLUMNS, rows)
+    bad = [f"{row['group']} ({', '.join(f'{row[k]:.0%} {what}' for k, what in FIT_WARNINGS if row[k] > FIT_WARN_SHARE)})"
+           for row in rows if any(row[k] > FIT_WARN_SHARE for k, _ in FIT_WARNINGS)]
+    if bad:
+        s.warnings.append(f"fits that did not converge in more than {FIT_WARN_SHARE:.0%} of rounds: "
+                          f"{'; '.join(bad)}. Their curves measure the training regime as much as the "
+                          "selection (see the fit-health table; raise trainer.max_epochs or "
+                          "trainer.min_epochs)")
+    if not any(row["fits"] for row in rows):
+        return None
+    return pages.Table(
+        title="Fit health: how each round's fit ended, share of all fits of the group",
+        header=["group", "fits", "early stopping", "epoch cap", "step cap", "fixed length", "not recorded",
+                "restored to epoch 0", "median epochs"],
+        rows=[[row["group"], str(row["fits"])] + [f"{row[k]:.0%}" for k in FIT_SHARES]
+              + [pages.fmt(row["median_epochs"], 1)] for row in rows],
+        note="Epoch cap / step cap: the fit ran until trainer.max_epochs / max_steps while early stopping was "
+             "watching, so it may not have converged. Restored to epoch 0: the best weights, which were "
+             "tested and chose the next items, are those after the first epoch although the fit ran longer. "
+             "Fixed length: no early stopping by design (fit.epochs, callbacks=none). Groups compared "
+             "with many of either measure their training as much as their selection.")
+
+
+def fit_health(records: list[RoundRecord]) -> dict:
+    """Counts and shares of how ``records``' fits ended (``FIT_SHARES``), from their ``stopped_by`` and
+    ``best_epoch``; ``fits`` the number of records, ``median_epochs`` their median length."""
+    n = len(records)
+    ended = [r.stopped_by for r in records]
+    share = (lambda count: count / n) if n else (lambda count: 0.0)
+    return {"fits": n,
+            "early_stopping": share(ended.count("early_stopping")), "epoch_cap": share(ended.count("epoch_cap")),
+            "step_cap": share(ended.count("step_cap")), "fixed_length": share(ended.count("fixed_length")),
+            "not_recorded": share(ended.count(None)),
+            "restored_epoch_0": share(sum(r.best_epoch == 0 and r.epochs > 1 for r in records)),
+            "median_epochs": float(np.median([r.epochs for r in records])) if n else math.nan}
 
 
 def best_cells(groups: list[Group], metrics: list[str], aucs: dict, first_column: int = 1) -> set:
@@ -464,7 +521,7 @@ def mismatch_section(groups: list[Group], rows: list[dict], opts: ReportOptions,
 
 
 def page_content(dirs, runs, groups, grouping, opts: ReportOptions, s: _Sections, auc_table, pvalue_tables,
-                 mismatch_table, final_table=None) -> pages.ReportContent:
+                 mismatch_table, final_table=None, fit_table=None) -> pages.ReportContent:
     run_table = pages.Table(
         title=f"{len(runs)} runs in {len(groups)} groups",
         header=["group", "seed", "status", "rounds", "labelled", "run directory"],
@@ -474,11 +531,13 @@ def page_content(dirs, runs, groups, grouping, opts: ReportOptions, s: _Sections
                 "final.csv": "per-group final-round values (CSV)",
                 "pvalues.csv": "tests, each group against the reference (CSV)" if opts.reference is not None
                 else "pairwise tests (CSV)", "label_audit.csv": "label-quality audit, to annotate (CSV)",
-                "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)"}
+                "loss_vs_accuracy.csv": "best epochs by val loss and by val accuracy (CSV)",
+                "fit_health.csv": "how each group's fits ended (CSV)"}
     return pages.ReportContent(
         title=opts.title or f"Active-learning report: {', '.join(Path(d).name or str(d) for d in dirs)}",
         intro=[f"Runs grouped by {describe_keys(grouping)}; seeds are repetitions. Every point is a completed "
                "active-learning round (train from the baseline weights on the labelled set, then test)."],
         runs=run_table, figures=s.figures, auc=auc_table, pvalues=pvalue_tables, grids=s.grids,
         downloads=[(captions[n], n) for n in s.tables], notes=s.notes, warnings=s.warnings, audit_grids=s.audit_grids,
-        audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table, final=final_table)
+        audit_note=s.audit_note, mismatch_figures=s.mismatch_figures, mismatch=mismatch_table, final=final_table,
+        fit_health=fit_table)

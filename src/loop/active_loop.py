@@ -26,6 +26,7 @@ from src.loop import distributed
 from src.loop.callbacks import EpochHistory, RestoreBestWeights
 from src.loop.pool import score_pool
 from src.loop.records import RoundRecord, RunStore
+from src.loop.trainers import how_fit_ended
 from src.models.weights import WeightSnapshot
 from src.selection import policy, ranking, stochastic
 from src.selection.schedule import (STREAM_BASE, STREAM_POOL_PASS, STREAM_RANDOM_SCORES, STREAM_SCORER,
@@ -150,6 +151,7 @@ class ActiveLearningLoop:
             selected_predictions=pending.get("predictions") if pending else None,
             epochs=int(trainer.current_epoch),
             best_epoch=restore.best_epoch if restore else int(trainer.current_epoch) - 1,
+            stopped_by=how_fit_ended(trainer),
             metrics={k: float(v) for k, v in {**val_metrics, **test_metrics}.items()},
             history=history.columns() if history else None,
             select_seconds=float(select_seconds), reset_seconds=t1 - t0, fit_seconds=t2 - t1, test_seconds=t3 - t2)

@@ -52,6 +52,14 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# How a fit ended (``RoundRecord.stopped_by``, set by ``src.loop.trainers.how_fit_ended``): early
+# stopping ended it before the epoch cap; it ran to ``max_epochs`` although early stopping was
+# watching (it did not converge by the cap); it ran a length fixed in advance (no early stopping,
+# or min_epochs = max_epochs); it hit ``trainer.max_steps``.
+EARLY_STOPPING, EPOCH_CAP, FIXED_LENGTH, STEP_CAP = "early_stopping", "epoch_cap", "fixed_length", "step_cap"
+FIT_ENDINGS = (EARLY_STOPPING, EPOCH_CAP, FIXED_LENGTH, STEP_CAP)
+
+
 @dataclass(frozen=True)
 class RoundRecord:
     """One completed round. ``metrics`` holds the ``val/*`` and ``test/*`` values."""
@@ -75,6 +83,8 @@ class RoundRecord:
     # the fit's per-epoch train/* and val/* metrics as columns ({"epoch": [..], "val/loss": [..], ..};
     # loop.callbacks.EpochHistory); None: not recorded, and then absent from the JSON
     history: dict | None = None
+    # how the fit ended (one of FIT_ENDINGS); None: not recorded (records made before it was), and then absent from the JSON
+    stopped_by: str | None = None
 
     HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
                                        "selected_scores", "epochs", "best_epoch")
@@ -85,7 +95,8 @@ class RoundRecord:
         metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
         predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
         history = {} if self.history is None else {"history": self.history}
-        return {**{k: getattr(self, k) for k in self.HEAD}, **predictions, **dict(metrics), **history,
+        stopped = {} if self.stopped_by is None else {"stopped_by": self.stopped_by}
+        return {**{k: getattr(self, k) for k in self.HEAD}, **stopped, **predictions, **dict(metrics), **history,
                 **{k: getattr(self, k) for k in self.TIMINGS}}
 
     @classmethod
@@ -102,9 +113,10 @@ class RoundRecord:
             raise UserError(f"{where}: a round record whose {problem}")
         metrics = {k: v for k, v in obj.items() if "/" in k}
         history = obj.get("history")
+        stopped_by = obj.get("stopped_by")
         return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
                    **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
-                   selected_predictions=obj.get("selected_predictions"), history=history)
+                   selected_predictions=obj.get("selected_predictions"), history=history, stopped_by=stopped_by)
 
     def value(self, key: str):
         """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value.
@@ -162,6 +174,8 @@ def _record_problem(obj: dict) -> str | None:
     if history is not None and not (isinstance(history, dict) and all(
             isinstance(v, list) and all(x is None or _is_number(x) for x in v) for v in history.values())):
         return "history is not an object of lists of numbers"
+    if obj.get("stopped_by") is not None and obj["stopped_by"] not in FIT_ENDINGS:
+        return f"{shown('stopped_by')}, not one of {', '.join(FIT_ENDINGS)}"
     return None
 
 

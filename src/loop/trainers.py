@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
 from pytorch_lightning.loggers import CSVLogger
 
 from src.config.instantiate import build
 from src.loop.callbacks import EpochHistory
-from src.loop.records import FAULT_ENV, fault_point
+from src.loop.records import (EARLY_STOPPING, EPOCH_CAP, FAULT_ENV, FIXED_LENGTH, STEP_CAP, fault_point)
 
 
 def quiet_libraries() -> None:
@@ -56,6 +57,19 @@ class TrainerFactory:
         return build(self.trainer_cfg, callbacks=self.callbacks(), logger=logger,
                      default_root_dir=str(self.run_dir), enable_checkpointing=False,
                      enable_progress_bar=self.progress, enable_model_summary=False, **length)
+
+
+
+def how_fit_ended(trainer: pl.Trainer) -> str:
+    """One of ``FIT_ENDINGS`` for a Trainer whose ``fit`` has returned."""
+    max_steps = trainer.max_steps
+    if max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps:
+        return STEP_CAP
+    max_epochs = trainer.max_epochs
+    if max_epochs is None or max_epochs < 0 or trainer.current_epoch < max_epochs:
+        return EARLY_STOPPING      # nothing else stops a fit that returns normally before its cap
+    stopper = any(isinstance(c, EarlyStopping) for c in trainer.callbacks)
+    return EPOCH_CAP if stopper and (trainer.min_epochs or 0) < max_epochs else FIXED_LENGTH
 
 
 class _FaultInFit(pl.Callback):
