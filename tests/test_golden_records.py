@@ -39,7 +39,8 @@ reselect_div's round 1 took one other item).
 (History: ``selection.shuffle``'s default became ``round``, every record gained
 ``history`` and then ``selected_predictions``, each re-recorded on purpose; then the
 cases moved to float64 and were re-recorded, which changed floats and, where float32
-rounding had decided near-ties, selections.)
+rounding had decided near-ties, selections; then every record gained ``stopped_by``, and
+nothing else changed.)
 """
 from __future__ import annotations
 
