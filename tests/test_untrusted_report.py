@@ -105,7 +105,7 @@ def test_a_data_cache_that_is_a_file_is_refused_before_any_work(run, tmp_path):
 
 
 # -- 7. a malformed file of a run directory: one line naming the file (and line) ------------------
-RECORD = {"round": 0, "n_labelled": 20, "n_selected": 20, "selection": "entropy", "selected_ids": [3, 1],
+RECORD = {"round": 0, "n_labelled": 2, "n_selected": 2, "selection": "entropy", "selected_ids": [3, 1],
           "selected_scores": [0.9, 0.1], "epochs": 3, "best_epoch": 1, "test/acc_top1": 0.2}
 
 
@@ -129,11 +129,11 @@ MALFORMED = [
     ("summary.json", "{\n  \"auc\": 0.5,\n  oops\n}\n", "summary.json:3: not valid JSON"),
     ("summary.json", "[0.5]\n", "summary.json: not a JSON object"),
     ("rounds.jsonl", _jsonl(RECORD) + "{\"round\": 1,\n", "rounds.jsonl:2: not a JSON line"),
-    ("rounds.jsonl", _jsonl(RECORD, {**RECORD, "round": "one"}), "rounds.jsonl:2: round must be an integer"),
-    ("rounds.jsonl", _jsonl({**RECORD, "selected_ids": [3, "x"]}), "rounds.jsonl:1: selected_ids must be a list"),
+    ("rounds.jsonl", _jsonl(RECORD, {**RECORD, "round": "one"}), "rounds.jsonl:2: a round record whose round is 'one', not an integer >= 0"),
+    ("rounds.jsonl", _jsonl({**RECORD, "selected_ids": [3, "x"]}), "rounds.jsonl:1: a round record whose selected_ids is [3, 'x'], not a list of integer ids"),
     ("rounds.jsonl", _jsonl({**RECORD, "selected_predictions": [1]}),
-     "rounds.jsonl:1: selected_predictions must be a list parallel to selected_ids"),
-    ("rounds.jsonl", _jsonl({**RECORD, "fit_seconds": [1]}), "rounds.jsonl:1: not a round record"),
+     "rounds.jsonl:1: a round record whose selected_predictions is [1], not one integer class per selected id"),
+    ("rounds.jsonl", _jsonl({**RECORD, "fit_seconds": [1]}), "rounds.jsonl:1: a round record whose fit_seconds is [1]"),
     ("rounds.jsonl", "\n" + "[" * 100_000 + "\n", "rounds.jsonl:2: not a round record"),
     ("rounds.jsonl", b"\xff\xfe{}\n", "rounds.jsonl:1: not UTF-8 text"),
     ("rounds/round_000/metrics.csv", b"epoch,val/loss,val/acc_top1\n0,1.0,\xff\n", "metrics.csv:2: not UTF-8 text"),
@@ -195,7 +195,8 @@ def folder_run(root: Path, compose_cfg, images: Path, *overrides: str) -> Path:
     run = root / "run"
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    (run / "rounds.jsonl").write_text(_jsonl({**RECORD, "selected_ids": [0, 1, 2], "selected_scores": [0.9, 0.5, 0.1]}))
+    (run / "rounds.jsonl").write_text(_jsonl({**RECORD, "n_labelled": 3, "n_selected": 3, "selected_ids": [0, 1, 2],
+                                               "selected_scores": [0.9, 0.5, 0.1]}))
     return run
 
 

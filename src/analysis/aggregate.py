@@ -168,37 +168,10 @@ def load_summary(run_dir: Path) -> dict | None:
     return summary
 
 
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_record(rec: RoundRecord, where: str) -> None:
-    """A record's fields have the types the report computes with; else one line naming ``where``."""
-    for name in ("round", "n_labelled", "n_selected", "epochs", "best_epoch"):
-        if not _int(getattr(rec, name)):
-            raise UserError(f"{where}: {name} must be an integer, got {getattr(rec, name)!r}")
-    if not isinstance(rec.selection, str):
-        raise UserError(f"{where}: selection must be a string (the scorer's name), got {rec.selection!r}")
-    if not isinstance(rec.selected_ids, list) or not all(_int(i) and i >= 0 for i in rec.selected_ids):
-        raise UserError(f"{where}: selected_ids must be a list of dataset rows (integers from 0)")
-    if not isinstance(rec.selected_scores, list) or not all(_number(v) for v in rec.selected_scores):
-        raise UserError(f"{where}: selected_scores must be a list of numbers")
-    p = rec.selected_predictions
-    if p is not None and not (isinstance(p, list) and len(p) == len(rec.selected_ids)
-                              and all(v is None or isinstance(v, (int, float, str)) for v in p)):
-        raise UserError(f"{where}: selected_predictions must be a list parallel to selected_ids "
-                        f"({len(rec.selected_ids)} items)")
-    if rec.history is not None and len({len(v) for v in rec.history.values()}) > 1:
-        raise UserError(f"{where}: the history's columns differ in length")
-
-
 def load_records(run_dir: Path) -> list[RoundRecord]:
     """The run's completed round records (``rounds.jsonl``), as ``read_records`` reads them (a partial
-    last line, a kill mid-write, is left out), each checked: a malformed line is one line naming it."""
+    last line, a kill mid-write, is left out), each checked by ``RoundRecord.from_json`` (the checks a
+    resume makes): a malformed line is one line naming it."""
     path = inside(run_dir, RECORDS_FILE)
     if path is None:
         return []
@@ -217,7 +190,6 @@ def load_records(run_dir: Path) -> list[RoundRecord]:
             raise UserError(f"{where}: not a JSON line ({err.msg})") from None
         except (TypeError, ValueError, RecursionError) as err:
             raise UserError(f"{where}: not a round record ({files.first_line(err)})") from None
-        check_record(rec, where)
         records.append(rec)
     return records
 

@@ -174,6 +174,8 @@ def _record_problem(obj: dict) -> str | None:
     if history is not None and not (isinstance(history, dict) and all(
             isinstance(v, list) and all(x is None or _is_number(x) for x in v) for v in history.values())):
         return "history is not an object of lists of numbers"
+    if history is not None and len({len(v) for v in history.values()}) > 1:
+        return "history has columns of different lengths"
     if obj.get("stopped_by") is not None and obj["stopped_by"] not in FIT_ENDINGS:
         return f"{shown('stopped_by')}, not one of {', '.join(FIT_ENDINGS)}"
     return None
