@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -53,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TIMING_KEYS, cli_env
+from tests.conftest import REPO, TIMING_KEYS, cli_env, run_module
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 CASES = [line.split("|", 1) for line in (GOLDEN / "cases.txt").read_text().splitlines() if line.strip()]
@@ -104,10 +105,17 @@ def record_differences(recorded, got, where: str = "") -> list[str]:
 
 
 def run_case(args: str, run_dir: Path, env: dict[str, str] | None = None) -> list[dict]:
-    """The case's records, from a fresh interpreter (kernel choices are made when the libraries load)."""
-    base = {k: v for k, v in cli_env().items() if k not in NUMERIC_ENV}
-    proc = subprocess.run([sys.executable, "-m", "src.run", *args.split(), FLOAT64, f"hydra.run.dir={run_dir}"],
-                          cwd=REPO, env={**base, **(env or {})}, capture_output=True, text=True, timeout=300)
+    """The case's records. On the native path through the test worker's CLI server (a fork of an
+    interpreter that imported the libraries with none of ``NUMERIC_ENV`` set); with ``env``, which
+    picks other kernels, in a fresh interpreter (the kernels are chosen when the libraries load)."""
+    argv = [*args.split(), FLOAT64, f"hydra.run.dir={run_dir}"]
+    if env is None:
+        assert not any(os.environ.get(k) for k in NUMERIC_ENV), "the test worker must run on the native path"
+        proc = run_module("src.run", *argv)
+    else:
+        base = {k: v for k, v in cli_env().items() if k not in NUMERIC_ENV}
+        proc = subprocess.run([sys.executable, "-m", "src.run", *argv], cwd=REPO, env={**base, **env},
+                              capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return records_without_timings(run_dir / "rounds.jsonl")
 

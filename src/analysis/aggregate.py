@@ -26,7 +26,7 @@ from src.analysis.trust import inside
 from src.config.resolvers import format_value
 from src.config.trust import check_resolvers
 from src.errors import UserError
-from src.loop.records import RECORDS_FILE, RoundRecord
+from src.loop.records import RECORDS_FILE, RoundRecord, parse_records
 
 # Keys that name or place a run rather than change its result; never grouping keys.
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")
@@ -175,23 +175,7 @@ def load_records(run_dir: Path) -> list[RoundRecord]:
     path = inside(run_dir, RECORDS_FILE)
     if path is None:
         return []
-    text = files.read_text(path)
-    lines = text.split("\n")
-    if not text.endswith("\n"):
-        lines = lines[:-1]                  # the last line never got its newline: incomplete
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            rec = RoundRecord.from_json(json.loads(line), where=where)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{where}: not a JSON line ({err.msg})") from None
-        except (TypeError, ValueError, RecursionError) as err:
-            raise UserError(f"{where}: not a round record ({files.first_line(err)})") from None
-        records.append(rec)
-    return records
+    return parse_records(files.read_text(path), path)
 
 
 def load_run(run_dir: str | Path) -> RunData:

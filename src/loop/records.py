@@ -276,7 +276,12 @@ def read_records(path: Path) -> list[RoundRecord]:
     path = Path(path)
     if not path.exists():
         return []
-    text = path.read_text()
+    return parse_records(path.read_text(), path)
+
+
+def parse_records(text: str, path) -> list[RoundRecord]:
+    """The complete records of ``text``, the content of the rounds.jsonl at ``path``: a partial last
+    line (a kill mid-write) is left out; a line that is no record is a UserError naming path:line."""
     lines = text.split("\n")
     if not text.endswith("\n"):
         lines = lines[:-1]   # the last line never got its newline: incomplete
@@ -284,11 +289,14 @@ def read_records(path: Path) -> list[RoundRecord]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: not a JSON line ({err.msg})") from None
-        records.append(RoundRecord.from_json(obj, where=f"{path}:{number}"))
+            raise UserError(f"{where}: not a JSON line ({err.msg})") from None
+        except RecursionError:
+            raise UserError(f"{where}: not a round record (nested too deeply)") from None
+        records.append(RoundRecord.from_json(obj, where=where))
     return records
 
 
