@@ -381,7 +381,12 @@ def bad_input_results(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
 def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
-    outcome = bad_input_results[name]
+    assert_refused(bad_input_results[name], needle)
+
+
+def assert_refused(outcome: dict, needle: str) -> None:
+    """A refused command's outcome (returncode, stderr, the case folder's files before and after):
+    exit status 2, one stderr line, an ``error: `` naming ``needle``, every file and folder as before."""
     lines = [line for line in outcome["stderr"].splitlines() if line.strip()]
     assert outcome["returncode"] == 2, outcome["stderr"][-3000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), outcome["stderr"][-3000:]

@@ -9,7 +9,7 @@ import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.analysis.report import FIT_WARN_SHARE, fit_health
+from src.analysis.report import fit_health
 from src.loop.records import RoundRecord
 from src.loop.trainers import how_fit_ended
 
@@ -105,4 +105,3 @@ def test_the_report_warns_when_a_group_does_not_converge(tmp_path):
     assert "max_epochs=30" not in warning
     rows = (sweep / "report" / "fit_health.csv").read_text().splitlines()
     assert rows[0].startswith("group,fits,early_stopping,epoch_cap")
-    assert FIT_WARN_SHARE == 0.10

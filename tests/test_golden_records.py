@@ -16,12 +16,13 @@ one thread) did not help: recorded under those pins on an Intel AVX-512 machine,
 5 cases failed under the same pins on an AMD EPYC (AVX2) one, 2 with other ids. In
 float64 the same reorderings move results by about 1e-16 relative, far below any gap
 between two scores these runs meet, so the selections do not depend on the kernels.
-This was measured by running every case under five numeric paths on one machine
+This was measured (``python -m tests.test_golden_records --paths``, ``NUMERIC_PATHS``,
+4 minutes) by running every case under five numeric paths on one AMD EPYC machine
 (native, 1 and 2 threads; ``ATEN_CPU_CAPABILITY`` default and avx2; oneDNN at SSE4.1 and
 AVX2; MKL compatible and AVX2): the ids were the same everywhere and the floats differed
 by at most a few float32 ulps (values that torchmetrics and Lightning keep in float32),
-but for the detection case's mAP (``MAP_REL_TOL``). In float32 the same paths chose
-other ids (entropy, reselect_div and loss_steps, from round 1 on) and moved the
+but for the detection case's mAP (``MAP_REL_TOL``). In float32 (the same runs without
+``FLOAT64``, measured once by hand) the same paths chose other ids (entropy, reselect_div and loss_steps, from round 1 on) and moved the
 detection case's metrics by up to 45%. ``test_the_verdict_is_the_same_on_another_
 numeric_path`` keeps one such path in the suite as the stand-in for another vendor.
 
@@ -176,9 +177,51 @@ def test_differences_are_exact_but_for_float_noise():
     assert record_differences(det, {**det, "test/loss": 11.99}) == [".test/loss: recorded 11.98, got 11.99"]
 
 
-if __name__ == "__main__":      # re-record every case (see the module's docstring for when)
+# The numeric paths of the portability measurement (the module docstring): kernels by instruction
+# set, oneDNN's ISA, MKL's code path and thread count, each set before the libraries load.
+NUMERIC_PATHS = {
+    "native, 1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "native, 2 threads": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    "scalar, SSE4.1, MKL compatible": OTHER_PATH,
+    "avx2 kernels, oneDNN SSE4.1": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
+    "scalar, oneDNN AVX2, MKL AVX2": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                      "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "1"},
+}
+
+
+def measure_paths() -> None:
+    """Every case under every ``NUMERIC_PATHS`` entry (fresh interpreters), compared with the
+    recording: the guard's verdict, whether the ids are equal, the largest relative float difference."""
     import tempfile
 
+    for name, args in CASES:
+        for label, env in NUMERIC_PATHS.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                got = run_case(args, Path(tmp) / "run", env)
+            rec = recorded(name)
+            floats = [abs(a - b) / max(abs(a), abs(b), 1e-30) for a, b in _float_pairs(rec, got)]
+            ids_equal = [r["selected_ids"] for r in rec] == [g["selected_ids"] for g in got]
+            print(f"{name:13s} {label:32s} guard {'passes' if not first_differences(name, got) else 'FAILS'}; "
+                  f"ids {'equal' if ids_equal else 'differ'}; max rel. float diff {max(floats, default=0):.1e}")
+
+
+def _float_pairs(a, b):
+    if isinstance(a, dict) and isinstance(b, dict) and list(a) == list(b):
+        for key in a:
+            yield from _float_pairs(a[key], b[key])
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for x, y in zip(a, b):
+            yield from _float_pairs(x, y)
+    elif isinstance(a, float) and isinstance(b, float):
+        yield a, b
+
+
+if __name__ == "__main__":      # re-record every case (see the module's docstring for when), or --paths
+    import tempfile
+
+    if sys.argv[1:] == ["--paths"]:
+        measure_paths()
+        sys.exit(0)
     for name, args in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             records = run_case(args, Path(tmp) / "run")

@@ -26,6 +26,7 @@ import pytest
 from src.errors import UserError
 from src.loop.records import LOCK_FILE, RoundRecord, lock_run_dir
 from tests.conftest import REPO, cli_env, made_once, read_jsonl, run_cli, run_module
+from tests.test_faults import assert_refused
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -207,12 +208,7 @@ def untrusted_results(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,needle", [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES])
 def test_refused_with_one_line_naming_it_and_nothing_left_behind(untrusted_results, name, needle):
-    outcome = untrusted_results[name]
-    lines = [line for line in outcome["stderr"].splitlines() if line.strip()]
-    assert outcome["returncode"] == 2, outcome["stderr"][-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), outcome["stderr"][-3000:]
-    assert needle in lines[0]
-    assert outcome["after"] == outcome["before"]      # every file's bytes, and no new folder
+    assert_refused(untrusted_results[name], needle)     # snapshot: every file's bytes, and no new folder
 
 
 # ---- the pieces, without the CLI -----------------------------------------------------------------------
