@@ -53,11 +53,15 @@ def build_model(cfg: DictConfig, datamodule, scorer: Scorer | None = None) -> tu
     model = build(cfg.model.module, num_classes=datamodule.num_classes,
                                     in_channels=datamodule.channels)
     if cfg.model.init.get("checkpoint"):
-        load_into(model, cfg.model.init.checkpoint, key="model.init.checkpoint")
+        source, key = cfg.model.init.checkpoint, "model.init.checkpoint"
     else:
-        named = named_baseline_checkpoint(cfg)
-        if named is not None:
-            load_into(model, named, key=f"baseline={cfg.baseline.name}")
+        source, key = named_baseline_checkpoint(cfg), f"baseline={cfg.baseline.name}"
+    if source is not None:
+        # another class count: the file's backbone under this run's seeded head (thesis 4.3.3)
+        head = load_into(model, source, key=key, new_head=True)
+        if head:
+            log.info("%s: the file's class head does not fit %d classes; loaded everything else and kept "
+                     "the seeded init for %s", key, datamodule.num_classes, ", ".join(head))
     if scorer is not None:
         scorer.prepare_model(model, datamodule)
     if cfg.get("fit", {}).get("channels_last"):     # before the snapshot: a reset copies into these tensors

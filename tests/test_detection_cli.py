@@ -67,8 +67,9 @@ def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
     # (a missing baseline's one-line error with the command that makes it: see the config test below)
     first = run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]", *base,
                          f"hydra.run.dir={tmp_path / 'pre1'}")
-    weights = tmp_path / "baselines" / "synthetic.pt"
-    meta = json.loads((tmp_path / "baselines" / "synthetic.json").read_text())
+    weights = named_baseline_checkpoint(compose_cfg(*run_args))
+    assert weights.parent == tmp_path / "baselines" and weights.name.startswith("synthetic-")
+    meta = json.loads(weights.with_suffix(".json").read_text())
     assert weights.is_file() and meta["name"] == "synthetic" and "val/map" in meta["metrics"]
     stamp = weights.stat().st_mtime_ns
     again = run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]", *base,
@@ -76,10 +77,16 @@ def test_pretrain_a_named_baseline_and_run_from_it(tmp_path, compose_cfg):
     assert "reusing" in again.stdout + again.stderr and weights.stat().st_mtime_ns == stamp
     assert "training" in first.stdout + first.stderr
 
-    # weights made with other settings are not silently used
+    # other settings name another file: missing until made, and making it leaves the first one alone
     changed = compose_cfg(*[a for a in run_args if a != "baseline.epochs=1"], "baseline.epochs=2")
-    with pytest.raises(UserError, match="was made with other settings"):
+    with pytest.raises(UserError, match=r"synthetic-\w+\.pt does not exist; make it with"):
         named_baseline_checkpoint(changed)
+    run_pretrain("task=detection", "baseline=synthetic", "dataset.image_size=[96,54]",
+                 *[a for a in base if a != "baseline.epochs=1"], "baseline.epochs=2",
+                 f"hydra.run.dir={tmp_path / 'pre3'}")
+    other = named_baseline_checkpoint(changed)
+    assert other != weights and other.is_file() and weights.stat().st_mtime_ns == stamp
+    assert json.loads(other.with_suffix(".json").read_text())["fingerprint"]["baseline"]["epochs"] == 2
     assert named_baseline_checkpoint(compose_cfg(*run_args)) == weights
 
     run_cli(*run_args, f"hydra.run.dir={tmp_path / 'al'}")

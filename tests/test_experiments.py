@@ -4,6 +4,7 @@ documented sweep value composes, and every CPU variant runs end to end in a smok
 (one through the real CLI and the report)."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def test_cpu_scale_is_the_embedded_data_with_its_own_task_name(name):
     assert cfg.task_name == f"{name}_cpu" and cfg.source.name == "embedded"
     assert cfg.model.module.net.name == "small_cnn" and cfg.trainer.accelerator == "cpu"
     assert cfg.selection.budget == 60 and cfg.dataset.sizes.val == 300
+    # the thesis' regime (5.1): a pretrained start, learned from items kept back from every split
+    assert cfg.baseline.name == "held_back" and cfg.dataset.sizes.baseline == 1000
+    assert cfg.selection.base_size == (0 if name == "prune" else 60) or name == "base_set"
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,9 @@ def test_thesis_settings(stub_conf, name):
     assert cfg.source.name == "imagenet"
     assert cfg.model.module.net.name == "vgg16" and cfg.model.module.net.weights == "IMAGENET1K_V1"
     assert cfg.model.module.input_size == 224 and cfg.dataset.batch_size == 20
-    assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000}
+    assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000, "baseline": 0}
     assert cfg.selection.budget == 500 and cfg.trainer.accelerator == "gpu"
+    assert cfg.baseline.name is None        # the start is VGG-16's ImageNet weights (thesis 4.2.1)
     assert cfg.callbacks.monitor == "val/loss" and cfg.callbacks.early_stopping.patience in (2, 3)
     if name in ("diversity", "scorers", "base_set"):       # 4.2.3: patience 2, at most 1000 epochs
         assert cfg.callbacks.early_stopping.patience == 2 and cfg.trainer.max_epochs == 1000
@@ -137,10 +142,19 @@ def test_sweep_values_change_what_they_name(stub_conf):
     assert compose_in(stub_conf, "experiment=base_set").dataset.name == "mixed"
 
 
+@pytest.fixture(scope="session")
+def shared_baselines(tmp_path_factory) -> Path:
+    """One baselines folder for the session's smoke runs (and its xdist workers): a held-back
+    baseline of the same settings is made once and reused, as in a user's sweep."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-baselines"
+
+
 @pytest.mark.parametrize("name", [n for n in THESIS if n != "reshuffle"])
-def test_cpu_variant_runs_in_smoke_mode(tmp_path, name):
+def test_cpu_variant_runs_in_smoke_mode(tmp_path, name, shared_baselines):
     """In process: the composed config through the entry point's own builder and loop."""
-    cfg = compose_in(CONF, f"experiment={name}", "scale=cpu", "debug=fast", "trainer.max_epochs=2", *SMOKE[name])
+    cfg = compose_in(CONF, f"experiment={name}", "scale=cpu", "debug=fast", "trainer.max_epochs=2", *SMOKE[name],
+                     f"baseline.dir={shared_baselines}")
     validate(cfg)
     run_dir = tmp_path / "run"
     loop = build_loop(cfg, run_dir)
@@ -154,11 +168,11 @@ def test_cpu_variant_runs_in_smoke_mode(tmp_path, name):
 
 
 @pytest.mark.slow
-def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path):
+def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path, shared_baselines):
     """The 'done when' of the issue, in small: multirun an experiment, then report it."""
     sweep = tmp_path / "sweep"
     run_cli("--multirun", "experiment=reshuffle", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
-            "seed=1", f"hydra.sweep.dir={sweep}")
+            "seed=1", f"hydra.sweep.dir={sweep}", f"baseline.dir={shared_baselines}")
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
     assert len(jobs) == 3                                   # the config's own sweep: round, epoch, none
     overrides = [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in jobs]
@@ -221,11 +235,12 @@ def test_prune_sweeps_the_whole_set_against_kept_subsets_of_it(stub_conf, scale)
     assert quarter["random"].selection.fraction == 0.25 and quarter["whole_set"].selection.fraction == 1
 
 
-def test_prune_cpu_variant_runs_in_smoke_mode(tmp_path):
+def test_prune_cpu_variant_runs_in_smoke_mode(tmp_path, shared_baselines):
     """In process: a kept half; and debug=fast (which forces 2 rounds) keeps the whole_set arm whole."""
     from src.selection.schedule import plan_selections
 
-    cfg = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "arm=loss_p0.5")
+    cfg = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "arm=loss_p0.5",
+                     f"baseline.dir={shared_baselines}")
     validate(cfg)
     records = build_loop(cfg, tmp_path / "run").run()
     assert [r.n_labelled for r in records] == [120, 60] and [r.selection for r in records] == ["base", "loss"]

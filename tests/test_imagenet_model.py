@@ -16,7 +16,7 @@ from src.models.backbones import build_network
 def test_source_imagenet_gives_the_thesis_sizes_for_every_recipe(compose_cfg, recipe, pool):
     cfg = compose_cfg(f"dataset={recipe}", "source=imagenet", "paths.data_dir=/data/in")
     validate(cfg, pool_size=pool)
-    assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000}
+    assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000, "baseline": 0}
     assert (cfg.dataset.image_size, cfg.dataset.channels) == (224, 3)
     dm = instantiate(cfg.dataset)
     names = [type(s).__name__ for s in dm.sources]

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
@@ -228,3 +229,39 @@ def test_the_matrix_highlights_the_corrected_p_not_the_raw_one():
     assert t.rows[0][2].startswith("0.087 ") and t.rows[0][3].startswith("0.003 ")
     assert t.significant == {(0, 3), (2, 1)}
     assert "Holm-corrected over 3 comparisons" in t.note
+
+
+def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compose_cfg):
+    """--facet dataset.name --reference random: each dataset's scorers against that dataset's random,
+    Holm-corrected within the dataset (the thesis' per-dataset tables), checked against scipy and
+    statsmodels."""
+    cfg = compose_cfg("debug=fast")
+    other = {key: [min(1.0, v + 0.05 * (key[1] - 2)) for v in acc] for key, acc in ACC.items()}
+    values = {"v2": ACC, "mixed": other}
+    for dataset, table in values.items():
+        on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
+        for (scorer, seed), acc in table.items():
+            make_run(tmp_path / "sweep", on, scorer, seed, acc, finished=True, name=f"{dataset}-{scorer}-s{seed}")
+    out = tmp_path / "rep"
+    proc = report(str(tmp_path / "sweep"), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
+                  "--facet", "dataset.name", "--reference", "random")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out / "pvalues.csv")
+    for dataset, table in values.items():
+        def scorer(label: str) -> str:      # the label is the dataset and the scorer, in the report's key order
+            parts = label.split(", ")
+            assert len(parts) == 2 and dataset in parts, label
+            return next(part for part in parts if part != dataset)
+
+        mine = [r for r in rows if dataset in r["b"].split(", ")]
+        assert [scorer(r["a"]) for r in mine] == ["entropy", "margin"] and len(mine) == 2
+        by_hand = {s: [auc_by_hand(y) for (name, _), y in sorted(table.items()) if name == s]
+                   for s in ("entropy", "margin", "random")}
+        raw = [st.ttest_ind(by_hand[scorer(r["a"])], by_hand["random"], equal_var=False).pvalue for r in mine]
+        for r, p, p_holm in zip(mine, raw, multipletests(raw, method="holm")[1]):
+            assert float(r["p"]) == pytest.approx(p) and float(r["p_holm"]) == pytest.approx(p_holm)
+            assert r["comparisons"] == "2" and scorer(r["b"]) == "random"
+    # a reference missing from a panel is one line naming the panel
+    proc = report(str(tmp_path / "sweep"), "--out", str(tmp_path / "rep2"), "--no-grids", "--facet", "dataset.name",
+                  "--reference", "nope")
+    assert proc.returncode == 2 and "--reference nope: no group of facet panel" in proc.stderr

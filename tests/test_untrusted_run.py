@@ -92,8 +92,18 @@ def _changed(r: int, **changes):
 
 
 def _with_folder_as_baseline_file(d: Path) -> list[str]:
-    (d / "b" / "synthetic.pt").mkdir(parents=True)
-    return [f"baseline.dir={d / 'b'}"]
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.models.named_baselines import baseline_path
+
+    args = [*PRETRAIN[1], f"baseline.dir={d / 'b'}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        path = baseline_path(compose(config_name="config", overrides=args))
+    GlobalHydra.instance().clear()
+    path.mkdir(parents=True)        # where the weights file of these settings goes
+    return args[len(PRETRAIN[1]):]
 
 
 def _empty_dir(d: Path) -> list[str]:
@@ -129,7 +139,7 @@ CASES = [
     ("pretrain: baseline dir read-only", PRETRAIN, _args("baseline.dir=/sys/al-select-baselines"),
      "/sys is not writable"),
     ("pretrain: baseline file is a folder", PRETRAIN, _with_folder_as_baseline_file,
-     "synthetic.pt exists and is not a regular file"),
+     ".pt exists and is not a regular file"),
     ("run: baseline to make into a file", RUN, lambda d: ["task=detection", f"baseline.dir={_file(d)}"],
      "is not a directory"),
     ("run: output root is a file", RUN, lambda d: [f"paths.output_dir={_file(d)}"], "file is not a directory"),

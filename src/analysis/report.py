@@ -213,10 +213,10 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     if not opts.out:
         check_output_dir(out, "the default report folder (name another with --out)")
     groups, keys = agg.group_runs(runs, opts.group_by)
-    check_reference(groups, opts.reference)
     grouping = agg.grouping_names(groups, keys, opts.group_by)
     metrics = select_metrics(runs, opts.metrics)
     facets = facet_panels(groups, runs, opts.facet)
+    references = reference_groups(groups, facets, opts.reference)
     if opts.grids:
         preflight_datasets(groups)
     epoch_rows = mismatch.mismatch_rows(groups)     # reads the per-epoch logs: a malformed one stops here
@@ -240,7 +240,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     final_table, finals = final_section(groups, metrics, opts, s)
     fit_table = fit_health_section(groups, opts, s)
     pvalue_tables, matrices, versus = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic,
-                                                     opts, s)
+                                                     opts, s, references)
     if opts.grids:
         image_sections(groups, opts, out, s)
     mismatch_table = mismatch_section(groups, epoch_rows, opts, out, s)
@@ -380,10 +380,27 @@ def best_cells(groups: list[Group], metrics: list[str], aucs: dict, first_column
     return cells
 
 
-def check_reference(groups: list[Group], reference: str | None) -> None:
-    labels = [g.label for g in groups]
-    if reference is not None and reference not in labels:
-        raise UserError(f"--reference {reference}: not a group; groups: {', '.join(labels)}")
+def reference_groups(groups: list[Group], facets, reference: str | None) -> list[tuple[str, list[Group]]]:
+    """(reference label, the groups compared with it) per family of tests: all groups, or with a facet
+    each panel, whose reference is the panel's group named ``reference`` once the panel's own value
+    is left out of the label ("random, v2" in panel v2 for --reference random)."""
+    if reference is None:
+        return []
+    if not facets:
+        labels = [g.label for g in groups]
+        if reference not in labels:
+            raise UserError(f"--reference {reference}: not a group; groups: {', '.join(labels)}")
+        return [(reference, groups)]
+    families = []
+    for panel, members in facets:
+        found = [g for g in members if g.label == reference
+                 or [part for part in g.label.split(", ") if part != panel] == reference.split(", ")]
+        if len(found) != 1:
+            names = ", ".join(g.label for g in members)
+            raise UserError(f"--reference {reference}: {'no' if not found else 'more than one'} group of facet "
+                            f"panel {panel} is named so; its groups: {names}")
+        families.append((found[0].label, members))
+    return families
 
 
 def few_seeds_warning(groups: list[Group], per_run: dict, metrics: list[str]) -> list[str]:
@@ -402,23 +419,29 @@ def _pvalue_row(metric: str, a: str, b: str, c: stats.Comparison, comparisons: i
             "statistic": statistic}
 
 
-def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: ReportOptions, s: _Sections):
+def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: ReportOptions, s: _Sections,
+                   references: list[tuple[str, list[Group]]] | None = None):
     """Pairwise t-tests over a per-seed statistic of every test metric (thesis tables 4.3-4.5): the
     AUCs (``statistic="auc"``) or the final-round values (``"final"``), Holm-corrected per metric over
     the matrix's unique pairs; with ``opts.reference``, every group against that one only, corrected
-    over those k - 1 comparisons."""
+    over those k - 1 comparisons (``references``: per facet panel, against the panel's reference,
+    corrected within the panel)."""
     tables, matrices, versus, rows = [], {}, {}, []
     tested = [m for m in per_run if not m.startswith("test/ap/")] if len(groups) > 1 else []
     labels = [g.label for g in groups]
     for m in tested:
-        samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
-        if opts.reference is not None:
-            versus[m] = stats.versus_reference(samples, opts.reference, paired=opts.paired)
-            n = sum(not math.isnan(c.p) for c in versus[m].values())
-            rows += [_pvalue_row(m, a, opts.reference, c, n, statistic) for a, c in versus[m].items()]
-            tables.append(pages.reference_table(m, opts.reference, versus[m], opts.alpha, opts.paired,
-                                                statistic=statistic))
+        if references:
+            versus[m] = {}
+            for reference, members in references:
+                samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in members}
+                family = stats.versus_reference(samples, reference, paired=opts.paired)
+                n = sum(not math.isnan(c.p) for c in family.values())
+                rows += [_pvalue_row(m, a, reference, c, n, statistic) for a, c in family.items()]
+                tables.append(pages.reference_table(m, reference, family, opts.alpha, opts.paired,
+                                                    statistic=statistic))
+                versus[m].update(family)
             continue
+        samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
         matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
         n = stats.family_size(matrices[m])
         rows += [_pvalue_row(m, a, b, c, n, statistic)

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data.datamodule import SHUFFLE_MODES
+from src.data.recipes import PARTS
 from src.errors import UserError
 from src.models.named_baselines import NO_FILE, baseline_output_problem, baseline_path, missing_message, \
     will_pretrain
@@ -117,6 +118,12 @@ def _check_dataset(ds: DictConfig) -> None:
             v, least = sizes.get(split), (0 if split == "pool" else 1)
             if v is not None and (not _is_int(v) or v < least):   # null: what the data has
                 raise UserError(f"dataset.sizes.{split}={v!r} must be an integer >= {least} or null")
+        v = sizes.get("baseline")
+        if v is not None and (not _is_int(v) or v < 0):
+            raise UserError(f"dataset.sizes.baseline={v!r} must be an integer >= 0 (items kept back for "
+                            "baseline=held_back; 0 = none)")
+    if ds.get("part") is not None and ds.part not in PARTS:
+        raise UserError(f"dataset.part={ds.part!r}; allowed: {', '.join(PARTS)}")
     if ds.get("pool_repeats") is not None and (not _is_int(ds.pool_repeats) or ds.pool_repeats < 1):
         raise UserError(f"dataset.pool_repeats={ds.pool_repeats!r} must be an integer >= 1")
     for key in ("batch_size", "eval_batch_size"):
@@ -203,6 +210,26 @@ def check_counts(cfg: DictConfig) -> None:
         if "min_delta" in node and (not _is_number(node.min_delta) or node.min_delta < 0):
             raise UserError(f"callbacks.{name}.min_delta={node.min_delta!r} must be a number >= 0")
     _check_baseline_counts(cfg.get("baseline"))
+    _check_baseline_part(cfg)
+
+
+def _check_baseline_part(cfg: DictConfig) -> None:
+    """A baseline that learns from a part of the run's recipe (``baseline.part``, held_back) needs a
+    classification recipe that keeps items back (``dataset.sizes.baseline``)."""
+    node = cfg.get("baseline")
+    part = node.get("part") if node is not None else None
+    if part is None or node.get("name") in NO_FILE:
+        return
+    if part not in PARTS or part == "main":
+        raise UserError(f"baseline.part={part!r}; allowed: baseline (the items the recipe keeps back) or null")
+    if cfg.get("task_type") != "classification":
+        raise UserError(f"baseline={node.name} learns from the items a classification recipe keeps back; "
+                        "for task=detection use baseline=real, synthetic or untrained")
+    kept = (node.get("dataset") or {}).get("sizes", {}).get("baseline")
+    if not _is_int(kept) or kept < 1:
+        raise UserError(f"baseline={node.name}: dataset.sizes.baseline={kept!r} keeps no items back to learn from; "
+                        "set dataset.sizes.baseline (e.g. 1000; they are taken out of the sources before "
+                        "pool, val and test are drawn), or choose baseline=none")
 
 
 def _check_baseline_counts(node) -> None:

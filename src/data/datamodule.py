@@ -168,13 +168,16 @@ class ActiveDataModule(LabelledSetDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         skip_corrupt: bool = False,
+        part: str = "main",
     ):
         super().__init__()
         self.name = name
         self.sources = list(sources)
+        # part="baseline": the sizes.baseline items kept back from pool/val/test (recipes.build)
         self.recipe = dict(sizes=dict(sizes), image_size=int(image_size), channels=int(channels),
                            split_seed=int(split_seed), corruption=dict(corruption) if corruption else None,
-                           pool_repeats=int(pool_repeats), repeat_max_degrees=float(repeat_max_degrees))
+                           pool_repeats=int(pool_repeats), repeat_max_degrees=float(repeat_max_degrees),
+                           part=str(part))
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
@@ -195,6 +198,11 @@ class ActiveDataModule(LabelledSetDataModule):
     def num_classes(self) -> int:
         self.setup()
         return self.data.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        self.setup()
+        return list(self.data.class_names)
 
     @property
     def channels(self) -> int:

@@ -10,7 +10,9 @@ One function, ``build``, expresses all four thesis datasets by its arguments:
 
 Val and test are drawn first from each source's seeded permutation, so they do not
 change when the pool size (or the base set, which the loop draws from the pool)
-changes. Every stored row has a stable integer id (its row number); the loop, the
+changes. ``sizes.baseline`` items are kept back from the end of each permutation for a
+starting model to learn from (``baseline=held_back``): the main part never draws them,
+and ``part="baseline"`` builds those rows alone, so the two are disjoint by construction. Every stored row has a stable integer id (its row number); the loop, the
 scores and the saved state speak only in ids. No Lightning, no files.
 """
 from __future__ import annotations
@@ -26,6 +28,8 @@ from src.data.sources import Source, SourceData
 from src.errors import UserError
 
 SPLITS = ("test", "val", "pool")
+# what a recipe builds: the pool / val / test of a run, or the items kept back for its baseline
+PARTS = ("main", "baseline")
 
 # Seed streams under ``split_seed`` (numpy SeedSequence entropy [split_seed, stream, ...]):
 # stream j < INTERLEAVE_STREAM is source j's permutation (``split_rows``), so a recipe may
@@ -44,6 +48,7 @@ class BuiltDataset:
     labels: torch.Tensor            # int64 [M]
     source_index: np.ndarray        # int [M]: which source the row came from
     original_id: np.ndarray         # int [M]: the row it was copied from (itself unless repeated)
+    source_row: np.ndarray          # int [M]: the item's row within its source
     pool_ids: np.ndarray
     val_ids: np.ndarray
     test_ids: np.ndarray
@@ -85,7 +90,7 @@ def _to_shape(images: np.ndarray, size: int, channels: int) -> np.ndarray:
 DEFAULT_HELD_OUT = 0.1
 
 
-def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndarray]:
+def split_rows(data, j: int, wanted: dict, split_seed: int, part: str = "main") -> dict[str, np.ndarray]:
     """Rows of source ``data`` (the j-th) for each split, in a seeded random order.
 
     Test is drawn first, then val, then pool, each from the front of the source's
@@ -93,17 +98,30 @@ def split_rows(data, j: int, wanted: dict, split_seed: int) -> dict[str, np.ndar
     draws each split from its own sub-tree (a missing val or test sub-tree from the
     train rows). ``wanted[split]`` None takes the whole sub-tree, the rest of the
     data for the pool, or DEFAULT_HELD_OUT of an unsplit source for val and test.
+    ``wanted["baseline"]`` rows (the train sub-tree's of a pre-split source) are kept
+    back from the end of the permutation first; ``part="baseline"`` returns them
+    alone, a tenth as val (for the baseline's own validation) and the rest as pool.
     """
     perm = np.random.default_rng(np.random.SeedSequence([split_seed, j])).permutation(len(data.labels))
+    reserve = int(wanted.get("baseline") or 0)
     if data.splits is None:
         groups = {"pool": perm}
-        if all(wanted[s] is not None for s in SPLITS) and sum(wanted.values()) > len(perm):
+        asked = [wanted[s] for s in SPLITS] + [reserve]
+        if all(v is not None for v in asked) and sum(asked) > len(perm):
             raise UserError(
-                f"dataset.sizes: source {data.name!r} must supply {sum(wanted.values())} items "
-                f"({', '.join(f'{s} {wanted[s]}' for s in SPLITS)}) but has {len(perm)}; "
-                "lower dataset.sizes.pool/val/test")
+                f"dataset.sizes: source {data.name!r} must supply {sum(asked)} items "
+                f"({', '.join(f'{s} {wanted[s]}' for s in SPLITS)}, baseline {reserve}) but has {len(perm)}; "
+                "lower dataset.sizes.pool/val/test/baseline")
     else:
         groups = {s: perm[data.splits[perm] == s] for s in SPLITS}
+    if reserve > len(groups["pool"]):
+        raise UserError(f"dataset.sizes.baseline: source {data.name!r} must keep back {reserve} items for the "
+                        f"baseline but has {len(groups['pool'])}; lower dataset.sizes.baseline")
+    kept_back = groups["pool"][len(groups["pool"]) - reserve:]
+    groups["pool"] = groups["pool"][:len(groups["pool"]) - reserve]
+    if part == "baseline":
+        n_val = int(round(0.1 * reserve)) if reserve > 1 else 0
+        return {"test": kept_back[:0], "val": kept_back[:n_val], "pool": kept_back[n_val:]}
     taken = {s: 0 for s in groups}
     out = {}
     for split in SPLITS:   # test, val, pool
@@ -155,39 +173,48 @@ def _load_sources(sources: list[Source], channels: int) -> list[SourceData]:
 
 
 def _split_parts(loaded: list[SourceData], sizes: dict, image_size: int, channels: int,
-                 split_seed: int) -> dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
-    """Per split, per source: (images at the recipe's shape, labels, source index)."""
+                 split_seed: int, part: str = "main") -> dict[str, list[tuple[np.ndarray, ...]]]:
+    """Per split, per source: (images at the recipe's shape, labels, source index, source rows)."""
+    if part not in PARTS:
+        raise UserError(f"dataset.part={part!r}; allowed: {', '.join(PARTS)}")
+    if part == "baseline" and not sizes.get("baseline"):
+        raise UserError("dataset.sizes.baseline is 0: no items are kept back for a baseline to learn from; "
+                        "set dataset.sizes.baseline (e.g. 1000)")
+    keys = (*SPLITS, "baseline")
     shares = {split: (equal_shares(int(sizes[split]), len(loaded)) if sizes.get(split) is not None
-                      else [None] * len(loaded)) for split in SPLITS}
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {s: [] for s in SPLITS}
+                      else [None] * len(loaded)) for split in keys}
+    parts: dict[str, list[tuple[np.ndarray, ...]]] = {s: [] for s in SPLITS}
     for j, data in enumerate(loaded):
-        rows_of = split_rows(data, j, {s: shares[s][j] for s in SPLITS}, split_seed)
+        rows_of = split_rows(data, j, {s: shares[s][j] for s in keys}, split_seed, part)
         for split in SPLITS:
             rows = rows_of[split]
             parts[split].append((_gather(data.images, rows, image_size, channels),
-                                 data.labels[rows], np.full(len(rows), j)))
-    for split in SPLITS:
+                                 data.labels[rows], np.full(len(rows), j), rows))
+    # a baseline's part has no test split (it is evaluated on the run's own test set)
+    for split in SPLITS if part == "main" else ("pool",):
         if sum(len(p[1]) for p in parts[split]) == 0:
             raise UserError(f"dataset split {split!r} is empty: dataset.sizes.{split} is 0 or the sources "
                             f"have no items for it")
     return parts
 
 
-def _interleave(parts: dict, split_seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(images, labels, source index, ids per split): test rows first, then val, then pool, the
-    sources of each split shuffled together so that storage order carries no source blocks."""
-    images, labels, origin, split_ids = [], [], [], {}
+def _interleave(parts: dict, split_seed: int):
+    """(images, labels, source index, source row, ids per split): test rows first, then val, then
+    pool, the sources of each split shuffled together so that storage order carries no source blocks."""
+    images, labels, origin, source_rows, split_ids = [], [], [], [], {}
     offset = 0
     for k, split in enumerate(SPLITS):
         x = np.concatenate([p[0] for p in parts[split]])
         y = np.concatenate([p[1] for p in parts[split]])
         o = np.concatenate([p[2] for p in parts[split]])
+        r = np.concatenate([p[3] for p in parts[split]])
         stream = np.random.SeedSequence([split_seed, INTERLEAVE_STREAM + k])
         order = np.random.default_rng(stream).permutation(len(y))
-        images.append(x[order]); labels.append(y[order]); origin.append(o[order])
+        images.append(x[order]); labels.append(y[order]); origin.append(o[order]); source_rows.append(r[order])
         split_ids[split] = np.arange(offset, offset + len(y), dtype=np.int64)
         offset += len(y)
-    return np.concatenate(images), np.concatenate(labels), np.concatenate(origin), split_ids
+    return (np.concatenate(images), np.concatenate(labels), np.concatenate(origin),
+            np.concatenate(source_rows).astype(np.int64), split_ids)
 
 
 def _repeat_pool(images: np.ndarray, labels: np.ndarray, origin: np.ndarray, split_ids: dict, split_seed: int,
@@ -221,15 +248,18 @@ def build(
     corruption: dict | None = None,
     pool_repeats: int = 1,
     repeat_max_degrees: float = 10.0,
+    part: str = "main",
 ) -> BuiltDataset:
+    """The rows of ``part``: the run's pool / val / test ("main"), or the ``sizes.baseline`` items
+    kept back from them ("baseline": pool and val for a starting model, no test)."""
     loaded = _load_sources(sources, channels)
-    parts = _split_parts(loaded, sizes, image_size, channels, split_seed)
-    images, labels, origin, split_ids = _interleave(parts, split_seed)
+    parts = _split_parts(loaded, sizes, image_size, channels, split_seed, part)
+    images, labels, origin, source_row, split_ids = _interleave(parts, split_seed)
     original = np.arange(len(labels), dtype=np.int64)
     if corruption:
         images = corrupt(images, original, kind=corruption["kind"], severity=int(corruption["severity"]),
                          seed=int(corruption.get("seed", split_seed)))
-    if pool_repeats > 1:
+    if pool_repeats > 1 and part == "main":
         images, labels, origin, original, split_ids = _repeat_pool(images, labels, origin, split_ids, split_seed,
                                                                    pool_repeats, repeat_max_degrees)
     return BuiltDataset(
@@ -237,6 +267,7 @@ def build(
         labels=torch.from_numpy(labels.astype(np.int64)),
         source_index=origin,
         original_id=original,
+        source_row=source_row[original],
         pool_ids=split_ids["pool"], val_ids=split_ids["val"], test_ids=split_ids["test"],
         class_names=list(loaded[0].class_names),
         source_names=[d.name for d in loaded],

@@ -71,6 +71,12 @@ class ImageClassifier(pl.LightningModule):
         # a scorer's joint training objective (learning loss): (module, per-item losses [B]) -> loss
         self.training_objective: Callable | None = None
 
+    def head_prefixes(self) -> list[str]:
+        """The state-dict prefix of the class head (the network's last Linear layer): what a
+        checkpoint with another class count leaves to the seeded init (``weights.load_into``)."""
+        linears = [name for name, m in self.named_modules() if isinstance(m, torch.nn.Linear)]
+        return linears[-1:]
+
     # -- forward -------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.dtype).div_(255.0)

@@ -131,6 +131,11 @@ class SSDDetector(pl.LightningModule):
         # a scorer's joint training objective (learning loss): (module, per-image losses [B], batch loss) -> loss
         self.training_objective: Callable | None = None
 
+    def head_prefixes(self) -> list[str]:
+        """The state-dict prefix of the class head (background + one logit per class per anchor): what
+        a checkpoint with another class count leaves to the seeded init (``weights.load_into``)."""
+        return ["net.head.classification_head"]
+
     # -- inputs ----------------------------------------------------------------------------
     def _inputs(self, images: torch.Tensor, targets: list[dict] | None):
         images = images.to(self.device, self.dtype, non_blocking=True).div_(255.0)

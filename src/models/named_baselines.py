@@ -1,18 +1,26 @@
 """Named baselines (thesis 4.3.3): starting weights pretrained on a dataset of their own.
 
-A named baseline (``baseline=real``, ``baseline=synthetic``) is made by training the
-configured model on ``baseline.dataset`` for ``baseline.epochs`` epochs and saved as
-``<baseline.dir>/<name>.pt`` with a ``<name>.json`` describing what made it.
-Making it again with the same settings reuses the file; changed settings retrain and
-replace it. An active-learning run with ``baseline=<name>`` loads the file
-(``baseline=untrained`` is the seeded random init and needs none); a missing file is
-an error that prints the command which makes it, unless ``baseline.make_if_missing``
+A named baseline (``baseline=real``, ``baseline=synthetic`` for detection,
+``baseline=held_back`` for classification) is made by training the configured model on
+``baseline.dataset`` (its ``baseline.part``, when set: ``held_back`` learns from the items
+the run's own recipe keeps back from pool, val and test) for ``baseline.epochs`` epochs.
+It is saved as ``<baseline.dir>/<name>-<key>.pt`` with a ``.json`` beside it saying what
+made it; ``<key>`` is a hash of those settings (``baseline_fingerprint``), so baselines
+made with other settings (another class list, another model, another dataset) live side
+by side and a run never overwrites the one another run needs. Making it again with the
+same settings reuses the file. An active-learning run with ``baseline=<name>`` loads the
+file (``baseline=untrained`` is the seeded random init and needs none); a missing file
+is an error that prints the command which makes it, unless ``baseline.make_if_missing``
 is set, which pretrains first (so one multirun can make and compare all baselines).
+When the baseline's class count differs from the run's, everything but the class head
+is loaded (``weights.load_into``, thesis 4.3.3: a baseline as backbone).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +41,9 @@ NO_FILE = (None, "untrained")
 
 
 def baseline_path(cfg: DictConfig) -> Path:
-    return Path(str(cfg.baseline.get("dir") or "baselines")) / f"{cfg.baseline.name}.pt"
+    """``<baseline.dir>/<name>-<key>.pt``, the key a hash of what the weights depend on."""
+    digest = hashlib.sha256(json.dumps(baseline_fingerprint(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    return Path(str(cfg.baseline.get("dir") or "baselines")) / f"{cfg.baseline.name}-{digest}.pt"
 
 
 def make_command(cfg: DictConfig) -> str:
@@ -46,11 +56,23 @@ def missing_message(cfg: DictConfig) -> str:
             "(same overrides), or pass baseline.make_if_missing=true")
 
 
+# dataset keys that do not change which items a held-back part holds or how they are read
+_NOT_IN_HELD_BACK = ("eval_batch_size", "num_workers", "pin_memory", "part")
+_RUN_SPLITS = ("pool", "val", "test")
+
+
 def baseline_fingerprint(cfg: DictConfig) -> dict:
-    """What the saved weights depend on: the baseline group and the network's construction."""
+    """What the saved weights depend on: the baseline group and the network's construction.
+    For a part of the run's recipe (``baseline.part``), the run's own split sizes are left
+    out: the kept-back items do not depend on them, so every pool size shares one baseline."""
     baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
     keep = {"baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
             "model": OmegaConf.to_container(cfg.model.module, resolve=True)}
+    dataset = keep["baseline"].get("dataset")
+    if baseline.get("part") and isinstance(dataset, dict):
+        dataset = {k: v for k, v in dataset.items() if k not in _NOT_IN_HELD_BACK}
+        dataset["sizes"] = {k: v for k, v in (dataset.get("sizes") or {}).items() if k not in _RUN_SPLITS}
+        keep["baseline"]["dataset"] = dataset
     return json.loads(json.dumps(keep, sort_keys=True))
 
 
@@ -88,12 +110,14 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
         return None
     path = baseline_path(cfg)
     if node.get("make_if_missing") and not _is_current(cfg, path):
+        log.info("baseline %s: %s is not made yet; making it first (baseline.make_if_missing), then reusing it",
+                 node.name, path)
         path = pretrain(cfg)
     if not path.is_file():
         raise UserError(missing_message(cfg))
-    if not _is_current(cfg, path):
-        raise UserError(f"baseline={node.name}: {path} was made with other settings (baseline or model config); "
-                        f"make it again with: {make_command(cfg)} (same overrides)")
+    if not _is_current(cfg, path):   # the file of this key holds other settings: edited or damaged
+        raise UserError(f"baseline={node.name}: {path} was made with other settings than its name says "
+                        f"(its .json differs); delete it and make it again with: {make_command(cfg)} (same overrides)")
     log.info("loading baseline %s from %s", node.name, path)
     return path
 
@@ -106,12 +130,23 @@ def _check_pretrainable(node: DictConfig) -> None:
         raise UserError(f"baseline={node.name}: baseline.dataset is not set (the data the baseline learns from)")
 
 
+def baseline_datamodule_config(cfg: DictConfig) -> DictConfig:
+    """``baseline.dataset``, built for its ``baseline.part`` when one is named (held_back: the items
+    the run's recipe keeps back)."""
+    node = cfg.baseline
+    if not node.get("part"):
+        return node.dataset
+    return OmegaConf.merge(OmegaConf.to_container(node.dataset, resolve=True), {"part": node.part})
+
+
 def _fit(cfg: DictConfig, datamodule, model) -> dict[str, float]:
     """Train ``model`` on the whole pool of ``datamodule`` for ``baseline.epochs``; the final metrics."""
     node = cfg.baseline
     datamodule.set_labelled(datamodule.pool_ids, shuffle=True, seed=int(node.get("seed", 0)))
     pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
-    has_val = int(node.dataset.sizes.get("val") or 0) > 0
+    # a held-back part carves its own val from the kept-back items (recipes.split_rows)
+    has_val = (int(node.dataset.sizes.get("baseline") or 0) > 1 if node.get("part")
+               else int(node.dataset.sizes.get("val") or 0) > 0)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], max_epochs=int(node.epochs), min_epochs=1,
                                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                       enable_model_summary=False, **({} if has_val else {"limit_val_batches": 0}))
@@ -135,11 +170,9 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
     problem = baseline_output_problem(cfg)   # before hours of training, not after them
     if problem:
         raise UserError(problem)
-    if path.is_file():
-        log.info("baseline %s: settings changed since %s was made; training it again", node.name, path)
     # a missing ImageNet file stops here, before thousands of images are read or rendered
     backbone_weights_file(str(cfg.model.module.get("arch")), cfg.model.module.get("weights_backbone"))
-    datamodule = build(node.dataset)
+    datamodule = build(baseline_datamodule_config(cfg))
     datamodule.setup()
     if len(datamodule.pool_ids) == 0:
         raise UserError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
@@ -153,7 +186,8 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
     started = time.perf_counter()
     metrics = _fit(cfg, datamodule, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
+    # one temporary file per process: jobs of one sweep may make the same baseline side by side
+    tmp = path.with_suffix(f".pt.{os.getpid()}.tmp")
     torch.save({"state_dict": WeightSnapshot(model).state}, tmp)
     tmp.replace(path)
     path.with_suffix(".json").write_text(json.dumps(

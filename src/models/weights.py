@@ -40,20 +40,33 @@ def load_checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]
     return obj
 
 
-def load_into(module: nn.Module, checkpoint: str | Path, key: str = "model.init.checkpoint") -> None:
-    """Overwrite ``module``'s weights from a file; a file that does not fit is a UserError naming ``key``."""
+def load_into(module: nn.Module, checkpoint: str | Path, key: str = "model.init.checkpoint",
+              new_head: bool = False) -> list[str]:
+    """Overwrite ``module``'s weights from a file; a file that does not fit is a UserError naming ``key``.
+
+    ``new_head``: a file whose only difference is the shape of the class head (another class
+    count; the module names its head in ``head_prefixes()``) loads everything else and leaves
+    the head as the module was built (its seeded init): thesis 4.3.3's baseline as backbone.
+    Returns the keys left at their init (empty when the whole file loaded).
+    """
     state = load_checkpoint_state(checkpoint, key)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                  if k in state and state[k].shape != v.shape]
+    shape_differs = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
+    heads = tuple(f"{p}." for p in module.head_prefixes()) if new_head and hasattr(module, "head_prefixes") else ()
+    kept = [k for k in own if heads and k.startswith(heads)] if shape_differs else []
+    if heads and shape_differs and not missing and not unexpected and all(k.startswith(heads) for k in shape_differs):
+        module.load_state_dict({k: v for k, v in state.items() if k not in kept}, strict=False)
+        return kept
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape_differs]
     if missing or unexpected or mismatched:
         detail = "; ".join(f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
                            for name, items in (("missing", missing), ("unexpected", unexpected),
                                                ("shape", mismatched)) if items)
         raise UserError(f"{key}={checkpoint}: does not fit the model ({detail})")
     module.load_state_dict(state)
+    return []
 
 
 class WeightSnapshot:
