@@ -180,3 +180,30 @@ def test_the_cold_start_is_a_named_arm(compose_cfg):
     assert cold.baseline.name == "untrained" and cold.selection.base_size == 0 and cold.optim.lr == 0.002
     warm = compose_cfg("experiment=scorers", "scale=cpu")
     assert warm.baseline.name == "held_back" and warm.selection.base_size == 60 and warm.optim.lr == 0.0001
+
+
+def test_a_folder_baseline_of_other_classes_is_the_backbone_of_a_folder_run(tmp_path, compose_cfg):
+    """baseline=folder: a source tree of three classes starts a run on two, head re-initialised."""
+    from tests.test_channels import grey_and_rgb_tree
+
+    source = grey_and_rgb_tree(tmp_path / "source", classes=("a", "b", "c"), per_class=6)
+    pool = grey_and_rgb_tree(tmp_path / "pool", classes=("cat", "dog"), per_class=10)
+    run = ["dataset=folder", f"dataset.root={pool}", "dataset.image_size=8", "dataset.sizes.val=2",
+           "dataset.sizes.test=2", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "seed=4"]
+    args = [*run, "baseline=folder", f"baseline.dataset.root={source}", "baseline.epochs=1",
+            f"baseline.dir={tmp_path / 'b'}"]
+    cfg = compose_cfg(*args)
+    validate(cfg)
+    datamodule = hydra.utils.instantiate(cfg.dataset)
+    model, _ = build_model(cfg, datamodule)              # makes the baseline first (make_if_missing)
+    path = baseline_path(cfg)
+    assert json.loads(path.with_suffix(".json").read_text())["classes"] == ["a", "b", "c"]
+    baseline_state = torch.load(path, weights_only=True)["state_dict"]
+    twin, _ = build_model(compose_cfg(*run), datamodule)  # the run's seeded init, no baseline
+    _check_backbone_from_file_head_from_init(model, twin, baseline_state, "net.classifier.2")
+
+    for bad, message in [(f"baseline.dataset.root={pool}", "overlaps dataset.root"),
+                         (f"baseline.dataset.root={pool / 'cat'}", "overlaps dataset.root"),
+                         ("baseline.dataset.root=null", "baseline.dataset.root is not set")]:
+        with pytest.raises(UserError, match=message):
+            validate(compose_cfg(*args, bad))

@@ -211,6 +211,7 @@ def check_counts(cfg: DictConfig) -> None:
             raise UserError(f"callbacks.{name}.min_delta={node.min_delta!r} must be a number >= 0")
     _check_baseline_counts(cfg.get("baseline"))
     _check_baseline_part(cfg)
+    _check_baseline_source_apart(cfg)
 
 
 def _check_baseline_part(cfg: DictConfig) -> None:
@@ -230,6 +231,25 @@ def _check_baseline_part(cfg: DictConfig) -> None:
         raise UserError(f"baseline={node.name}: dataset.sizes.baseline={kept!r} keeps no items back to learn from; "
                         "set dataset.sizes.baseline (e.g. 1000; they are taken out of the sources before "
                         "pool, val and test are drawn), or choose baseline=none")
+
+
+def _check_baseline_source_apart(cfg: DictConfig) -> None:
+    """A baseline that learns from a folder (``baseline.dataset.root``) needs one, and other images
+    than the run's: neither root may lie inside the other (symlinks resolved)."""
+    node = cfg.get("baseline")
+    dataset = node.get("dataset") if node is not None and node.get("name") not in NO_FILE else None
+    if dataset is None or "root" not in dataset:
+        return
+    if not dataset.get("root"):
+        raise UserError(f"baseline={node.name}: baseline.dataset.root is not set; name the folder the baseline "
+                        "learns from, e.g. baseline.dataset.root=/data/source")
+    run_root = cfg.dataset.get("root") if "root" in cfg.dataset else None
+    if run_root:
+        a, b = Path(str(dataset.root)).resolve(), Path(str(run_root)).resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise UserError(f"baseline.dataset.root={dataset.root} overlaps dataset.root={run_root}: the baseline "
+                            "must learn from other images than the run's pool, val and test; to learn from a "
+                            "part of the run's own folder use baseline=held_back dataset.sizes.baseline=<n>")
 
 
 def _check_baseline_counts(node) -> None:
