@@ -102,7 +102,7 @@ def synthetic_datamodule(cfg, n_items: int, n_classes: int):
     dm.data = BuiltDataset(
         images=torch.randint(0, 256, (n_items, channels, size, size), dtype=torch.uint8, generator=gen),
         labels=torch.randint(0, n_classes, (n_items,), generator=gen),
-        source_index=np.zeros(n_items, dtype=np.int64), original_id=np.arange(n_items),
+        source_index=np.zeros(n_items, dtype=np.int64), original_id=np.arange(n_items), source_row=np.arange(n_items),
         pool_ids=np.arange(n_items), val_ids=np.zeros(0, np.int64), test_ids=np.zeros(0, np.int64),
         class_names=[str(c) for c in range(n_classes)], source_names=["synthetic"])
     return dm
