@@ -115,6 +115,16 @@ def test_pretrain_makes_a_held_back_baseline_that_a_run_starts_from(tmp_path, co
     assert other != path and other.is_file() and path.stat().st_mtime_ns == stamp
     assert named_baseline_checkpoint(other_cfg) == other and named_baseline_checkpoint(cfg) == path
 
+    # a file of the same settings made before the files were keyed (<name>.pt) is used where it lies
+    legacy = path.with_name("held_back.pt")
+    path.rename(legacy)
+    path.with_suffix(".json").rename(legacy.with_suffix(".json"))
+    assert named_baseline_checkpoint(cfg) == legacy and pretrain(cfg) == legacy and not path.exists()
+    # a damaged description is not these settings: the file counts as missing
+    legacy.with_suffix(".json").write_text("{not json")
+    with pytest.raises(UserError, match=r"held_back-\w+\.pt does not exist; make it with"):
+        named_baseline_checkpoint(compose_cfg(*args, "baseline.make_if_missing=false"))
+
 
 def _classifier(num_classes: int, in_channels: int = 1, seed: int = 0) -> ImageClassifier:
     torch.manual_seed(seed)

@@ -12,8 +12,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src.data.datamodule import SHUFFLE_MODES
 from src.data.recipes import PARTS
 from src.errors import UserError
-from src.models.named_baselines import NO_FILE, baseline_output_problem, baseline_path, missing_message, \
-    will_pretrain
+from src.models.named_baselines import NO_FILE, baseline_output_problem, baseline_path, current_file, \
+    missing_message, will_pretrain
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
 from src.selection.schedule import HALF_POOL, PRUNE, plan_selections
@@ -334,7 +334,7 @@ def _check_starting_weights(cfg: DictConfig) -> None:
         raise UserError(f"model.init.checkpoint={checkpoint}: no such file")
     node = cfg.get("baseline")
     if node is not None and node.get("name") not in NO_FILE and not checkpoint:
-        if not node.get("make_if_missing") and not baseline_path(cfg).is_file():
+        if not node.get("make_if_missing") and current_file(cfg) is None and not baseline_path(cfg).is_file():
             raise UserError(missing_message(cfg))
         problem = will_pretrain(cfg) and baseline_output_problem(cfg)   # made first: its files must be writable
         if problem:

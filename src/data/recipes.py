@@ -12,7 +12,8 @@ Val and test are drawn first from each source's seeded permutation, so they do n
 change when the pool size (or the base set, which the loop draws from the pool)
 changes. ``sizes.baseline`` items are kept back from the end of each permutation for a
 starting model to learn from (``baseline=held_back``): the main part never draws them,
-and ``part="baseline"`` builds those rows alone, so the two are disjoint by construction. Every stored row has a stable integer id (its row number); the loop, the
+and ``part="baseline"`` builds those rows alone, so the two are disjoint by construction.
+Every stored row has a stable integer id (its row number); the loop, the
 scores and the saved state speak only in ids. No Lightning, no files.
 """
 from __future__ import annotations

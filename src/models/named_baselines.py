@@ -92,7 +92,7 @@ def will_pretrain(cfg: DictConfig) -> bool:
     file made with these settings)."""
     node = cfg.get("baseline")
     return bool(node is not None and node.get("name") not in NO_FILE and node.get("make_if_missing")
-                and not _is_current(cfg, baseline_path(cfg)))
+                and current_file(cfg) is None)
 
 
 def _is_current(cfg: DictConfig, path: Path) -> bool:
@@ -100,7 +100,19 @@ def _is_current(cfg: DictConfig, path: Path) -> bool:
     meta = path.with_suffix(".json")
     if not (path.is_file() and meta.is_file()):
         return False
-    return json.loads(meta.read_text()).get("fingerprint") == baseline_fingerprint(cfg)
+    try:
+        made = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):   # a damaged description: not these settings
+        return False
+    return isinstance(made, dict) and made.get("fingerprint") == baseline_fingerprint(cfg)
+
+
+def current_file(cfg: DictConfig) -> Path | None:
+    """The weights made with this config's settings: ``<name>-<key>.pt``, or a ``<name>.pt`` of the
+    same settings made before the files were keyed (used where it lies); None when neither exists."""
+    path = baseline_path(cfg)
+    legacy = path.with_name(f"{cfg.baseline.name}.pt")
+    return next((p for p in (path, legacy) if _is_current(cfg, p)), None)
 
 
 def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
@@ -108,7 +120,7 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
     node = cfg.get("baseline")
     if node is None or node.get("name") in NO_FILE:
         return None
-    path = baseline_path(cfg)
+    path = current_file(cfg) or baseline_path(cfg)
     if node.get("make_if_missing") and not _is_current(cfg, path):
         log.info("baseline %s: %s is not made yet; making it first (baseline.make_if_missing), then reusing it",
                  node.name, path)
@@ -163,10 +175,10 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
     node = cfg.baseline
     _check_pretrainable(node)
     path = baseline_path(cfg)
-    if _is_current(cfg, path):
+    if current_file(cfg) is not None:
         accepted()
-        log.info("baseline %s: reusing %s (same settings)", node.name, path)
-        return path
+        log.info("baseline %s: reusing %s (same settings)", node.name, current_file(cfg))
+        return current_file(cfg)
     problem = baseline_output_problem(cfg)   # before hours of training, not after them
     if problem:
         raise UserError(problem)
