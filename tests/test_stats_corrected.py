@@ -265,3 +265,35 @@ def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compos
     proc = report(str(tmp_path / "sweep"), "--out", str(tmp_path / "rep2"), "--no-grids", "--facet", "dataset.name",
                   "--reference", "nope")
     assert proc.returncode == 2 and "--reference nope: no group of facet panel" in proc.stderr
+
+
+def test_with_a_facet_the_matrix_is_one_family_per_panel(tmp_path, compose_cfg):
+    """--facet dataset.name without --reference: one matrix per dataset, Holm over its own pairs;
+    no test across datasets."""
+    cfg = compose_cfg("debug=fast")
+    for dataset, shift in (("v2", 0.0), ("mixed", -0.1)):
+        on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
+        for (scorer, seed), acc in ACC.items():
+            make_run(tmp_path / "sweep", on, scorer, seed, [v + shift for v in acc], finished=True,
+                     name=f"{dataset}-{scorer}-s{seed}")
+    out = tmp_path / "rep"
+    proc = report(str(tmp_path / "sweep"), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
+                  "--facet", "dataset.name")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(out / "pvalues.csv")
+    assert len(rows) == 2 * 6                        # 3 ordered pairs both ways, per dataset
+    for r in rows:
+        datasets = [{"v2", "mixed"} & set(r[side].split(", ")) for side in ("a", "b")]
+        assert len(datasets[0]) == 1 and datasets[0] == datasets[1], r       # never across datasets
+        assert r["comparisons"] == "3"
+    # the shift leaves every within-dataset difference as it was: the same raw and Holm p in both panels
+    by_hand = {s: aucs(s) for s in ("entropy", "margin", "random")}
+    pairs = [("entropy", "margin"), ("entropy", "random"), ("margin", "random")]
+    raw = [st.ttest_ind(by_hand[a], by_hand[b], equal_var=False).pvalue for a, b in pairs]
+    expected = dict(zip(pairs, multipletests(raw, method="holm")[1]))
+    for r in rows:
+        names = tuple(part for part in r["a"].split(", ") + r["b"].split(", ") if part not in ("v2", "mixed"))
+        key = names if names in expected else names[::-1]
+        assert float(r["p_holm"]) == pytest.approx(expected[key])
+    md = (out / "report.md").read_text()
+    assert "test/acc_top1 (dataset.name = v2)" in md and "test/acc_top1 (dataset.name = mixed)" in md

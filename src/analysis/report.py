@@ -240,7 +240,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     final_table, finals = final_section(groups, metrics, opts, s)
     fit_table = fit_health_section(groups, opts, s)
     pvalue_tables, matrices, versus = pvalue_section(groups, aucs if statistic == "auc" else finals, statistic,
-                                                     opts, s, references)
+                                                     opts, s, references, facets)
     if opts.grids:
         image_sections(groups, opts, out, s)
     mismatch_table = mismatch_section(groups, epoch_rows, opts, out, s)
@@ -420,15 +420,15 @@ def _pvalue_row(metric: str, a: str, b: str, c: stats.Comparison, comparisons: i
 
 
 def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: ReportOptions, s: _Sections,
-                   references: list[tuple[str, list[Group]]] | None = None):
+                   references: list[tuple[str, list[Group]]] | None = None, facets=None):
     """Pairwise t-tests over a per-seed statistic of every test metric (thesis tables 4.3-4.5): the
     AUCs (``statistic="auc"``) or the final-round values (``"final"``), Holm-corrected per metric over
     the matrix's unique pairs; with ``opts.reference``, every group against that one only, corrected
     over those k - 1 comparisons (``references``: per facet panel, against the panel's reference,
-    corrected within the panel)."""
+    corrected within the panel). With a facet (``facets``) each panel's groups are one matrix and
+    one family: pairs across panels (another dataset) are not tested."""
     tables, matrices, versus, rows = [], {}, {}, []
     tested = [m for m in per_run if not m.startswith("test/ap/")] if len(groups) > 1 else []
-    labels = [g.label for g in groups]
     for m in tested:
         if references:
             versus[m] = {}
@@ -441,12 +441,16 @@ def pvalue_section(groups: list[Group], per_run: dict, statistic: str, opts: Rep
                                                     statistic=statistic))
                 versus[m].update(family)
             continue
-        samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in groups}
-        matrices[m] = stats.pvalue_matrix(samples, paired=opts.paired)
-        n = stats.family_size(matrices[m])
-        rows += [_pvalue_row(m, a, b, c, n, statistic)
-                 for a, row in matrices[m].items() for b, c in row.items() if a != b]
-        tables.append(pages.pvalue_table(m, labels, matrices[m], opts.alpha, opts.paired, statistic=statistic))
+        matrices[m] = {}
+        for panel, members in facets or [(None, groups)]:   # with a facet: one matrix (one family) per panel
+            samples = {g.label: (per_run[m][g.label].values, per_run[m][g.label].seeds) for g in members}
+            matrix = stats.pvalue_matrix(samples, paired=opts.paired)
+            n = stats.family_size(matrix)
+            rows += [_pvalue_row(m, a, b, c, n, statistic)
+                     for a, row in matrix.items() for b, c in row.items() if a != b]
+            tables.append(pages.pvalue_table(m if panel is None else f"{m} ({opts.facet} = {panel})",
+                                             list(samples), matrix, opts.alpha, opts.paired, statistic=statistic))
+            matrices[m].update(matrix)
     s.tables["pvalues.csv"] = (PVALUE_COLUMNS, rows)
     if tested:
         s.warnings += few_seeds_warning(groups, per_run, tested)
