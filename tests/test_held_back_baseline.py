@@ -22,6 +22,8 @@ from src.models.weights import load_into
 from tests.conftest import run_cli, run_module
 
 SIZES = {"pool": 600, "val": 300, "test": 300, "baseline": 1000}
+# loaded once for the module (a source memoises its images; MNIST takes seconds to read)
+MNIST = MnistDigits()
 
 
 def _keys(data) -> set[tuple[int, int]]:
@@ -31,7 +33,8 @@ def _keys(data) -> set[tuple[int, int]]:
 
 @pytest.mark.parametrize("recipe", ["v2", "mixed"])
 def test_the_kept_back_items_are_disjoint_from_pool_val_and_test(recipe):
-    sources = [MnistDigits()] if recipe == "v2" else [UciDigits(), MnistDigits(), FontDigits(n=2000, seed=0)]
+    # each source gives 200 + 100 + 100 + 333 or 334 items: 800 rendered digits suffice
+    sources = [MNIST] if recipe == "v2" else [UciDigits(), MNIST, FontDigits(n=800, seed=0)]
     main = build(sources, SIZES, image_size=28)
     held = build(sources, SIZES, image_size=28, part="baseline")
     assert len(held.pool_ids) + len(held.val_ids) == 1000 and len(held.test_ids) == 0
@@ -55,15 +58,15 @@ def test_the_kept_back_items_are_disjoint_from_pool_val_and_test(recipe):
 
 def test_a_pool_of_the_rest_leaves_the_kept_back_items_out():
     sizes = {"pool": None, "val": 300, "test": 300, "baseline": 1000}
-    main, held = build([MnistDigits()], sizes, 28), build([MnistDigits()], sizes, 28, part="baseline")
+    main, held = build([MNIST], sizes, 28), build([MNIST], sizes, 28, part="baseline")
     assert len(main.pool_ids) == 5000 - 600 - 1000 and not _keys(main) & _keys(held)
 
 
 def test_sizes_beyond_the_source_name_the_kept_back_count():
     with pytest.raises(UserError, match=r"must supply 5200 items .*baseline 4000.*dataset.sizes.pool/val/test/baseline"):
-        build([MnistDigits()], {**SIZES, "baseline": 4000}, 28)
+        build([MNIST], {**SIZES, "baseline": 4000}, 28)
     with pytest.raises(UserError, match="dataset.sizes.baseline is 0"):
-        build([MnistDigits()], {**SIZES, "baseline": 0}, 28, part="baseline")
+        build([MNIST], {**SIZES, "baseline": 0}, 28, part="baseline")
 
 
 def test_bad_values_of_the_kept_back_keys_fail_fast(compose_cfg):
