@@ -137,7 +137,8 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
 def _check_pretrainable(node: DictConfig) -> None:
     if node.get("name") in NO_FILE:
         raise UserError(f"baseline={node.get('name')}: nothing to pretrain (it is the model's own init); "
-                        "choose a baseline with a dataset, e.g. baseline=real or baseline=synthetic")
+                        "choose a baseline with a dataset: baseline=held_back or folder (classification), "
+                        "real or synthetic (detection)")
     if node.get("dataset") is None:
         raise UserError(f"baseline={node.name}: baseline.dataset is not set (the data the baseline learns from)")
 
