@@ -175,11 +175,11 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
     accepted = accepted or (lambda: None)
     node = cfg.baseline
     _check_pretrainable(node)
-    path = baseline_path(cfg)
-    if current_file(cfg) is not None:
+    path, made = baseline_path(cfg), current_file(cfg)
+    if made is not None:
         accepted()
-        log.info("baseline %s: reusing %s (same settings)", node.name, current_file(cfg))
-        return current_file(cfg)
+        log.info("baseline %s: reusing %s (same settings)", node.name, made)
+        return made
     problem = baseline_output_problem(cfg)   # before hours of training, not after them
     if problem:
         raise UserError(problem)
