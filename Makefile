@@ -13,7 +13,7 @@ LABEL_STUDIO_VENV ?= .venv-labelstudio
 LABEL_STUDIO_SPEC ?= label-studio==1.23.2
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast test-labelstudio labelstudio-env bench report clean
+.PHONY: help install run lint test test-fast test-labelstudio labelstudio-env bench report clean
 
 help: ## show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-17s %s\n", $$1, $$2}'
@@ -33,7 +33,11 @@ install: $(VENV)/.installed ## create .venv and install the project (once; again
 run: install ## run the default experiment (embedded digits, CPU); extra overrides: make run ARGS="scorer=margin"
 	$(PY) -m src.run $(ARGS)
 
-test: install ## run the test suite (what CI runs)
+lint: install ## ruff: lint and format check (settings in pyproject.toml; `ruff format .` fixes the format)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install lint ## lint, then the test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: install ## unit tests only, no end-to-end CLI runs

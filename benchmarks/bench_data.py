@@ -20,6 +20,7 @@ For each, images/second of the data alone and of one training epoch of a small C
 measured; see ``small_cnn``). The one-time cache build is reported too. Figures go to stdout and to
 ``bench-results/bench_data.json``. Not a pass/fail test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,7 +68,7 @@ def run_epoch(batches, train: bool) -> tuple[int, float]:
     """Images and seconds of one pass over ``batches`` of (uint8 images, labels, ...)."""
     model = small_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    if train:   # warm-up step on random data: first-call allocations are not the data path's cost
+    if train:  # warm-up step on random data: first-call allocations are not the data path's cost
         warm = torch.randn(BATCH, 3, 224, 224)
         torch.nn.functional.cross_entropy(model(warm), torch.zeros(BATCH, dtype=torch.long)).backward()
         optimizer.zero_grad(set_to_none=True)
@@ -98,9 +99,14 @@ def main(argv=None) -> dict:
     from src.data.datamodule import ActiveDataModule
     from src.data.folder import ImageFolderSource
 
-    results: dict = {"images": n_images, "image_px": "500x375 JPEG -> 224x224", "batch": BATCH,
-                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "machine": platform.processor() or platform.machine()}
+    results: dict = {
+        "images": n_images,
+        "image_px": "500x375 JPEG -> 224x224",
+        "batch": BATCH,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         tree, cache = Path(tmp) / "photos", Path(tmp) / "cache"
         write_photos(tree, n_images)
@@ -110,16 +116,27 @@ def main(argv=None) -> dict:
         source = ImageFolderSource(tree, image_size=224, resize_size=256, cache_dir=cache)
         source.load()
         build_s = time.perf_counter() - start
-        results["cache_build"] = {"seconds": build_s, "images_per_s": n_images / build_s,
-                                  "cache_mb": (cache.glob("*/images.u8").__next__().stat().st_size) / 2**20,
-                                  "jpeg_mb": jpeg_bytes / 2**20}
+        results["cache_build"] = {
+            "seconds": build_s,
+            "images_per_s": n_images / build_s,
+            "cache_mb": (cache.glob("*/images.u8").__next__().stat().st_size) / 2**20,
+            "jpeg_mb": jpeg_bytes / 2**20,
+        }
 
-        dm = ActiveDataModule(name="bench", sources=[source], sizes={"pool": None, "val": 1, "test": 1},
-                              image_size=224, channels=3, batch_size=BATCH)
+        dm = ActiveDataModule(
+            name="bench",
+            sources=[source],
+            sizes={"pool": None, "val": 1, "test": 1},
+            image_size=224,
+            channels=3,
+            batch_size=BATCH,
+        )
         dm.setup()
         dm.set_labelled(dm.pool_ids, shuffle=True, seed=0)
 
-        transform = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()])
+        transform = transforms.Compose(
+            [transforms.Resize(256), transforms.CenterCrop(224), transforms.PILToTensor()]
+        )
         folder = datasets.ImageFolder(str(tree), transform=transform)
         # same pixels both ways: the cached row of a file equals its decoded tensor
         files, _, _, _ = source.scan()
@@ -127,8 +144,13 @@ def main(argv=None) -> dict:
         assert torch.equal(torch.from_numpy(np.array(source.load().images[0])), folder[first][0])
 
         def jpeg_loader(workers: int):
-            return DataLoader(folder, batch_size=BATCH, shuffle=True, num_workers=workers,
-                              generator=torch.Generator().manual_seed(0))
+            return DataLoader(
+                folder,
+                batch_size=BATCH,
+                shuffle=True,
+                num_workers=workers,
+                generator=torch.Generator().manual_seed(0),
+            )
 
         workers = os.cpu_count() or 1
         variants = {
@@ -145,29 +167,41 @@ def main(argv=None) -> dict:
         names = list(variants)
         best = {name: {"data": (0, float("inf")), "train": (0, float("inf"))} for name in names}
         for r in range(2 if args.quick else 3):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 for kind in ("data", "train"):
                     n, sec = run_epoch(variants[name](), train=kind == "train")
                     if sec < best[name][kind][1]:
                         best[name][kind] = (n, sec)
-        rows = {name: {"data_images_per_s": None if name.startswith("model") else
-                       best[name]["data"][0] / best[name]["data"][1],
-                       "epoch_images_per_s": best[name]["train"][0] / best[name]["train"][1],
-                       "epoch_seconds": best[name]["train"][1]} for name in names}
+        rows = {
+            name: {
+                "data_images_per_s": None
+                if name.startswith("model")
+                else best[name]["data"][0] / best[name]["data"][1],
+                "epoch_images_per_s": best[name]["train"][0] / best[name]["train"][1],
+                "epoch_seconds": best[name]["train"][1],
+            }
+            for name in names
+        }
         results["epoch"] = rows
 
     base = rows["cache (framework path, 0 workers)"]["epoch_images_per_s"]
-    print(f"Data path: {n_images} JPEGs of 500x375 px -> 224x224, batch {BATCH}, "
-          f"{results['threads']} threads, small CNN")
+    print(
+        f"Data path: {n_images} JPEGs of 500x375 px -> 224x224, batch {BATCH}, "
+        f"{results['threads']} threads, small CNN"
+    )
     cb = results["cache_build"]
-    print(f"one-time cache build: {cb['seconds']:.1f} s ({cb['images_per_s']:.0f} images/s), "
-          f"{cb['cache_mb']:.0f} MB cache for {cb['jpeg_mb']:.0f} MB of JPEG\n")
+    print(
+        f"one-time cache build: {cb['seconds']:.1f} s ({cb['images_per_s']:.0f} images/s), "
+        f"{cb['cache_mb']:.0f} MB cache for {cb['jpeg_mb']:.0f} MB of JPEG\n"
+    )
     print("| source | data only, images/s | one training epoch, images/s | epoch vs cache |")
     print("| --- | --- | --- | --- |")
     for name, r in rows.items():
         data_rate = "-" if r["data_images_per_s"] is None else f"{r['data_images_per_s']:,.0f}"
-        print(f"| {name} | {data_rate} | {r['epoch_images_per_s']:,.0f} | "
-              f"{r['epoch_images_per_s'] / base:.2f}x |")
+        print(
+            f"| {name} | {data_rate} | {r['epoch_images_per_s']:,.0f} | "
+            f"{r['epoch_images_per_s'] / base:.2f}x |"
+        )
     write_results(args.out, results)
     return results
 

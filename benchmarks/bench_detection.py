@@ -11,6 +11,7 @@ The network-only time (backbone + head, no post-processing) is reported too, to
 show how much of a pass is the network. Not a pass/fail test.
 Figures go to stdout and to ``bench-results/bench_detection.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,13 @@ from src.tasks import detection
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_detection.json"
 SIZES = {"full": dict(items=96, rounds=5, batch=32), "quick": dict(items=32, rounds=2, batch=16)}
-VARIANTS = (("entropy", False), ("margin", False), ("least_confidence", False), ("loss", False),
-            ("entropy", True))
+VARIANTS = (
+    ("entropy", False),
+    ("margin", False),
+    ("least_confidence", False),
+    ("loss", False),
+    ("entropy", True),
+)
 
 
 def main(argv=None) -> dict:
@@ -48,8 +54,13 @@ def main(argv=None) -> dict:
     width, height = (int(v) for v in args.size.lower().split("x"))
 
     torch.manual_seed(0)
-    dm = DetectionDataModule("scenes", SceneSource(n=size["items"] + 2), {"pool": size["items"], "val": 1, "test": 1},
-                             image_size=(width, height), eval_batch_size=size["batch"])
+    dm = DetectionDataModule(
+        "scenes",
+        SceneSource(n=size["items"] + 2),
+        {"pool": size["items"], "val": 1, "test": 1},
+        image_size=(width, height),
+        eval_batch_size=size["batch"],
+    )
     dm.setup()
     model = SSDDetector(num_classes=dm.num_classes, arch=args.arch, input_size=(width, height)).eval()
     loader = dm.pool_dataloader(dm.pool_ids)
@@ -72,12 +83,12 @@ def main(argv=None) -> dict:
     variants = {"bare forward": bare, "network only": network_only}
     for name, predictions in VARIANTS:
         variants[f"{name}{' + predictions' if predictions else ''}"] = scorer(name, predictions)
-    bare()          # warm-up: allocator, kernels
+    bare()  # warm-up: allocator, kernels
     times = {k: [] for k in variants}
     cpu = {k: [] for k in variants}
     keys = list(variants)
     for r in range(size["rounds"]):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             t0, c0 = time.perf_counter(), time.process_time()
             variants[k]()
@@ -87,24 +98,46 @@ def main(argv=None) -> dict:
     for k in keys:
         ratios = [b / t for b, t in zip(times["bare forward"], times[k])]
         cpu_ratios = [b / t for b, t in zip(cpu["bare forward"], cpu[k])]
-        rows[k] = {"seconds": statistics.median(times[k]), "items_per_s": n / statistics.median(times[k]),
-                   "ratio_to_bare": statistics.median(ratios), "cpu_seconds": statistics.median(cpu[k]),
-                   "cpu_ratio_to_bare": statistics.median(cpu_ratios)}
+        rows[k] = {
+            "seconds": statistics.median(times[k]),
+            "items_per_s": n / statistics.median(times[k]),
+            "ratio_to_bare": statistics.median(ratios),
+            "cpu_seconds": statistics.median(cpu[k]),
+            "cpu_ratio_to_bare": statistics.median(cpu_ratios),
+        }
     scorers_only = [v["ratio_to_bare"] for k, v in rows.items() if k not in ("bare forward", "network only")]
-    result = {"meta": {"mode": mode, "arch": args.arch, "input": [width, height], "pool": n,
-                       "batch": size["batch"], "rounds": size["rounds"], "torch": torch.__version__,
-                       "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()},
-              "variants": rows, "min_ratio": min(scorers_only),
-              "min_cpu_ratio": min(v["cpu_ratio_to_bare"] for k, v in rows.items()
-                                   if k not in ("bare forward", "network only"))}
-    print(f"Detection pool scoring: {args.arch} {width}x{height}, {n} scenes, batch {size['batch']}, "
-          f"median of {size['rounds']} rounds")
+    result = {
+        "meta": {
+            "mode": mode,
+            "arch": args.arch,
+            "input": [width, height],
+            "pool": n,
+            "batch": size["batch"],
+            "rounds": size["rounds"],
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+        },
+        "variants": rows,
+        "min_ratio": min(scorers_only),
+        "min_cpu_ratio": min(
+            v["cpu_ratio_to_bare"] for k, v in rows.items() if k not in ("bare forward", "network only")
+        ),
+    }
+    print(
+        f"Detection pool scoring: {args.arch} {width}x{height}, {n} scenes, batch {size['batch']}, "
+        f"median of {size['rounds']} rounds"
+    )
     print(f"{'variant':<26}{'seconds':>9}{'images/s':>10}{'vs bare':>9}{'CPU s':>8}{'CPU vs bare':>13}")
     for k, v in rows.items():
-        print(f"{k:<26}{v['seconds']:>9.2f}{v['items_per_s']:>10.1f}{v['ratio_to_bare']:>9.2f}"
-              f"{v['cpu_seconds']:>8.2f}{v['cpu_ratio_to_bare']:>13.2f}")
-    print(f"slowest scorer / bare forward: {result['min_ratio']:.2f} wall, {result['min_cpu_ratio']:.2f} CPU "
-          "(goal >= 0.9; 'vs bare' = bare time / variant time, median over rounds)")
+        print(
+            f"{k:<26}{v['seconds']:>9.2f}{v['items_per_s']:>10.1f}{v['ratio_to_bare']:>9.2f}"
+            f"{v['cpu_seconds']:>8.2f}{v['cpu_ratio_to_bare']:>13.2f}"
+        )
+    print(
+        f"slowest scorer / bare forward: {result['min_ratio']:.2f} wall, {result['min_cpu_ratio']:.2f} CPU "
+        "(goal >= 0.9; 'vs bare' = bare time / variant time, median over rounds)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return result

@@ -16,6 +16,7 @@ costs pretraining + one run. Not a pass/fail test: the goals (first run < 10 min
 mAP@0.5 >= 0.3 at the last round, every curve above the untrained start) are printed
 with the figures. Figures go to stdout and ``bench-results/bench_detection_curve.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,17 +33,32 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_detection_curve.json"
 SCORERS = ("entropy", "margin", "least_confidence", "loss", "random")
 # --quick: the same commands at smoke-test sizes (seconds, not minutes; the figures mean nothing)
-QUICK = ["dataset.source.n=24", "dataset.sizes.pool=12", "dataset.sizes.val=4", "dataset.sizes.test=4",
-         "selection.budget=4", "selection.rounds=2", "trainer.max_epochs=1", "baseline.epochs=1",
-         "baseline.dataset.source.n=10", "baseline.dataset.sizes.pool=8", "baseline.dataset.sizes.val=2"]
+QUICK = [
+    "dataset.source.n=24",
+    "dataset.sizes.pool=12",
+    "dataset.sizes.val=4",
+    "dataset.sizes.test=4",
+    "selection.budget=4",
+    "selection.rounds=2",
+    "trainer.max_epochs=1",
+    "baseline.epochs=1",
+    "baseline.dataset.source.n=10",
+    "baseline.dataset.sizes.pool=8",
+    "baseline.dataset.sizes.val=2",
+]
 
 
 def timed(module: str, args: list[str]) -> dict:
     """Run ``python -m module args`` from the repo root; wall and child CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "disabled"})
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -66,8 +82,13 @@ def start_map50(overrides: list[str]) -> float:
     dm = hydra.utils.instantiate(cfg.dataset)
     dm.setup()
     model, _ = build_model(cfg, dm)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     return float(trainer.test(model, datamodule=dm, verbose=False)[0]["test/map_50"])
 
 
@@ -86,27 +107,40 @@ def main(argv=None) -> dict:
     runs = {}
     for name in scorers:
         run_dir = work / f"run_{name}"
-        runs[name] = timed("src.run", [*common, f"scorer={name}", "logger=none", "progress=false",
-                                       f"hydra.run.dir={run_dir}"])
+        runs[name] = timed(
+            "src.run",
+            [*common, f"scorer={name}", "logger=none", "progress=false", f"hydra.run.dir={run_dir}"],
+        )
         records = [json.loads(line) for line in (run_dir / "rounds.jsonl").read_text().splitlines() if line]
         runs[name]["n_labelled"] = [r["n_labelled"] for r in records]
         runs[name]["test_map_50"] = [round(r["test/map_50"], 4) for r in records]
     # (untrained has no baseline.dataset to resize)
-    untrained = start_map50([*[o for o in common if not o.startswith("baseline.dataset.")], "baseline=untrained"])
+    untrained = start_map50(
+        [*[o for o in common if not o.startswith("baseline.dataset.")], "baseline=untrained"]
+    )
     synthetic = start_map50(common)
 
     curves = [r["test_map_50"] for r in runs.values()]
     first = scorers[0]
-    result = {"meta": {"mode": "quick" if args.quick else "full", "cpus": os.cpu_count(),
-                       "load_average_before": [round(v, 2) for v in load_before],
-                       "load_average_after": [round(v, 2) for v in os.getloadavg()], "work_dir": str(work)},
-              "pretrain": pretrain, "runs": runs,
-              "start_map_50": {"untrained": round(untrained, 4), "synthetic_baseline": round(synthetic, 4)},
-              "first_default_run": {k: round(pretrain[k] + runs[first][k], 1) for k in ("wall_s", "cpu_s")},
-              "last_round_map_50_min": min(c[-1] for c in curves),
-              "every_curve_above_untrained": all(min(c) > untrained for c in curves)}
-    print(f"Default detection run (python -m src.run task=detection), {os.cpu_count()} CPUs, load average "
-          f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after")
+    result = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "work_dir": str(work),
+        },
+        "pretrain": pretrain,
+        "runs": runs,
+        "start_map_50": {"untrained": round(untrained, 4), "synthetic_baseline": round(synthetic, 4)},
+        "first_default_run": {k: round(pretrain[k] + runs[first][k], 1) for k in ("wall_s", "cpu_s")},
+        "last_round_map_50_min": min(c[-1] for c in curves),
+        "every_curve_above_untrained": all(min(c) > untrained for c in curves),
+    }
+    print(
+        f"Default detection run (python -m src.run task=detection), {os.cpu_count()} CPUs, load average "
+        f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after"
+    )
     print(f"pretrain synthetic baseline: {pretrain['wall_s']:.0f} s wall, {pretrain['cpu_s']:.0f} s CPU")
     print(f"start mAP@0.5: untrained {untrained:.3f}, synthetic baseline {synthetic:.3f}")
     print(f"{'scorer':<18}{'wall s':>8}{'CPU s':>8}  test mAP@0.5 by labelled count")
@@ -114,9 +148,11 @@ def main(argv=None) -> dict:
         curve = "  ".join(f"{n}:{m:.3f}" for n, m in zip(r["n_labelled"], r["test_map_50"]))
         print(f"{name:<18}{r['wall_s']:>8.0f}{r['cpu_s']:>8.0f}  {curve}")
     fr = result["first_default_run"]
-    print(f"first default run (pretrain + {first}): {fr['wall_s'] / 60:.1f} min wall, {fr['cpu_s'] / 60:.1f} min CPU "
-          f"(goal < 10 min); last-round mAP@0.5 >= {result['last_round_map_50_min']:.3f} (goal >= 0.3); "
-          f"every curve above the untrained start: {result['every_curve_above_untrained']}")
+    print(
+        f"first default run (pretrain + {first}): {fr['wall_s'] / 60:.1f} min wall, {fr['cpu_s'] / 60:.1f} min CPU "
+        f"(goal < 10 min); last-round mAP@0.5 >= {result['last_round_map_50_min']:.3f} (goal >= 0.3); "
+        f"every curve above the untrained start: {result['every_curve_above_untrained']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return result

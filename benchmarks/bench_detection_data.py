@@ -18,6 +18,7 @@ several interleaved rounds on the same machine. The ratio cache / jpeg is the fi
 (goal >= 3x); the one-time cache build is reported too. Figures go to stdout and to
 ``bench-results/bench_detection_data.json``. Not a pass/fail test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,19 +57,38 @@ def write_coco(root: Path, n: int) -> Path:
         Image.fromarray(scene.image).save(root / "images" / f"{i:04d}.jpg", quality=90)
         images.append({"id": i, "file_name": f"{i:04d}.jpg", "width": PHOTO[0], "height": PHOTO[1]})
         for (x0, y0, x1, y1), label in zip(scene.boxes.tolist(), scene.labels.tolist()):
-            anns.append({"id": len(anns), "image_id": i, "category_id": label + 1,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0]})
+            anns.append(
+                {"id": len(anns), "image_id": i, "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0]}
+            )
     path = root / "ann.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": k + 1, "name": c} for k, c in enumerate(CLASSES)],
+            }
+        )
+    )
     return path
 
 
 def datamodule(ann: Path, cache_dir: Path | None, size: tuple[int, int]) -> DetectionDataModule:
-    source = FileSource("coco", str(ann), str(ann.parent / "images"), None,
-                        cache_dir=None if cache_dir is None else str(cache_dir))
-    dm = DetectionDataModule("bench", source, {"pool": None, "val": 1, "test": 1}, image_size=size,
-                             batch_size=BATCH, eval_batch_size=2 * BATCH)
+    source = FileSource(
+        "coco",
+        str(ann),
+        str(ann.parent / "images"),
+        None,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+    dm = DetectionDataModule(
+        "bench",
+        source,
+        {"pool": None, "val": 1, "test": 1},
+        image_size=size,
+        batch_size=BATCH,
+        eval_batch_size=2 * BATCH,
+    )
     dm.setup()
     dm.set_labelled(dm.pool_ids, shuffle=True, seed=0)
     return dm
@@ -109,23 +129,31 @@ def compare(ann: Path, cache_dir: Path, size: tuple[int, int], rounds: int) -> d
     build_s = time.perf_counter() - start
     jpeg = datamodule(ann, None, size)
     n = len(cached.source)
-    for i in (0, n // 2):       # same pixels and boxes both ways
+    for i in (0, n // 2):  # same pixels and boxes both ways
         a, b = cached.source.load(i), jpeg.source.load(i)
         assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
     torch.manual_seed(0)
     model = SSDDetector(num_classes=cached.num_classes, arch="ssdlite320_mobilenet_v3_large", input_size=size)
-    train_epoch(cached, model)       # warm-up: first-call allocations are not the data path's cost
-    tasks = {"data only": lambda dm: data_only(dm), "training epoch": lambda dm: train_epoch(dm, model),
-             "pool scoring": lambda dm: score(dm, model)}
+    train_epoch(cached, model)  # warm-up: first-call allocations are not the data path's cost
+    tasks = {
+        "data only": lambda dm: data_only(dm),
+        "training epoch": lambda dm: train_epoch(dm, model),
+        "pool scoring": lambda dm: score(dm, model),
+    }
     best = {(t, way): float("inf") for t in tasks for way in ("cache", "jpeg")}
-    for r in range(rounds):   # interleaved, alternating order: a shared machine's drift hits both ways
+    for r in range(rounds):  # interleaved, alternating order: a shared machine's drift hits both ways
         for task, run in tasks.items():
             for way, dm in (("cache", cached), ("jpeg", jpeg))[:: 1 if r % 2 == 0 else -1]:
                 best[task, way] = min(best[task, way], run(dm))
     n_pool = len(cached.pool_ids)
-    rows = {task: {"cache_images_per_s": n_pool / best[task, "cache"],
-                   "jpeg_images_per_s": n_pool / best[task, "jpeg"],
-                   "ratio": best[task, "jpeg"] / best[task, "cache"]} for task in tasks}
+    rows = {
+        task: {
+            "cache_images_per_s": n_pool / best[task, "cache"],
+            "jpeg_images_per_s": n_pool / best[task, "jpeg"],
+            "ratio": best[task, "jpeg"] / best[task, "cache"],
+        }
+        for task in tasks
+    }
     return {"input_px": list(size), "cache_build_seconds": build_s, "tasks": rows}
 
 
@@ -136,23 +164,39 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     n_images, rounds = (16, 1) if args.quick else (48, 2)
     torch.set_num_threads(os.cpu_count() or 1)
-    results: dict = {"images": n_images, "photo_px": list(PHOTO), "batch": BATCH, "rounds": rounds,
-                     "threads": torch.get_num_threads(), "torch": torch.__version__,
-                     "machine": platform.processor() or platform.machine(), "inputs": []}
+    results: dict = {
+        "images": n_images,
+        "photo_px": list(PHOTO),
+        "batch": BATCH,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "inputs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         ann = write_coco(Path(tmp) / "coco", n_images)
         for size in INPUTS:
             results["inputs"].append(compare(ann, Path(tmp) / "cache", size, rounds))
-    print(f"Detection data path: {n_images} JPEGs of {PHOTO[0]}x{PHOTO[1]}, batch {BATCH}, SSDLite, "
-          f"{results['threads']} threads, best of {rounds} round(s)\n")
+    print(
+        f"Detection data path: {n_images} JPEGs of {PHOTO[0]}x{PHOTO[1]}, batch {BATCH}, SSDLite, "
+        f"{results['threads']} threads, best of {rounds} round(s)\n"
+    )
     print("| input | pass | from the cache, images/s | from JPEG files, images/s | cache / jpeg |")
     print("| --- | --- | --- | --- | --- |")
     for at in results["inputs"]:
         for task, row in at["tasks"].items():
-            print(f"| {at['input_px'][0]}x{at['input_px'][1]} | {task} | {row['cache_images_per_s']:,.1f} | "
-                  f"{row['jpeg_images_per_s']:,.1f} | {row['ratio']:.1f}x |")
-    print("\none-time cache build: " + ", ".join(
-        f"{at['cache_build_seconds']:.1f} s at {at['input_px'][0]}x{at['input_px'][1]}" for at in results["inputs"]))
+            print(
+                f"| {at['input_px'][0]}x{at['input_px'][1]} | {task} | {row['cache_images_per_s']:,.1f} | "
+                f"{row['jpeg_images_per_s']:,.1f} | {row['ratio']:.1f}x |"
+            )
+    print(
+        "\none-time cache build: "
+        + ", ".join(
+            f"{at['cache_build_seconds']:.1f} s at {at['input_px'][0]}x{at['input_px'][1]}"
+            for at in results["inputs"]
+        )
+    )
     write_results(args.out, results)
     return results
 

@@ -22,6 +22,7 @@ only the batch size changes). Each repetition times every variant once, in rotat
 order; a variant's ratio is the median over repetitions of fp32 time / variant time
 (> 1 = faster than fp32). Figures to stdout and ``bench-results/bench_fastpaths.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,16 @@ def sync(device: str) -> None:
 class Variant:
     """One way of running the same network: its autocast dtype, memory format, compilation."""
 
-    def __init__(self, name: str, spec: dict, device: str, amp: torch.dtype | None = None,
-                 channels_last: bool = False, compile: bool = False, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        name: str,
+        spec: dict,
+        device: str,
+        amp: torch.dtype | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.name, self.device, self.amp, self.dtype = name, device, amp, dtype
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.net = build(spec, device, self.fmt).to(dtype)
@@ -91,11 +100,12 @@ class Variant:
 
     def warm_up(self, x, y, eval_xs) -> None:
         """First calls (compilation for ``compile``, allocator and kernel choice for all), timed."""
-        for kind, fn in [("train", lambda: self.train_step(x, y))] + \
-                [(f"infer@{len(e)}", lambda e=e: self.infer(e)) for e in eval_xs]:
+        for kind, fn in [("train", lambda: self.train_step(x, y))] + [
+            (f"infer@{len(e)}", lambda e=e: self.infer(e)) for e in eval_xs
+        ]:
             start = time.perf_counter()
             fn()
-            fn()          # a second call: autograd / shape guards can recompile once
+            fn()  # a second call: autograd / shape guards can recompile once
             sync(self.device)
             self.compile_s[kind] = time.perf_counter() - start
 
@@ -111,9 +121,12 @@ def timed(fn, steps: int, device: str) -> float:
 
 
 def variants_for(spec: dict, device: str, with_compile: bool) -> list[Variant]:
-    out = [Variant("fp32", spec, device), Variant("bf16-mixed", spec, device, amp=torch.bfloat16),
-           Variant("channels_last", spec, device, channels_last=True),
-           Variant("float64", spec, device, dtype=torch.float64)]
+    out = [
+        Variant("fp32", spec, device),
+        Variant("bf16-mixed", spec, device, amp=torch.bfloat16),
+        Variant("channels_last", spec, device, channels_last=True),
+        Variant("float64", spec, device, dtype=torch.float64),
+    ]
     if device.startswith("cuda"):
         out.append(Variant("16-mixed", spec, device, amp=torch.float16))
     if with_compile:
@@ -132,15 +145,15 @@ def measure_model(spec: dict, device: str, reps: int, steps: int, with_compile: 
         v.warm_up(x, y, eval_xs)
     small_eval = eval_xs[0]
     times: dict[str, dict[str, list[float]]] = {v.name: {"train": [], "infer": []} for v in variants}
-    batch_times: dict[int, list[float]] = {len(e): [] for e in eval_xs}   # fp32, per item
+    batch_times: dict[int, list[float]] = {len(e): [] for e in eval_xs}  # fp32, per item
     for rep in range(reps):
-        rotated = variants[rep % len(variants):] + variants[:rep % len(variants)]
+        rotated = variants[rep % len(variants) :] + variants[: rep % len(variants)]
         for v in rotated:
-            times[v.name]["train"].append(timed(lambda: v.train_step(x, y), steps, device))
-            times[v.name]["infer"].append(timed(lambda: v.infer(small_eval), steps, device))
+            times[v.name]["train"].append(timed(lambda v=v: v.train_step(x, y), steps, device))
+            times[v.name]["infer"].append(timed(lambda v=v: v.infer(small_eval), steps, device))
         for e in eval_xs:
-            n = max(1, steps * len(small_eval) // len(e))     # about the same items per batch size
-            batch_times[len(e)].append(timed(lambda: variants[0].infer(e), n, device) / len(e))
+            n = max(1, steps * len(small_eval) // len(e))  # about the same items per batch size
+            batch_times[len(e)].append(timed(lambda e=e: variants[0].infer(e), n, device) / len(e))
     base = times["fp32"]
     rows = {}
     for v in variants:
@@ -152,23 +165,38 @@ def measure_model(spec: dict, device: str, reps: int, steps: int, with_compile: 
             "first_calls_s": v.compile_s,
         }
     first = spec["eval_batches"][0]
-    batches = {b: {"items_per_s": 1 / statistics.median(ts),
-                   "ratio": statistics.median(a / t for a, t in zip(batch_times[first], ts))}
-               for b, ts in batch_times.items()}
-    return {"input": f"{spec['channels']}x{spec['px']}x{spec['px']}", "train_batch": spec["train_batch"],
-            "eval_batch": first, "variants": rows, "eval_batches": batches}
+    batches = {
+        b: {
+            "items_per_s": 1 / statistics.median(ts),
+            "ratio": statistics.median(a / t for a, t in zip(batch_times[first], ts)),
+        }
+        for b, ts in batch_times.items()
+    }
+    return {
+        "input": f"{spec['channels']}x{spec['px']}x{spec['px']}",
+        "train_batch": spec["train_batch"],
+        "eval_batch": first,
+        "variants": rows,
+        "eval_batches": batches,
+    }
 
 
 def print_model(name: str, res: dict) -> None:
-    print(f"\n{name} ({res['input']}, train batch {res['train_batch']}, inference batch {res['eval_batch']}; "
-          "ratio = fp32 time / variant time, > 1 is faster)")
-    print("| variant | train step s | train ratio | inference batch s | inference ratio | first two calls s |")
+    print(
+        f"\n{name} ({res['input']}, train batch {res['train_batch']}, inference batch {res['eval_batch']}; "
+        "ratio = fp32 time / variant time, > 1 is faster)"
+    )
+    print(
+        "| variant | train step s | train ratio | inference batch s | inference ratio | first two calls s |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for v, r in res["variants"].items():
         first = ", ".join(f"{k} {s:.1f}" for k, s in r["first_calls_s"].items())
-        print(f"| {v} | {r['train_step_s']:.4f} | {r['train_ratio']:.2f} | {r['infer_batch_s']:.4f} | "
-              f"{r['infer_ratio']:.2f} | {first} |")
-    print("| pool scoring batch (fp32) | items/s | ratio to batch %d |" % res["eval_batch"])
+        print(
+            f"| {v} | {r['train_step_s']:.4f} | {r['train_ratio']:.2f} | {r['infer_batch_s']:.4f} | "
+            f"{r['infer_ratio']:.2f} | {first} |"
+        )
+    print(f"| pool scoring batch (fp32) | items/s | ratio to batch {res['eval_batch']} |")
     print("| --- | --- | --- |")
     for b, r in res["eval_batches"].items():
         print(f"| {b} | {r['items_per_s']:.0f} | {r['ratio']:.2f} |")
@@ -181,23 +209,36 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--reps", type=int, help="repetitions (default: 5, quick 2)")
-    parser.add_argument("--steps", type=int, help="timed calls per variant and repetition (default: 4, quick 2)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
+    parser.add_argument(
+        "--steps", type=int, help="timed calls per variant and repetition (default: 4, quick 2)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: every core this process may use)"
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     size = dict(SIZES["quick" if args.quick else "full"])
     size.update({k: getattr(args, k) for k in ("reps", "steps") if getattr(args, k)})
     torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
-    results: dict = {"meta": {"mode": "quick" if args.quick else "full", **size, "device": args.device,
-                              "threads": torch.get_num_threads(), "torch": torch.__version__,
-                              "machine": platform.processor() or platform.machine(),
-                              "load_avg": os.getloadavg()[0]}, "models": {}}
+    results: dict = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            **size,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "load_avg": os.getloadavg()[0],
+        },
+        "models": {},
+    }
     for name in args.models:
         spec = dict(MODELS[name])
         if name == "resnet18":
             spec["px"] = size["resnet_px"]
-        results["models"][name] = measure_model(spec, args.device, size["reps"], size["steps"],
-                                                with_compile=not args.no_compile)
+        results["models"][name] = measure_model(
+            spec, args.device, size["reps"], size["steps"], with_compile=not args.no_compile
+        )
         print_model(name, results["models"][name])
     results["meta"]["load_avg_after"] = os.getloadavg()[0]
     write_results(args.out, results)

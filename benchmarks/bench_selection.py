@@ -30,6 +30,7 @@ Two parts:
 
 Figures go to stdout and ``bench-results/bench_selection.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,30 @@ DEFAULT_OUT = REPO / "bench-results" / "bench_selection.json"
 FEATURE_DIM = 512
 CLASSES = (10, 1000)
 SIZES = {
-    "full": dict(items=100_000, budget=1000, labelled=1000, passes=20, batch=1024,
-                 bb_candidates=1000, bb_budget=10, cnn_items=512, cnn_passes=10, cnn_repeats=3),
-    "quick": dict(items=1_000, budget=20, labelled=20, passes=3, batch=256,
-                  bb_candidates=50, bb_budget=2, cnn_items=128, cnn_passes=2, cnn_repeats=1),
+    "full": dict(
+        items=100_000,
+        budget=1000,
+        labelled=1000,
+        passes=20,
+        batch=1024,
+        bb_candidates=1000,
+        bb_budget=10,
+        cnn_items=512,
+        cnn_passes=10,
+        cnn_repeats=3,
+    ),
+    "quick": dict(
+        items=1_000,
+        budget=20,
+        labelled=20,
+        passes=3,
+        batch=256,
+        bb_candidates=50,
+        bb_budget=2,
+        cnn_items=128,
+        cnn_passes=2,
+        cnn_repeats=1,
+    ),
 }
 # (method, label, runs at which class counts, implementation)
 METHODS = (
@@ -98,14 +119,20 @@ def build(method: str, s: dict, classes: int):
     n, k, t, b = s["items"], s["budget"], s["passes"], s["batch"]
     if method == "coreset":
         from src.selection.coreset import k_center_greedy
-        feats, labelled = torch.randn(n, FEATURE_DIM, generator=g), torch.randn(s["labelled"], FEATURE_DIM, generator=g)
+
+        feats, labelled = (
+            torch.randn(n, FEATURE_DIM, generator=g),
+            torch.randn(s["labelled"], FEATURE_DIM, generator=g),
+        )
         return lambda: k_center_greedy(feats, labelled, k)
     if method == "badge":
         from src.selection.badge import badge_select
+
         feats, probs = torch.randn(n, FEATURE_DIM, generator=g), synth_probs(g, n, classes)
         return lambda: badge_select(probs, feats, k, generator=torch.Generator().manual_seed(1))
     if method in ("bald", "mc_entropy"):
         from src.selection.bald import bald, mc_entropy
+
         fn, batch_probs = (bald if method == "bald" else mc_entropy), synth_mc_batch(g, t, b, classes)
 
         def run():
@@ -114,31 +141,41 @@ def build(method: str, s: dict, classes: int):
                 stop = min(start + b, n)
                 scores[start:stop] = fn(batch_probs[:, : stop - start])
             return torch.topk(scores, k).indices
+
         return run
     if method == "baal_bald":
         from baal.active.heuristics import BALD
-        batch_probs = synth_mc_batch(g, t, b, classes).permute(1, 2, 0).contiguous().numpy()   # [B, C, T]
+
+        batch_probs = synth_mc_batch(g, t, b, classes).permute(1, 2, 0).contiguous().numpy()  # [B, C, T]
 
         def batches():
             for start in range(0, n, b):
                 yield batch_probs[: min(b, n - start)]
+
         return lambda: np.argsort(-BALD().get_uncertainties_generator(batches()), kind="stable")[:k]
     if method in ("power", "baal_power"):
         scores = torch.rand(n, generator=g, dtype=torch.float64)
         if method == "power":
             from src.selection.stochastic import stochastic_select
-            return lambda: stochastic_select(scores, k, mode="power", beta=1.0,
-                                             generator=torch.Generator().manual_seed(1))
+
+            return lambda: stochastic_select(
+                scores, k, mode="power", beta=1.0, generator=torch.Generator().manual_seed(1)
+            )
         from baal.active.heuristics import Precomputed
         from baal.active.heuristics.stochastics import PowerSampling
+
         np.random.seed(1)
-        return lambda: PowerSampling(Precomputed(), query_size=k, temperature=1.0).get_ranks(scores.numpy())[0]
+        return lambda: PowerSampling(Precomputed(), query_size=k, temperature=1.0).get_ranks(scores.numpy())[
+            0
+        ]
     if method in ("batchbald", "baal_batchbald"):
         probs = synth_mc_batch(g, t, s["bb_candidates"], classes)
         if method == "batchbald":
             from src.selection.bald import batch_bald
+
             return lambda: batch_bald(probs, s["bb_budget"], generator=torch.Generator().manual_seed(1))[0]
         from baal.active.heuristics import BatchBALD
+
         torch.manual_seed(1)
         baal_probs = probs.permute(1, 2, 0).contiguous().numpy()
         # baal picks num_samples + 1 items; its default 500 sampled configurations
@@ -161,11 +198,16 @@ def probe(method: str, mode: str, classes: int) -> dict:
     run()
     seconds = time.perf_counter() - t0
     after = status_kib()
-    return {"method": method, "classes": classes, "seconds": seconds, "threads": torch.get_num_threads(),
-            "load_average_1min": os.getloadavg()[0],
-            "peak_total_mb": after["VmHWM"] / 1024,
-            "peak_extra_mb": max(after["VmHWM"] - before["VmRSS"], 0) / 1024 if reset else None,
-            "inputs_rss_mb": before["VmRSS"] / 1024}
+    return {
+        "method": method,
+        "classes": classes,
+        "seconds": seconds,
+        "threads": torch.get_num_threads(),
+        "load_average_1min": os.getloadavg()[0],
+        "peak_total_mb": after["VmHWM"] / 1024,
+        "peak_extra_mb": max(after["VmHWM"] - before["VmRSS"], 0) / 1024 if reset else None,
+        "inputs_rss_mb": before["VmRSS"] / 1024,
+    }
 
 
 def run_probe(method: str, mode: str, classes: int) -> dict:
@@ -203,7 +245,7 @@ def bench_bald_pool_pass(s: dict) -> dict:
             for x in batches:
                 bald(mc_softmax(net, x, passes))
 
-    plain(), mc()      # warm-up
+    plain(), mc()  # warm-up
     ratios, plain_s, mc_s = [], [], []
     for r in range(s["cnn_repeats"]):
         order = (plain, mc) if r % 2 == 0 else (mc, plain)
@@ -215,29 +257,46 @@ def bench_bald_pool_pass(s: dict) -> dict:
         plain_s.append(times[plain])
         mc_s.append(times[mc])
         ratios.append(times[mc] / times[plain])
-    return {"items": s["cnn_items"], "passes": passes, "batch": s["batch"], "repeats": s["cnn_repeats"],
-            "plain_T_passes_seconds": statistics.median(plain_s), "bald_pass_seconds": statistics.median(mc_s),
-            "ratio_to_T_plain_passes": statistics.median(ratios), "goal": "ratio <= 1"}
+    return {
+        "items": s["cnn_items"],
+        "passes": passes,
+        "batch": s["batch"],
+        "repeats": s["cnn_repeats"],
+        "plain_T_passes_seconds": statistics.median(plain_s),
+        "bald_pass_seconds": statistics.median(mc_s),
+        "ratio_to_T_plain_passes": statistics.median(ratios),
+        "goal": "ratio <= 1",
+    }
 
 
 # -- report ------------------------------------------------------------------------------------
 def report(res: dict) -> str:
     s = res["meta"]["sizes"]
-    lines = [f"1. Choosing {s['budget']:,} of {s['items']:,} items ({FEATURE_DIM}-d features; BALD/MC entropy "
-             f"T = {s['passes']}; BatchBALD {s['bb_budget']} of {s['bb_candidates']:,} candidates, T = {s['passes']})",
-             "", "| method | implementation | C | seconds | peak MB (process) | extra MB (method) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"1. Choosing {s['budget']:,} of {s['items']:,} items ({FEATURE_DIM}-d features; BALD/MC entropy "
+        f"T = {s['passes']}; BatchBALD {s['bb_budget']} of {s['bb_candidates']:,} candidates, T = {s['passes']})",
+        "",
+        "| method | implementation | C | seconds | peak MB (process) | extra MB (method) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in res["selection"]:
         extra = "-" if row["peak_extra_mb"] is None else f"{row['peak_extra_mb']:,.0f}"
-        lines.append(f"| {row['label']} | {row['implementation']} | {row['classes']} | {row['seconds']:.2f} | "
-                     f"{row['peak_total_mb']:,.0f} | {extra} |")
+        lines.append(
+            f"| {row['label']} | {row['implementation']} | {row['classes']} | {row['seconds']:.2f} | "
+            f"{row['peak_total_mb']:,.0f} | {extra} |"
+        )
     p = res["bald_pool_pass"]
     loads = [row["load_average_1min"] for row in res["selection"]]
-    lines.append(f"(1-minute load average during the probes: {min(loads):.1f} to {max(loads):.1f} "
-                 f"on {os.cpu_count()} CPUs)")
-    lines += ["", f"2. BALD pool pass, small CNN, {p['items']} items 1x28x28, T = {p['passes']}: "
-              f"{p['bald_pass_seconds']:.2f} s vs {p['plain_T_passes_seconds']:.2f} s for T plain passes, "
-              f"ratio {p['ratio_to_T_plain_passes']:.3f} ({p['goal']})"]
+    lines.append(
+        f"(1-minute load average during the probes: {min(loads):.1f} to {max(loads):.1f} "
+        f"on {os.cpu_count()} CPUs)"
+    )
+    lines += [
+        "",
+        f"2. BALD pool pass, small CNN, {p['items']} items 1x28x28, T = {p['passes']}: "
+        f"{p['bald_pass_seconds']:.2f} s vs {p['plain_T_passes_seconds']:.2f} s for T plain passes, "
+        f"ratio {p['ratio_to_T_plain_passes']:.3f} ({p['goal']})",
+    ]
     return "\n".join(lines)
 
 
@@ -253,8 +312,6 @@ def main(argv=None) -> int:
         print(json.dumps(probe(args.probe, mode, args.classes)))
         return 0
 
-    import torch
-
     started = time.perf_counter()
     rows = []
     for method, label, class_counts, impl in METHODS:
@@ -265,8 +322,16 @@ def main(argv=None) -> int:
             log(f"[bench_selection]   {row['seconds']:.2f} s, peak {row['peak_total_mb']:.0f} MB")
     log("[bench_selection] BALD pool pass with the small CNN ...")
     pool_pass = bench_bald_pool_pass(SIZES[mode])
-    res = {"meta": {"mode": mode, "sizes": SIZES[mode], **machine_meta(), "seconds": time.perf_counter() - started},
-           "selection": rows, "bald_pool_pass": pool_pass}
+    res = {
+        "meta": {
+            "mode": mode,
+            "sizes": SIZES[mode],
+            **machine_meta(),
+            "seconds": time.perf_counter() - started,
+        },
+        "selection": rows,
+        "bald_pool_pass": pool_pass,
+    }
     print(report(res))
     print(f"\n{res['meta']['seconds']:.0f} s")
     write_results(args.out, res)

@@ -16,6 +16,7 @@ Three measurements, each in fresh Python processes (median wall and CPU seconds)
 
 Figures to stdout and ``bench-results/bench_startup.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,21 @@ from benchmarks.results import write_results
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "bench_startup.json"
-BASELINES = {"bare interpreter": "pass", "import torch": "import torch",
-             "import src.run": "import src.run"}
+BASELINES = {"bare interpreter": "pass", "import torch": "import torch", "import src.run": "import src.run"}
 # modules only some paths need: logging to W&B, figures, the report, detection
-OPTIONAL = {"wandb": "wandb", "matplotlib (pyplot)": "matplotlib.pyplot", "report (src.report)": "src.report",
-            "detection (src.models.detector)": "src.models.detector",
-            "torchvision detection models": "torchvision.models.detection", "pycocotools": "pycocotools.coco"}
+OPTIONAL = {
+    "wandb": "wandb",
+    "matplotlib (pyplot)": "matplotlib.pyplot",
+    "report (src.report)": "src.report",
+    "detection (src.models.detector)": "src.models.detector",
+    "torchvision detection models": "torchvision.models.detection",
+    "pycocotools": "pycocotools.coco",
+}
 TIMER = "import time, resource; t0 = time.perf_counter(); c0 = resource.getrusage(resource.RUSAGE_SELF)\n"
-REPORT = ("c1 = resource.getrusage(resource.RUSAGE_SELF)\n"
-          "print(time.perf_counter() - t0, c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)")
+REPORT = (
+    "c1 = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "print(time.perf_counter() - t0, c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)"
+)
 
 
 def env() -> dict:
@@ -54,7 +61,9 @@ def python_seconds(code: str, reps: int) -> dict:
     walls, cpus = [], []
     for _ in range(reps):
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True
+        )
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         walls.append(time.perf_counter() - start)
@@ -67,7 +76,9 @@ def extra_seconds(module: str, reps: int) -> dict:
     walls, cpus = [], []
     for _ in range(reps):
         code = f"import src.run\n{TIMER}import {module}\n{REPORT}"
-        proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True
+        )
         if proc.returncode:
             raise RuntimeError(proc.stderr[-2000:])
         wall, cpu = (float(v) for v in proc.stdout.split()[-2:])
@@ -80,8 +91,22 @@ def classification_run_imports() -> dict:
     """A real ``debug=fast`` classification run under -X importtime: its wall time and loaded modules."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "src.run", "debug=fast", "logger=none",
-                               f"hydra.run.dir={tmp}/run"], cwd=REPO, env=env(), capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                "src.run",
+                "debug=fast",
+                "logger=none",
+                f"hydra.run.dir={tmp}/run",
+            ],
+            cwd=REPO,
+            env=env(),
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(proc.stderr[-3000:])
@@ -100,9 +125,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     args = parser.parse_args(argv)
     reps = 2 if args.quick else 5
-    res: dict = {"meta": {"mode": "quick" if args.quick else "full", "processes_per_figure": reps,
-                          "load_avg": os.getloadavg()[0]}}
-    res["baselines"] = {label: python_seconds(f"{TIMER}{code}\n{REPORT}", reps) for label, code in BASELINES.items()}
+    res: dict = {
+        "meta": {
+            "mode": "quick" if args.quick else "full",
+            "processes_per_figure": reps,
+            "load_avg": os.getloadavg()[0],
+        }
+    }
+    res["baselines"] = {
+        label: python_seconds(f"{TIMER}{code}\n{REPORT}", reps) for label, code in BASELINES.items()
+    }
     res["optional_after_src_run"] = {label: extra_seconds(module, reps) for label, module in OPTIONAL.items()}
     res["classification_run"] = classification_run_imports()
     res["meta"]["load_avg_after"] = os.getloadavg()[0]
@@ -113,16 +145,22 @@ def main(argv=None) -> dict:
     print("| --- | --- | --- | --- |")
     for label, r in res["baselines"].items():
         print(f"| {label} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['cpu_s'] / torch_s['cpu_s']:.2f} |")
-    print("\n| optional import, after `import src.run` | extra wall s | extra CPU s | "
-          "loaded by a classification run? (its cumulative import s) |")
+    print(
+        "\n| optional import, after `import src.run` | extra wall s | extra CPU s | "
+        "loaded by a classification run? (its cumulative import s) |"
+    )
     print("| --- | --- | --- | --- |")
     run = res["classification_run"]
     for label, r in res["optional_after_src_run"].items():
         seen = run["optional_loaded_s"][label]
-        print(f"| {label} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
-              f"{'no' if seen is None else f'yes ({seen:.2f})'} |")
-    print(f"\nclassification run (debug=fast logger=none): {run['run_wall_s']:.1f} s wall, of which imports "
-          f"{run['all_imports_s']:.1f} s (-X importtime, its own overhead included)")
+        print(
+            f"| {label} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+            f"{'no' if seen is None else f'yes ({seen:.2f})'} |"
+        )
+    print(
+        f"\nclassification run (debug=fast logger=none): {run['run_wall_s']:.1f} s wall, of which imports "
+        f"{run['all_imports_s']:.1f} s (-X importtime, its own overhead included)"
+    )
     write_results(args.out, res)
     return res
 

@@ -21,6 +21,7 @@ resident set (VmRSS) just before it. The peak is reset first through
 ``/proc/self/clear_refs``; where that is not possible, ``ru_maxrss`` after
 building minus ``ru_maxrss`` after scoring is used (which can only under-count).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,9 +112,14 @@ def measure(mode: str, n_items: int, n_classes: int, batch_size: int) -> dict:
         extra_kib, method = maxrss_after - maxrss_before, "ru_maxrss delta"
     kept_bytes = sum(a.nbytes for a in result if a is not None)
     return {
-        "mode": mode, "items": n_items, "classes": n_classes, "batch_size": batch_size,
-        "peak_extra_mb": max(extra_kib, 0) / 1024, "result_mb": kept_bytes / MIB,
-        "rss_before_mb": before["VmRSS"] / 1024, "method": method,
+        "mode": mode,
+        "items": n_items,
+        "classes": n_classes,
+        "batch_size": batch_size,
+        "peak_extra_mb": max(extra_kib, 0) / 1024,
+        "result_mb": kept_bytes / MIB,
+        "rss_before_mb": before["VmRSS"] / 1024,
+        "method": method,
     }
 
 

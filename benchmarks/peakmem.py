@@ -4,6 +4,7 @@
 ``/proc/self/clear_refs``; ``status_kib()`` reads VmRSS and VmHWM. Kept free of torch and
 the project so a probe process pays nothing for measuring.
 """
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """What every benchmark shares: the machine it ran on, and one JSON file under bench-results/."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,14 @@ def machine_meta() -> dict:
     """The facts a figure depends on besides the code: torch, threads, CPUs, when."""
     import torch
 
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def write_results(out: str | Path, results: dict) -> None:

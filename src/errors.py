@@ -5,6 +5,7 @@ unusable run directory: the entry points print it as one line ``error: ...`` and
 exit with status 2, before any expensive work where possible. Every other
 exception is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 

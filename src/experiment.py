@@ -5,6 +5,7 @@ tests and benchmarks call ``build_loop`` on a config from Hydra's compose API. O
 matters: the config is validated before anything is built, the data before the
 model, and every user mistake surfaces as a ``UserError`` before the first fit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.curves import curve_summary
-from src.config.validate import validate
 from src.config.instantiate import build
+from src.config.validate import validate
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
 from src.launch import made_by_this_process, prepare_job
@@ -41,17 +42,28 @@ from src.tracking import Tracker
 log = logging.getLogger("src.run")
 
 # the config groups whose values change results: a resumed run must share all of them
-RESULT_GROUPS = ("seed", "source", "dataset", "model", "scorer", "selection", "fit", "trainer", "callbacks",
-                 "baseline")
+RESULT_GROUPS = (
+    "seed",
+    "source",
+    "dataset",
+    "model",
+    "scorer",
+    "selection",
+    "fit",
+    "trainer",
+    "callbacks",
+    "baseline",
+)
 
 
-def build_model(cfg: DictConfig, datamodule, scorer: Scorer | None = None) -> tuple[torch.nn.Module, WeightSnapshot]:
+def build_model(
+    cfg: DictConfig, datamodule, scorer: Scorer | None = None
+) -> tuple[torch.nn.Module, WeightSnapshot]:
     """The model with its starting weights, adapted by ``scorer`` (dropout, a loss-prediction
     module), and the snapshot every round restores."""
     # A seeded construction makes the random init (the start of a scratch model) reproducible.
     torch.manual_seed(int(cfg.model.init.init_seed))
-    model = build(cfg.model.module, num_classes=datamodule.num_classes,
-                                    in_channels=datamodule.channels)
+    model = build(cfg.model.module, num_classes=datamodule.num_classes, in_channels=datamodule.channels)
     if cfg.model.init.get("checkpoint"):
         source, key = cfg.model.init.checkpoint, "model.init.checkpoint"
     else:
@@ -60,11 +72,16 @@ def build_model(cfg: DictConfig, datamodule, scorer: Scorer | None = None) -> tu
         # another class count: the file's backbone under this run's seeded head (thesis 4.3.3)
         head = load_into(model, source, key=key, new_head=True)
         if head:
-            log.info("%s: the file's class head does not fit %d classes; loaded everything else and kept "
-                     "the seeded init for %s", key, datamodule.num_classes, ", ".join(head))
+            log.info(
+                "%s: the file's class head does not fit %d classes; loaded everything else and kept "
+                "the seeded init for %s",
+                key,
+                datamodule.num_classes,
+                ", ".join(head),
+            )
     if scorer is not None:
         scorer.prepare_model(model, datamodule)
-    if cfg.get("fit", {}).get("channels_last"):     # before the snapshot: a reset copies into these tensors
+    if cfg.get("fit", {}).get("channels_last"):  # before the snapshot: a reset copies into these tensors
         model = model.to(memory_format=torch.channels_last)
     return model, WeightSnapshot(model)
 
@@ -100,8 +117,9 @@ def result_fingerprint(cfg: DictConfig) -> dict:
 def format_table(records: list[RoundRecord], task: Task) -> str:
     """The per-round console table: the task's columns that any record has."""
     cols = [c for c in task.columns if any(r.value(c[1]) is not None for r in records)]
-    rows = [[c[0] for c in cols]] + [[c[2].format(r.value(c[1])) if r.value(c[1]) is not None else "-"
-                                      for c in cols] for r in records]
+    rows = [[c[0] for c in cols]] + [
+        [c[2].format(r.value(c[1])) if r.value(c[1]) is not None else "-" for c in cols] for r in records
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -117,8 +135,9 @@ def round_line(task: Task, record: RoundRecord, n_rounds: int) -> str:
     return " | ".join(parts)
 
 
-def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
-               tracker: Tracker | None = None) -> ActiveLearningLoop:
+def build_loop(
+    cfg: DictConfig, run_dir: Path, progress: bool = False, tracker: Tracker | None = None
+) -> ActiveLearningLoop:
     """Datamodule, model, starting weights and loop from a composed config (validated here)."""
     validate(cfg)
     task = get_task(cfg.task_type)
@@ -129,16 +148,31 @@ def build_loop(cfg: DictConfig, run_dir: Path, progress: bool = False,
     scorer = build_scorer(scorer_cfg, ignore=task.scorer_options)
     model, snapshot = build_model(cfg, datamodule, scorer)
     options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
-    new_trainer = TrainerFactory(cfg.trainer, cfg.callbacks, run_dir, progress=progress,
-                                 epoch_logs=not cfg.logger._target_.endswith(".NoTracker"), epochs=cfg.fit.epochs)
+    new_trainer = TrainerFactory(
+        cfg.trainer,
+        cfg.callbacks,
+        run_dir,
+        progress=progress,
+        epoch_logs=not cfg.logger._target_.endswith(".NoTracker"),
+        epochs=cfg.fit.epochs,
+    )
     fixed_steps = steps_per_epoch(cfg.fit.steps_per_epoch, len(datamodule.pool_ids), datamodule.batch_size)
     loop = ActiveLearningLoop(
-        datamodule=datamodule, model=model, snapshot=snapshot, scorer=scorer,
+        datamodule=datamodule,
+        model=model,
+        snapshot=snapshot,
+        scorer=scorer,
         score_batch=functools.partial(task.score_batch, **options),
         selection=SelectionSettings(**OmegaConf.to_container(cfg.selection, resolve=True)),
-        new_trainer=new_trainer, seed=cfg.seed, store=RunStore(run_dir), tracker=tracker,
-        steps_per_epoch=fixed_steps, progress=progress, fingerprint=result_fingerprint(cfg),
-        round_line=functools.partial(round_line, task))
+        new_trainer=new_trainer,
+        seed=cfg.seed,
+        store=RunStore(run_dir),
+        tracker=tracker,
+        steps_per_epoch=fixed_steps,
+        progress=progress,
+        fingerprint=result_fingerprint(cfg),
+        round_line=functools.partial(round_line, task),
+    )
     return loop
 
 
@@ -147,17 +181,23 @@ def accept_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     ``resume=true`` on a run with the same result settings. Reads only; runs under the lock."""
     store = RunStore(run_dir)
     if store.started() and not cfg.resume:
-        raise UserError(f"{run_dir} already holds a run; pass resume=true to continue it, "
-                        "or choose another hydra.run.dir / hydra.sweep.dir")
+        raise UserError(
+            f"{run_dir} already holds a run; pass resume=true to continue it, "
+            "or choose another hydra.run.dir / hydra.sweep.dir"
+        )
     if cfg.resume and store.started() and not store.exists():
         log.info("resume=true: %s was killed before its first round; starting it over", run_dir)
     if cfg.resume and not store.started():
         if HydraConfig.get().mode != RunMode.MULTIRUN:
-            raise UserError(f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name}, "
-                            f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run")
-        log.info("resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir)
-    store.check_consistent()   # a hand-edited or doubled record file is refused before anything else
-    if store.exists() and (run_dir / "summary.json").exists():   # a finished run: its summary as well
+            raise UserError(
+                f"resume=true: {run_dir} holds no run to resume (no {store.records_path.name}, "
+                f"{store.state_path.name} or .hydra/config.yaml); drop resume=true to start a new run"
+            )
+        log.info(
+            "resume=true: job %s never started; starting it fresh in %s", HydraConfig.get().job.num, run_dir
+        )
+    store.check_consistent()  # a hand-edited or doubled record file is refused before anything else
+    if store.exists() and (run_dir / "summary.json").exists():  # a finished run: its summary as well
         read_summary(run_dir / "summary.json", n_rounds=len(read_records(store.records_path)))
     state = store.read_state()
     if state is not None:
@@ -206,8 +246,11 @@ def record_hydra_files(run_dir: Path, cfg: DictConfig) -> None:
     hydra_dir = run_dir / ".hydra"
     hydra_dir.mkdir(exist_ok=True)
     hc = HydraConfig.get()
-    files = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hc}),
-             "overrides.yaml": hc.overrides.task}
+    files = {
+        "config.yaml": cfg,
+        "hydra.yaml": OmegaConf.create({"hydra": hc}),
+        "overrides.yaml": hc.overrides.task,
+    }
     for name, node in files.items():
         tmp = hydra_dir / f".{name}.tmp"
         tmp.write_text(OmegaConf.to_yaml(node))
@@ -220,7 +263,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     Nothing is written into the directory until the run is accepted (``accept_run_dir``) and
     the UserErrors of building the loop are past; the writer lock is held throughout.
     """
-    if distributed.is_follower():   # rank 1..N-1 of a trainer=ddp run: rank 0 accepted the run and writes it
+    if distributed.is_follower():  # rank 1..N-1 of a trainer=ddp run: rank 0 accepted the run and writes it
         return distributed.run_follower(cfg, build_loop)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Hydra made the directory already: new when this command made it (known for a single run and
@@ -230,9 +273,11 @@ def run_experiment(cfg: DictConfig) -> dict:
         was_new = not run_dir.exists() or not any(run_dir.iterdir())
     job_log = HeldJobLog()
     try:
-        prepare_job(cfg)   # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
+        prepare_job(
+            cfg
+        )  # a sweep job's thread share and GPU; a requeued cluster job resumes (sets cfg.resume)
         validate(cfg)
-        distributed.wanted_processes(cfg.trainer)   # a UserError for DDP settings the rounds cannot run
+        distributed.wanted_processes(cfg.trainer)  # a UserError for DDP settings the rounds cannot run
         quiet_libraries()
         with lock_run_dir(run_dir):
             accept_run_dir(cfg, run_dir)
@@ -242,14 +287,14 @@ def run_experiment(cfg: DictConfig) -> dict:
             remove_refused_run_dir(run_dir)
         raise
     finally:
-        job_log.drop()   # a no-op once released
+        job_log.drop()  # a no-op once released
 
 
 def remove_refused_run_dir(run_dir: Path) -> None:
     """A refused command leaves no trace of the run directory it would have started: the directory
     goes when it is empty (``lock_run_dir`` took away the lock file it made; a UserError raised
     after the run began, which wrote ``.hydra/`` first, leaves everything in place)."""
-    with contextlib.suppress(OSError):   # gone, or another process's files appeared meanwhile
+    with contextlib.suppress(OSError):  # gone, or another process's files appeared meanwhile
         run_dir.rmdir()
 
 
@@ -259,13 +304,20 @@ def read_summary(path: Path, n_rounds: int) -> dict:
     try:
         summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not a JSON summary ({err}); remove it and resume to write it again") from None
-    if not isinstance(summary, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                for v in summary.values()):
-        raise UserError(f"{path}: not a summary (an object of numbers); remove it and resume to write it again")
+        raise UserError(
+            f"{path}: not a JSON summary ({err}); remove it and resume to write it again"
+        ) from None
+    if not isinstance(summary, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in summary.values()
+    ):
+        raise UserError(
+            f"{path}: not a summary (an object of numbers); remove it and resume to write it again"
+        )
     if summary.get("al/rounds", n_rounds) != n_rounds:
-        raise UserError(f"{path} counts {summary.get('al/rounds')!r} rounds but {n_rounds} are committed; "
-                        "remove it and resume to write it again")
+        raise UserError(
+            f"{path} counts {summary.get('al/rounds')!r} rounds but {n_rounds} are committed; "
+            "remove it and resume to write it again"
+        )
     return summary
 
 
@@ -276,8 +328,10 @@ def data_title(cfg: DictConfig, datamodule) -> str:
     raw = json.dumps(OmegaConf.to_container(cfg.dataset, resolve=False), default=str)
     if "${source." in raw:
         return f"{cfg.dataset.name} ({cfg.source.name})"
-    sources = [str(getattr(s, "root", None) or getattr(s, "name", type(s).__name__))
-               for s in getattr(datamodule, "sources", [])]
+    sources = [
+        str(getattr(s, "root", None) or getattr(s, "name", type(s).__name__))
+        for s in getattr(datamodule, "sources", [])
+    ]
     return f"{cfg.dataset.name} ({', '.join(sources)})" if sources else str(cfg.dataset.name)
 
 
@@ -292,8 +346,8 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     progress = sys.stderr.isatty() if cfg.progress == "auto" else bool(cfg.progress)
     task = get_task(cfg.task_type)
     tracker = make_tracker(cfg)
-    loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)   # UserErrors before anything trains
-    if task.save_data_summary is not None:     # written only once nothing can refuse the run
+    loop = build_loop(cfg, run_dir, progress=progress, tracker=tracker)  # UserErrors before anything trains
+    if task.save_data_summary is not None:  # written only once nothing can refuse the run
         task.save_data_summary(loop.dm, run_dir, title=data_title(cfg, loop.dm))
     record_hydra_files(run_dir, cfg)
     fault_point("setup")
@@ -303,14 +357,25 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
     run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     run_dir.mkdir(parents=True, exist_ok=True)
     id_file.write_text(run_id)
-    tracker.start(OmegaConf.to_container(cfg, resolve=True), run_dir, run_id,
-                  item_view=functools.partial(task.item_view, loop.dm, model=loop.model))
+    tracker.start(
+        OmegaConf.to_container(cfg, resolve=True),
+        run_dir,
+        run_id,
+        item_view=functools.partial(task.item_view, loop.dm, model=loop.model),
+    )
     tracker.replay(loop.store.recover()[0])
-    log.info("run %s: %s, %d pool items, %d rounds, %s %s -> %s", cfg.run_name, loop.dm.name,
-             len(loop.pool_ids), loop.n_rounds, "kept" if loop.sel.mode == "prune" else "budgets", loop.budgets,
-             run_dir)
+    log.info(
+        "run %s: %s, %d pool items, %d rounds, %s %s -> %s",
+        cfg.run_name,
+        loop.dm.name,
+        len(loop.pool_ids),
+        loop.n_rounds,
+        "kept" if loop.sel.mode == "prune" else "budgets",
+        loop.budgets,
+        run_dir,
+    )
     records, failed = [], True
-    ranks = distributed.start_ranks(cfg, run_dir)   # trainer=ddp: ranks 1..N-1 join from here
+    ranks = distributed.start_ranks(cfg, run_dir)  # trainer=ddp: ranks 1..N-1 join from here
     try:
         records = loop.run()
         failed = False
@@ -321,13 +386,23 @@ def _run_accepted(cfg: DictConfig, run_dir: Path, job_log: HeldJobLog) -> dict:
             fault_point("before_summary")
         summary = curve_summary(records)
         tracker.finish(summary, failed=failed)
-    if cfg.get("save_model") and not failed:   # before the summary: a finished run always has its model
+    if cfg.get("save_model") and not failed:  # before the summary: a finished run always has its model
         # a detection datamodule names its classes itself; a classification one through its built data
         names = getattr(loop.dm, "class_names", None) or loop.dm.data.class_names
-        save_trained_model(run_dir, loop.model, cfg.task_type, names, loop.dm.channels,
-                           overrides=list(HydraConfig.get().overrides.task), leave_out=loop.scorer.attached)
+        save_trained_model(
+            run_dir,
+            loop.model,
+            cfg.task_type,
+            names,
+            loop.dm.channels,
+            overrides=list(HydraConfig.get().overrides.task),
+            leave_out=loop.scorer.attached,
+        )
     write_json_atomic(run_dir / "summary.json", summary)
     log.info("per-round results:\n%s", format_table(records, task))
-    log.info("results: %s (rounds.jsonl, summary.json)%s", run_dir,
-             f"; tracker: {tracker.location}" if tracker.location else "")
+    log.info(
+        "results: %s (rounds.jsonl, summary.json)%s",
+        run_dir,
+        f"; tracker: {tracker.location}" if tracker.location else "",
+    )
     return summary

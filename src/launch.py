@@ -20,6 +20,7 @@ command takes away the folders it made (``OutputDirGuard``), a refused ``--multi
 sweep's ``multirun.yaml`` (``SweepRecordGuard``), and a joblib sweep's workers end with their
 launcher (``WorkersEndWithLauncher``).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -46,14 +47,14 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 JOB_MARKER = ".launcher_job_id"
 GPU_LOCK_DIR = ".gpu_locks"
 
-_held_gpu: tuple[str, object] | None = None   # (GPU id, open lock file) of this worker process
+_held_gpu: tuple[str, object] | None = None  # (GPU id, open lock file) of this worker process
 
 
 def available_cores() -> int:
     """CPUs this process may run on (the affinity mask, which SLURM and taskset restrict)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:    # not on Linux
+    except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
@@ -72,7 +73,7 @@ def thread_share(launcher: Mapping | None, cores: int) -> int | None:
     kind = launcher_kind(launcher)
     if kind == "joblib":
         n_jobs = int(launcher.get("n_jobs") or 1)
-        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)   # joblib: -1 = all cores
+        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib: -1 = all cores
         return max(1, cores // workers)
     if kind == "submitit":
         cpus = launcher.get("cpus_per_task")
@@ -104,7 +105,7 @@ def visible_gpus() -> list[str]:
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         return [g.strip() for g in listed.split(",") if g.strip()]
-    driver = Path("/proc/driver/nvidia/gpus")   # one entry per GPU of the NVIDIA driver
+    driver = Path("/proc/driver/nvidia/gpus")  # one entry per GPU of the NVIDIA driver
     return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
 
 
@@ -135,8 +136,10 @@ def claim_gpu(lock_dir: Path) -> str | None:
         _held_gpu = (gpu, handle)
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
         return gpu
-    raise UserError(f"hydra.launcher.n_jobs: more parallel jobs than GPUs ({len(gpus)} visible: "
-                    f"{','.join(gpus)}); set hydra.launcher.n_jobs <= {len(gpus)}")
+    raise UserError(
+        f"hydra.launcher.n_jobs: more parallel jobs than GPUs ({len(gpus)} visible: "
+        f"{','.join(gpus)}); set hydra.launcher.n_jobs <= {len(gpus)}"
+    )
 
 
 def cluster_job_id() -> str | None:
@@ -208,8 +211,12 @@ class SweepRecordGuard(Callback):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
-        _sweep_before.update(path=path, started=time.time_ns(), dir_existed=path.parent.is_dir(),
-                             bytes=path.read_bytes() if path.is_file() else None)
+        _sweep_before.update(
+            path=path,
+            started=time.time_ns(),
+            dir_existed=path.parent.is_dir(),
+            bytes=path.read_bytes() if path.is_file() else None,
+        )
 
 
 _sweep_before: dict = {}
@@ -220,8 +227,9 @@ def restore_sweep_record() -> None:
     if not _sweep_before:
         return
     path: Path = _sweep_before["path"]
-    accepted = any(p.stat().st_mtime_ns >= _sweep_before["started"]
-                   for p in path.parent.glob("*/.hydra/config.yaml"))
+    accepted = any(
+        p.stat().st_mtime_ns >= _sweep_before["started"] for p in path.parent.glob("*/.hydra/config.yaml")
+    )
     if accepted:
         return
     if _sweep_before["bytes"] is not None:
@@ -261,7 +269,7 @@ def _guard_output_dir(config, key: str) -> None:
 
     try:
         value = OmegaConf.select(config, key, throw_on_missing=True)
-    except Exception:   # noqa: BLE001  (what cannot be resolved here, Hydra reports itself)
+    except Exception:  # noqa: BLE001  (what cannot be resolved here, Hydra reports itself)
         return
     if value is None:
         return
@@ -305,7 +313,7 @@ def remove_new_dirs() -> None:
         for folder in (noted, *noted.parents):
             try:
                 folder.rmdir()
-            except OSError:   # not empty (or already gone): what is above it stays too
+            except OSError:  # not empty (or already gone): what is above it stays too
                 if folder.exists():
                     break
             if folder == top:
@@ -342,7 +350,7 @@ class WorkersEndWithLauncher(Callback):
             bind_workers_to_launcher()
 
 
-WATCH_INTERVAL_S = 0.1   # how often a worker looks for its launcher
+WATCH_INTERVAL_S = 0.1  # how often a worker looks for its launcher
 
 
 def bind_workers_to_launcher() -> None:
@@ -373,6 +381,7 @@ def bind_workers_to_launcher() -> None:
 def end_with_launcher(launcher_pid: int) -> None:
     """Loky worker initializer: a daemon thread that ends this worker once ``launcher_pid`` is no
     longer its parent (the launcher died and the worker was handed to init or a subreaper)."""
+
     def watch() -> None:
         while os.getppid() == launcher_pid:
             time.sleep(WATCH_INTERVAL_S)
@@ -389,7 +398,7 @@ def descendants(pid: int) -> list[int]:
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):   # ended meanwhile
+        except (OSError, IndexError, ValueError):  # ended meanwhile
             continue
         children.setdefault(parent, []).append(int(stat.parent.name))
     found, todo = [], [pid]

@@ -4,6 +4,7 @@ A thin CLI over ``src.models.named_baselines.pretrain`` (what a named baseline i
 where its file goes and when it is made again is documented there). A user mistake
 prints one line and exits 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,7 +25,7 @@ from src.models.named_baselines import pretrain
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     quiet_libraries()
-    job_log = HeldJobLog()   # the log file opens once nothing can refuse the command
+    job_log = HeldJobLog()  # the log file opens once nothing can refuse the command
     try:
         check_pretraining(cfg)
         pretrain(cfg, accepted=job_log.release)
@@ -32,12 +33,12 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     finally:
-        job_log.drop()   # a no-op once released
+        job_log.drop()  # a no-op once released
 
 
 def cli() -> None:
     prepare_argv(sys.argv)
-    run_entry_point(main)   # a refused command leaves no new folder behind
+    run_entry_point(main)  # a refused command leaves no new folder behind
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the rest under the run directory (``hydra.run.dir`` / ``hydra.sweep.dir``). A us
 mistake prints one line ``error: ...`` and exits 2; anything else is a bug and keeps
 its traceback.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 A thin CLI over ``src.labelling.select`` (``conf/select.yaml``). A user mistake prints
 one line ``error: ...`` and exits 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,7 +28,7 @@ def main(cfg: DictConfig) -> None:
 
 
 def cli() -> None:
-    message = check_override_syntax(sys.argv[1:])   # an unparsable override: one line, not Hydra's three
+    message = check_override_syntax(sys.argv[1:])  # an unparsable override: one line, not Hydra's three
     if message:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

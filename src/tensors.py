@@ -1,4 +1,5 @@
 """Tensor helpers that every layer may use (no project imports)."""
+
 from __future__ import annotations
 
 import torch

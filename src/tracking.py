@@ -5,6 +5,7 @@ no credentials are configured; ``csv``: ``metrics.csv`` + ``summary.json`` in th
 directory; ``none``: only the run's own files. All share one small interface so the
 loop does not know which is active.
 """
+
 from __future__ import annotations
 
 import collections
@@ -13,17 +14,22 @@ import io
 import logging
 import netrc
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from src.loop.records import RoundRecord, fault_point
-
 
 log = logging.getLogger(__name__)
 
 # round-record fields logged per round, under their tracker names
-ROUND_KEYS = {"round": "al/round", "n_labelled": "al/n_labelled", "epochs": "al/epochs",
-              "best_epoch": "al/best_epoch", "select_seconds": "al/select_seconds", "fit_seconds": "al/fit_seconds"}
+ROUND_KEYS = {
+    "round": "al/round",
+    "n_labelled": "al/n_labelled",
+    "epochs": "al/epochs",
+    "best_epoch": "al/best_epoch",
+    "select_seconds": "al/select_seconds",
+    "fit_seconds": "al/fit_seconds",
+}
 
 # item_view(ids, images=True) -> (labels, images, boxes): what a tracker may show of selected items.
 # labels: one string per id or None; images: HxW(xC) uint8 arrays or None (always None when
@@ -44,8 +50,13 @@ def epoch_rows(record: RoundRecord) -> list[dict]:
     rows = []
     for i, epoch in enumerate(history.get("epoch", [])):
         row = {"fit/epoch": epoch, "fit/round": record.round}
-        row.update({f"fit/round_{record.round:03d}/{key}": values[i] for key, values in history.items()
-                    if key != "epoch" and values[i] is not None})
+        row.update(
+            {
+                f"fit/round_{record.round:03d}/{key}": values[i]
+                for key, values in history.items()
+                if key != "epoch" and values[i] is not None
+            }
+        )
         rows.append(row)
     return rows
 
@@ -97,7 +108,7 @@ class CsvTracker(Tracker):
         os.replace(tmp, self.path)
 
     def finish(self, summary, failed=False):
-        pass   # the curve summary is written by the run itself (summary.json)
+        pass  # the curve summary is written by the run itself (summary.json)
 
 
 def wandb_has_credentials() -> bool:
@@ -127,9 +138,12 @@ def wandb_boxes(class_names: list[str], overlay: dict) -> dict:
     for key, items in overlay.items():
         data = []
         for x0, y0, x1, y1, c, *score in items:
-            entry = {"position": {"minX": float(x0), "minY": float(y0), "maxX": float(x1), "maxY": float(y1)},
-                     "domain": "pixel", "class_id": int(c),
-                     "box_caption": class_names[c] + (f" {score[0]:.2f}" if score else "")}
+            entry = {
+                "position": {"minX": float(x0), "minY": float(y0), "maxX": float(x1), "maxY": float(y1)},
+                "domain": "pixel",
+                "class_id": int(c),
+                "box_caption": class_names[c] + (f" {score[0]:.2f}" if score else ""),
+            }
             if score:
                 entry["scores"] = {"score": float(score[0])}
             data.append(entry)
@@ -138,11 +152,21 @@ def wandb_boxes(class_names: list[str], overlay: dict) -> dict:
 
 
 class WandbTracker(Tracker):
-    def __init__(self, project: str, group: str, job_type: str, name: str, mode: str = "auto",
-                 entity: str | None = None, tags: list[str] | None = None, log_selection: bool = True,
-                 selection_images: int = 8):
-        self.kwargs = dict(project=project, group=group, job_type=job_type, name=name, entity=entity,
-                           tags=list(tags or []))
+    def __init__(
+        self,
+        project: str,
+        group: str,
+        job_type: str,
+        name: str,
+        mode: str = "auto",
+        entity: str | None = None,
+        tags: list[str] | None = None,
+        log_selection: bool = True,
+        selection_images: int = 8,
+    ):
+        self.kwargs = dict(
+            project=project, group=group, job_type=job_type, name=name, entity=entity, tags=list(tags or [])
+        )
         self.mode = resolve_wandb_mode(mode)
         self.log_selection = bool(log_selection)
         self.selection_images = int(selection_images)
@@ -150,12 +174,20 @@ class WandbTracker(Tracker):
         self.replaying = False
 
     def start(self, config, run_dir, run_id, item_view=None):
-        import wandb   # here, not at the top: only W&B runs pay for importing it
+        import wandb  # here, not at the top: only W&B runs pay for importing it
 
         os.environ.setdefault("WANDB_SILENT", "true")
         self.item_view = item_view
-        self.run = wandb.init(config=config, dir=str(run_dir), id=run_id, resume="allow", mode=self.mode,
-                              reinit="finish_previous", settings=wandb.Settings(console="off"), **self.kwargs)
+        self.run = wandb.init(
+            config=config,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=self.mode,
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off"),
+            **self.kwargs,
+        )
         # every per-round metric is plotted against the number of labelled items
         self.run.define_metric("al/n_labelled")
         for pattern in ("al/*", "val/*", "test/*"):
@@ -181,8 +213,10 @@ class WandbTracker(Tracker):
             history = read_offline_run(folder).history
             logged = max([logged] + [int(row["al/round"]) for row in history if "al/round" in row])
             # a kill between a round's epoch rows and its round row leaves the epochs logged
-            epochs_logged |= {(int(row["fit/round"]), row["fit/epoch"]) for row in history if "fit/round" in row}
-        if not committed:   # the run's first start: its data's class counts (thesis figures 4.19-4.20)
+            epochs_logged |= {
+                (int(row["fit/round"]), row["fit/epoch"]) for row in history if "fit/round" in row
+            }
+        if not committed:  # the run's first start: its data's class counts (thesis figures 4.19-4.20)
             figure = self.run_dir / "class_distribution.png"
             if figure.exists():
                 import wandb
@@ -212,13 +246,28 @@ class WandbTracker(Tracker):
 
         ids, scores = record.selected_ids, record.selected_scores
         names, _, _ = self.item_view(ids, images=False) if self.item_view else (None, None, None)
-        rows = [[record.round, record.n_labelled, rank, int(i), float(scores[rank]) if rank < len(scores) else None,
-                 names[rank] if names else None] for rank, i in enumerate(ids)]
-        out = {"al/selection": wandb.Table(columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows)}
-        if names:   # the selection's class histogram
+        rows = [
+            [
+                record.round,
+                record.n_labelled,
+                rank,
+                int(i),
+                float(scores[rank]) if rank < len(scores) else None,
+                names[rank] if names else None,
+            ]
+            for rank, i in enumerate(ids)
+        ]
+        out = {
+            "al/selection": wandb.Table(
+                columns=["round", "n_labelled", "rank", "id", "score", "label"], data=rows
+            )
+        }
+        if names:  # the selection's class histogram
             counts = sorted(collections.Counter(names).items(), key=lambda kv: (-kv[1], kv[0]))
-            out["al/selected_classes"] = wandb.Table(columns=["round", "n_labelled", "class", "count"],
-                                                     data=[[record.round, record.n_labelled, c, n] for c, n in counts])
+            out["al/selected_classes"] = wandb.Table(
+                columns=["round", "n_labelled", "class", "count"],
+                data=[[record.round, record.n_labelled, c, n] for c, n in counts],
+            )
         if self.item_view is None or not scores or self.selection_images <= 0:
             return out
         # highest scores first: the items the scorer found hardest (pivot 0 takes these)
@@ -227,9 +276,13 @@ class WandbTracker(Tracker):
         top_names, images, boxes = self.item_view([ids[k] for k in top], predictions=not self.replaying)
         if images is not None:
             out["al/top_selected"] = [
-                wandb.Image(image, caption=f"id {ids[k]} {label} score {scores[k]:.3f}",
-                            boxes=wandb_boxes(boxes[0], boxes[1][n]) if boxes else None)
-                for n, (k, image, label) in enumerate(zip(top, images, top_names))]
+                wandb.Image(
+                    image,
+                    caption=f"id {ids[k]} {label} score {scores[k]:.3f}",
+                    boxes=wandb_boxes(boxes[0], boxes[1][n]) if boxes else None,
+                )
+                for n, (k, image, label) in enumerate(zip(top, images, top_names))
+            ]
         return out
 
     def finish(self, summary, failed=False):
@@ -237,5 +290,9 @@ class WandbTracker(Tracker):
             self.run.summary[key] = value
         # always finished, also after a failure: otherwise the next multirun job logs into this run
         self.run.finish(exit_code=1 if failed else 0)
-        log.info("W&B run (%s) saved in %s%s", self.mode, self.location,
-                 f"; upload with: wandb sync {self.location}" if self.mode == "offline" else "")
+        log.info(
+            "W&B run (%s) saved in %s%s",
+            self.mode,
+            self.location,
+            f"; upload with: wandb sync {self.location}" if self.mode == "offline" else "",
+        )

@@ -12,6 +12,7 @@ computes nothing with torch before forking, so no child inherits a half-started 
 pool. ``tests/conftest.py`` starts one server per test worker; ``AL_TESTS_FRESH_CLI=1``
 makes it start a fresh interpreter for every command instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,12 @@ def run(request: dict, scratch: str) -> dict:
             break
         time.sleep(0.02)
     read = lambda p: open(p, encoding="utf-8", errors="replace").read()  # noqa: E731
-    return {"returncode": os.waitstatus_to_exitcode(status), "stdout": read(out), "stderr": read(err),
-            "timed_out": timed_out}
+    return {
+        "returncode": os.waitstatus_to_exitcode(status),
+        "stdout": read(out),
+        "stderr": read(err),
+        "timed_out": timed_out,
+    }
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: Hydra's compose API over the real conf/, and the real CLI in processes of its own."""
+
 from __future__ import annotations
 
 import json
@@ -44,10 +45,12 @@ _share_the_cores_between_workers()
 @pytest.fixture
 def compose_cfg():
     """compose_cfg(*overrides) -> the composed job config, as `python -m src.run` would see it."""
+
     def _compose(*overrides: str):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
+
     yield _compose
     GlobalHydra.instance().clear()
 
@@ -67,8 +70,13 @@ def tiny_scenes():
     """12 embedded street scenes at 128x72 (pool 8, val 2, test 2), set up: a detector's smallest data."""
     from src.data.detection.datamodule import DetectionDataModule, SceneSource
 
-    dm = DetectionDataModule("scenes", SceneSource(n=12, seed=5), {"pool": 8, "val": 2, "test": 2},
-                             image_size=(128, 72), eval_batch_size=4)
+    dm = DetectionDataModule(
+        "scenes",
+        SceneSource(n=12, seed=5),
+        {"pool": 8, "val": 2, "test": 2},
+        image_size=(128, 72),
+        eval_batch_size=4,
+    )
     dm.setup()
     return dm
 
@@ -88,12 +96,20 @@ class CliServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "cli_server.py")], cwd=REPO,
-                                     env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "cli_server.py")],
+            cwd=REPO,
+            env=cli_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
-    def run(self, module: str, args, env: dict, timeout: float, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    def run(
+        self, module: str, args, env: dict, timeout: float, cwd: Path = REPO
+    ) -> subprocess.CompletedProcess:
         if self.proc is None or self.proc.poll() is not None:
             self.start()
         request = {"module": module, "argv": list(args), "env": env, "cwd": str(cwd), "timeout": timeout}
@@ -109,20 +125,29 @@ class CliServer:
 _SERVER = CliServer()
 
 
-def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 300,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """``python -m module ARGS`` from the repo root (or ``cwd``, with the repo on the module path) with
     the test environment (``cli_env``) plus ``env``."""
     full_env = {**cli_env(), **(env or {})}
     if os.environ.get("AL_TESTS_FRESH_CLI") == "1":
         if cwd is not None:
             full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
-        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=cwd or REPO,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     return _SERVER.run(module, args, full_env, timeout, cwd=cwd or REPO)
 
 
-def run_cli(*args: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, timeout: float = 300, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m src.run ARGS` from the repo root, as a user runs it (see ``run_module``)."""
     proc = run_module("src.run", *args, env=env, timeout=timeout)
     if check and proc.returncode != 0:
@@ -137,7 +162,7 @@ def made_once(tmp_path_factory, name: str, make):
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # the session's shared folder
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's shared folder
     folder, result = root / f"shared-{name}", root / f"shared-{name}.json"
     with FileLock(str(result) + ".lock"):
         if not result.exists():
@@ -155,5 +180,7 @@ TIMING_KEYS = set(RoundRecord.TIMINGS)
 
 def without_timings(records: list) -> list[dict]:
     """Records (RoundRecord or their JSON objects) without the wall-clock fields, for equality checks."""
-    return [{k: v for k, v in (r.to_json() if isinstance(r, RoundRecord) else r).items() if k not in TIMING_KEYS}
-            for r in records]
+    return [
+        {k: v for k, v in (r.to_json() if isinstance(r, RoundRecord) else r).items() if k not in TIMING_KEYS}
+        for r in records
+    ]

@@ -8,6 +8,7 @@ legacy tokens are off by default): log in with the form, create a personal acces
 token (a JWT refresh token), trade it for an access token, send ``Bearer <access>``.
 Standard library only: the project's environment needs nothing for this.
 """
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -35,8 +36,12 @@ def label_studio_bin() -> Path | None:
 
 def label_studio_version(executable: Path) -> str:
     python = executable.parent / "python"
-    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
@@ -50,7 +55,11 @@ class LabelStudioServer:
     """``with LabelStudioServer(exe, data_dir, document_root) as ls: ls.api("GET", "/api/projects/")``."""
 
     def __init__(self, executable: Path, data_dir: Path, document_root: Path, start_timeout: float = 600):
-        self.executable, self.data_dir, self.document_root = Path(executable), Path(data_dir), Path(document_root)
+        self.executable, self.data_dir, self.document_root = (
+            Path(executable),
+            Path(data_dir),
+            Path(document_root),
+        )
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.start_timeout = start_timeout
@@ -60,20 +69,41 @@ class LabelStudioServer:
         self.access_token = ""
 
     # -- lifetime -----------------------------------------------------------------------------
-    def __enter__(self) -> "LabelStudioServer":
-        env = dict(os.environ,
-                   LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
-                   LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(self.document_root),
-                   # nothing leaves the machine: no version check, analytics or error reports
-                   LABEL_STUDIO_LATEST_VERSION_CHECK="false", LABEL_STUDIO_COLLECT_ANALYTICS="false",
-                   SENTRY_DSN="", FRONTEND_SENTRY_DSN="")
+    def __enter__(self) -> LabelStudioServer:
+        env = dict(
+            os.environ,
+            LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
+            LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(self.document_root),
+            # nothing leaves the machine: no version check, analytics or error reports
+            LABEL_STUDIO_LATEST_VERSION_CHECK="false",
+            LABEL_STUDIO_COLLECT_ANALYTICS="false",
+            SENTRY_DSN="",
+            FRONTEND_SENTRY_DSN="",
+        )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data_dir / "server.log", "w")
         # its own session: the development server forks a reloader child, stopped with the group
         self.process = subprocess.Popen(
-            [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--username", USER, "--password", PASSWORD],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(self.executable),
+                "start",
+                "--no-browser",
+                "--internal-host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+                "--username",
+                USER,
+                "--password",
+                PASSWORD,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             self._wait_healthy()
             self._login()
@@ -99,7 +129,9 @@ class LabelStudioServer:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"label-studio exited with {self.process.returncode}; see {self.data_dir}/server.log")
+                raise RuntimeError(
+                    f"label-studio exited with {self.process.returncode}; see {self.data_dir}/server.log"
+                )
             try:
                 with urllib.request.urlopen(self.base + "/health", timeout=5) as r:
                     if json.loads(r.read()).get("status") == "UP":
@@ -115,17 +147,29 @@ class LabelStudioServer:
 
     def _login(self) -> None:
         self.session.open(self.base + "/user/login/").read()
-        form = urllib.parse.urlencode({"email": USER, "password": PASSWORD, "csrfmiddlewaretoken": self._csrf()})
-        self.session.open(urllib.request.Request(self.base + "/user/login/", data=form.encode(),
-                                                 headers={"Referer": self.base + "/user/login/"})).read()
+        form = urllib.parse.urlencode(
+            {"email": USER, "password": PASSWORD, "csrfmiddlewaretoken": self._csrf()}
+        )
+        self.session.open(
+            urllib.request.Request(
+                self.base + "/user/login/",
+                data=form.encode(),
+                headers={"Referer": self.base + "/user/login/"},
+            )
+        ).read()
         # a personal access token is made from the logged-in session, then used on its own
         refresh = self._session_json("POST", "/api/token/", {})["token"]
-        self.access_token = self.request("POST", "/api/token/refresh/", {"refresh": refresh}, auth=False)["access"]
+        self.access_token = self.request("POST", "/api/token/refresh/", {"refresh": refresh}, auth=False)[
+            "access"
+        ]
 
     def _session_json(self, method: str, path: str, body) -> dict:
-        req = urllib.request.Request(self.base + path, method=method, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "X-CSRFToken": self._csrf(),
-                                              "Referer": self.base})
+        req = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "X-CSRFToken": self._csrf(), "Referer": self.base},
+        )
         with self.session.open(req) as r:
             return json.loads(r.read())
 
@@ -148,4 +192,3 @@ class LabelStudioServer:
         """What the browser of the logged-in annotator gets for ``url`` (e.g. a task's image)."""
         with self.session.open(self.base + url) as r:
             return r.read()
-

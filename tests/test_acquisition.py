@@ -8,6 +8,7 @@ embeddings); the learning-loss ranking loss against hand-computed numbers; stoch
 acquisition against its analytic sampling probabilities. The code under test never
 produces its own expected value.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,11 +19,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
 from baal.active.heuristics import BALD as BaalBALD
 from baal.active.heuristics import BatchBALD as BaalBatchBALD
 from baal.active.heuristics import Entropy as BaalEntropy
+from torch import nn
+
 from src.models.mc_dropout import add_dropout_before_head, enable_mc_dropout, mc_dropout_mode, mc_softmax
 from src.selection.badge import badge_select
 from src.selection.bald import bald, bald_and_mc_entropy, batch_bald, mc_entropy
@@ -148,18 +149,23 @@ def test_batch_bald_avoids_a_duplicate_that_top_k_bald_takes():
 
 
 def test_batch_bald_agrees_with_baal_on_ids_and_values():
-    probs = duplicate_case(8)   # a case whose greedy steps win by > 0.1 nats (checked below)
+    probs = duplicate_case(8)  # a case whose greedy steps win by > 0.1 nats (checked below)
     budget = 4
     ref_ids, ref_nats = ref_greedy_batch_bald(probs.numpy(), budget)
     # the comparison means something only if each greedy step has a clear winner
     for step in range(1, budget):
-        runner_up = max(ref_batch_mutual_information(probs.numpy(), ref_ids[:step] + [j])
-                        for j in range(probs.shape[1]) if j not in ref_ids)
+        runner_up = max(
+            ref_batch_mutual_information(probs.numpy(), ref_ids[:step] + [j])
+            for j in range(probs.shape[1])
+            if j not in ref_ids
+        )
         assert ref_nats[step] - runner_up > 0.1
 
-    torch.manual_seed(0)   # baal samples its configurations from torch's global generator
+    torch.manual_seed(0)  # baal samples its configurations from torch's global generator
     baal_scores = BaalBatchBALD(num_samples=budget - 1, num_draw=4000).compute_score(to_baal(probs))
-    ids, gains = batch_bald(probs, budget, generator=torch.Generator().manual_seed(0), max_exact_configs=10**6)
+    ids, gains = batch_bald(
+        probs, budget, generator=torch.Generator().manual_seed(0), max_exact_configs=10**6
+    )
     assert set(np.nonzero(baal_scores)[0].tolist()) == set(ids.tolist()) == set(ref_ids)
     # baal scores step s by H(y_1..s) - E H(y_s | w), i.e. the batch MI plus the earlier items'
     # conditional entropies
@@ -171,17 +177,24 @@ def test_batch_bald_agrees_with_baal_on_ids_and_values():
 
 def test_batch_bald_sampled_configurations_are_seeded_and_close_to_exact():
     probs = mc_probs(5, passes=8, items=30, classes=4)
-    ids_exact, gains_exact = batch_bald(probs, 5, generator=torch.Generator().manual_seed(0),
-                                        max_exact_configs=10**6)
-    runs = [batch_bald(probs, 5, generator=torch.Generator().manual_seed(7), max_exact_configs=16,
-                       num_samples=20000) for _ in range(2)]
+    ids_exact, gains_exact = batch_bald(
+        probs, 5, generator=torch.Generator().manual_seed(0), max_exact_configs=10**6
+    )
+    runs = [
+        batch_bald(
+            probs, 5, generator=torch.Generator().manual_seed(7), max_exact_configs=16, num_samples=20000
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
-    ref = [ref_batch_mutual_information(probs.numpy(), ids_exact.tolist()[:k + 1]) for k in range(5)]
+    ref = [ref_batch_mutual_information(probs.numpy(), ids_exact.tolist()[: k + 1]) for k in range(5)]
     np.testing.assert_allclose(gains_exact.numpy() * math.log(4), ref, rtol=1e-9)
     # sampling starts at the third pick (4 x 4 configurations); its estimates stay within 0.03 nats
     sampled_ids, sampled_gains = runs[0]
     assert sampled_ids[:3].tolist() == ids_exact[:3].tolist()
-    ref_sampled = [ref_batch_mutual_information(probs.numpy(), sampled_ids.tolist()[:k + 1]) for k in range(5)]
+    ref_sampled = [
+        ref_batch_mutual_information(probs.numpy(), sampled_ids.tolist()[: k + 1]) for k in range(5)
+    ]
     np.testing.assert_allclose(sampled_gains.numpy() * math.log(4), ref_sampled, atol=0.03)
 
 
@@ -197,9 +210,9 @@ def test_mc_dropout_mode_keeps_batchnorm_in_eval_and_restores_modes():
         assert not net[1].training and net[3].training and not net[0].training
         passes = mc_softmax(net, x, passes=5)
     assert passes.shape == (5, 16, 3)
-    assert torch.equal(net[1].running_mean, stats)          # eval BN: running stats untouched
-    assert not torch.allclose(passes[0], passes[1])          # dropout active: passes differ
-    assert all(m.training for m in net.modules())             # modes restored
+    assert torch.equal(net[1].running_mean, stats)  # eval BN: running stats untouched
+    assert not torch.allclose(passes[0], passes[1])  # dropout active: passes differ
+    assert all(m.training for m in net.modules())  # modes restored
     with pytest.raises(ValueError, match="no dropout"):
         with mc_dropout_mode(nn.Sequential(nn.Linear(2, 2))):
             pass
@@ -214,11 +227,11 @@ def test_add_dropout_before_head_applies_dropout_to_the_last_linear_input():
     add_dropout_before_head(net, 0.5)
     assert list(net.state_dict()) == keys
     net.eval()
-    assert torch.equal(net(x), plain)                        # eval: the added dropout is the identity
+    assert torch.equal(net(x), plain)  # eval: the added dropout is the identity
     assert enable_mc_dropout(net) == 1
     torch.manual_seed(123)
     out = net(x)
-    torch.manual_seed(123)                                    # hand version: same mask from the same seed
+    torch.manual_seed(123)  # hand version: same mask from the same seed
     hidden = torch.relu(net[0](x))
     expected = net[2].weight @ nn.functional.dropout(hidden, 0.5, training=True).T
     torch.testing.assert_close(out, expected.T + net[2].bias)
@@ -264,12 +277,13 @@ def ref_k_center(pool: np.ndarray, labelled: np.ndarray, budget: int, first: int
     return chosen
 
 
-@pytest.mark.parametrize("max_lazy_checks", [1, 64])     # 1: a full update whenever a bound was loose
+@pytest.mark.parametrize("max_lazy_checks", [1, 64])  # 1: a full update whenever a bound was loose
 def test_k_center_greedy_matches_reference_with_labelled_centres(max_lazy_checks):
     rng = np.random.default_rng(0)
     pool, labelled = rng.normal(size=(60, 5)), rng.normal(size=(6, 5))
-    got = k_center_greedy(torch.from_numpy(pool), torch.from_numpy(labelled), 12, chunk_rows=7,
-                          max_lazy_checks=max_lazy_checks)
+    got = k_center_greedy(
+        torch.from_numpy(pool), torch.from_numpy(labelled), 12, chunk_rows=7, max_lazy_checks=max_lazy_checks
+    )
     assert got.tolist() == ref_k_center(pool, labelled, 12)
 
 
@@ -277,7 +291,9 @@ def test_k_center_greedy_without_labelled_items_starts_from_the_seeded_draw():
     rng = np.random.default_rng(1)
     pool = rng.normal(size=(40, 3)).astype(np.float32)
     first = int(torch.randint(40, (1,), generator=torch.Generator().manual_seed(5)))
-    got = k_center_greedy(torch.from_numpy(pool), torch.empty(0, 3), 8, generator=torch.Generator().manual_seed(5))
+    got = k_center_greedy(
+        torch.from_numpy(pool), torch.empty(0, 3), 8, generator=torch.Generator().manual_seed(5)
+    )
     assert got.tolist() == ref_k_center(pool.astype(np.float64), np.empty((0, 3)), 8, first=first)
     with pytest.raises(ValueError, match="generator"):
         k_center_greedy(torch.from_numpy(pool), torch.empty(0, 3), 2)
@@ -287,7 +303,7 @@ def test_k_center_greedy_never_repeats_an_item_when_points_run_out():
     pool = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
     for checks in (1, 64):
         got = k_center_greedy(pool, torch.tensor([[0.0, 0.0]]), 4, max_lazy_checks=checks)
-        assert got.tolist() == [1, 0, 2, 3]      # farthest first, then ties (distance 0) by position
+        assert got.tolist() == [1, 0, 2, 3]  # farthest first, then ties (distance 0) by position
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,8 +316,9 @@ def explicit_embeddings(probs: np.ndarray, feats: np.ndarray) -> np.ndarray:
     return np.einsum("nc,nd->ncd", probs - onehot, feats).reshape(n, -1)
 
 
-def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_every: int,
-              max_rejections: int) -> list[int]:
+def ref_badge(
+    emb: np.ndarray, budget: int, generator: torch.Generator, refresh_every: int, max_rejections: int
+) -> list[int]:
     """k-means++ seeding with explicit distances; D^2 draws by the documented rejection scheme
     (proposals from the weights as of the last refresh, accepted with current / stale weight)."""
     n = emb.shape[0]
@@ -312,7 +329,11 @@ def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_
 
     stale, since_refresh, rejections = None, 1, 0
     while len(chosen) < budget:
-        if stale is None or (refresh_every and since_refresh >= refresh_every) or rejections >= max_rejections:
+        if (
+            stale is None
+            or (refresh_every and since_refresh >= refresh_every)
+            or rejections >= max_rejections
+        ):
             stale = np.array([weight(i) for i in range(n)])
             since_refresh, rejections = 0, 0
         cumulative = np.cumsum(stale)
@@ -329,19 +350,32 @@ def ref_badge(emb: np.ndarray, budget: int, generator: torch.Generator, refresh_
     return chosen
 
 
-@pytest.mark.parametrize("classes, dim, refresh_every, max_rejections",
-                         [(3, 4, 1, 16), (3, 4, 4, 1), (10, 6, None, 16), (10, 6, None, 1)])
+@pytest.mark.parametrize(
+    "classes, dim, refresh_every, max_rejections",
+    [(3, 4, 1, 16), (3, 4, 4, 1), (10, 6, None, 16), (10, 6, None, 1)],
+)
 def test_badge_matches_explicit_gradient_embedding_reference(classes, dim, refresh_every, max_rejections):
     rng = np.random.default_rng(classes + (refresh_every or 0))
     logits = rng.normal(size=(50, classes)) * 2
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     feats = rng.normal(size=(50, dim))
     budget = 12
-    got = badge_select(torch.from_numpy(probs), torch.from_numpy(feats), budget,
-                       generator=torch.Generator().manual_seed(3), refresh_every=refresh_every,
-                       max_rejections=max_rejections, chunk_rows=16)
-    expected = ref_badge(explicit_embeddings(probs, feats), budget, torch.Generator().manual_seed(3),
-                         refresh_every, max_rejections)
+    got = badge_select(
+        torch.from_numpy(probs),
+        torch.from_numpy(feats),
+        budget,
+        generator=torch.Generator().manual_seed(3),
+        refresh_every=refresh_every,
+        max_rejections=max_rejections,
+        chunk_rows=16,
+    )
+    expected = ref_badge(
+        explicit_embeddings(probs, feats),
+        budget,
+        torch.Generator().manual_seed(3),
+        refresh_every,
+        max_rejections,
+    )
     assert got.tolist() == expected
     assert len(set(got.tolist())) == budget
 
@@ -352,7 +386,7 @@ def test_badge_draws_follow_d2_sampling():
     rng = np.random.default_rng(7)
     probs = rng.dirichlet(np.ones(3), size=5)
     feats = rng.normal(size=(5, 2))
-    probs[2], feats[2] = probs[1], feats[1]     # a duplicate: once one is a centre, the other weighs 0
+    probs[2], feats[2] = probs[1], feats[1]  # a duplicate: once one is a centre, the other weighs 0
     emb = explicit_embeddings(probs, feats)
     d2 = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(axis=2)
     first = int(np.argmax(np.linalg.norm(emb, axis=1)))
@@ -377,8 +411,9 @@ def test_badge_draws_follow_d2_sampling():
     tolerance = 4.5 * np.sqrt(exp * (1 - exp) / draws) + 1e-3
     assert np.all(np.abs(freq - exp) < tolerance), (freq, exp)
     # a sampler ignoring the second centre (third drawn from d2[first] alone) would fail
-    wrong = np.array([d2[first][s] / d2[first].sum() * d2[first][t] / (d2[first].sum() - d2[first][s])
-                      for s, t in keys])
+    wrong = np.array(
+        [d2[first][s] / d2[first].sum() * d2[first][t] / (d2[first].sum() - d2[first][s]) for s, t in keys]
+    )
     assert np.any(np.abs(wrong - exp) > 3 * tolerance)
 
 
@@ -428,8 +463,10 @@ def test_loss_prediction_module_by_hand():
             branch[2].bias.fill_(-1.0)
         module.head.weight.fill_(0.5)
         module.head.bias.fill_(0.25)
-    maps = [torch.ones(2, 2, 3, 3) * torch.tensor([1.0, 2.0]).view(2, 1, 1, 1),
-            torch.full((2, 3, 5, 5), -1.0)]
+    maps = [
+        torch.ones(2, 2, 3, 3) * torch.tensor([1.0, 2.0]).view(2, 1, 1, 1),
+        torch.full((2, 3, 5, 5), -1.0),
+    ]
     # map 1 pooled: item 0 -> (1, 1), item 1 -> (2, 2): FC -> 1+1-1 = 1 or 2+2-1 = 3 (x4), ReLU
     # map 2 pooled: (-1, -1, -1) -> -4 -> ReLU 0; head: 0.5 * 4 * (1 or 3) + 0.25
     np.testing.assert_allclose(module(maps).detach().numpy(), [2.25, 6.25])
@@ -444,20 +481,25 @@ def test_stochastic_large_beta_gives_top_k_and_is_seeded(mode):
     top = torch.topk(scores, 5).indices.tolist()
     got = stochastic_select(scores, 5, mode=mode, beta=1e6, generator=torch.Generator().manual_seed(1))
     assert got.tolist() == top
-    runs = [stochastic_select(scores, 10, mode=mode, beta=1.0, generator=torch.Generator().manual_seed(s))
-            for s in (4, 4, 5)]
+    runs = [
+        stochastic_select(scores, 10, mode=mode, beta=1.0, generator=torch.Generator().manual_seed(s))
+        for s in (4, 4, 5)
+    ]
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     assert len(set(runs[0].tolist())) == 10
 
 
 def test_stochastic_log_weights_by_hand():
     scores = torch.tensor([0.5, 0.0, 0.2, 0.5])
-    np.testing.assert_allclose(log_weights(scores, "power", 2.0).numpy(),
-                               [2 * math.log(0.5), -math.inf, 2 * math.log(0.2), 2 * math.log(0.5)])
+    np.testing.assert_allclose(
+        log_weights(scores, "power", 2.0).numpy(),
+        [2 * math.log(0.5), -math.inf, 2 * math.log(0.2), 2 * math.log(0.5)],
+    )
     np.testing.assert_allclose(log_weights(scores, "softmax", 3.0).numpy(), [1.5, 0.0, 0.6, 1.5])
     # ranks: 0.5 (pos 0) -> 1, 0.5 (pos 3) -> 2, 0.2 -> 3, 0.0 -> 4
-    np.testing.assert_allclose(log_weights(scores, "soft_rank", 1.0).numpy(),
-                               [0.0, -math.log(4), -math.log(3), -math.log(2)])
+    np.testing.assert_allclose(
+        log_weights(scores, "soft_rank", 1.0).numpy(), [0.0, -math.log(4), -math.log(3), -math.log(2)]
+    )
     # zero-weight items come last, in position order
     got = stochastic_select(scores[:3], 3, mode="power", beta=1.0, generator=torch.Generator().manual_seed(0))
     assert got[2] == 1
@@ -468,8 +510,11 @@ def test_stochastic_log_weights_by_hand():
 @pytest.mark.parametrize("mode, beta", [("power", 1.0), ("softmax", 2.0), ("soft_rank", 1.5)])
 def test_stochastic_frequencies_match_successive_sampling_probabilities(mode, beta):
     scores = torch.tensor([0.9, 0.5, 0.2], dtype=torch.float64)
-    w = {"power": scores.numpy() ** beta, "softmax": np.exp(beta * scores.numpy()),
-         "soft_rank": np.array([1.0, 2.0, 3.0]) ** -beta}[mode]
+    w = {
+        "power": scores.numpy() ** beta,
+        "softmax": np.exp(beta * scores.numpy()),
+        "soft_rank": np.array([1.0, 2.0, 3.0]) ** -beta,
+    }[mode]
     w = w / w.sum()
     # ordered pairs (first, second) drawn successively without replacement: w_i * w_j / (1 - w_i)
     pairs = [(i, j) for i in range(3) for j in range(3) if i != j]

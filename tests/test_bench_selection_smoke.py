@@ -1,5 +1,6 @@
 """Smoke check of the selection benchmark: ``python -m benchmarks.bench_selection --quick`` runs
 and writes its JSON. Not a timing test: figures are only checked to be there and finite."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,13 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 def test_bench_selection_quick_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench_selection.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_selection", "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_selection", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "1. Choosing 20 of 1,000 items" in proc.stdout and "2. BALD pool pass" in proc.stdout
 

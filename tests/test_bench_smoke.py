@@ -2,6 +2,7 @@
 
 Not a timing test: no figure is compared with a goal, only checked to be there.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,13 @@ def _number(value) -> float:
 @pytest.mark.slow
 def test_bench_quick_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     for heading in ("1. Pool scoring", "2. One round", "3. Peak memory"):
         assert heading in proc.stdout
@@ -34,8 +40,14 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert res["meta"]["mode"] == "quick"
 
     scoring = res["scoring"]
-    assert set(scoring["variants"]) == {"bare forward", "entropy", "margin", "least_confidence", "loss",
-                                        "entropy + predictions"}
+    assert set(scoring["variants"]) == {
+        "bare forward",
+        "entropy",
+        "margin",
+        "least_confidence",
+        "loss",
+        "entropy + predictions",
+    }
     for row in scoring["variants"].values():
         for key in ("seconds", "items_per_s", "ratio_to_bare"):
             assert _number(row[key]) > 0
@@ -54,7 +66,7 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     memory = res["memory"]
     for approach in ("score_pool", "naive_full_matrix"):
         row = memory[approach]
-        assert _number(row["peak_extra_mb_c10"]) >= 0      # can be ~0 where the peak cannot be reset
+        assert _number(row["peak_extra_mb_c10"]) >= 0  # can be ~0 where the peak cannot be reset
         assert _number(row["peak_extra_mb_c1000"]) > 0
         assert _number(row["ratio_c1000_to_c10"]) > 0
     assert _number(memory["full_matrix_mb_c1000"]) > 0

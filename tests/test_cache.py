@@ -1,4 +1,5 @@
 """The shared decode cache: keyed by what determines its bytes, never evicting another source's cache."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,11 @@ def _tree(root, colour):
 
 def _caches(cache):
     """{cache folder: (inode, mtime) of its pixel file}: a rebuild shows as a new or changed entry."""
-    return {p.name: ((p / "images.u8").stat().st_ino, (p / "images.u8").stat().st_mtime_ns)
-            for p in cache.iterdir() if (p / "images.u8").exists()}
+    return {
+        p.name: ((p / "images.u8").stat().st_ino, (p / "images.u8").stat().st_mtime_ns)
+        for p in cache.iterdir()
+        if (p / "images.u8").exists()
+    }
 
 
 def _load(root, cache, **kw):
@@ -55,9 +59,9 @@ def test_a_changed_tree_replaces_only_its_own_stale_cache(tmp_path):
     cache = tmp_path / "cache"
     _, _, first = _load(one, cache)
     _, _, both = _load(two, cache)
-    Image.new("RGB", (20, 16), (99, 0, 0)).save(one / "a" / "2.png")     # a file added to tree one
+    Image.new("RGB", (20, 16), (99, 0, 0)).save(one / "a" / "2.png")  # a file added to tree one
     built, data, after = _load(one, cache)
     assert built and len(data.labels) == 5 and len(after) == 2
-    assert set(first) - set(after) == set(first)                         # tree one's stale cache is gone
-    assert set(both) - set(first) <= set(after)                          # tree two's cache untouched
+    assert set(first) - set(after) == set(first)  # tree one's stale cache is gone
+    assert set(both) - set(first) <= set(after)  # tree two's cache untouched
     assert not _load(two, cache)[0]

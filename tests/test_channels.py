@@ -1,4 +1,5 @@
 """dataset.channels / source.channels: folder and ImageNet-layout images decoded as grey (1) or RGB (3)."""
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,13 @@ def grey_and_rgb_tree(root: Path, classes=("cat", "dog"), per_class: int = 6, si
         for k in range(per_class):
             rng = np.random.default_rng(100 * c + k)
             if k % 2:
-                Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(root / name / f"g{k}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L").save(
+                    root / name / f"g{k}.png"
+                )
             else:
                 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB").save(
-                    root / name / f"c{k}.png")
+                    root / name / f"c{k}.png"
+                )
     return root
 
 
@@ -55,7 +59,7 @@ def tree(tmp_path):
 def test_a_folder_source_decodes_grey_and_rgb_as_pil_converts_them(tree, tmp_path):
     files = ImageFolderSource(tree).scan()[0]
     modes = {Image.open(f).mode for f in files}
-    assert modes == {"L", "RGB"}                           # both kinds of file are in the tree
+    assert modes == {"L", "RGB"}  # both kinds of file are in the tree
     grey = ImageFolderSource(tree, image_size=SIZE, cache_dir=tmp_path / "cache", channels=1).load()
     rgb = ImageFolderSource(tree, image_size=SIZE, cache_dir=tmp_path / "cache", channels=3).load()
     assert grey.images.shape == (12, 1, SIZE, SIZE) and rgb.images.shape == (12, 3, SIZE, SIZE)
@@ -72,9 +76,17 @@ def test_a_folder_source_decodes_grey_and_rgb_as_pil_converts_them(tree, tmp_pat
 
 
 def test_dataset_folder_with_channels_1_builds_grey_data_and_a_1_channel_model(compose_cfg, tree, tmp_path):
-    cfg = compose_cfg("dataset=folder", f"dataset.root={tree}", "dataset.channels=1", f"dataset.image_size={SIZE}",
-                      f"paths.cache_dir={tmp_path / 'cache'}", "debug=fast", "dataset.sizes.pool=null",
-                      "dataset.sizes.val=null", "dataset.sizes.test=null")
+    cfg = compose_cfg(
+        "dataset=folder",
+        f"dataset.root={tree}",
+        "dataset.channels=1",
+        f"dataset.image_size={SIZE}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "debug=fast",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+    )
     validate(cfg)
     dm = build(cfg.dataset)
     dm.setup()
@@ -87,9 +99,16 @@ def test_dataset_folder_with_channels_1_builds_grey_data_and_a_1_channel_model(c
 
 
 def test_the_default_stays_rgb(compose_cfg, tree, tmp_path):
-    cfg = compose_cfg("dataset=folder", f"dataset.root={tree}", f"dataset.image_size={SIZE}",
-                      f"paths.cache_dir={tmp_path / 'cache'}", "debug=fast", "dataset.sizes.pool=null",
-                      "dataset.sizes.val=null", "dataset.sizes.test=null")
+    cfg = compose_cfg(
+        "dataset=folder",
+        f"dataset.root={tree}",
+        f"dataset.image_size={SIZE}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "debug=fast",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+    )
     assert cfg.dataset.channels == 3
     dm = build(cfg.dataset)
     dm.setup()
@@ -102,12 +121,22 @@ def test_imagenet_layout_sources_decode_grey_into_grey_caches(compose_cfg, tmp_p
     if source == "folders":
         roots = [grey_and_rgb_tree(tmp_path / "studio"), grey_and_rgb_tree(tmp_path / "phone")]
         where = ["source=folders", f"source.roots=[{','.join(str(r) for r in roots)}]", "dataset=mixed"]
-    else:   # ImageNet-V2's layout: class index folders
-        roots = [grey_and_rgb_tree(tmp_path / "data" / "imagenetv2-matched-frequency-format-val", ("0", "999"))]
+    else:  # ImageNet-V2's layout: class index folders
+        roots = [
+            grey_and_rgb_tree(tmp_path / "data" / "imagenetv2-matched-frequency-format-val", ("0", "999"))
+        ]
         where = ["source=imagenet", f"paths.data_dir={tmp_path / 'data'}", "dataset=v2"]
-    cfg = compose_cfg(*where, "source.channels=1", f"source.image_size={SIZE}", f"source.resize_size={SIZE}",
-                      f"paths.cache_dir={tmp_path / 'cache'}", "debug=fast", "dataset.sizes.pool=null",
-                      "dataset.sizes.val=null", "dataset.sizes.test=null")
+    cfg = compose_cfg(
+        *where,
+        "source.channels=1",
+        f"source.image_size={SIZE}",
+        f"source.resize_size={SIZE}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "debug=fast",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+    )
     assert cfg.dataset.channels == 1
     dm = build(cfg.dataset)
     dm.setup()
@@ -125,11 +154,13 @@ def test_grey_and_rgb_caches_of_one_root_are_separate(tree, tmp_path):
     cache = tmp_path / "cache"
     rgb = cached_images(tree, files, SIZE, cache, channels=3)
     grey = cached_images(tree, files, SIZE, cache, channels=1)
-    assert rgb.built and grey.built and rgb.path != grey.path          # the grey build did not reuse RGB bytes
+    assert rgb.built and grey.built and rgb.path != grey.path  # the grey build did not reuse RGB bytes
     assert rgb.images.shape[1] == 3 and grey.images.shape[1] == 1
-    assert sorted(p.name for p in cache.iterdir()) == sorted([rgb.path.name, grey.path.name])   # none evicted
-    rgb_again, grey_again = cached_images(tree, files, SIZE, cache, channels=3), cached_images(tree, files, SIZE, cache,
-                                                                                                  channels=1)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([rgb.path.name, grey.path.name])  # none evicted
+    rgb_again, grey_again = (
+        cached_images(tree, files, SIZE, cache, channels=3),
+        cached_images(tree, files, SIZE, cache, channels=1),
+    )
     assert not rgb_again.built and not grey_again.built
     np.testing.assert_array_equal(rgb_again.images, np.stack([pil(f, "RGB") for f in files]))
     np.testing.assert_array_equal(grey_again.images, np.stack([pil(f, "L") for f in files]))
@@ -158,22 +189,40 @@ def test_other_channel_counts_are_one_line(compose_cfg, tree, value):
 
 
 def test_source_channels_2_is_refused_through_the_recipe(compose_cfg, tmp_path):
-    cfg = compose_cfg("source=folders", f"source.roots=[{tmp_path}]", "dataset=v2", "source.channels=2", "debug=fast")
+    cfg = compose_cfg(
+        "source=folders", f"source.roots=[{tmp_path}]", "dataset=v2", "source.channels=2", "debug=fast"
+    )
     with pytest.raises(UserError, match=r"^dataset\.channels=2; allowed: 1"):
         validate(cfg)
 
 
 # -- end to end ------------------------------------------------------------------------------------------
-QUICK = ["debug=fast", "logger=none", "progress=false", "selection.budget=10", "selection.rounds=2",
-         "trainer.max_epochs=2", "dataset.sizes.pool=null", "dataset.sizes.val=null", "dataset.sizes.test=null"]
+QUICK = [
+    "debug=fast",
+    "logger=none",
+    "progress=false",
+    "selection.budget=10",
+    "selection.rounds=2",
+    "trainer.max_epochs=2",
+    "dataset.sizes.pool=null",
+    "dataset.sizes.val=null",
+    "dataset.sizes.test=null",
+]
 
 
 def test_channels_2_on_the_command_line_is_one_line_before_any_decoding(tree, tmp_path):
-    proc = run_cli("dataset=folder", f"dataset.root={tree}", "dataset.channels=2", *QUICK,
-                   f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_cli(
+        "dataset=folder",
+        f"dataset.root={tree}",
+        "dataset.channels=2",
+        *QUICK,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["error: dataset.channels=2; allowed: 1 (grey, decoded as PIL's \"L\") or 3 (RGB)"]
+    assert lines == ['error: dataset.channels=2; allowed: 1 (grey, decoded as PIL\'s "L") or 3 (RGB)']
     assert not (tmp_path / "cache").exists() and not (tmp_path / "run" / "rounds.jsonl").exists()
 
 
@@ -186,8 +235,14 @@ def test_a_digits_model_starts_a_grey_folder_run_and_the_report_draws_its_grids(
     assert json.loads((digits_run / "model.json").read_text())["channels"] == 1
 
     tree = grey_and_rgb_tree(tmp_path / "scans", classes=[str(d) for d in range(10)], per_class=6, size=16)
-    common = ["dataset=folder", f"dataset.root={tree}", "dataset.image_size=16", f"model.init.checkpoint={checkpoint}",
-              *QUICK, f"paths.cache_dir={tmp_path / 'cache'}"]
+    common = [
+        "dataset=folder",
+        f"dataset.root={tree}",
+        "dataset.image_size=16",
+        f"model.init.checkpoint={checkpoint}",
+        *QUICK,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     # RGB (the default) builds a 3-channel first convolution: the 1-channel checkpoint does not fit
     proc = run_cli(*common, f"hydra.run.dir={tmp_path / 'rgb'}", check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -206,9 +261,18 @@ def test_a_digits_model_starts_a_grey_folder_run_and_the_report_draws_its_grids(
 
     # the report rebuilds the grey dataset from the run's recorded config for its selection grid
     out = tmp_path / "report"
-    proc = run_module("src.report", str(run_dir), "--out", str(out), "--data-cache", str(tmp_path / "report-cache"),
-                      timeout=180)
+    proc = run_module(
+        "src.report",
+        str(run_dir),
+        "--out",
+        str(out),
+        "--data-cache",
+        str(tmp_path / "report-cache"),
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "figures" / "selection_00.png").stat().st_size > 1000
-    shapes = [json.loads((d / "meta.json").read_text())["shape"] for d in (tmp_path / "report-cache").iterdir()]
+    shapes = [
+        json.loads((d / "meta.json").read_text())["shape"] for d in (tmp_path / "report-cache").iterdir()
+    ]
     assert shapes == [[1, 16, 16]]

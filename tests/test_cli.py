@@ -1,4 +1,5 @@
 """End to end through the real CLI: `python -m src.run` in a subprocess, as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ TINY = ["debug=fast"]
 
 def test_single_run_writes_records_summary_and_an_offline_wandb_run(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(*TINY, "logger=wandb", "selection.rounds=3", "scorer=margin", "seed=5",
-                   f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        *TINY, "logger=wandb", "selection.rounds=3", "scorer=margin", "seed=5", f"hydra.run.dir={run_dir}"
+    )
     records = read_jsonl(run_dir / "rounds.jsonl")
     assert [r["n_labelled"] for r in records] == [20, 40, 60]
     assert "per-round results" in proc.stdout + proc.stderr and "top-1" in proc.stdout + proc.stderr
@@ -32,7 +34,7 @@ def test_single_run_writes_records_summary_and_an_offline_wandb_run(tmp_path):
     # read the W&B run back from its own files with the SDK's record format
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
-    assert wait_until_finished(offline[0])      # the SDK's service writes the log's tail after exit
+    assert wait_until_finished(offline[0])  # the SDK's service writes the log's tail after exit
     wb = read_offline_run(offline[0])
     assert wb.name == "margin-p0-b20-base0-s5" and wb.job_type == "margin" and wb.group == "al"
     assert wb.config["selection"]["budget"] == 20 and wb.config["scorer"]["name"] == "margin"
@@ -70,22 +72,34 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
         assert len(records) == 2 and (job / "summary.json").exists()
         selections.append(records[0]["selected_ids"])
         runs = list((job / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1                                   # each job its own W&B run
+        assert len(runs) == 1  # each job its own W&B run
         assert wait_until_finished(runs[0])
         wb = read_offline_run(runs[0])
         assert wb.group.startswith("al/") and len([h for h in wb.history if "al/n_labelled" in h]) == 2
-    assert selections[0] != selections[1]                       # hardest vs easiest
+    assert selections[0] != selections[1]  # hardest vs easiest
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    args = [*TINY, "selection.rounds=4", "selection.budget=15", "trainer.max_epochs=6", "callbacks=none",
-            "dataset.sizes.pool=300", f"paths.output_dir={tmp_path / 'outputs'}"]
+    args = [
+        *TINY,
+        "selection.rounds=4",
+        "selection.budget=15",
+        "trainer.max_epochs=6",
+        "callbacks=none",
+        "dataset.sizes.pool=300",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+    ]
     full_dir = tmp_path / "full"
     run_cli(*args, f"hydra.run.dir={full_dir}")
 
     # the user's command, with the default timestamped run directory, killed after its first round
-    proc = subprocess.Popen([sys.executable, "-m", "src.run", *args], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "src.run", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     parent = tmp_path / "outputs" / "al" / "entropy-p0-b15-base0-s1"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -103,7 +117,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     refused = run_cli(*args, f"hydra.run.dir={killed_dir}", check=False)
     assert refused.returncode == 2 and "pass resume=true" in refused.stderr
     # the same command plus resume=true continues the unfinished run in its own directory
-    time.sleep(1.1)   # a new run would get a new timestamped directory
+    time.sleep(1.1)  # a new run would get a new timestamped directory
     run_cli(*args, "resume=true")
     assert [p.parent for p in parent.glob("*/rounds.jsonl")] == [killed_dir]
     resumed = read_jsonl(killed_dir / "rounds.jsonl")

@@ -1,4 +1,5 @@
 """Embedded sources and the V2 / Mixed / Noisy / Hard recipes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,8 +72,11 @@ def test_splits_are_disjoint_and_sized():
 def test_mixed_takes_equal_shares_in_every_split():
     sources = [Blocks(400, "a"), Blocks(400, "b"), Blocks(400, "c")]
     data = build(sources, sizes={"pool": 301, "val": 90, "test": 60}, image_size=8)
-    for ids, expected in ((data.pool_ids, [101, 100, 100]), (data.val_ids, [30, 30, 30]),
-                          (data.test_ids, [20, 20, 20])):
+    for ids, expected in (
+        (data.pool_ids, [101, 100, 100]),
+        (data.val_ids, [30, 30, 30]),
+        (data.test_ids, [20, 20, 20]),
+    ):
         assert np.bincount(data.source_index[ids], minlength=3).tolist() == expected
 
 
@@ -88,7 +92,9 @@ def test_val_and_test_do_not_change_with_the_pool_size():
 
 def test_a_source_too_small_names_the_source_and_keys():
     with pytest.raises(UserError, match=r"source 'tiny' must supply .* but has 50.*dataset\.sizes"):
-        build([Blocks(500, "big"), Blocks(50, "tiny")], sizes={"pool": 200, "val": 20, "test": 20}, image_size=8)
+        build(
+            [Blocks(500, "big"), Blocks(50, "tiny")], sizes={"pool": 200, "val": 20, "test": 20}, image_size=8
+        )
 
 
 def test_images_are_resized_to_the_recipe_size():
@@ -96,7 +102,12 @@ def test_images_are_resized_to_the_recipe_size():
     assert tuple(data.images.shape[1:]) == (1, 16, 16)
     # row content is the antialiased bilinear resize of the source image it came from
     src = torch.from_numpy(UciDigits().load().images).float()
-    ref = F.interpolate(src, size=(16, 16), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+    ref = (
+        F.interpolate(src, size=(16, 16), mode="bilinear", antialias=True)
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
     rows = data.images.reshape(len(data.labels), -1)
     matches = [(ref.reshape(len(ref), -1) == r).all(1).any().item() for r in rows]
     assert all(matches)
@@ -105,13 +116,21 @@ def test_images_are_resized_to_the_recipe_size():
 def test_noisy_is_identical_across_builds_and_differs_from_clean():
     sizes = {"pool": 60, "val": 20, "test": 20}
     clean = build([UciDigits()], sizes=sizes, image_size=8)
-    noisy1 = build([UciDigits()], sizes=sizes, image_size=8,
-                   corruption={"kind": "gaussian_noise", "severity": 3, "seed": 0})
-    noisy2 = build([UciDigits()], sizes=sizes, image_size=8,
-                   corruption={"kind": "gaussian_noise", "severity": 3, "seed": 0})
+    noisy1 = build(
+        [UciDigits()],
+        sizes=sizes,
+        image_size=8,
+        corruption={"kind": "gaussian_noise", "severity": 3, "seed": 0},
+    )
+    noisy2 = build(
+        [UciDigits()],
+        sizes=sizes,
+        image_size=8,
+        corruption={"kind": "gaussian_noise", "severity": 3, "seed": 0},
+    )
     assert torch.equal(noisy1.images, noisy2.images)
     diff = (noisy1.images.float() - clean.images.float()).abs()
-    assert (diff.flatten(1).mean(1) > 5).all()          # every image is corrupted
+    assert (diff.flatten(1).mean(1) > 5).all()  # every image is corrupted
     torch.testing.assert_close(noisy1.labels, clean.labels, rtol=0, atol=0)
 
 
@@ -126,8 +145,12 @@ def test_other_corruptions_are_deterministic(kind):
 
 def test_unknown_corruption_names_the_allowed_kinds():
     with pytest.raises(UserError, match="dataset.corruption.kind='fog'.*gaussian_noise"):
-        build([UciDigits()], sizes={"pool": 5, "val": 5, "test": 5}, image_size=8,
-              corruption={"kind": "fog", "severity": 1})
+        build(
+            [UciDigits()],
+            sizes={"pool": 5, "val": 5, "test": 5},
+            image_size=8,
+            corruption={"kind": "fog", "severity": 1},
+        )
 
 
 def test_hard_repeats_the_pool_four_times_with_distinct_rotations():
@@ -143,26 +166,36 @@ def test_hard_repeats_the_pool_four_times_with_distinct_rotations():
     for parent in base.pool_ids[:5]:
         copies = hard.images[hard.pool_ids[parents == parent]].float()
         original = base.images[parent].float()
-        assert torch.equal(hard.labels[hard.pool_ids[parents == parent]],
-                           base.labels[parent].repeat(4))
+        assert torch.equal(hard.labels[hard.pool_ids[parents == parent]], base.labels[parent].repeat(4))
         for i in range(4):
-            assert not torch.equal(copies[i], original)              # rotated
+            assert not torch.equal(copies[i], original)  # rotated
             # a small rotation: still much closer to its own original than to another digit
-            assert (copies[i] - original).abs().mean() < (copies[i] - base.images[base.pool_ids[0] if parent != base.pool_ids[0] else base.pool_ids[1]].float()).abs().mean()
+            assert (copies[i] - original).abs().mean() < (
+                copies[i]
+                - base.images[base.pool_ids[0] if parent != base.pool_ids[0] else base.pool_ids[1]].float()
+            ).abs().mean()
             for j in range(i):
-                assert not torch.equal(copies[i], copies[j])         # each copy its own angle
+                assert not torch.equal(copies[i], copies[j])  # each copy its own angle
 
 
 def test_datamodule_loaders_serve_ids_labels_and_images():
-    dm = ActiveDataModule(name="t", sources=[UciDigits()], sizes={"pool": 100, "val": 30, "test": 20},
-                          image_size=8, batch_size=16, eval_batch_size=64)
+    dm = ActiveDataModule(
+        name="t",
+        sources=[UciDigits()],
+        sizes={"pool": 100, "val": 30, "test": 20},
+        image_size=8,
+        batch_size=16,
+        eval_batch_size=64,
+    )
     dm.setup()
     dm.set_labelled(dm.pool_ids[:40], shuffle=True, seed=5)
     seen = [batch for batch in dm.train_dataloader()]
     ids = torch.cat([b[2] for b in seen])
     assert sorted(ids.tolist()) == sorted(dm.pool_ids[:40].tolist())
     for images, labels, batch_ids in seen:
-        assert torch.equal(images, dm.data.images[batch_ids]) and torch.equal(labels, dm.data.labels[batch_ids])
+        assert torch.equal(images, dm.data.images[batch_ids]) and torch.equal(
+            labels, dm.data.labels[batch_ids]
+        )
     # shuffled with a seeded generator: the same seed gives the same order, another seed another
     again = torch.cat([b[2] for b in dm.train_dataloader()])
     assert torch.equal(ids, again)
@@ -176,14 +209,19 @@ def test_datamodule_loaders_serve_ids_labels_and_images():
 
 
 def test_fixed_steps_per_epoch_repeat_a_small_labelled_set():
-    dm = ActiveDataModule(name="t", sources=[UciDigits()], sizes={"pool": 100, "val": 10, "test": 10},
-                          image_size=8, batch_size=8)
+    dm = ActiveDataModule(
+        name="t",
+        sources=[UciDigits()],
+        sizes={"pool": 100, "val": 10, "test": 10},
+        image_size=8,
+        batch_size=8,
+    )
     dm.setup()
     dm.set_labelled(dm.pool_ids[:10], shuffle=True, seed=1, steps_per_epoch=5)
     batches = list(dm.train_dataloader())
     assert len(batches) == 5 and sum(len(b[2]) for b in batches) == 40
     ids = torch.cat([b[2] for b in batches]).tolist()
-    assert ids[:10] != ids[10:20] and sorted(ids[:10]) == sorted(ids[10:20])   # each pass a new permutation
+    assert ids[:10] != ids[10:20] and sorted(ids[:10]) == sorted(ids[10:20])  # each pass a new permutation
     sampler = FixedOrderSampler(torch.arange(7), 10)
     assert list(sampler) == [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
-    assert list(sampler) == [3, 4, 5, 6, 0, 1, 2, 3, 4, 5]       # the next epoch reads on
+    assert list(sampler) == [3, 4, 5, 6, 0, 1, 2, 3, 4, 5]  # the next epoch reads on

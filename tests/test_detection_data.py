@@ -1,4 +1,5 @@
 """Detection data: the embedded scene generator, the COCO/VOC readers and the datamodule."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ def test_boxes_match_what_was_drawn(style):
             covered[y0:y1, x0:x1] = True
             inside = changed[y0:y1, x0:x1]
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
-            assert y1 > HORIZON * 90            # standing on the ground, below the horizon
+            assert y1 > HORIZON * 90  # standing on the ground, below the horizon
         assert not (changed & ~covered).any()
 
 
@@ -48,7 +49,7 @@ def test_perspective_nearer_objects_are_larger():
     heights, bottoms = [], []
     for seed in range(60):
         scene = render_scene(seed, "synthetic", 256, 144)
-        for (x0, y0, x1, y1), label in zip(scene.boxes, scene.labels):
+        for (_x0, y0, _x1, y1), label in zip(scene.boxes, scene.labels):
             if CLASSES[label] == "person":
                 heights.append(y1 - y0), bottoms.append(y1)
     assert len(heights) > 20
@@ -63,10 +64,16 @@ def _image(path, w=40, h=30):
 def _coco(tmp_path, annotations, n_images=3):
     for i in range(n_images):
         _image(tmp_path / f"im{i}.png")
-    data = {"images": [{"id": i, "file_name": f"im{i}.png", "width": 40, "height": 30} for i in range(n_images)],
-            "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}, {"id": 3, "name": "dog"},
-                           {"id": 4, "name": "pedestrian"}],
-            "annotations": annotations}
+    data = {
+        "images": [{"id": i, "file_name": f"im{i}.png", "width": 40, "height": 30} for i in range(n_images)],
+        "categories": [
+            {"id": 1, "name": "person"},
+            {"id": 2, "name": "car"},
+            {"id": 3, "name": "dog"},
+            {"id": 4, "name": "pedestrian"},
+        ],
+        "annotations": annotations,
+    }
     path = tmp_path / "ann.json"
     path.write_text(json.dumps(data))
     return path
@@ -74,13 +81,13 @@ def _coco(tmp_path, annotations, n_images=3):
 
 COCO_ANNS = [
     {"id": 10, "image_id": 0, "category_id": 1, "bbox": [2, 3, 10, 12]},
-    {"id": 11, "image_id": 0, "category_id": 4, "bbox": [20, 5, 5, 5]},     # pedestrian -> person
+    {"id": 11, "image_id": 0, "category_id": 4, "bbox": [20, 5, 5, 5]},  # pedestrian -> person
     {"id": 12, "image_id": 1, "category_id": 2, "bbox": [0, 0, 40, 30]},
-    {"id": 13, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},      # dog: dropped class
-    {"id": 14, "image_id": 1, "category_id": 2, "bbox": [5, 5, 0, 4]},      # zero width
-    {"id": 15, "image_id": 1, "category_id": 2, "bbox": [30, 20, 20, 5]},   # outside the image
-    {"id": 16, "image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},     # undeclared category
-    {"id": 17, "image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5]},      # image 2: only a dog
+    {"id": 13, "image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},  # dog: dropped class
+    {"id": 14, "image_id": 1, "category_id": 2, "bbox": [5, 5, 0, 4]},  # zero width
+    {"id": 15, "image_id": 1, "category_id": 2, "bbox": [30, 20, 20, 5]},  # outside the image
+    {"id": 16, "image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},  # undeclared category
+    {"id": 17, "image_id": 2, "category_id": 3, "bbox": [1, 1, 5, 5]},  # image 2: only a dog
 ]
 
 
@@ -93,7 +100,9 @@ def test_coco_reader_maps_drops_and_skips(tmp_path):
     assert records[1].labels.tolist() == [1] and records[2].labels.tolist() == []
     assert report.dropped_class == 2
     assert dict(report.bad) == {"zero or negative size": 1, "outside the image": 1, "unknown class": 1}
-    records, report, _ = read_coco(path, tmp_path, ["person", "car"], {"pedestrian": "person"}, keep_empty=False)
+    records, report, _ = read_coco(
+        path, tmp_path, ["person", "car"], {"pedestrian": "person"}, keep_empty=False
+    )
     assert len(records) == 2 and report.dropped_empty_images == 1
 
 
@@ -108,22 +117,30 @@ def test_coco_reader_errors_name_file_and_position(tmp_path):
     with pytest.raises(UserError, match=r"class_map maps to \['bike'\]"):
         read_coco(path, tmp_path, ["person"], {"cycle": "bike"})
     (tmp_path / "im1.png").unlink()
-    with pytest.raises(UserError, match=r"ann\.json: image 1 names image 'im1\.png', which does not exist under "
-                                        r"the image root"):
+    with pytest.raises(
+        UserError,
+        match=r"ann\.json: image 1 names image 'im1\.png', which does not exist under "
+        r"the image root",
+    ):
         read_coco(path, tmp_path, ["person", "car"])
 
 
 def _voc(folder, name, objects, w=40, h=30):
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                   f"<ymax>{d}</ymax></bndbox></object>" for n, (a, b, c, d) in objects)
-    (folder / f"{name}.xml").write_text(f"<annotation><filename>{name}.png</filename><size><width>{w}</width>"
-                                        f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>")
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for n, (a, b, c, d) in objects
+    )
+    (folder / f"{name}.xml").write_text(
+        f"<annotation><filename>{name}.png</filename><size><width>{w}</width>"
+        f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+    )
     _image(folder / f"{name}.png", w, h)
 
 
 def test_voc_reader(tmp_path):
     _voc(tmp_path, "a", [("person", (1, 1, 10, 20)), ("van", (11, 2, 30, 12)), ("tree", (1, 1, 5, 5))])
-    _voc(tmp_path, "b", [("car", (10, 10, 5, 20)), ("car", (1, 1, 45, 10))])     # inverted, outside
+    _voc(tmp_path, "b", [("car", (10, 10, 5, 20)), ("car", (1, 1, 45, 10))])  # inverted, outside
     records, report, _ = read_voc(tmp_path, tmp_path, ["person", "car"], {"van": "car"})
     # 1-based inclusive corners: xmin=1..xmax=10 covers pixels 0..9 -> [0, 10)
     np.testing.assert_allclose(records[0].boxes, [[0, 0, 10, 20], [10, 1, 30, 12]])
@@ -140,7 +157,7 @@ def test_file_source_resizes_images_and_boxes(tmp_path):
     path = _coco(tmp_path, COCO_ANNS[:2])
     source = FileSource("coco", str(path), str(tmp_path), ["person", "car"], {"pedestrian": "person"})
     source.prepare(80, 15)
-    assert len(source) == 3          # images without boxes are kept by default
+    assert len(source) == 3  # images without boxes are kept by default
     image, target = source.load(0)
     assert image.shape == (3, 15, 80) and image.dtype == torch.uint8
     torch.testing.assert_close(target["boxes"], torch.tensor([[4, 1.5, 24, 7.5], [40, 2.5, 50, 5.0]]))
@@ -148,8 +165,14 @@ def test_file_source_resizes_images_and_boxes(tmp_path):
 
 # -- datamodule -------------------------------------------------------------------------------
 def test_scene_datamodule_splits_batches_and_majority_labels():
-    dm = DetectionDataModule("scenes", SceneSource(n=30, seed=3), {"pool": 16, "val": 6, "test": 6},
-                             image_size=(64, 36), batch_size=4, eval_batch_size=5)
+    dm = DetectionDataModule(
+        "scenes",
+        SceneSource(n=30, seed=3),
+        {"pool": 16, "val": 6, "test": 6},
+        image_size=(64, 36),
+        batch_size=4,
+        eval_batch_size=5,
+    )
     dm.setup()
     pool, val, test = dm.pool_ids, dm.splits["val"], dm.splits["test"]
     assert len(pool) == 16 and not set(pool) & set(val) and not set(val) & set(test)
@@ -173,8 +196,15 @@ def test_a_coco_image_path_outside_the_root_is_a_one_line_error(tmp_path, file_n
     _image(other / "a.png")
     _image(tmp_path / "a.png")
     ann = tmp_path / "data" / "ann.json"
-    ann.write_text(json.dumps({"images": [{"id": 7, "file_name": file_name, "width": 40, "height": 30}],
-                               "annotations": [], "categories": [{"id": 1, "name": "person"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 7, "file_name": file_name, "width": 40, "height": 30}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "person"}],
+            }
+        )
+    )
     with pytest.raises(UserError) as err:
         read_coco(ann, root, ["person"])
     message = str(err.value)
@@ -190,20 +220,33 @@ def test_a_symlink_inside_the_root_is_followed(tmp_path):
     _image(elsewhere / "a.png")
     (root / "linked").symlink_to(elsewhere)
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "linked/a.png", "width": 40, "height": 30}],
-                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
-                               "categories": [{"id": 1, "name": "person"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "linked/a.png", "width": 40, "height": 30}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                "categories": [{"id": 1, "name": "person"}],
+            }
+        )
+    )
     records, _, _ = read_coco(ann, root, ["person"])
     assert records[0].file == root / "linked" / "a.png" and records[0].file.is_file()
 
 
 def _voc_xml(path, filename, objects, folder=None, recorded=None, w=40, h=30):
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                   f"<ymax>{d}</ymax></bndbox></object>" for n, (a, b, c, d) in objects)
-    extra = (f"<folder>{folder}</folder>" if folder else "") + (f"<path>{recorded}</path>" if recorded else "")
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>"
+        for n, (a, b, c, d) in objects
+    )
+    extra = (f"<folder>{folder}</folder>" if folder else "") + (
+        f"<path>{recorded}</path>" if recorded else ""
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<annotation>{extra}<filename>{filename}</filename><size><width>{w}</width>"
-                    f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>")
+    path.write_text(
+        f"<annotation>{extra}<filename>{filename}</filename><size><width>{w}</width>"
+        f"<height>{h}</height><depth>3</depth></size>{objs}</annotation>"
+    )
 
 
 def test_voc_tool_exports_resolve_folder_path_then_flat_name(tmp_path):
@@ -211,30 +254,40 @@ def test_voc_tool_exports_resolve_folder_path_then_flat_name(tmp_path):
     images, ann = tmp_path / "images", tmp_path / "ann"
     (images / "batch1").mkdir(parents=True)
     (images / "extra" / "deep").mkdir(parents=True)
-    _image(images / "batch1" / "a.png", 40, 30)           # <folder>/<filename>
-    _image(images / "extra" / "deep" / "b.png", 40, 30)   # relative <path>
-    _image(images / "c.png", 40, 30)                      # flat; its <path> is the labeller's machine
-    _image(images / "d.png", 40, 30)                      # absolute <path> inside the root
+    _image(images / "batch1" / "a.png", 40, 30)  # <folder>/<filename>
+    _image(images / "extra" / "deep" / "b.png", 40, 30)  # relative <path>
+    _image(images / "c.png", 40, 30)  # flat; its <path> is the labeller's machine
+    _image(images / "d.png", 40, 30)  # absolute <path> inside the root
     box = [("car", (1, 1, 10, 10))]
     _voc_xml(ann / "a.xml", "a.png", box, folder="batch1", recorded="/home/someone/batch1/a.png")
     _voc_xml(ann / "b.xml", "b.png", box, folder="nowhere", recorded="extra/deep/b.png")
     _voc_xml(ann / "c.xml", "c.png", box, folder="VOC2007", recorded="C:/Users/x/c.png")
     _voc_xml(ann / "d.xml", "d.png", box, recorded=str(images / "d.png"))
     records, _, names = read_voc(ann, images, None)
-    assert [r.file for r in records] == [images / "batch1" / "a.png", images / "extra" / "deep" / "b.png",
-                                         images / "c.png", images / "d.png"]
+    assert [r.file for r in records] == [
+        images / "batch1" / "a.png",
+        images / "extra" / "deep" / "b.png",
+        images / "c.png",
+        images / "d.png",
+    ]
     assert names == ["car"]
     # a relative name that leaves the root is an error naming the file, the entry and the root
     _voc_xml(ann / "e.xml", "e.png", box, recorded="../../etc/e.png")
-    with pytest.raises(UserError, match=r"e\.xml: <path> names image '\.\./\.\./etc/e\.png', which is outside "
-                                        r"the image root"):
+    with pytest.raises(
+        UserError,
+        match=r"e\.xml: <path> names image '\.\./\.\./etc/e\.png', which is outside "
+        r"the image root",
+    ):
         read_voc(ann, images, None)
     _voc_xml(ann / "e.xml", "../e.png", box)
     with pytest.raises(UserError, match=r"e\.xml: <filename> names image '\.\./e\.png', which is outside"):
         read_voc(ann, images, None)
     _voc_xml(ann / "e.xml", "e.png", box, folder="sub")
-    with pytest.raises(UserError, match=r"e\.xml: image 'e\.png' does not exist under the image root .* "
-                                        r"\(looked for sub/e\.png, e\.png\)"):
+    with pytest.raises(
+        UserError,
+        match=r"e\.xml: image 'e\.png' does not exist under the image root .* "
+        r"\(looked for sub/e\.png, e\.png\)",
+    ):
         read_voc(ann, images, None)
 
 
@@ -252,7 +305,9 @@ def test_classes_that_keep_no_box_stop_with_the_names_found_and_how_to_map_them(
     assert "dataset.source.class_map={fedex_truck: person, ups_truck: person}" in message
     assert "dataset.source.classes=null" in message
     # the hint works: map them, or take the names found
-    records, _, names = read_voc(tmp_path, tmp_path, ["truck"], {"fedex_truck": "truck", "ups_truck": "truck"})
+    records, _, names = read_voc(
+        tmp_path, tmp_path, ["truck"], {"fedex_truck": "truck", "ups_truck": "truck"}
+    )
     assert names == ["truck"] and sum(len(r.labels) for r in records) == 5
     records, _, names = read_voc(tmp_path, tmp_path, None)
     assert names == ["fedex_truck", "jimmy_johns", "ups_truck"]
@@ -266,6 +321,9 @@ def test_a_split_without_boxes_stops_before_training(tmp_path):
         _voc(tmp_path, f"i{k}", [("car", (1, 1, 10, 10))] if k == 0 else [("tree", (1, 1, 10, 10))])
     source = FileSource("voc", str(tmp_path), str(tmp_path), ["car"])
     dm = DetectionDataModule("voc", source, {"pool": None, "val": 2, "test": 2}, image_size=(32, 24))
-    with pytest.raises(UserError, match=r"none of the 2 (val|test) images has a box of dataset\.source\.classes="
-                                        r"\['car'\]; the files name these classes \(boxes\): tree 5, car 1"):
+    with pytest.raises(
+        UserError,
+        match=r"none of the 2 (val|test) images has a box of dataset\.source\.classes="
+        r"\['car'\]; the files name these classes \(boxes\): tree 5, car 1",
+    ):
         dm.setup()

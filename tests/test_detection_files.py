@@ -1,4 +1,5 @@
 """YOLO trees and the decode cache of detection images (the COCO/VOC readers: test_detection_data.py)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,35 +34,48 @@ def yolo_tree(root, names=("person", "car"), splits=("train", "val"), per_split=
 
 
 def test_yolo_reads_boxes_splits_and_images_without_labels(tmp_path):
-    root = yolo_tree(tmp_path / "set", data={"names": {0: "person", 1: "car"}, "train": "images/train",
-                                              "val": ["images/val"]})
+    root = yolo_tree(
+        tmp_path / "set",
+        data={"names": {0: "person", 1: "car"}, "train": "images/train", "val": ["images/val"]},
+    )
     records, report, names = read_yolo(root)
-    assert names == ["car", "person"]          # classes: null = the names found, sorted
+    assert names == ["car", "person"]  # classes: null = the names found, sorted
     assert [r.split for r in records] == ["pool"] * 3 + ["val"] * 3
-    assert [r.file.relative_to(root).as_posix() for r in records[:3]] == \
-        ["images/train/0.png", "images/train/1.png", "images/train/2.png"]
-    assert len(records[0].labels) == 0         # no label file: no boxes
+    assert [r.file.relative_to(root).as_posix() for r in records[:3]] == [
+        "images/train/0.png",
+        "images/train/1.png",
+        "images/train/2.png",
+    ]
+    assert len(records[0].labels) == 0  # no label file: no boxes
     # image 1: class 1 (car) centred, 0.25 x 0.5 of 40 x 30; then car at (0.25, 0.2) size 0.1 x 0.2
     np.testing.assert_allclose(records[1].boxes, [[15, 7.5, 25, 22.5], [8, 3, 12, 9]])
     assert records[1].labels.tolist() == [0, 0] and records[2].labels.tolist() == [1, 0]
     assert report.found == {"car": 6, "person": 2}
     records, _, names = read_yolo(root, ["person"])
     assert names == ["person"] and sum(len(r.labels) for r in records) == 2
-    assert len(read_yolo(root.parent / "elsewhere" / ".." / root.name)[0]) == 6    # a root written with '..'
+    assert len(read_yolo(root.parent / "elsewhere" / ".." / root.name)[0]) == 6  # a root written with '..'
 
 
 def test_yolo_tree_through_the_datamodule_keeps_its_splits(tmp_path):
     root = yolo_tree(tmp_path / "set", splits=("train", "val", "test"), per_split=4)
-    dm = DetectionDataModule("yolo", FileSource("yolo", root=str(root), cache_dir=str(tmp_path / "cache")),
-                             {"pool": None, "val": None, "test": None}, image_size=(32, 24))
+    dm = DetectionDataModule(
+        "yolo",
+        FileSource("yolo", root=str(root), cache_dir=str(tmp_path / "cache")),
+        {"pool": None, "val": None, "test": None},
+        image_size=(32, 24),
+    )
     dm.setup()
-    assert [dm.splits[s].tolist() for s in ("pool", "val", "test")] == \
-        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert [dm.splits[s].tolist() for s in ("pool", "val", "test")] == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9, 10, 11],
+    ]
     assert dm.class_names == ["car", "person"]
     # a test split the file lacks is drawn from train; a number takes that many of a split
     root2 = yolo_tree(tmp_path / "two", per_split=6)
-    dm = DetectionDataModule("yolo", FileSource("yolo", root=str(root2)), {"pool": 4, "val": None, "test": 2},
-                             image_size=(32, 24))
+    dm = DetectionDataModule(
+        "yolo", FileSource("yolo", root=str(root2)), {"pool": 4, "val": None, "test": 2}, image_size=(32, 24)
+    )
     dm.setup()
     sizes = {s: len(v) for s, v in dm.splits.items()}
     assert sizes == {"pool": 4, "val": 6, "test": 2}
@@ -70,17 +84,29 @@ def test_yolo_tree_through_the_datamodule_keeps_its_splits(tmp_path):
     assert not set(dm.splits["test"]) & set(dm.splits["pool"])
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"names": ["a"], "train": "images/train", "val": "../../elsewhere/images/val"},
-     r"data\.yaml: val names folder '.*elsewhere/images/val', which is outside the image root"),
-    ({"names": ["a"], "train": "/etc", "val": "images/val"},
-     r"data\.yaml: train names folder '/etc', which is outside"),
-    ({"path": "/tmp", "names": ["a"], "train": "images/train", "val": "images/val"},
-     r"data\.yaml: path='/tmp' leaves dataset\.source\.root="),
-    ({"names": ["a"], "val": "images/val"}, r"data\.yaml: no 'train'"),
-    ({"names": "a b", "train": "images/train", "val": "images/val"}, r"data\.yaml: names must be a list"),
-    ({"names": ["a"], "train": "images/nope", "val": "images/val"}, r"train: 'images/nope' is not a folder"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (
+            {"names": ["a"], "train": "images/train", "val": "../../elsewhere/images/val"},
+            r"data\.yaml: val names folder '.*elsewhere/images/val', which is outside the image root",
+        ),
+        (
+            {"names": ["a"], "train": "/etc", "val": "images/val"},
+            r"data\.yaml: train names folder '/etc', which is outside",
+        ),
+        (
+            {"path": "/tmp", "names": ["a"], "train": "images/train", "val": "images/val"},
+            r"data\.yaml: path='/tmp' leaves dataset\.source\.root=",
+        ),
+        ({"names": ["a"], "val": "images/val"}, r"data\.yaml: no 'train'"),
+        ({"names": "a b", "train": "images/train", "val": "images/val"}, r"data\.yaml: names must be a list"),
+        (
+            {"names": ["a"], "train": "images/nope", "val": "images/val"},
+            r"train: 'images/nope' is not a folder",
+        ),
+    ],
+)
 def test_bad_yolo_trees_are_one_line_errors(tmp_path, spec, message):
     root = yolo_tree(tmp_path / "set", data=spec)
     with pytest.raises(UserError, match=message) as err:
@@ -118,7 +144,7 @@ def test_cached_images_equal_an_independent_decode_and_boxes_scale_alongside(tmp
     direct.prepare(32, 24)
     assert isinstance(cached.images, np.memmap) and direct.images is None
     for i, record in enumerate(cached.records):
-        with Image.open(record.file) as im:        # the reference: PIL's bilinear resize of the file
+        with Image.open(record.file) as im:  # the reference: PIL's bilinear resize of the file
             expected = torch.from_numpy(np.asarray(im.convert("RGB").resize((32, 24), Image.BILINEAR)))
         image, target = cached.load(i)
         assert torch.equal(image, expected.permute(2, 0, 1))
@@ -139,9 +165,15 @@ def test_an_image_whose_size_differs_from_its_annotation_is_named(tmp_path):
 
     _picture(tmp_path / "a.png", 40, 30, 0)
     ann = tmp_path / "ann.json"
-    ann.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 30}],
-                               "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
-                               "categories": [{"id": 1, "name": "car"}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.png", "width": 50, "height": 30}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+                "categories": [{"id": 1, "name": "car"}],
+            }
+        )
+    )
     source = FileSource("coco", str(ann), str(tmp_path), None, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(UserError, match=r"a\.png: image is 40x30 but its annotation says 50x30"):
         source.prepare(32, 24)

@@ -5,6 +5,7 @@ format, then runs ``python -m src.run task=detection dataset=<format> ...`` as a
 would: two rounds must be recorded; the bad trees must stop with exit status 2 and one
 line naming the file and the entry, before any training.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,18 @@ from tests.conftest import read_jsonl, run_cli
 
 N_IMAGES, W, H = 12, 120, 72
 SPLIT_OF = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
-RUN = ["task=detection", "baseline=none", "logger=none", "progress=false", "selection.budget=4", "selection.rounds=2",
-       "trainer.max_epochs=1", "dataset.image_size=[96,54]", "dataset.num_workers=0", "dataset.eval_batch_size=8"]
+RUN = [
+    "task=detection",
+    "baseline=none",
+    "logger=none",
+    "progress=false",
+    "selection.budget=4",
+    "selection.rounds=2",
+    "trainer.max_epochs=1",
+    "dataset.image_size=[96,54]",
+    "dataset.num_workers=0",
+    "dataset.eval_batch_size=8",
+]
 
 
 def scenes():
@@ -35,13 +46,29 @@ def write_coco(root, names=None):
         Image.fromarray(pixels).save(root / "images" / f"{i}.jpg")
         images.append({"id": i, "file_name": f"{i}.jpg", "width": W, "height": H})
         for (x0, y0, x1, y1), label in zip(boxes, labels):
-            anns.append({"id": len(anns), "image_id": i, "category_id": CLASSES.index(label) + 1,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0]})
+            anns.append(
+                {
+                    "id": len(anns),
+                    "image_id": i,
+                    "category_id": CLASSES.index(label) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                }
+            )
     names = names or CLASSES
-    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": [
-        {"id": k + 1, "name": n} for k, n in enumerate(names)]}))
-    return ["dataset=coco", f"dataset.source.annotations={root / 'ann.json'}",
-            f"dataset.source.images={root / 'images'}"]
+    (root / "ann.json").write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)],
+            }
+        )
+    )
+    return [
+        "dataset=coco",
+        f"dataset.source.annotations={root / 'ann.json'}",
+        f"dataset.source.images={root / 'images'}",
+    ]
 
 
 def write_voc(root):
@@ -55,14 +82,23 @@ def write_voc(root):
         objects = "".join(
             f"<object><name>{n}</name><bndbox><xmin>{x0 + 1:.0f}</xmin><ymin>{y0 + 1:.0f}</ymin>"
             f"<xmax>{x1:.0f}</xmax><ymax>{y1:.0f}</ymax></bndbox></object>"
-            for (x0, y0, x1, y1), n in zip(boxes, labels))
-        extra = f"<folder>{folder}</folder><path>/home/labeller/{folder}/{i}.jpg</path>" if folder else \
-            "<folder>VOC2012</folder>"
+            for (x0, y0, x1, y1), n in zip(boxes, labels)
+        )
+        extra = (
+            f"<folder>{folder}</folder><path>/home/labeller/{folder}/{i}.jpg</path>"
+            if folder
+            else "<folder>VOC2012</folder>"
+        )
         (root / "xml").mkdir(exist_ok=True)
         (root / "xml" / f"{i}.xml").write_text(
             f"<annotation>{extra}<filename>{i}.jpg</filename><size><width>{W}</width><height>{H}</height>"
-            f"<depth>3</depth></size>{objects}</annotation>")
-    return ["dataset=voc", f"dataset.source.annotations={root / 'xml'}", f"dataset.source.images={root / 'images'}"]
+            f"<depth>3</depth></size>{objects}</annotation>"
+        )
+    return [
+        "dataset=voc",
+        f"dataset.source.annotations={root / 'xml'}",
+        f"dataset.source.images={root / 'images'}",
+    ]
 
 
 def write_yolo(root):
@@ -71,18 +107,32 @@ def write_yolo(root):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(root / "images" / split / f"{i}.jpg")
-        lines = [f"{CLASSES.index(n)} {(x0 + x1) / 2 / W} {(y0 + y1) / 2 / H} {(x1 - x0) / W} {(y1 - y0) / H}"
-                 for (x0, y0, x1, y1), n in zip(boxes, labels)]
+        lines = [
+            f"{CLASSES.index(n)} {(x0 + x1) / 2 / W} {(y0 + y1) / 2 / H} {(x1 - x0) / W} {(y1 - y0) / H}"
+            for (x0, y0, x1, y1), n in zip(boxes, labels)
+        ]
         (root / "labels" / split / f"{i}.txt").write_text("\n".join(lines) + "\n")
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images/train", "val": "images/val",
-                                                    "test": "images/test", "names": list(CLASSES)}))
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "path": ".",
+                "train": "images/train",
+                "val": "images/val",
+                "test": "images/test",
+                "names": list(CLASSES),
+            }
+        )
+    )
     return ["dataset=yolo", f"dataset.source.root={root}"]
 
 
 SIZES = ["dataset.sizes.val=2", "dataset.sizes.test=2"]
 LAYOUTS = {
-    "coco": lambda root: write_coco(root) + SIZES + ["dataset.source.classes=[person,car]",
-                                                     "dataset.source.class_map={bus: car, truck: car}"],
+    "coco": lambda root: (
+        write_coco(root)
+        + SIZES
+        + ["dataset.source.classes=[person,car]", "dataset.source.class_map={bus: car, truck: car}"]
+    ),
     "voc_flat_and_tool_export": lambda root: write_voc(root) + SIZES + ["dataset.source.classes=null"],
     "yolo": write_yolo,
 }
@@ -96,7 +146,7 @@ def test_each_annotation_layout_runs_two_rounds(tmp_path, layout):
     records = read_jsonl(tmp_path / "run" / "rounds.jsonl")
     assert [r["n_labelled"] for r in records] == [4, 8]
     assert len(set(records[0]["selected_ids"]) | set(records[1]["selected_ids"])) == 8
-    assert list((tmp_path / "cache").iterdir())            # decoded once into the cache
+    assert list((tmp_path / "cache").iterdir())  # decoded once into the cache
 
 
 def _one_error_line(proc) -> str:

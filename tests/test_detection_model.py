@@ -1,9 +1,9 @@
 """The SSD module: per-image loss scorer vs the model's own loss, mAP vs pycocotools, pool scoring."""
+
 from __future__ import annotations
 
-import functools
-
 import contextlib
+import functools
 import io
 
 import numpy as np
@@ -56,26 +56,33 @@ def test_loss_scorer_equals_the_models_own_loss_per_image(model, tiny_scenes):
                 assert float(scores[i]) == pytest.approx(expected, rel=1e-5, abs=1e-6)
     finally:
         net.eval()
-    assert float(scores[2]) == 0.0 and float(scores[0]) > 0      # nothing to find, nothing to lose
+    assert float(scores[2]) == 0.0 and float(scores[0]) > 0  # nothing to find, nothing to lose
 
 
 def test_uncertainty_scores_classes_and_no_detection(model, tiny_scenes):
     batch = _batch_with_an_empty_image(tiny_scenes)
     with torch.inference_mode():
-        scores, classes = detection.score_batch(model, batch, get_scorer("margin"), want_classes=True, top_k=5,
-                                                score_threshold=0.0)
+        scores, classes = detection.score_batch(
+            model, batch, get_scorer("margin"), want_classes=True, top_k=5, score_threshold=0.0
+        )
         assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
         assert classes.dtype == torch.int64 and ((classes >= 0) & (classes < 6)).all()
         # a threshold nothing passes: no detection -> the maximal score 1, class -1
-        scores, classes = detection.score_batch(model, batch, get_scorer("entropy"), want_classes=True,
-                                                score_threshold=1.0)
+        scores, classes = detection.score_batch(
+            model, batch, get_scorer("entropy"), want_classes=True, score_threshold=1.0
+        )
     assert scores.tolist() == [1.0, 1.0, 1.0] and classes.tolist() == [-1, -1, -1]
 
 
 def test_score_pool_keeps_one_score_per_image(model, tiny_scenes):
     score_batch = functools.partial(detection.score_batch, scorer=get_scorer("entropy"))
-    ids, scores, preds = score_pool(model, tiny_scenes.pool_dataloader(tiny_scenes.pool_ids), score_batch,
-                                    want_predictions=True, progress=False)
+    ids, scores, preds = score_pool(
+        model,
+        tiny_scenes.pool_dataloader(tiny_scenes.pool_ids),
+        score_batch,
+        want_predictions=True,
+        progress=False,
+    )
     assert ids.tolist() == tiny_scenes.pool_ids.tolist()
     assert scores.shape == (8,) and preds.shape == (8,)
     detections = model(next(iter(tiny_scenes.pool_dataloader(tiny_scenes.pool_ids[:2])))[0])
@@ -91,12 +98,27 @@ def test_vgg_input_too_small_is_a_clear_error():
 
 def test_map_equals_pycocotools_on_a_hand_made_case(model):
     """The module's test metric (torchmetrics, COCO backend) against pycocotools run by hand."""
-    gts = [{"boxes": torch.tensor([[10., 10., 50., 50.], [60., 20., 90., 70.]]), "labels": torch.tensor([0, 1])},
-           {"boxes": torch.tensor([[5., 5., 40., 30.]]), "labels": torch.tensor([0])}]
-    preds = [{"boxes": torch.tensor([[12., 10., 50., 52.], [60., 25., 88., 70.], [0., 0., 20., 20.]]),
-              "scores": torch.tensor([0.9, 0.6, 0.7]), "labels": torch.tensor([0, 1, 0])},
-             {"boxes": torch.tensor([[5., 8., 30., 30.], [50., 50., 60., 60.]]),
-              "scores": torch.tensor([0.8, 0.3]), "labels": torch.tensor([0, 1])}]
+    gts = [
+        {
+            "boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 20.0, 90.0, 70.0]]),
+            "labels": torch.tensor([0, 1]),
+        },
+        {"boxes": torch.tensor([[5.0, 5.0, 40.0, 30.0]]), "labels": torch.tensor([0])},
+    ]
+    preds = [
+        {
+            "boxes": torch.tensor(
+                [[12.0, 10.0, 50.0, 52.0], [60.0, 25.0, 88.0, 70.0], [0.0, 0.0, 20.0, 20.0]]
+            ),
+            "scores": torch.tensor([0.9, 0.6, 0.7]),
+            "labels": torch.tensor([0, 1, 0]),
+        },
+        {
+            "boxes": torch.tensor([[5.0, 8.0, 30.0, 30.0], [50.0, 50.0, 60.0, 60.0]]),
+            "scores": torch.tensor([0.8, 0.3]),
+            "labels": torch.tensor([0, 1]),
+        },
+    ]
     metric = model.test_map.clone()
     metric.update(preds, gts)
     result = metric.compute()
@@ -104,11 +126,26 @@ def test_map_equals_pycocotools_on_a_hand_made_case(model):
     images = [{"id": i, "width": 100, "height": 100} for i in range(2)]
     anns, dets = [], []
     for i, (g, p) in enumerate(zip(gts, preds)):
-        for b, l in zip(g["boxes"].tolist(), g["labels"].tolist()):
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": l, "iscrowd": 0,
-                         "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "area": (b[2] - b[0]) * (b[3] - b[1])})
-        for b, s, l in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
-            dets.append({"image_id": i, "category_id": l, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+        for b, lab in zip(g["boxes"].tolist(), g["labels"].tolist()):
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": lab,
+                    "iscrowd": 0,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "area": (b[2] - b[0]) * (b[3] - b[1]),
+                }
+            )
+        for b, s, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist()):
+            dets.append(
+                {
+                    "image_id": i,
+                    "category_id": lab,
+                    "score": s,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                }
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": 0}, {"id": 1}]}
@@ -137,8 +174,12 @@ def test_scene_class_subset_relabels_and_keeps_only_those_classes():
         assert set(sub.labels.tolist()) <= {0, 1}
         seen |= set(sub.labels.tolist())
     assert seen == {0, 1}
-    dm = DetectionDataModule("s", SceneSource(n=6, seed=1, classes=["car", "person"]), {"pool": 2, "val": 2, "test": 2},
-                             image_size=SIZE)
+    dm = DetectionDataModule(
+        "s",
+        SceneSource(n=6, seed=1, classes=["car", "person"]),
+        {"pool": 2, "val": 2, "test": 2},
+        image_size=SIZE,
+    )
     dm.setup()
     assert dm.class_names == ["car", "person"] and dm.num_classes == 2
     with pytest.raises(UserError, match=r"dataset.source.classes=\['car', 'tram'\]"):
@@ -154,7 +195,9 @@ def test_scene_min_scale_and_size_factor_bound_the_object_heights():
     smallest = min(bh for _, bh in _BASE_SIZE.values())
     for min_scale, factor in [(0.6, 1.2), (0.9, 1.0)]:
         for seed in range(25):
-            s = render_scene(seed, "synthetic", 128, h, max_objects=1, min_scale=min_scale, size_factor=factor)
+            s = render_scene(
+                seed, "synthetic", 128, h, max_objects=1, min_scale=min_scale, size_factor=factor
+            )
             heights = s.boxes[:, 3] - s.boxes[:, 1]
             assert (heights >= smallest * h * min_scale * factor * 0.9 - 1).all(), (min_scale, factor, seed)
     with pytest.raises(UserError, match="dataset.source.min_scale=0"):
@@ -173,8 +216,10 @@ def test_backbone_weights_missing_from_the_hub_cache_is_one_line_how_to(tmp_path
     from src.models.pretrained import backbone_weights_file
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    for arch, name, file in [("ssd300_vgg16", "imagenet", "vgg16_features-amdegroot-88682ab5.pth"),
-                             ("ssdlite320_mobilenet_v3_large", "imagenet", "mobilenet_v3_large-8738ca79.pth")]:
+    for arch, name, file in [
+        ("ssd300_vgg16", "imagenet", "vgg16_features-amdegroot-88682ab5.pth"),
+        ("ssdlite320_mobilenet_v3_large", "imagenet", "mobilenet_v3_large-8738ca79.pth"),
+    ]:
         with pytest.raises(UserError) as err:
             backbone_weights_file(arch, name)
         msg = str(err.value)
@@ -183,7 +228,7 @@ def test_backbone_weights_missing_from_the_hub_cache_is_one_line_how_to(tmp_path
     with pytest.raises(UserError, match="allowed: imagenet, DEFAULT"):
         backbone_weights_file("ssd300_vgg16", "IMAGENET9K")
     assert backbone_weights_file("ssd300_vgg16", None) is None
-    assert not (tmp_path / "hub").exists()        # nothing was fetched or created
+    assert not (tmp_path / "hub").exists()  # nothing was fetched or created
 
 
 def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path, monkeypatch):
@@ -191,7 +236,10 @@ def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     # every tensor a stride-0 view of one number: a file of ~100 kB with the real keys and shapes
-    state = {k: torch.full((), 0.25, dtype=v.dtype).expand(v.shape) for k, v in _meta_state("mobilenet_v3_large").items()}
+    state = {
+        k: torch.full((), 0.25, dtype=v.dtype).expand(v.shape)
+        for k, v in _meta_state("mobilenet_v3_large").items()
+    }
     torch.save(state, cache / "mobilenet_v3_large-8738ca79.pth")
     model = SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="imagenet")
     first_conv = model.net.backbone.features[0][0][0].weight
@@ -199,7 +247,9 @@ def test_backbone_weights_in_the_hub_cache_are_loaded_into_the_detector(tmp_path
     # a file that does not fit, and one holding more than tensors, are refused with one line
     del state["features.0.0.weight"]
     torch.save(state, cache / "mobilenet_v3_large-8738ca79.pth")
-    with pytest.raises(UserError, match="1 missing, 0 unexpected, 0 mis-shaped keys, e.g. features.0.0.weight"):
+    with pytest.raises(
+        UserError, match="1 missing, 0 unexpected, 0 mis-shaped keys, e.g. features.0.0.weight"
+    ):
         SSDDetector(num_classes=2, input_size=SIZE, weights_backbone="IMAGENET1K_V1")
     torch.save({"w": torch.zeros(1), "extra": io.BytesIO()}, cache / "mobilenet_v3_large-8738ca79.pth")
     with pytest.raises(UserError, match="not a plain torch state dict"):
@@ -213,7 +263,7 @@ def test_coreset_features_are_the_pooled_backbone_maps_per_image(model, tiny_sce
         together = outputs.features()
         # by hand: each image alone through the backbone, each map averaged over its positions
         for i in range(3):
-            imgs, _ = model._inputs(images[i:i + 1], None)
+            imgs, _ = model._inputs(images[i : i + 1], None)
             maps = model.net.backbone(model.net.transform(imgs, None)[0].tensors)
             alone = torch.cat([m.float().flatten(2).mean(dim=2) for m in maps.values()], dim=1)[0]
             np.testing.assert_allclose(together[i].numpy(), alone.numpy(), rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
 """Detection scorers on hand-built predictions, with hand-computed expected values."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,17 @@ from src.selection import detection_scorers as ds
 from src.selection.scorers import entropy, least_confidence, margin
 
 # two classes + background (column 0)
-PROBS = torch.tensor([[0.1, 0.8, 0.1],     # anchor 0: class 0 at 0.8
-                      [0.2, 0.7, 0.1],     # anchor 1: same box and class as 0, less sure -> suppressed
-                      [0.5, 0.1, 0.4],     # anchor 2: class 1 at 0.4, elsewhere
-                      [0.9, 0.05, 0.05]])  # anchor 3: below the threshold
-BOXES = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=torch.float32)
+PROBS = torch.tensor(
+    [
+        [0.1, 0.8, 0.1],  # anchor 0: class 0 at 0.8
+        [0.2, 0.7, 0.1],  # anchor 1: same box and class as 0, less sure -> suppressed
+        [0.5, 0.1, 0.4],  # anchor 2: class 1 at 0.4, elsewhere
+        [0.9, 0.05, 0.05],
+    ]
+)  # anchor 3: below the threshold
+BOXES = torch.tensor(
+    [[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=torch.float32
+)
 
 
 def test_top_detections_threshold_nms_and_k():
@@ -26,7 +33,7 @@ def test_top_detections_threshold_nms_and_k():
     assert ds.top_detections(probs, BOXES[:2], top_k=10, score_threshold=0.1).tolist() == [0, 1]
 
 
-KEPT = [PROBS[[0, 2]], PROBS[:0]]        # image 0: two detections; image 1: none
+KEPT = [PROBS[[0, 2]], PROBS[:0]]  # image 0: two detections; image 1: none
 
 
 def test_least_confidence_per_image():

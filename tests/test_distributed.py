@@ -1,9 +1,10 @@
 """trainer=ddp: pool scoring split across 2 gloo processes, and the real CLI with 2 ranks on CPU."""
+
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -23,7 +24,7 @@ CLI = [*FAST, "logger=csv", "dataset.sizes.val=59", "dataset.sizes.test=59"]
 
 
 def test_shards_cover_every_id_once_without_padding():
-    ids = np.arange(100, 111)   # 11 ids on 3 ranks: 4 + 4 + 3, no id repeated to even them out
+    ids = np.arange(100, 111)  # 11 ids on 3 ranks: 4 + 4 + 3, no id repeated to even them out
     shares = [shard(ids, rank, 3) for rank in range(3)]
     assert [len(s) for s in shares] == [4, 4, 3]
     assert np.array_equal(np.concatenate(shares), ids)
@@ -59,15 +60,19 @@ def _score_on_rank(rank: int, world: int, port: int, out_dir: str) -> None:
         scored_here = []
         adapter = loop.score_batch
 
-        def counting(model, batch, **kw):   # the ids this rank scored itself
+        def counting(model, batch, **kw):  # the ids this rank scored itself
             scored_here.extend(batch[-1].tolist())
             return adapter(model, batch, **kw)
 
         loop.score_batch = counting
-        candidates = loop.pool_ids[:-1]     # an odd count: the shares differ in size
+        candidates = loop.pool_ids[:-1]  # an odd count: the shares differ in size
         scores, predictions = loop.score_candidates(candidates, True, 1, torch.device("cpu"))
-        np.savez(os.path.join(out_dir, f"rank{rank}.npz"), scores=scores, predictions=predictions,
-                 scored_here=np.asarray(scored_here, dtype=np.int64))
+        np.savez(
+            os.path.join(out_dir, f"rank{rank}.npz"),
+            scores=scores,
+            predictions=predictions,
+            scored_here=np.asarray(scored_here, dtype=np.int64),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -83,14 +88,19 @@ def test_two_gloo_ranks_score_each_pool_id_once_and_match_one_process(tmp_path):
 
     loop = _loop_with_fixed_weights(tmp_path / "single")
     candidates = loop.pool_ids[:-1]
-    ids, expected, expected_classes = score_pool(loop.model, loop.dm.pool_dataloader(candidates), loop.score_batch,
-                                                 want_predictions=True, progress=False)
+    ids, expected, expected_classes = score_pool(
+        loop.model,
+        loop.dm.pool_dataloader(candidates),
+        loop.score_batch,
+        want_predictions=True,
+        progress=False,
+    )
     assert np.array_equal(ids, candidates)
-    assert np.unique(expected).size > len(candidates) // 2     # the scores tell the items apart
+    assert np.unique(expected).size > len(candidates) // 2  # the scores tell the items apart
     scored = [r["scored_here"] for r in ranks]
     assert sorted(len(s) for s in scored) == [59, 60]
-    assert np.array_equal(np.sort(np.concatenate(scored)), np.sort(candidates))   # each id once, no padding
-    for r in ranks:   # every rank holds every score, in the candidates' order
+    assert np.array_equal(np.sort(np.concatenate(scored)), np.sort(candidates))  # each id once, no padding
+    for r in ranks:  # every rank holds every score, in the candidates' order
         np.testing.assert_allclose(r["scores"], expected, rtol=1e-6, atol=1e-9)
         assert np.array_equal(r["predictions"], expected_classes)
 
@@ -116,19 +126,27 @@ def test_a_ddp_run_commits_every_round_once_into_the_files_of_a_single_process_r
     assert json.loads((ddp / "state.json").read_text())["completed_rounds"] == 2
     chosen = [i for r in records for i in r["selected_ids"]]
     assert len(chosen) == len(set(chosen)) == 40
-    for record in records:   # accuracies over 59 items, each counted once: k/59 (a repeated item gives k/60)
+    for record in records:  # accuracies over 59 items, each counted once: k/59 (a repeated item gives k/60)
         for key in ("val/acc_top1", "test/acc_top1"):
             assert record[key] * 59 == pytest.approx(round(record[key] * 59), abs=1e-4), (key, record[key])
     log = (ddp / "run.log").read_text()
-    assert log.count("round 0 (1 of 2) |") == 1 and log.count("round 1 (2 of 2) |") == 1   # one writer of the log
+    assert (
+        log.count("round 0 (1 of 2) |") == 1 and log.count("round 1 (2 of 2) |") == 1
+    )  # one writer of the log
 
 
 @pytest.mark.slow
 def test_a_killed_ddp_run_resumes_to_the_uninterrupted_records(ddp_and_single_runs, tmp_path):
     killed = tmp_path / "killed"
-    env = {**cli_env(), "AL_SELECT_FAULT": "after_state"}   # rank 0 SIGKILLed once round 0's state is written
-    proc = subprocess.run([sys.executable, "-m", "src.run", *CLI, "trainer=ddp", f"hydra.run.dir={killed}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    env = {**cli_env(), "AL_SELECT_FAULT": "after_state"}  # rank 0 SIGKILLed once round 0's state is written
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.run", *CLI, "trainer=ddp", f"hydra.run.dir={killed}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert not (killed / "summary.json").exists()
     run_cli(*CLI, "trainer=ddp", "resume=true", f"hydra.run.dir={killed}", timeout=300)
@@ -136,28 +154,36 @@ def test_a_killed_ddp_run_resumes_to_the_uninterrupted_records(ddp_and_single_ru
     assert without_timings(read_jsonl(killed / "rounds.jsonl")) == without_timings(expected)
 
 
-@pytest.mark.parametrize("trainer, expected", [
-    ({"accelerator": "cpu", "devices": 1}, 1),
-    ({"accelerator": "cpu", "devices": 3, "strategy": "ddp"}, 3),
-    ({"accelerator": "cpu", "devices": 2, "strategy": "auto"}, 1),   # not DDP: Lightning's own business
-])
+@pytest.mark.parametrize(
+    "trainer, expected",
+    [
+        ({"accelerator": "cpu", "devices": 1}, 1),
+        ({"accelerator": "cpu", "devices": 3, "strategy": "ddp"}, 3),
+        ({"accelerator": "cpu", "devices": 2, "strategy": "auto"}, 1),  # not DDP: Lightning's own business
+    ],
+)
 def test_processes_wanted_by_the_trainer_config(trainer, expected):
     from omegaconf import OmegaConf
 
     from src.loop.distributed import wanted_processes
+
     assert wanted_processes(OmegaConf.create(trainer)) == expected
 
 
-@pytest.mark.parametrize("trainer, needle", [
-    ({"strategy": "ddp", "devices": 0}, "trainer.devices=0"),
-    ({"strategy": "ddp", "devices": "auto", "accelerator": "cpu"}, "trainer.devices='auto'"),
-    ({"strategy": "ddp_spawn", "devices": 2}, "trainer.strategy=ddp_spawn"),
-    ({"strategy": "ddp", "devices": 2, "num_nodes": 2}, "trainer.num_nodes=2"),
-])
+@pytest.mark.parametrize(
+    "trainer, needle",
+    [
+        ({"strategy": "ddp", "devices": 0}, "trainer.devices=0"),
+        ({"strategy": "ddp", "devices": "auto", "accelerator": "cpu"}, "trainer.devices='auto'"),
+        ({"strategy": "ddp_spawn", "devices": 2}, "trainer.strategy=ddp_spawn"),
+        ({"strategy": "ddp", "devices": 2, "num_nodes": 2}, "trainer.num_nodes=2"),
+    ],
+)
 def test_ddp_settings_the_rounds_cannot_run_are_one_line_errors(trainer, needle):
     from omegaconf import OmegaConf
 
     from src.errors import UserError
     from src.loop.distributed import wanted_processes
+
     with pytest.raises(UserError, match=re.escape(needle)):
         wanted_processes(OmegaConf.create(trainer))

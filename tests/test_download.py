@@ -1,4 +1,5 @@
 """The download command against a loopback HTTP server serving a tiny archive (never the internet)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,7 +18,7 @@ from tests.test_imagenet import r_tree
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """A tiny imagenet-r.tar in the publisher's layout, served from 127.0.0.1."""
-    monkeypatch.setenv("no_proxy", "127.0.0.1")   # a proxy configured on the machine must not see it
+    monkeypatch.setenv("no_proxy", "127.0.0.1")  # a proxy configured on the machine must not see it
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     site = tmp_path / "site"
     site.mkdir()
@@ -29,7 +30,10 @@ def served(tmp_path, monkeypatch):
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/imagenet-r.tar", hashlib.md5(archive.read_bytes()).hexdigest()
+    yield (
+        f"http://127.0.0.1:{server.server_address[1]}/imagenet-r.tar",
+        hashlib.md5(archive.read_bytes()).hexdigest(),
+    )
     server.shutdown()
     server.server_close()
 

@@ -4,6 +4,7 @@ With the learning rate at 0 and no dropout the weights never move, so every epoc
 training loss and top-1 equal what numpy computes from the fixed network's logits on the
 same batches; the validation values equal numpy's over the validation split.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def numpy_loss_and_top1(model, dm, ids: list[int], batch_size: int) -> tuple[flo
     losses, hits = [], []
     with torch.no_grad():
         for start in range(0, len(ids), batch_size):
-            rows = torch.as_tensor(ids[start:start + batch_size])
+            rows = torch.as_tensor(ids[start : start + batch_size])
             logits = model(dm.data.images[rows]).double().numpy()
             labels = dm.data.labels[rows].numpy()
             log_p = logits - scipy.special.logsumexp(logits, axis=1, keepdims=True)
@@ -42,9 +43,16 @@ def test_history_holds_each_epochs_train_and_val_metrics(compose_cfg):
     labelled = dm.pool_ids[:24].tolist()
     dm.set_labelled(labelled, shuffle="none", seed=0)
     history = EpochHistory()
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         callbacks=[history])
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[history],
+    )
     trainer.fit(model, datamodule=dm)
     columns = history.columns()
     assert columns["epoch"] == [0, 1, 2]
@@ -55,7 +63,9 @@ def test_history_holds_each_epochs_train_and_val_metrics(compose_cfg):
     with torch.no_grad():
         val_ids = torch.as_tensor(dm.data.val_ids)
         logits = model(dm.data.images[val_ids]).numpy()
-    assert columns["val/acc_top1"][-1] == pytest.approx(float(np.mean(logits.argmax(1) == dm.data.labels[val_ids].numpy())))
+    assert columns["val/acc_top1"][-1] == pytest.approx(
+        float(np.mean(logits.argmax(1) == dm.data.labels[val_ids].numpy()))
+    )
     loss, top1 = numpy_loss_and_top1(model, dm, labelled, dm.batch_size)
     # the batch mean of 16 and 8 items weighted by size is the mean over all 24
     assert columns["train/loss"] == pytest.approx([loss] * 3, rel=1e-5)
@@ -64,10 +74,20 @@ def test_history_holds_each_epochs_train_and_val_metrics(compose_cfg):
 
 def test_history_round_trips_through_the_record_json():
     history = {"epoch": [0, 1], "train/loss": [2.0, 1.5], "val/loss": [None, 1.9]}
-    record = RoundRecord(round=0, n_labelled=2, n_selected=2, selection="base", selected_ids=[1, 2],
-                         selected_scores=[], epochs=2, best_epoch=1, metrics={"test/loss": 1.0}, history=history)
+    record = RoundRecord(
+        round=0,
+        n_labelled=2,
+        n_selected=2,
+        selection="base",
+        selected_ids=[1, 2],
+        selected_scores=[],
+        epochs=2,
+        best_epoch=1,
+        metrics={"test/loss": 1.0},
+        history=history,
+    )
     obj = record.to_json()
-    assert list(obj)[-6:-4] == ["test/loss", "history"]          # after the metrics, before the timings
+    assert list(obj)[-6:-4] == ["test/loss", "history"]  # after the metrics, before the timings
     assert RoundRecord.from_json(obj) == record
     without = RoundRecord(**{**record.__dict__, "history": None}).to_json()
     assert "history" not in without
@@ -117,8 +137,14 @@ def test_the_mismatch_view_reads_a_records_history():
     """Thesis 4.2.3 from rounds.jsonl alone: epoch 3 has no validation and is left out."""
     from src.analysis.mismatch import history_epoch_log, round_mismatch
 
-    log = history_epoch_log({"epoch": [0, 1, 2, 3], "train/loss": [2.0, 1.0, 0.5, 0.4],
-                             "val/loss": [0.9, 0.8, 0.85, None], "val/acc_top1": [0.3, 0.4, 0.5, None]})
+    log = history_epoch_log(
+        {
+            "epoch": [0, 1, 2, 3],
+            "train/loss": [2.0, 1.0, 0.5, 0.4],
+            "val/loss": [0.9, 0.8, 0.85, None],
+            "val/acc_top1": [0.3, 0.4, 0.5, None],
+        }
+    )
     m = round_mismatch(log, 0, 20)
     # by hand: lowest loss 0.8 at epoch 1, highest accuracy 0.5 at epoch 2, 0.1 given up
     assert (m.epochs, m.best_epoch_by_loss, m.best_epoch_by_accuracy, m.epoch_gap) == (3, 1, 2, 1)
@@ -129,8 +155,18 @@ def test_the_mismatch_view_reads_a_records_history():
 def test_train_metrics_of_a_round_are_the_tested_epochs():
     """Thesis figure 4.6 (training accuracy per round): the history's value at best_epoch."""
     history = {"epoch": [0, 1, 2], "train/acc_top1": [0.2, 0.6, 0.9], "val/loss": [1.0, 0.7, 0.8]}
-    record = RoundRecord(round=0, n_labelled=20, n_selected=20, selection="base", selected_ids=[], selected_scores=[],
-                         epochs=3, best_epoch=1, metrics={}, history=history)
+    record = RoundRecord(
+        round=0,
+        n_labelled=20,
+        n_selected=20,
+        selection="base",
+        selected_ids=[],
+        selected_scores=[],
+        epochs=3,
+        best_epoch=1,
+        metrics={},
+        history=history,
+    )
     assert record.value("train/acc_top1") == 0.6 and record.value("train/loss") is None
     assert RoundRecord(**{**record.__dict__, "best_epoch": 2}).value("train/acc_top1") == 0.9
     assert RoundRecord(**{**record.__dict__, "history": None}).value("train/acc_top1") is None

@@ -2,6 +2,7 @@
 (the thesis' and scale=cpu), the thesis settings are what chapter 4 says, every
 documented sweep value composes, and every CPU variant runs end to end in a smoke mode
 (one through the real CLI and the report)."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
 from src.config.validate import validate
-from src.loop.records import read_records
 from src.experiment import build_loop
+from src.loop.records import read_records
 from src.report import main as report_main
 from tests.conftest import CONF, run_cli
 
@@ -65,7 +66,9 @@ def test_every_chapter_4_classification_experiment_has_both_variants():
 def test_experiment_composes_and_validates(name):
     # detection_thesis needs files that are never downloaded here (ImageNet weights in the hub
     # cache, its baseline): tests/test_detection_cli.py checks the one-line errors they give
-    offline = ["model.module.weights_backbone=null", "baseline=untrained"] if name == "detection_thesis" else []
+    offline = (
+        ["model.module.weights_backbone=null", "baseline=untrained"] if name == "detection_thesis" else []
+    )
     cfg = compose_in(CONF, f"experiment={name}", *offline)
     validate(cfg)
     assert cfg.task_name == name
@@ -103,9 +106,9 @@ def test_thesis_settings(stub_conf, name):
     assert cfg.model.module.input_size == 224 and cfg.dataset.batch_size == 20
     assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000, "baseline": 0}
     assert cfg.selection.budget == 500 and cfg.trainer.accelerator == "gpu"
-    assert cfg.baseline.name is None        # the start is VGG-16's ImageNet weights (thesis 4.2.1)
+    assert cfg.baseline.name is None  # the start is VGG-16's ImageNet weights (thesis 4.2.1)
     assert cfg.callbacks.monitor == "val/loss" and cfg.callbacks.early_stopping.patience in (2, 3)
-    if name in ("diversity", "scorers", "base_set"):       # 4.2.3: patience 2, at most 1000 epochs
+    if name in ("diversity", "scorers", "base_set"):  # 4.2.3: patience 2, at most 1000 epochs
         assert cfg.callbacks.early_stopping.patience == 2 and cfg.trainer.max_epochs == 1000
 
 
@@ -153,8 +156,15 @@ def shared_baselines(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", [n for n in THESIS if n != "reshuffle"])
 def test_cpu_variant_runs_in_smoke_mode(tmp_path, name, shared_baselines):
     """In process: the composed config through the entry point's own builder and loop."""
-    cfg = compose_in(CONF, f"experiment={name}", "scale=cpu", "debug=fast", "trainer.max_epochs=2", *SMOKE[name],
-                     f"baseline.dir={shared_baselines}")
+    cfg = compose_in(
+        CONF,
+        f"experiment={name}",
+        "scale=cpu",
+        "debug=fast",
+        "trainer.max_epochs=2",
+        *SMOKE[name],
+        f"baseline.dir={shared_baselines}",
+    )
     validate(cfg)
     run_dir = tmp_path / "run"
     loop = build_loop(cfg, run_dir)
@@ -164,26 +174,38 @@ def test_cpu_variant_runs_in_smoke_mode(tmp_path, name, shared_baselines):
     if name == "base_set":
         assert records[0].selection == "base" and records[0].n_labelled == 60
     if name == "train_length":
-        assert all(r.epochs == 2 for r in records)       # fixed steps: no early stopping
+        assert all(r.epochs == 2 for r in records)  # fixed steps: no early stopping
 
 
 @pytest.mark.slow
 def test_cpu_variant_multirun_through_the_cli_then_the_report(tmp_path, shared_baselines):
     """The 'done when' of the issue, in small: multirun an experiment, then report it."""
     sweep = tmp_path / "sweep"
-    run_cli("--multirun", "experiment=reshuffle", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "scorer=entropy",
-            "seed=1", f"hydra.sweep.dir={sweep}", f"baseline.dir={shared_baselines}")
+    run_cli(
+        "--multirun",
+        "experiment=reshuffle",
+        "scale=cpu",
+        "debug=fast",
+        "trainer.max_epochs=2",
+        "scorer=entropy",
+        "seed=1",
+        f"hydra.sweep.dir={sweep}",
+        f"baseline.dir={shared_baselines}",
+    )
     jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").exists())
-    assert len(jobs) == 3                                   # the config's own sweep: round, epoch, none
+    assert len(jobs) == 3  # the config's own sweep: round, epoch, none
     overrides = [yaml.safe_load((sweep / j / ".hydra" / "overrides.yaml").read_text()) for j in jobs]
-    assert sorted(o for ov in overrides for o in ov if o.startswith("selection.shuffle")) == \
-        ["selection.shuffle=epoch", "selection.shuffle=none", "selection.shuffle=round"]
+    assert sorted(o for ov in overrides for o in ov if o.startswith("selection.shuffle")) == [
+        "selection.shuffle=epoch",
+        "selection.shuffle=none",
+        "selection.shuffle=round",
+    ]
 
     # the report's own CLI, in process (its subprocess start-up would only add seconds)
     assert report_main([str(sweep), "--grid-k", "2"]) == 0
     out = sweep / "report"
     md = (out / "report.md").read_text()
-    assert all(f"shuffle={mode} (1)" in md for mode in ("round", "epoch", "none"))   # spelled as typed
+    assert all(f"shuffle={mode} (1)" in md for mode in ("round", "epoch", "none"))  # spelled as typed
     for png in (out / "figures").glob("*.png"):
         with Image.open(png) as im:
             im.verify()
@@ -194,8 +216,11 @@ def test_pivot_sweep_holds_its_random_reference_and_both_training_arms(stub_conf
     """Thesis 4.1.3 in one --multirun: pivots 0..1 and random, fixed epochs (fig. 4.6-4.7) and early
     stopping (fig. 4.8-4.9), every job with its own run name."""
     params = sweep_params("pivot", "cpu", stub_conf)
-    jobs = [compose_in(stub_conf, "experiment=pivot", "scale=cpu", f"arm={arm}", f"training={training}")
-            for arm in params["arm"] for training in params["training"]]
+    jobs = [
+        compose_in(stub_conf, "experiment=pivot", "scale=cpu", f"arm={arm}", f"training={training}")
+        for arm in params["arm"]
+        for training in params["training"]
+    ]
     arms = {(c.scorer.name, float(c.selection.pivot)) for c in jobs}
     assert arms == {("entropy", p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)} | {("random", 0.0)}
     fixed = [c for c in jobs if c.training_name == "epochs"]
@@ -216,22 +241,32 @@ def test_prune_sweeps_the_whole_set_against_kept_subsets_of_it(stub_conf, scale)
     assert "python -m src.report" in head
     params = sweep_params("prune", scale, stub_conf)
     assert params["arm"] == PRUNE_ARMS and params["seed"] == ["1", "2", "3"]
-    jobs = {arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}") for arm in PRUNE_ARMS}
+    jobs = {
+        arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}") for arm in PRUNE_ARMS
+    }
     for cfg in jobs.values():
         validate(cfg)
         assert cfg.selection.mode == "prune" and cfg.selection.base_size == 0 and cfg.dataset.name == "mixed"
         assert cfg.task_name == ("prune_cpu" if scale == "cpu" else "prune")
     assert jobs["whole_set"].selection.rounds == 1 and jobs["whole_set"].selection.fraction == 1
-    kept = {arm: (c.scorer.name, float(c.selection.pivot), c.selection.fraction, c.selection.rounds)
-            for arm, c in jobs.items() if arm != "whole_set"}
-    assert kept == {"loss_p0": ("loss", 0.0, 0.5, 2), "loss_p0.5": ("loss", 0.5, 0.5, 2),
-                    "random": ("random", 0.0, 0.5, 2)}
+    kept = {
+        arm: (c.scorer.name, float(c.selection.pivot), c.selection.fraction, c.selection.rounds)
+        for arm, c in jobs.items()
+        if arm != "whole_set"
+    }
+    assert kept == {
+        "loss_p0": ("loss", 0.0, 0.5, 2),
+        "loss_p0.5": ("loss", 0.5, 0.5, 2),
+        "random": ("random", 0.0, 0.5, 2),
+    }
     assert len({c.run_name for c in jobs.values()}) == 4
     pool = 600 if scale == "cpu" else 6000
     assert jobs["random"].dataset.sizes.pool == pool
     # another share for the subset arms only
-    quarter = {arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}", "keep_fraction=0.25")
-               for arm in ("random", "whole_set")}
+    quarter = {
+        arm: compose_in(stub_conf, "experiment=prune", *SCALES[scale], f"arm={arm}", "keep_fraction=0.25")
+        for arm in ("random", "whole_set")
+    }
     assert quarter["random"].selection.fraction == 0.25 and quarter["whole_set"].selection.fraction == 1
 
 
@@ -239,12 +274,21 @@ def test_prune_cpu_variant_runs_in_smoke_mode(tmp_path, shared_baselines):
     """In process: a kept half; and debug=fast (which forces 2 rounds) keeps the whole_set arm whole."""
     from src.selection.schedule import plan_selections
 
-    cfg = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "trainer.max_epochs=2", "arm=loss_p0.5",
-                     f"baseline.dir={shared_baselines}")
+    cfg = compose_in(
+        CONF,
+        "experiment=prune",
+        "scale=cpu",
+        "debug=fast",
+        "trainer.max_epochs=2",
+        "arm=loss_p0.5",
+        f"baseline.dir={shared_baselines}",
+    )
     validate(cfg)
     records = build_loop(cfg, tmp_path / "run").run()
     assert [r.n_labelled for r in records] == [120, 60] and [r.selection for r in records] == ["base", "loss"]
     assert set(records[1].selected_ids) <= set(records[0].selected_ids)
     assert records == read_records(tmp_path / "run" / "rounds.jsonl")
     whole = compose_in(CONF, "experiment=prune", "scale=cpu", "debug=fast", "arm=whole_set").selection
-    assert plan_selections(whole.mode, 120, whole.base_size, whole.budget, whole.rounds, whole.fraction) == [120]
+    assert plan_selections(whole.mode, 120, whole.base_size, whole.budget, whole.rounds, whole.fraction) == [
+        120
+    ]

@@ -1,4 +1,5 @@
 """Opt-in fast paths: ``fit.channels_last`` keeps the network in NHWC through every round's reset."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,7 +21,7 @@ def test_channels_last_weights_survive_the_reset_to_the_starting_weights(compose
     start = [w.detach().clone() for w in convs]
     with torch.no_grad():
         for w in convs:
-            w.add_(1.0)                 # a round's training
+            w.add_(1.0)  # a round's training
     snapshot.restore(model)
     assert all(torch.equal(w, s) for w, s in zip(convs, start))
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)

@@ -1,4 +1,5 @@
 """How a fit ended (``stopped_by``) from real Lightning Trainers, and the report's fit-health view."""
+
 from __future__ import annotations
 
 import math
@@ -39,25 +40,35 @@ def loader():
 
 def fit(max_epochs: int, early_stopping: bool, **trainer_kwargs) -> pl.Trainer:
     callbacks = [EarlyStopping(monitor="val/loss", patience=1)] if early_stopping else []
-    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         **trainer_kwargs)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
     trainer.fit(ConstantValLoss(), train_dataloaders=loader(), val_dataloaders=loader())
     return trainer
 
 
-@pytest.mark.parametrize("max_epochs,early_stopping,kwargs,ended,epochs", [
-    # best at epoch 0, no improvement at epoch 1: patience 1 stops after 2 of 10 epochs
-    (10, True, {}, "early_stopping", 2),
-    # early stopping watches but patience is not used up within 1 epoch
-    (1, True, {}, "epoch_cap", 1),
-    # no early stopping: the length was set in advance
-    (3, False, {}, "fixed_length", 3),
-    # early stopping may not stop before min_epochs = max_epochs (fit.epochs): fixed in advance too
-    (3, True, {"min_epochs": 3}, "fixed_length", 3),
-    # 2 batches an epoch, 3 steps: the step cap ends the second epoch (Lightning counts it as run)
-    (10, True, {"max_steps": 3}, "step_cap", 2),
-])
+@pytest.mark.parametrize(
+    "max_epochs,early_stopping,kwargs,ended,epochs",
+    [
+        # best at epoch 0, no improvement at epoch 1: patience 1 stops after 2 of 10 epochs
+        (10, True, {}, "early_stopping", 2),
+        # early stopping watches but patience is not used up within 1 epoch
+        (1, True, {}, "epoch_cap", 1),
+        # no early stopping: the length was set in advance
+        (3, False, {}, "fixed_length", 3),
+        # early stopping may not stop before min_epochs = max_epochs (fit.epochs): fixed in advance too
+        (3, True, {"min_epochs": 3}, "fixed_length", 3),
+        # 2 batches an epoch, 3 steps: the step cap ends the second epoch (Lightning counts it as run)
+        (10, True, {"max_steps": 3}, "step_cap", 2),
+    ],
+)
 def test_how_a_fit_ended(max_epochs, early_stopping, kwargs, ended, epochs):
     trainer = fit(max_epochs, early_stopping, **kwargs)
     assert how_fit_ended(trainer) == ended
@@ -65,13 +76,27 @@ def test_how_a_fit_ended(max_epochs, early_stopping, kwargs, ended, epochs):
 
 
 def record(stopped_by, epochs, best_epoch):
-    return RoundRecord(round=0, n_labelled=1, n_selected=1, selection="base", selected_ids=[0], selected_scores=[],
-                       epochs=epochs, best_epoch=best_epoch, stopped_by=stopped_by)
+    return RoundRecord(
+        round=0,
+        n_labelled=1,
+        n_selected=1,
+        selection="base",
+        selected_ids=[0],
+        selected_scores=[],
+        epochs=epochs,
+        best_epoch=best_epoch,
+        stopped_by=stopped_by,
+    )
 
 
 def test_fit_health_shares_by_hand():
-    records = [record("early_stopping", 5, 1), record("epoch_cap", 20, 19), record("epoch_cap", 4, 0),
-               record(None, 3, 0), record("fixed_length", 1, 0)]
+    records = [
+        record("early_stopping", 5, 1),
+        record("epoch_cap", 20, 19),
+        record("epoch_cap", 4, 0),
+        record(None, 3, 0),
+        record("fixed_length", 1, 0),
+    ]
     health = fit_health(records)
     assert health["fits"] == 5
     assert health["early_stopping"] == 0.2 and health["epoch_cap"] == 0.4 and health["not_recorded"] == 0.2
@@ -84,7 +109,7 @@ def test_fit_health_shares_by_hand():
 
 def test_stopped_by_round_trips_and_is_absent_when_not_recorded():
     assert record("epoch_cap", 3, 1).to_json()["stopped_by"] == "epoch_cap"
-    assert list(record("epoch_cap", 3, 1).to_json())[8] == "stopped_by"      # right after best_epoch
+    assert list(record("epoch_cap", 3, 1).to_json())[8] == "stopped_by"  # right after best_epoch
     assert "stopped_by" not in record(None, 3, 1).to_json()
     assert RoundRecord.from_json(record("step_cap", 3, 1).to_json()).stopped_by == "step_cap"
 
@@ -97,8 +122,14 @@ def test_the_report_warns_when_a_group_does_not_converge(tmp_path):
     from tests.conftest import run_cli, run_module
 
     sweep = tmp_path / "sweep"
-    run_cli("--multirun", "debug=fast", "seed=1", "trainer.max_epochs=2,30", "callbacks.early_stopping.patience=0",
-            f"hydra.sweep.dir={sweep}")
+    run_cli(
+        "--multirun",
+        "debug=fast",
+        "seed=1",
+        "trainer.max_epochs=2,30",
+        "callbacks.early_stopping.patience=0",
+        f"hydra.sweep.dir={sweep}",
+    )
     proc = run_module("src.report", str(sweep), "--no-grids", "--group-by", "trainer.max_epochs")
     warning = next(line for line in proc.stderr.splitlines() if "did not converge" in line)
     assert "max_epochs=2 (100% ended at the epoch cap)" in warning

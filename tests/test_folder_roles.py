@@ -1,4 +1,5 @@
 """source=folders: the thesis' V2 / Mixed / Noisy / Hard recipes over a user's own folder roots."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,9 @@ def make_tree(root, shade: int, per_class: int = 10):
     for cls in ("cat", "dog"):
         (root / cls).mkdir(parents=True)
         for k in range(per_class):
-            Image.new("RGB", (12, 10), (shade, 8 * k, 30 if cls == "cat" else 220)).save(root / cls / f"{k}.png")
+            Image.new("RGB", (12, 10), (shade, 8 * k, 30 if cls == "cat" else 220)).save(
+                root / cls / f"{k}.png"
+            )
     return root
 
 
@@ -24,9 +27,17 @@ def roots(tmp_path):
 
 
 def folder_cfg(compose_cfg, tmp_path, roots, *overrides):
-    return compose_cfg("source=folders", f"source.roots=[{','.join(str(r) for r in roots)}]", "source.image_size=8",
-                       f"paths.cache_dir={tmp_path / 'cache'}", "debug=fast", "dataset.sizes.pool=null",
-                       "dataset.sizes.val=null", "dataset.sizes.test=null", *overrides)
+    return compose_cfg(
+        "source=folders",
+        f"source.roots=[{','.join(str(r) for r in roots)}]",
+        "source.image_size=8",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "debug=fast",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+        *overrides,
+    )
 
 
 def test_mixed_takes_an_equal_share_of_every_root(compose_cfg, tmp_path, roots):
@@ -49,7 +60,7 @@ def test_v2_is_the_first_root_and_hard_repeats_the_pool(compose_cfg, tmp_path, r
     assert v2.data.source_names == ["studio"]
     hard = build(folder_cfg(compose_cfg, tmp_path, roots, "dataset=hard").dataset)
     hard.setup()
-    assert len(hard.data.pool_ids) == 4 * 32                      # Hard: every pool image 4 times
+    assert len(hard.data.pool_ids) == 4 * 32  # Hard: every pool image 4 times
 
 
 def test_no_roots_is_one_line(compose_cfg):

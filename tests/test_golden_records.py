@@ -43,6 +43,7 @@ cases moved to float64 and were re-recorded, which changed floats and, where flo
 rounding had decided near-ties, selections; then every record gained ``stopped_by``, and
 nothing else changed.)
 """
+
 from __future__ import annotations
 
 import json
@@ -72,21 +73,30 @@ MAP_REL_TOL = 5e-2
 # the numeric variables that pick kernels; a case runs with none of them set unless a test sets them
 NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 # another vendor's path, simulated: torch's scalar kernels, MKL's compatible mode, oneDNN at SSE4.1, one thread
-OTHER_PATH = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
-              "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+OTHER_PATH = {
+    "ATEN_CPU_CAPABILITY": "default",
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "SSE41",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def records_without_timings(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
-            for line in path.read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
+        for line in path.read_text().splitlines()
+    ]
 
 
 def record_differences(recorded, got, where: str = "") -> list[str]:
     """Where ``got`` differs from ``recorded``: exactly for structure, keys, key order,
     types, ints, strings and lists; floats within REL_TOL / ABS_TOL. Empty when equal."""
     if type(recorded) is not type(got):
-        return [f"{where or 'records'}: recorded {recorded!r} ({type(recorded).__name__}), "
-                f"got {got!r} ({type(got).__name__})"]
+        return [
+            f"{where or 'records'}: recorded {recorded!r} ({type(recorded).__name__}), "
+            f"got {got!r} ({type(got).__name__})"
+        ]
     if isinstance(recorded, dict):
         if list(recorded) != list(got):
             return [f"{where or 'record'}: keys recorded {list(recorded)}, got {list(got)}"]
@@ -95,8 +105,12 @@ def record_differences(recorded, got, where: str = "") -> list[str]:
         if len(recorded) != len(got):
             return [f"{where}: {len(recorded)} values recorded, got {len(got)}: {got!r}"]
         if recorded and not any(isinstance(v, (float, dict, list)) for v in recorded) and recorded != got:
-            return [f"{where}: recorded {recorded}, got {got}"]      # ids, predictions: one line per list
-        return [d for i, (r, g) in enumerate(zip(recorded, got)) for d in record_differences(r, g, f"{where}[{i}]")]
+            return [f"{where}: recorded {recorded}, got {got}"]  # ids, predictions: one line per list
+        return [
+            d
+            for i, (r, g) in enumerate(zip(recorded, got))
+            for d in record_differences(r, g, f"{where}[{i}]")
+        ]
     if isinstance(recorded, float):
         rel_tol = MAP_REL_TOL if MAP_KEY.search(where) else REL_TOL
         if not math.isclose(recorded, got, rel_tol=rel_tol, abs_tol=ABS_TOL):
@@ -115,8 +129,14 @@ def run_case(args: str, run_dir: Path, env: dict[str, str] | None = None) -> lis
         proc = run_module("src.run", *argv)
     else:
         base = {k: v for k, v in cli_env().items() if k not in NUMERIC_ENV}
-        proc = subprocess.run([sys.executable, "-m", "src.run", *argv], cwd=REPO, env={**base, **env},
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "src.run", *argv],
+            cwd=REPO,
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return records_without_timings(run_dir / "rounds.jsonl")
 
@@ -129,7 +149,9 @@ def first_differences(name: str, got: list[dict]) -> str:
     rec = recorded(name)
     if len(rec) != len(got):
         return f"{len(rec)} rounds recorded, got {len(got)}"
-    return "\n".join(f"round {i}{d}" for i, (r, g) in enumerate(zip(rec, got)) for d in record_differences(r, g)[:5])
+    return "\n".join(
+        f"round {i}{d}" for i, (r, g) in enumerate(zip(rec, got)) for d in record_differences(r, g)[:5]
+    )
 
 
 @pytest.mark.slow
@@ -156,24 +178,39 @@ def test_the_guard_fails_on_a_changed_selection_rule(tmp_path):
 
 
 def test_differences_are_exact_but_for_float_noise():
-    rec = {"round": 0, "selected_ids": [3, 1, 2], "test/loss": 2.3562734127044678, "history": {"epoch": [0, 1]}}
+    rec = {
+        "round": 0,
+        "selected_ids": [3, 1, 2],
+        "test/loss": 2.3562734127044678,
+        "history": {"epoch": [0, 1]},
+    }
     assert record_differences(rec, json.loads(json.dumps(rec))) == []
     # a float32 ulp of the loss (what another processor's kernels move): equal
     assert record_differences(rec, {**rec, "test/loss": 2.3562734127044678 * (1 + 2.4e-7)}) == []
     # a changed metric, ids in another order, another key order, an int become a float: each named
     assert record_differences(rec, {**rec, "test/loss": 2.3563}) == [
-        ".test/loss: recorded 2.3562734127044678, got 2.3563"]
+        ".test/loss: recorded 2.3562734127044678, got 2.3563"
+    ]
     assert record_differences(rec, {**rec, "selected_ids": [1, 3, 2]}) == [
-        ".selected_ids: recorded [3, 1, 2], got [1, 3, 2]"]
-    reordered = {"selected_ids": [3, 1, 2], "round": 0, "test/loss": 2.3562734127044678, "history": {"epoch": [0, 1]}}
+        ".selected_ids: recorded [3, 1, 2], got [1, 3, 2]"
+    ]
+    reordered = {
+        "selected_ids": [3, 1, 2],
+        "round": 0,
+        "test/loss": 2.3562734127044678,
+        "history": {"epoch": [0, 1]},
+    }
     assert record_differences(rec, reordered)[0].startswith("record: keys recorded ['round', 'selected_ids'")
     assert record_differences(rec, {**rec, "round": 0.0}) == [".round: recorded 0 (int), got 0.0 (float)"]
     assert record_differences(rec, {**rec, "history": {"epoch": [0]}}) == [
-        ".history.epoch: 2 values recorded, got 1: [0]"]
+        ".history.epoch: 2 values recorded, got 1: [0]"
+    ]
     # mAP keys get the looser tolerance, and only they
     det = {"test/map": 0.0011770499404519796, "test/ap/car": 0.0051, "test/loss": 11.98}
     assert record_differences(det, {**det, "test/map": 0.00118, "test/ap/car": 0.0052}) == []
-    assert record_differences(det, {**det, "test/map": 0.0013}) == [".test/map: recorded 0.0011770499404519796, got 0.0013"]
+    assert record_differences(det, {**det, "test/map": 0.0013}) == [
+        ".test/map: recorded 0.0011770499404519796, got 0.0013"
+    ]
     assert record_differences(det, {**det, "test/loss": 11.99}) == [".test/loss: recorded 11.98, got 11.99"]
 
 
@@ -183,9 +220,17 @@ NUMERIC_PATHS = {
     "native, 1 thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     "native, 2 threads": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
     "scalar, SSE4.1, MKL compatible": OTHER_PATH,
-    "avx2 kernels, oneDNN SSE4.1": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "SSE41", "OMP_NUM_THREADS": "1"},
-    "scalar, oneDNN AVX2, MKL AVX2": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                      "MKL_CBWR": "AVX2", "OMP_NUM_THREADS": "1"},
+    "avx2 kernels, oneDNN SSE4.1": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "OMP_NUM_THREADS": "1",
+    },
+    "scalar, oneDNN AVX2, MKL AVX2": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_CBWR": "AVX2",
+        "OMP_NUM_THREADS": "1",
+    },
 }
 
 
@@ -201,8 +246,10 @@ def measure_paths() -> None:
             rec = recorded(name)
             floats = [abs(a - b) / max(abs(a), abs(b), 1e-30) for a, b in _float_pairs(rec, got)]
             ids_equal = [r["selected_ids"] for r in rec] == [g["selected_ids"] for g in got]
-            print(f"{name:13s} {label:32s} guard {'passes' if not first_differences(name, got) else 'FAILS'}; "
-                  f"ids {'equal' if ids_equal else 'differ'}; max rel. float diff {max(floats, default=0):.1e}")
+            print(
+                f"{name:13s} {label:32s} guard {'passes' if not first_differences(name, got) else 'FAILS'}; "
+                f"ids {'equal' if ids_equal else 'differ'}; max rel. float diff {max(floats, default=0):.1e}"
+            )
 
 
 def _float_pairs(a, b):
@@ -216,7 +263,7 @@ def _float_pairs(a, b):
         yield a, b
 
 
-if __name__ == "__main__":      # re-record every case (see the module's docstring for when), or --paths
+if __name__ == "__main__":  # re-record every case (see the module's docstring for when), or --paths
     import tempfile
 
     if sys.argv[1:] == ["--paths"]:
@@ -225,5 +272,7 @@ if __name__ == "__main__":      # re-record every case (see the module's docstri
     for name, args in CASES:
         with tempfile.TemporaryDirectory() as tmp:
             records = run_case(args, Path(tmp) / "run")
-        (GOLDEN / f"{name}.jsonl").write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        (GOLDEN / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        )
         print("recorded", name)

@@ -1,6 +1,7 @@
 """Classification starting models (issue 19, item 1): a baseline learned from items the run's
 recipe keeps back (disjoint from pool, val and test), files keyed by what made them, and a
 baseline used as a backbone under a new class head, for both tasks."""
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def test_the_kept_back_items_are_disjoint_from_pool_val_and_test(recipe):
     assert not _keys(main) & _keys(held)
     assert len(_keys(main)) == 1200 and len(_keys(held)) == 1000
     # every source gives its equal share (334, 333, 333 of 1000)
-    assert sorted(np.bincount(held.source_index).tolist(), reverse=True) == \
-        ([1000] if recipe == "v2" else [334, 333, 333])
+    assert sorted(np.bincount(held.source_index).tolist(), reverse=True) == (
+        [1000] if recipe == "v2" else [334, 333, 333]
+    )
     if recipe == "v2":
         # independent of the row bookkeeping: the 5,000 MNIST images are all distinct, so no
         # pixel array the baseline learns from may appear in the run's splits
@@ -63,7 +65,9 @@ def test_a_pool_of_the_rest_leaves_the_kept_back_items_out():
 
 
 def test_sizes_beyond_the_source_name_the_kept_back_count():
-    with pytest.raises(UserError, match=r"must supply 5200 items .*baseline 4000.*dataset.sizes.pool/val/test/baseline"):
+    with pytest.raises(
+        UserError, match=r"must supply 5200 items .*baseline 4000.*dataset.sizes.pool/val/test/baseline"
+    ):
         build([MNIST], {**SIZES, "baseline": 4000}, 28)
     with pytest.raises(UserError, match="dataset.sizes.baseline is 0"):
         build([MNIST], {**SIZES, "baseline": 0}, 28, part="baseline")
@@ -88,8 +92,15 @@ def test_the_cli_refuses_a_held_back_baseline_without_items_in_one_line(tmp_path
     assert not (tmp_path / "run").exists()
 
 
-TINY = ["debug=fast", "dataset.sizes.pool=60", "dataset.sizes.val=30", "dataset.sizes.test=30",
-        "dataset.sizes.baseline=100", "baseline=held_back", "baseline.epochs=1"]
+TINY = [
+    "debug=fast",
+    "dataset.sizes.pool=60",
+    "dataset.sizes.val=30",
+    "dataset.sizes.test=30",
+    "dataset.sizes.baseline=100",
+    "baseline=held_back",
+    "baseline.epochs=1",
+]
 
 
 def test_pretrain_makes_a_held_back_baseline_that_a_run_starts_from(tmp_path, compose_cfg):
@@ -100,8 +111,12 @@ def test_pretrain_makes_a_held_back_baseline_that_a_run_starts_from(tmp_path, co
     path = baseline_path(cfg)
     assert path.parent == tmp_path / "b" and path.name.startswith("held_back-") and path.is_file()
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["fingerprint"]["baseline"]["part"] == "baseline" and meta["classes"] == [str(d) for d in range(10)]
-    assert "training ImageClassifier on 90 images of digits" in proc.stderr + proc.stdout   # 100 kept back, 10 val
+    assert meta["fingerprint"]["baseline"]["part"] == "baseline" and meta["classes"] == [
+        str(d) for d in range(10)
+    ]
+    assert (
+        "training ImageClassifier on 90 images of digits" in proc.stderr + proc.stdout
+    )  # 100 kept back, 10 val
 
     # the run's starting weights are the file's, bit for bit
     datamodule = hydra.utils.instantiate(cfg.dataset)
@@ -132,8 +147,12 @@ def test_pretrain_makes_a_held_back_baseline_that_a_run_starts_from(tmp_path, co
 
 def _classifier(num_classes: int, in_channels: int = 1, seed: int = 0) -> ImageClassifier:
     torch.manual_seed(seed)
-    return ImageClassifier(num_classes=num_classes, in_channels=in_channels, net={"name": "small_cnn"},
-                           optimizer=lambda p: torch.optim.Adam(p))
+    return ImageClassifier(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        net={"name": "small_cnn"},
+        optimizer=lambda p: torch.optim.Adam(p),
+    )
 
 
 def _detector(num_classes: int, seed: int = 0) -> SSDDetector:
@@ -156,7 +175,7 @@ def test_a_baseline_with_another_class_count_loads_as_backbone_under_a_seeded_he
     source = make(10, seed=1)
     file = tmp_path / "baseline.pt"
     torch.save({"state_dict": source.state_dict()}, file)
-    run_model, twin = make(4, seed=7), make(4, seed=7)        # twin: the seeded init the head must keep
+    run_model, twin = make(4, seed=7), make(4, seed=7)  # twin: the seeded init the head must keep
     prefix = "net.classifier.2" if task == "classification" else "net.head.classification_head"
     assert run_model.head_prefixes() == [prefix]
     kept = load_into(run_model, file, key="baseline=x", new_head=True)
@@ -183,7 +202,7 @@ def test_a_run_on_other_classes_keeps_the_checkpoints_backbone(tmp_path, compose
     datamodule = hydra.utils.instantiate(cfg.dataset)
     with caplog.at_level("INFO", logger="src.run"):
         model, _ = build_model(cfg, datamodule)
-    twin, _ = build_model(compose_cfg("debug=fast", "seed=5"), datamodule)   # the same seeded init, no file
+    twin, _ = build_model(compose_cfg("debug=fast", "seed=5"), datamodule)  # the same seeded init, no file
     _check_backbone_from_file_head_from_init(model, twin, source.state_dict(), "net.classifier.2")
     assert "does not fit 10 classes; loaded everything else" in caplog.text
 
@@ -202,22 +221,37 @@ def test_a_folder_baseline_of_other_classes_is_the_backbone_of_a_folder_run(tmp_
 
     source = grey_and_rgb_tree(tmp_path / "source", classes=("a", "b", "c"), per_class=6)
     pool = grey_and_rgb_tree(tmp_path / "pool", classes=("cat", "dog"), per_class=10)
-    run = ["dataset=folder", f"dataset.root={pool}", "dataset.image_size=8", "dataset.sizes.val=2",
-           "dataset.sizes.test=2", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none", "seed=4"]
-    args = [*run, "baseline=folder", f"baseline.dataset.root={source}", "baseline.epochs=1",
-            f"baseline.dir={tmp_path / 'b'}"]
+    run = [
+        "dataset=folder",
+        f"dataset.root={pool}",
+        "dataset.image_size=8",
+        "dataset.sizes.val=2",
+        "dataset.sizes.test=2",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "logger=none",
+        "seed=4",
+    ]
+    args = [
+        *run,
+        "baseline=folder",
+        f"baseline.dataset.root={source}",
+        "baseline.epochs=1",
+        f"baseline.dir={tmp_path / 'b'}",
+    ]
     cfg = compose_cfg(*args)
     validate(cfg)
     datamodule = hydra.utils.instantiate(cfg.dataset)
-    model, _ = build_model(cfg, datamodule)              # makes the baseline first (make_if_missing)
+    model, _ = build_model(cfg, datamodule)  # makes the baseline first (make_if_missing)
     path = baseline_path(cfg)
     assert json.loads(path.with_suffix(".json").read_text())["classes"] == ["a", "b", "c"]
     baseline_state = torch.load(path, weights_only=True)["state_dict"]
     twin, _ = build_model(compose_cfg(*run), datamodule)  # the run's seeded init, no baseline
     _check_backbone_from_file_head_from_init(model, twin, baseline_state, "net.classifier.2")
 
-    for bad, message in [(f"baseline.dataset.root={pool}", "overlaps dataset.root"),
-                         (f"baseline.dataset.root={pool / 'cat'}", "overlaps dataset.root"),
-                         ("baseline.dataset.root=null", "baseline.dataset.root is not set")]:
+    for bad, message in [
+        (f"baseline.dataset.root={pool}", "overlaps dataset.root"),
+        (f"baseline.dataset.root={pool / 'cat'}", "overlaps dataset.root"),
+        ("baseline.dataset.root=null", "baseline.dataset.root is not set"),
+    ]:
         with pytest.raises(UserError, match=message):
             validate(compose_cfg(*args, bad))

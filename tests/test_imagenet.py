@@ -6,6 +6,7 @@ green a horizontal gradient and blue a vertical one shifted per item, so a row o
 built dataset can be traced back to its class folder without trusting the code under
 test, and rotations change pixels.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,17 +52,22 @@ def make_tree(root: Path, folders: dict[str, int], per_class: int, suffix=".jpg"
 
 
 def v2_tree(root, per_class=8):
-    return make_tree(root / "imagenetv2-matched-frequency-format-val", {"0": 0, "1": 1, "999": 999},
-                     per_class, ".jpeg")
+    return make_tree(
+        root / "imagenetv2-matched-frequency-format-val", {"0": 0, "1": 1, "999": 999}, per_class, ".jpeg"
+    )
 
 
 def r_tree(root, per_class=8):
-    return make_tree(root / "imagenet-r", {w: i for w, i in WNID_INDEX.items() if i in (1, 2, 3, 999)}, per_class)
+    return make_tree(
+        root / "imagenet-r", {w: i for w, i in WNID_INDEX.items() if i in (1, 2, 3, 999)}, per_class
+    )
 
 
 def a_tree(root, per_class=8):
-    tree = make_tree(root / "imagenet-a", {w: i for w, i in WNID_INDEX.items() if i in (0, 3, 999)}, per_class)
-    (tree / "README.txt").write_text("ImageNet-A")   # ships beside the class folders; must be ignored
+    tree = make_tree(
+        root / "imagenet-a", {w: i for w, i in WNID_INDEX.items() if i in (0, 3, 999)}, per_class
+    )
+    (tree / "README.txt").write_text("ImageNet-A")  # ships beside the class folders; must be ignored
     return tree
 
 
@@ -71,8 +77,14 @@ def red_of(images) -> np.ndarray:
 
 def sources(tmp_path, size=32, **kw):
     cache = tmp_path / "cache"
-    return [cls(tree, image_size=size, cache_dir=cache, **kw) for cls, tree in
-            ((ImageNetV2, v2_tree(tmp_path)), (ImageNetR, r_tree(tmp_path)), (ImageNetA, a_tree(tmp_path)))]
+    return [
+        cls(tree, image_size=size, cache_dir=cache, **kw)
+        for cls, tree in (
+            (ImageNetV2, v2_tree(tmp_path)),
+            (ImageNetR, r_tree(tmp_path)),
+            (ImageNetA, a_tree(tmp_path)),
+        )
+    ]
 
 
 # -- labels ------------------------------------------------------------------------------------
@@ -87,7 +99,9 @@ def test_labels_land_on_the_imagenet_index_for_all_three_sources(tmp_path):
         assert data.class_names[0] == published_names[0] == "tench"
         assert data.class_names[999] == published_names[999]
         assert set(data.labels.tolist()) == expected_labels[source.name]
-        assert np.bincount(data.labels).max() == 8 and len(data.labels) == 8 * len(expected_labels[source.name])
+        assert np.bincount(data.labels).max() == 8 and len(data.labels) == 8 * len(
+            expected_labels[source.name]
+        )
         # each row's pixels come from the folder its label names
         np.testing.assert_allclose(red_of(data.images), [class_red(int(y)) for y in data.labels], atol=3)
 
@@ -116,7 +130,9 @@ def test_noisy_is_identical_across_two_loads_and_differs_from_clean(tmp_path):
     noise = {"kind": "gaussian_noise", "severity": 2, "seed": 0}
     clean = build(sources(tmp_path), sizes=sizes, image_size=32, channels=3)
     first = build(sources(tmp_path), sizes=sizes, image_size=32, channels=3, corruption=noise)
-    second = build(sources(tmp_path), sizes=sizes, image_size=32, channels=3, corruption=noise)  # from the cache
+    second = build(
+        sources(tmp_path), sizes=sizes, image_size=32, channels=3, corruption=noise
+    )  # from the cache
     assert torch.equal(first.images, second.images)
     assert ((first.images.float() - clean.images.float()).abs().flatten(1).mean(1) > 5).all()
     assert torch.equal(first.labels, clean.labels)
@@ -124,10 +140,22 @@ def test_noisy_is_identical_across_two_loads_and_differs_from_clean(tmp_path):
 
 def test_hard_has_four_rotated_copies_of_the_pool_and_unrepeated_val_test(tmp_path):
     sizes = {"pool": 9, "val": 3, "test": 3}
-    noisy = build(sources(tmp_path), sizes=sizes, image_size=32, channels=3,
-                  corruption={"kind": "gaussian_blur", "severity": 1})
-    hard = build(sources(tmp_path), sizes=sizes, image_size=32, channels=3,
-                 corruption={"kind": "gaussian_blur", "severity": 1}, pool_repeats=4, repeat_max_degrees=10)
+    noisy = build(
+        sources(tmp_path),
+        sizes=sizes,
+        image_size=32,
+        channels=3,
+        corruption={"kind": "gaussian_blur", "severity": 1},
+    )
+    hard = build(
+        sources(tmp_path),
+        sizes=sizes,
+        image_size=32,
+        channels=3,
+        corruption={"kind": "gaussian_blur", "severity": 1},
+        pool_repeats=4,
+        repeat_max_degrees=10,
+    )
     assert len(hard.pool_ids) == 36 and (len(hard.val_ids), len(hard.test_ids)) == (3, 3)
     assert torch.equal(hard.images[hard.val_ids], noisy.images[noisy.val_ids])
     assert torch.equal(hard.images[hard.test_ids], noisy.images[noisy.test_ids])
@@ -135,8 +163,8 @@ def test_hard_has_four_rotated_copies_of_the_pool_and_unrepeated_val_test(tmp_pa
     assert sorted(np.bincount(parents)[noisy.pool_ids].tolist()) == [4] * 9
     for parent in noisy.pool_ids:
         copies = hard.images[hard.pool_ids[parents == parent]]
-        assert len({c.numpy().tobytes() for c in copies}) == 4                  # each its own angle
-        assert not any(torch.equal(c, noisy.images[parent]) for c in copies)    # all rotated
+        assert len({c.numpy().tobytes() for c in copies}) == 4  # each its own angle
+        assert not any(torch.equal(c, noisy.images[parent]) for c in copies)  # all rotated
         assert (hard.labels[hard.pool_ids[parents == parent]] == noisy.labels[parent]).all()
 
 
@@ -148,8 +176,12 @@ def test_the_cache_gives_the_same_tensors_as_decoding_the_files(tmp_path):
     source = ImageNetR(tree, image_size=24, resize_size=28, cache_dir=tmp_path / "cache")
     data = source.load()
     # independent decoding: torchvision's ImageFolder with the ImageNet evaluation transform
-    reference = datasets.ImageFolder(str(tree), transform=transforms.Compose(
-        [transforms.Resize(28), transforms.CenterCrop(24), transforms.PILToTensor()]))
+    reference = datasets.ImageFolder(
+        str(tree),
+        transform=transforms.Compose(
+            [transforms.Resize(28), transforms.CenterCrop(24), transforms.PILToTensor()]
+        ),
+    )
     assert len(reference) == len(data.labels)
     by_file = {Path(p).relative_to(tree).as_posix(): i for i, (p, _) in enumerate(reference.samples)}
     files, _, _, _ = source.scan()
@@ -165,12 +197,12 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path):
     first = cached_images(tree, files, 16, tmp_path / "cache")
     again = cached_images(tree, files, 16, tmp_path / "cache")
     assert first.built and not again.built and first.path == again.path
-    write_jpeg(files[0], 250, 9)                        # new content: size and mtime change
+    write_jpeg(files[0], 250, 9)  # new content: size and mtime change
     changed = cached_images(tree, files, 16, tmp_path / "cache")
     assert changed.built and changed.path != first.path and not first.path.exists()
     np.testing.assert_array_equal(changed.images[0], decode_image(files[0], 16))
     other_size = cached_images(tree, files, 20, tmp_path / "cache")
-    assert other_size.built and changed.path.exists()   # another resolution is another cache
+    assert other_size.built and changed.path.exists()  # another resolution is another cache
 
 
 # -- folder source -----------------------------------------------------------------------------
@@ -179,7 +211,7 @@ def test_folder_source_without_pre_split_draws_every_split(tmp_path):
     source = ImageFolderSource(tree, image_size=16, cache_dir=tmp_path / "cache")
     data = build([source], sizes={"pool": None, "val": None, "test": None}, image_size=16, channels=3)
     assert data.class_names == ["cat", "dog", "emu"]
-    assert (len(data.val_ids), len(data.test_ids), len(data.pool_ids)) == (3, 3, 24)   # 10% + 10% + rest
+    assert (len(data.val_ids), len(data.test_ids), len(data.pool_ids)) == (3, 3, 24)  # 10% + 10% + rest
     np.testing.assert_allclose(red_of(data.images.numpy()), [class_red(int(y)) for y in data.labels], atol=3)
 
 
@@ -190,25 +222,43 @@ def test_folder_source_with_pre_split_sub_trees_keeps_them(tmp_path):
         for folder, label in (("cat", 0), ("dog", 1)):
             for k in range(first, first + n):
                 write_jpeg(root / split / folder / f"{k}.jpg", class_red(label), k)
-    dm = ActiveDataModule(name="f", sources=[ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
-                          sizes={"pool": None, "val": None, "test": None}, image_size=16, channels=3)
+    dm = ActiveDataModule(
+        name="f",
+        sources=[ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
+        sizes={"pool": None, "val": None, "test": None},
+        image_size=16,
+        channels=3,
+    )
     dm.setup()
     assert (len(dm.data.pool_ids), len(dm.data.val_ids), len(dm.data.test_ids)) == (12, 6, 8)
     source = dm.sources[0]
     files, _, splits, _ = source.scan()
-    decoded = source.load().images          # row i = files[i] (nothing skipped)
-    item_of = {np.asarray(decoded[i]).tobytes(): (int(f.stem), s) for i, (f, s) in enumerate(zip(files, splits))}
-    for split, ids, lo, hi in (("pool", dm.data.pool_ids, 0, 6), ("val", dm.data.val_ids, 20, 23),
-                               ("test", dm.data.test_ids, 40, 44)):
+    decoded = source.load().images  # row i = files[i] (nothing skipped)
+    item_of = {
+        np.asarray(decoded[i]).tobytes(): (int(f.stem), s) for i, (f, s) in enumerate(zip(files, splits))
+    }
+    for split, ids, lo, hi in (
+        ("pool", dm.data.pool_ids, 0, 6),
+        ("val", dm.data.val_ids, 20, 23),
+        ("test", dm.data.test_ids, 40, 44),
+    ):
         found = [item_of[dm.data.images[i].numpy().tobytes()] for i in ids]
         assert all(lo <= k < hi and s == split for k, s in found), (split, found)
     # a fixed size draws from the sub-tree; a tree without val/ takes val from train/
-    fixed = build([ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
-                  sizes={"pool": 5, "val": 2, "test": 3}, image_size=16, channels=3)
+    fixed = build(
+        [ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
+        sizes={"pool": 5, "val": 2, "test": 3},
+        image_size=16,
+        channels=3,
+    )
     assert (len(fixed.pool_ids), len(fixed.val_ids), len(fixed.test_ids)) == (5, 2, 3)
     shutil.rmtree(root / "val")
-    no_val = build([ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
-                   sizes={"pool": None, "val": 2, "test": None}, image_size=16, channels=3)
+    no_val = build(
+        [ImageFolderSource(root, image_size=16, cache_dir=tmp_path / "c")],
+        sizes={"pool": None, "val": 2, "test": None},
+        image_size=16,
+        channels=3,
+    )
     assert (len(no_val.pool_ids), len(no_val.val_ids), len(no_val.test_ids)) == (10, 2, 8)
 
 
@@ -216,12 +266,18 @@ def test_folder_source_with_pre_split_sub_trees_keeps_them(tmp_path):
 def test_a_truncated_jpeg_is_named_or_skipped_with_a_count(tmp_path, caplog):
     tree = r_tree(tmp_path, per_class=4)
     bad = tree / "n01484850" / "001.jpg"
-    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])   # truncated mid-scan
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # truncated mid-scan
     (tree / "n01484850" / "002.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(UserError, match=r"cannot read image .*n01484850/00[12]\.jpg"):
         ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache").load()
-    dm = ActiveDataModule(name="r", sources=[ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache")],
-                          sizes={"pool": 10, "val": 2, "test": 2}, image_size=16, channels=3, skip_corrupt=True)
+    dm = ActiveDataModule(
+        name="r",
+        sources=[ImageNetR(tree, image_size=16, cache_dir=tmp_path / "cache")],
+        sizes={"pool": 10, "val": 2, "test": 2},
+        image_size=16,
+        channels=3,
+        skip_corrupt=True,
+    )
     with caplog.at_level(logging.WARNING):
         dm.setup()
     assert "skipped 2 unreadable image(s)" in caplog.text
@@ -267,8 +323,11 @@ def test_a_missing_or_misplaced_root_names_path_layout_and_publisher(tmp_path):
     assert "source.roots.imagenet_a" in message and "\n" not in message
     # the parent of the right folder: every sub-folder is wrong, and the message points at the right one
     v2_tree(tmp_path / "data", per_class=1)
-    with pytest.raises(UserError, match=r"ImageNet-V2 .* not laid out as expected.*class index"
-                                                r".*github.com/modestyachts/ImageNetV2"):
+    with pytest.raises(
+        UserError,
+        match=r"ImageNet-V2 .* not laid out as expected.*class index"
+        r".*github.com/modestyachts/ImageNetV2",
+    ):
         ImageNetV2(tmp_path / "data", cache_dir=tmp_path / "c").load()
 
 

@@ -1,14 +1,15 @@
 """The thesis' configuration: source=imagenet composes to the thesis sizes and VGG-16 with
 torchvision's ImageNet weights, which load from the hub cache or a local file, never a
 download in tests."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.errors import UserError
 from src.config.validate import validate
+from src.errors import UserError
 from src.models.backbones import build_network
 
 
@@ -26,7 +27,10 @@ def test_source_imagenet_gives_the_thesis_sizes_for_every_recipe(compose_cfg, re
     assert (dm.sources[0].image_size, dm.sources[0].resize_size) == (224, 256)
     # the embedded default keeps its own sizes, and overrides still win
     assert compose_cfg(f"dataset={recipe}").dataset.sizes.pool == 3000
-    assert compose_cfg(f"dataset={recipe}", "source=imagenet", "dataset.sizes.pool=500").dataset.sizes.pool == 500
+    assert (
+        compose_cfg(f"dataset={recipe}", "source=imagenet", "dataset.sizes.pool=500").dataset.sizes.pool
+        == 500
+    )
 
 
 def test_vgg16_with_source_imagenet_uses_the_weights_own_preprocessing(compose_cfg):
@@ -40,7 +44,7 @@ def test_vgg16_with_source_imagenet_uses_the_weights_own_preprocessing(compose_c
     assert cfg.source.resize_size == preset.resize_size[0]
     assert list(cfg.model.module.input_mean) == list(preset.mean)
     assert list(cfg.model.module.input_std) == list(preset.std)
-    assert compose_cfg("model=vgg16").model.module.net.weights is None     # digits: random init
+    assert compose_cfg("model=vgg16").model.module.net.weights is None  # digits: random init
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,9 @@ def fake_vgg16_weights(tmp_path_factory):
     import torchvision
 
     home = tmp_path_factory.mktemp("torch_home")
-    target = home / "hub" / "checkpoints" / torchvision.models.VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    target = (
+        home / "hub" / "checkpoints" / torchvision.models.VGG16_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    )
     target.parent.mkdir(parents=True)
     torch.manual_seed(0)
     published = torchvision.models.vgg16()
@@ -61,11 +67,13 @@ def test_vgg16_imagenet_weights_from_the_hub_cache_or_a_local_file(fake_vgg16_we
     home, target, published = fake_vgg16_weights
     monkeypatch.setenv("TORCH_HOME", str(home))
     from_hub = build_network("vgg16", 1000, 3, weights="IMAGENET1K_V1", download=False)
-    assert from_hub.classifier[-1].out_features == 1000          # the weights' own head is kept
+    assert from_hub.classifier[-1].out_features == 1000  # the weights' own head is kept
     assert torch.equal(from_hub.classifier[-1].weight, published.classifier[-1].weight)
     assert torch.equal(from_hub.features[0].weight, published.features[0].weight)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))  # nothing cached: the file is the only way
-    from_file = build_network("vgg16", 1000, 3, weights="IMAGENET1K_V1", weights_file=str(target), download=False)
+    from_file = build_network(
+        "vgg16", 1000, 3, weights="IMAGENET1K_V1", weights_file=str(target), download=False
+    )
     assert torch.equal(from_file.features[28].weight, published.features[28].weight)
 
 

@@ -1,4 +1,5 @@
 """Ranked CSV, drop reasons, kept-subset links and manifest: values worked out by hand."""
+
 from __future__ import annotations
 
 import csv
@@ -9,8 +10,15 @@ import pytest
 
 from src.errors import UserError
 from src.labelling.labelstudio import BoxGuess, ClassGuess, Proposal
-from src.labelling.outputs import (BALANCE, EASIER, HARDER, drop_reasons, link_subset, write_manifest,
-                                   write_ranked_csv)
+from src.labelling.outputs import (
+    BALANCE,
+    EASIER,
+    HARDER,
+    drop_reasons,
+    link_subset,
+    write_manifest,
+    write_ranked_csv,
+)
 from src.selection.ranking import select
 
 
@@ -20,15 +28,23 @@ def _rows(path):
 
 
 def test_ranked_csv_rows_in_rank_order_with_the_guess(tmp_path):
-    proposals = [Proposal(tmp_path / "pool" / "b.png", 0.25, 2, BoxGuess(np.array([[1, 2, 3.456, 4]]), ["car"],
-                                                                              [0.5], 10, 10)),
-                 Proposal(tmp_path / "pool" / "a.png", 0.75, 1, ClassGuess("cat", 0.4)),
-                 Proposal(tmp_path / "pool" / "c d.png", 0.125, 3)]
+    proposals = [
+        Proposal(
+            tmp_path / "pool" / "b.png",
+            0.25,
+            2,
+            BoxGuess(np.array([[1, 2, 3.456, 4]]), ["car"], [0.5], 10, 10),
+        ),
+        Proposal(tmp_path / "pool" / "a.png", 0.75, 1, ClassGuess("cat", 0.4)),
+        Proposal(tmp_path / "pool" / "c d.png", 0.125, 3),
+    ]
     rows = _rows(write_ranked_csv(tmp_path / "out" / "ranked.csv", proposals, root=tmp_path / "pool"))
-    assert rows == [["rank", "path", "score", "predicted", "confidence"],
-                    ["1", "a.png", "0.75", "cat", "0.4"],
-                    ["2", "b.png", "0.25", '[{"label": "car", "score": 0.5, "box": [1.0, 2.0, 3.46, 4.0]}]', "0.5"],
-                    ["3", "c d.png", "0.125", "", ""]]
+    assert rows == [
+        ["rank", "path", "score", "predicted", "confidence"],
+        ["1", "a.png", "0.75", "cat", "0.4"],
+        ["2", "b.png", "0.25", '[{"label": "car", "score": 0.5, "box": [1.0, 2.0, 3.46, 4.0]}]', "0.5"],
+        ["3", "c d.png", "0.125", "", ""],
+    ]
 
 
 def test_drop_reasons_of_the_plain_pivot_window():
@@ -43,15 +59,30 @@ def test_drop_reasons_when_class_balance_swapped_an_item():
     classes = np.array(list("bbbaaabbbb"))
     chosen = select(np.arange(10), np.arange(10, 0, -1), budget=4, pivot=0.5, classes=classes)
     assert chosen.ranks.tolist() == [2, 3, 4, 6]
-    assert drop_reasons(10, chosen.ranks, 0.5) == [HARDER, HARDER, "", "", "", BALANCE, "", EASIER, EASIER, EASIER]
+    assert drop_reasons(10, chosen.ranks, 0.5) == [
+        HARDER,
+        HARDER,
+        "",
+        "",
+        "",
+        BALANCE,
+        "",
+        EASIER,
+        EASIER,
+        EASIER,
+    ]
 
 
 def test_manifest_lists_every_item_with_its_fate(tmp_path):
     files = [tmp_path / n for n in ("x.png", "y.png", "z.png")]
-    path = write_manifest(tmp_path / "manifest.csv", files, [0.5, 0.9, 0.1], [1, 0, 2], ["", HARDER, EASIER],
-                          root=tmp_path)
-    assert _rows(path)[1:] == [["1", "y.png", "0.9", "no", HARDER], ["2", "x.png", "0.5", "yes", ""],
-                               ["3", "z.png", "0.1", "no", EASIER]]
+    path = write_manifest(
+        tmp_path / "manifest.csv", files, [0.5, 0.9, 0.1], [1, 0, 2], ["", HARDER, EASIER], root=tmp_path
+    )
+    assert _rows(path)[1:] == [
+        ["1", "y.png", "0.9", "no", HARDER],
+        ["2", "x.png", "0.5", "yes", ""],
+        ["3", "z.png", "0.1", "no", EASIER],
+    ]
 
 
 def test_link_subset_mirrors_the_tree_with_links_or_copies(tmp_path):

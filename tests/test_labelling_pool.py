@@ -1,4 +1,5 @@
 """The unlabelled pool and the model's guesses in file pixels: values by hand."""
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,7 @@ def test_unlabelled_items_for_both_tasks(folder):
     assert image[:, 8, 8].tolist() == [255, 0, 0]
     items = UnlabelledImages(files, "detection", (64, 32))
     image, target, i = items[1]
-    assert image.shape == (3, 32, 64) and np.abs(image[:, 0, 0].numpy() - [0, 0, 255]).max() <= 2   # JPEG
+    assert image.shape == (3, 32, 64) and np.abs(image[:, 0, 0].numpy() - [0, 0, 255]).max() <= 2  # JPEG
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
     assert items.original_size(1) == (30, 30) and items.original_size(0) == (40, 20)
 
@@ -53,13 +54,18 @@ def test_class_guess_is_the_softmax_maximum():
     # softmax([0, ln 3]) = [1/4, 3/4]; softmax([2, 0]) = [e^2 / (e^2 + 1), ...]
     assert [g.label for g in guesses] == ["dog", "cat"]
     assert guesses[0].confidence == pytest.approx(0.75)
-    assert guesses[1].confidence == pytest.approx(math.e ** 2 / (math.e ** 2 + 1))
+    assert guesses[1].confidence == pytest.approx(math.e**2 / (math.e**2 + 1))
 
 
 def test_box_guesses_scale_back_to_the_file_and_drop_weak_detections():
-    det = {"boxes": torch.tensor([[10.0, 5.0, 20.0, 25.0], [0.0, 0.0, 5.0, 5.0]]),
-           "labels": torch.tensor([1, 0]), "scores": torch.tensor([0.8, 0.1])}
-    (guess,) = box_guesses([det], input_size=(100, 50), original_sizes=[(200, 200)], classes=["car", "person"])
+    det = {
+        "boxes": torch.tensor([[10.0, 5.0, 20.0, 25.0], [0.0, 0.0, 5.0, 5.0]]),
+        "labels": torch.tensor([1, 0]),
+        "scores": torch.tensor([0.8, 0.1]),
+    }
+    (guess,) = box_guesses(
+        [det], input_size=(100, 50), original_sizes=[(200, 200)], classes=["car", "person"]
+    )
     # x scaled by 200 / 100 = 2, y by 200 / 50 = 4
     np.testing.assert_allclose(guess.boxes, [[20, 20, 40, 100]])
     assert list(guess.labels) == ["person"] and guess.scores == pytest.approx([0.8])

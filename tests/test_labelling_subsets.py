@@ -1,4 +1,5 @@
 """A pruned detection set written in its input's format: the paths a new root would not find are rewritten."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,20 @@ def test_coco_file_names_written_absolute_become_relative(tmp_path):
     root = tmp_path / "images"
     for name in ("a.png", "sub/b.png", "c.png"):
         _image(root / name)
-    coco = {"info": {"note": "kept as is"}, "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}],
-            "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
-                       {"id": "two", "file_name": str(root / "sub" / "b.png"), "width": 40, "height": 30},
-                       {"id": 3, "file_name": "c.png", "width": 40, "height": 30}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},
-                            {"id": 2, "image_id": "two", "category_id": 2, "bbox": [5, 5, 20, 10]},
-                            {"id": 3, "image_id": 3, "category_id": 2, "bbox": [0, 0, 5, 5]}]}
+    coco = {
+        "info": {"note": "kept as is"},
+        "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}],
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+            {"id": "two", "file_name": str(root / "sub" / "b.png"), "width": 40, "height": 30},
+            {"id": 3, "file_name": "c.png", "width": 40, "height": 30},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]},
+            {"id": 2, "image_id": "two", "category_id": 2, "bbox": [5, 5, 20, 10]},
+            {"id": 3, "image_id": 3, "category_id": 2, "bbox": [0, 0, 5, 5]},
+        ],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     data = read_input("coco", root, tmp_path / "ann.json", "detection", "keep", CLASSES)
     write_kept(data, [0, 1], tmp_path / "out")
@@ -41,7 +49,10 @@ def test_coco_file_names_written_absolute_become_relative(tmp_path):
     assert [i["file_name"] for i in written["images"]] == ["a.png", "sub/b.png"]
     assert [a["id"] for a in written["annotations"]] == [1, 2]
     records, _, _ = read_coco(tmp_path / "out" / "ann.json", tmp_path / "out" / "images", CLASSES)
-    assert [r.file for r in records] == [tmp_path / "out" / "images" / "a.png", tmp_path / "out" / "images" / "sub" / "b.png"]
+    assert [r.file for r in records] == [
+        tmp_path / "out" / "images" / "a.png",
+        tmp_path / "out" / "images" / "sub" / "b.png",
+    ]
     assert np.array_equal(records[1].boxes, [[5, 5, 25, 15]])
 
 
@@ -52,14 +63,16 @@ def test_a_voc_image_found_by_an_absolute_path_gets_a_relative_one(tmp_path):
     xml.mkdir()
     box = "<object><name>car</name><bndbox><xmin>2</xmin><ymin>3</ymin><xmax>20</xmax><ymax>13</ymax></bndbox></object>"
     size = "<size><width>40</width><height>30</height></size>"
-    (xml / "x.xml").write_text(f"<annotation><filename>x.png</filename><path>{root / 'deep' / 'x.png'}</path>"
-                               f"{size}{box}</annotation>")
+    (xml / "x.xml").write_text(
+        f"<annotation><filename>x.png</filename><path>{root / 'deep' / 'x.png'}</path>"
+        f"{size}{box}</annotation>"
+    )
     (xml / "y.xml").write_text(f"<annotation><filename>y.png</filename>{size}{box}</annotation>")
     data = read_input("voc", root, xml, "detection", "keep", CLASSES)
     write_kept(data, [0, 1], tmp_path / "out")
     out = tmp_path / "out"
-    assert (out / "annotations" / "y.xml").is_symlink()                        # found as it is
-    assert not (out / "annotations" / "x.xml").is_symlink()                    # rewritten
+    assert (out / "annotations" / "y.xml").is_symlink()  # found as it is
+    assert not (out / "annotations" / "x.xml").is_symlink()  # rewritten
     assert "<path>deep/x.png</path>" in (out / "annotations" / "x.xml").read_text()
     records, _, _ = read_voc(out / "annotations", out / "images", CLASSES)
     assert [r.file.relative_to(out / "images").as_posix() for r in records] == ["deep/x.png", "y.png"]
@@ -73,9 +86,12 @@ def test_a_yolo_data_yaml_with_an_absolute_path_is_rewritten(tmp_path):
             _image(root / "set" / "images" / split / f"{name}.png")
             (root / "set" / "labels" / split).mkdir(parents=True, exist_ok=True)
             (root / "set" / "labels" / split / f"{name}.txt").write_text("1 0.5 0.5 0.2 0.2\n")
-    (root / "set" / "labels" / "train" / "b.txt").unlink()         # an image without objects
-    (root / "data.yaml").write_text(yaml.safe_dump({"path": str(root / "set"), "train": "images/train",
-                                                    "val": "images/val", "names": CLASSES}))
+    (root / "set" / "labels" / "train" / "b.txt").unlink()  # an image without objects
+    (root / "data.yaml").write_text(
+        yaml.safe_dump(
+            {"path": str(root / "set"), "train": "images/train", "val": "images/val", "names": CLASSES}
+        )
+    )
     data = read_input("yolo", root, None, "detection", "keep", CLASSES)
     assert [r.file.name for r in data.records] == ["a.png", "b.png", "c.png"] and len(data.kept_whole) == 1
     write_kept(data, [1, 2], tmp_path / "out", copy=True)
@@ -83,7 +99,10 @@ def test_a_yolo_data_yaml_with_an_absolute_path_is_rewritten(tmp_path):
     assert yaml.safe_load((out / "data.yaml").read_text())["path"] == "set"
     records, _, _ = read_yolo(out, CLASSES)
     assert [(r.file.relative_to(out).as_posix(), r.split, len(r.labels)) for r in records] == [
-        ("set/images/train/b.png", "pool", 0), ("set/images/train/c.png", "pool", 1), ("set/images/val/d.png", "val", 1)]
+        ("set/images/train/b.png", "pool", 0),
+        ("set/images/train/c.png", "pool", 1),
+        ("set/images/val/d.png", "val", 1),
+    ]
     assert not any(p.is_symlink() for p in out.rglob("*"))
 
 
@@ -91,7 +110,9 @@ def test_a_yolo_tree_whose_val_reuses_train_images_cannot_be_pruned(tmp_path):
     root = tmp_path / "tree"
     for name in ("a", "b"):
         _image(root / "images" / "train" / f"{name}.png")
-    (root / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "val": "images/train", "names": CLASSES}))
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({"train": "images/train", "val": "images/train", "names": CLASSES})
+    )
     with pytest.raises(UserError, match="a.png is in the train split and in val or test"):
         read_input("yolo", root, None, "detection", "keep", CLASSES)
     assert len(read_input("yolo", root, None, "detection", "label", CLASSES).files) == 2

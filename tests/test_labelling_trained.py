@@ -1,5 +1,6 @@
 """A saved model rebuilt from the project's conf and the run's overrides, never from the input's code; named by
 its run directory or by its weights file (checkpoint=)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,13 @@ import pytest
 import torch
 
 from src.errors import UserError
-from src.labelling.trained import MODEL_FILE, load_saved_model, load_trained_model, save_trained_model, saved_model
+from src.labelling.trained import (
+    MODEL_FILE,
+    load_saved_model,
+    load_trained_model,
+    save_trained_model,
+    saved_model,
+)
 
 OVERRIDES = ["debug=fast", "model=small_cnn"]
 
@@ -39,8 +46,10 @@ def test_a_run_without_saved_weights_is_one_line(tmp_path):
         load_trained_model(tmp_path)
 
 
-@pytest.mark.parametrize("override", ["model.module._target_=os.system",
-                                      "'model.module.optimizer={_target_: os.system, command: ls}'"])
+@pytest.mark.parametrize(
+    "override",
+    ["model.module._target_=os.system", "'model.module.optimizer={_target_: os.system, command: ls}'"],
+)
 def test_overrides_naming_code_are_refused(tmp_path, compose_cfg, override):
     _run_dir(tmp_path, compose_cfg)
     (tmp_path / ".hydra" / "overrides.yaml").write_text(f"- {override}\n")
@@ -51,7 +60,9 @@ def test_overrides_naming_code_are_refused(tmp_path, compose_cfg, override):
 def test_weights_of_another_shape_are_one_line(tmp_path, compose_cfg):
     _run_dir(tmp_path, compose_cfg)
     meta = json.loads((tmp_path / "model.json").read_text())
-    (tmp_path / "model.json").write_text(json.dumps({**meta, "classes": ["a", "b"]}))   # 2 classes, 3 outputs saved
+    (tmp_path / "model.json").write_text(
+        json.dumps({**meta, "classes": ["a", "b"]})
+    )  # 2 classes, 3 outputs saved
     with pytest.raises(UserError, match=f"{MODEL_FILE}=.*{MODEL_FILE}: does not fit the model"):
         load_trained_model(tmp_path)
 
@@ -81,19 +92,22 @@ def test_a_checkpoint_renamed_with_its_json_is_rebuilt_without_its_run(tmp_path,
 
 
 def test_a_run_directorys_model_pt_named_as_checkpoint_reads_the_runs_overrides(tmp_path, compose_cfg):
-    _run_dir(tmp_path, compose_cfg)      # model.json without overrides (saved before they were recorded)
+    _run_dir(tmp_path, compose_cfg)  # model.json without overrides (saved before they were recorded)
     saved = saved_model(checkpoint=tmp_path / MODEL_FILE)
     assert saved.overrides == OVERRIDES and saved.folder == tmp_path
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no json", "checkpoint=.*digits-v2.pt: no digits-v2.json beside it"),
-    ("no overrides", "digits-v2.json records no overrides and .* is not a run directory"),
-    ("code", "digits-v2.json: override 'model.module._target_=os.system' names code to instantiate"),
-    ("folder", "checkpoint=.*shelf: a folder; name its run directory with run_dir="),
-    ("both", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
-    ("neither", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no json", "checkpoint=.*digits-v2.pt: no digits-v2.json beside it"),
+        ("no overrides", "digits-v2.json records no overrides and .* is not a run directory"),
+        ("code", "digits-v2.json: override 'model.module._target_=os.system' names code to instantiate"),
+        ("folder", "checkpoint=.*shelf: a folder; name its run directory with run_dir="),
+        ("both", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
+        ("neither", "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"),
+    ],
+)
 def test_checkpoint_mistakes_are_one_line(tmp_path, compose_cfg, case, message):
     _, weights = _copied_checkpoint(tmp_path, compose_cfg)
     meta_file = weights.with_suffix(".json")
@@ -129,6 +143,11 @@ def test_a_scorers_attached_module_is_left_out_so_the_network_is_rebuilt(tmp_pat
     pool = types.SimpleNamespace(pool_ids=np.arange(2), pool_dataloader=lambda ids: [(images, None, None)])
     scorer.prepare_model(model, pool)
     assert all(hasattr(model, name) for name in scorer.attached) and scorer.attached
-    save_trained_model(tmp_path, model, "classification", ("a", "b", "c"), channels=1, leave_out=scorer.attached)
+    save_trained_model(
+        tmp_path, model, "classification", ("a", "b", "c"), channels=1, leave_out=scorer.attached
+    )
     loaded, _, _ = load_trained_model(tmp_path)
-    assert loaded.state_dict().keys() == {k: 0 for k in model.state_dict() if not k.startswith("loss_prediction.")}.keys()
+    assert (
+        loaded.state_dict().keys()
+        == {k: 0 for k in model.state_dict() if not k.startswith("loss_prediction.")}.keys()
+    )

@@ -3,6 +3,7 @@
 Needs ``label-studio`` in a virtual environment of its own (``make labelstudio-env``,
 or ``LABEL_STUDIO_BIN=<path to label-studio>``); skipped with that reason otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,10 @@ pytestmark = pytest.mark.slow
 def server(tmp_path_factory):
     executable = label_studio_bin()
     if executable is None:
-        pytest.skip("Label Studio is not installed: run `make labelstudio-env` (its own venv, .venv-labelstudio/) "
-                    "or set LABEL_STUDIO_BIN=<path to the label-studio executable>")
+        pytest.skip(
+            "Label Studio is not installed: run `make labelstudio-env` (its own venv, .venv-labelstudio/) "
+            "or set LABEL_STUDIO_BIN=<path to the label-studio executable>"
+        )
     document_root = tmp_path_factory.mktemp("labelstudio_root")
     with LabelStudioServer(executable, tmp_path_factory.mktemp("labelstudio_data"), document_root) as ls:
         yield ls
@@ -32,14 +35,21 @@ def test_classification_round_trip(server, tmp_path):
     exported = round_trip(server, server.document_root, "classification", tmp_path / "tasks.json")
     # the annotator's browser gets the pool file itself through the reference the writer chose
     first = next(t for t in exported if t["data"]["al_rank"] == 1)
-    assert server.fetch_as_user(first["data"]["image"]) == (server.document_root / "pool" / "classification" /
-                                                            "a cat.png").read_bytes()
+    assert (
+        server.fetch_as_user(first["data"]["image"])
+        == (server.document_root / "pool" / "classification" / "a cat.png").read_bytes()
+    )
     # the pre-annotation and the acquisition score arrived with the task
     assert first["data"]["al_score"] == 0.9
     export = tmp_path / "export.json"
     export.write_text(json.dumps(exported))
-    items, report = read_export(export, "classification", CLASSES["classification"], server.document_root,
-                                server.document_root / "pool")
+    items, report = read_export(
+        export,
+        "classification",
+        CLASSES["classification"],
+        server.document_root,
+        server.document_root / "pool",
+    )
     assert {i.file.name: CLASSES["classification"][i.label] for i in items} == EXPECTED_CLASSIFICATION
     assert (report.tasks, report.labelled, report.unannotated) == (4, 2, 2)
 

@@ -1,4 +1,5 @@
 """The outer loop in-process, built from the real composed config."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,11 +25,21 @@ def test_records_have_the_documented_keys_and_grow(compose_cfg, tmp_path):
     assert [r.round for r in records] == [0, 1, 2]
     assert [r.n_labelled for r in records] == [20, 40, 60]
     for r in records:
-        for key in ("selected_ids", "selected_scores", "epochs", "val/loss", "val/acc_top1", "test/loss",
-                    "test/acc_top1", "test/acc_top5", "select_seconds", "fit_seconds"):
+        for key in (
+            "selected_ids",
+            "selected_scores",
+            "epochs",
+            "val/loss",
+            "val/acc_top1",
+            "test/loss",
+            "test/acc_top1",
+            "test/acc_top5",
+            "select_seconds",
+            "fit_seconds",
+        ):
             assert r.value(key) is not None, key
         assert len(r.selected_ids) == len(r.selected_scores) == 20
-        assert r.selected_scores == sorted(r.selected_scores, reverse=True)   # pivot 0: hardest first
+        assert r.selected_scores == sorted(r.selected_scores, reverse=True)  # pivot 0: hardest first
     chosen = np.concatenate([r.selected_ids for r in records])
     assert len(np.unique(chosen)) == 60 and set(chosen) <= set(loop.pool_ids.tolist())
 
@@ -75,8 +86,9 @@ def test_base_set_round_then_selections(compose_cfg, tmp_path):
 
 
 def test_reselect_rechooses_the_whole_set(compose_cfg, tmp_path):
-    loop, records = run_loop(compose_cfg, tmp_path, "selection.mode=reselect", "selection.base_size=10",
-                             "selection.rounds=3")
+    loop, records = run_loop(
+        compose_cfg, tmp_path, "selection.mode=reselect", "selection.base_size=10", "selection.rounds=3"
+    )
     assert [r.n_labelled for r in records] == [10, 30, 50]
     assert [r.n_selected for r in records] == [10, 20, 40]
     base = set(records[0].selected_ids)
@@ -86,16 +98,27 @@ def test_reselect_rechooses_the_whole_set(compose_cfg, tmp_path):
 def test_budget_list_and_until_exhausted(compose_cfg, tmp_path):
     _, records = run_loop(compose_cfg, tmp_path, "selection.budget=[10,30,80]", "selection.rounds=null")
     assert [r.n_labelled for r in records] == [10, 40, 120]
-    _, records = run_loop(compose_cfg, tmp_path, "selection.budget=50", "selection.rounds=null",
-                          "trainer.max_epochs=1", name="exhaust")
+    _, records = run_loop(
+        compose_cfg,
+        tmp_path,
+        "selection.budget=50",
+        "selection.rounds=null",
+        "trainer.max_epochs=1",
+        name="exhaust",
+    )
     assert [r.n_labelled for r in records] == [50, 100, 120]
 
 
 def test_diversity_on_true_labels_balances_classes(compose_cfg, tmp_path):
-    loop, records = run_loop(compose_cfg, tmp_path, "selection.diversity.enabled=true",
-                             "selection.diversity.labels=ground_truth", "selection.rounds=1")
+    loop, records = run_loop(
+        compose_cfg,
+        tmp_path,
+        "selection.diversity.enabled=true",
+        "selection.diversity.labels=ground_truth",
+        "selection.rounds=1",
+    )
     labels = loop.dm.data.labels[records[0].selected_ids].numpy()
-    assert np.bincount(labels, minlength=10).max() <= 2          # k = ceil(20 / 10)
+    assert np.bincount(labels, minlength=10).max() <= 2  # k = ceil(20 / 10)
     # without diversity the hardest 20 are far less even on this pool
     _, plain = run_loop(compose_cfg, tmp_path, "selection.rounds=1", name="plain")
     assert np.bincount(loop.dm.data.labels[plain[0].selected_ids].numpy(), minlength=10).max() > 2

@@ -1,4 +1,5 @@
 """Classification module, networks, baseline weights and the best-weights callback."""
+
 from __future__ import annotations
 
 import copy
@@ -8,23 +9,35 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from src.models.backbones import build_network
 from src.errors import UserError
-from src.models.weights import WeightSnapshot, load_checkpoint_state, load_into
-from src.models.classifier import ImageClassifier, topk_values
 from src.loop.callbacks import RestoreBestWeights
+from src.models.backbones import build_network
+from src.models.classifier import ImageClassifier, topk_values
+from src.models.weights import WeightSnapshot, load_checkpoint_state, load_into
 
 
 def make_classifier(name="small_cnn", num_classes=10, in_channels=1, **kw):
-    return ImageClassifier(num_classes=num_classes, in_channels=in_channels, net={"name": name, "weights": None},
-                           optimizer=lambda params: torch.optim.SGD(params, lr=0.1), **kw)
+    return ImageClassifier(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        net={"name": name, "weights": None},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name,input_size", [("small_cnn", None), ("resnet18", 32), ("vgg16", 32)])
 def test_networks_take_uint8_grey_images(name, input_size):
-    model = make_classifier(name, num_classes=7, input_size=input_size,
-                            **({} if name == "small_cnn" else {"input_mean": [0.485, 0.456, 0.406],
-                                                                "input_std": [0.229, 0.224, 0.225]}))
+    model = make_classifier(
+        name,
+        num_classes=7,
+        input_size=input_size,
+        **(
+            {}
+            if name == "small_cnn"
+            else {"input_mean": [0.485, 0.456, 0.406], "input_std": [0.229, 0.224, 0.225]}
+        ),
+    )
     model.eval()
     x = torch.randint(0, 256, (3, 1, 16, 16), dtype=torch.uint8)
     with torch.no_grad():
@@ -106,14 +119,16 @@ def test_restore_puts_the_snapshot_back_bitwise_after_training():
     for _ in range(3):
         x = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
         loss = nn.functional.cross_entropy(model(x), torch.randint(0, 10, (8,)))
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     moved = [k for k, v in model.state_dict().items() if not torch.equal(v, snapshot[k])]
     assert any("running_mean" in k for k in moved) and any("weight" in k for k in moved)
     params_before = [id(p) for p in model.parameters()]
     baseline.restore(model)
     for key, value in model.state_dict().items():
         assert torch.equal(value, snapshot[key]), key
-    assert [id(p) for p in model.parameters()] == params_before   # in place, no new tensors
+    assert [id(p) for p in model.parameters()] == params_before  # in place, no new tensors
 
 
 class ScriptedModule(pl.LightningModule):
@@ -143,8 +158,15 @@ class ScriptedModule(pl.LightningModule):
 
 
 def _fit(module, callbacks, max_epochs):
-    trainer = pl.Trainer(max_epochs=max_epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module)
     return trainer
 
@@ -155,7 +177,7 @@ def test_restore_best_weights_loads_the_best_epoch():
     trainer = _fit(module, [restore], max_epochs=4)
     assert trainer.current_epoch == 4
     assert restore.best_epoch == 1 and restore.best_value == 1.0
-    assert module.w.item() == 1.0          # the weights of epoch 1, not of the last epoch (3)
+    assert module.w.item() == 1.0  # the weights of epoch 1, not of the last epoch (3)
 
 
 def test_early_stopping_with_patience_then_best_weights():
@@ -171,7 +193,7 @@ def test_early_stopping_with_patience_then_best_weights():
 
 
 def test_restore_best_in_max_mode():
-    module = ScriptedModule([0.1, 0.9, 0.5])   # read as an accuracy
+    module = ScriptedModule([0.1, 0.9, 0.5])  # read as an accuracy
     restore = RestoreBestWeights("val/loss", "max")
     _fit(module, [restore], max_epochs=3)
     assert module.w.item() == 1.0

@@ -2,6 +2,7 @@
 what the scorers read (checked against the network computed by hand), the loop's joint and
 stochastic paths equal the pure functions, refusals are one line before any work; and the
 new scorers end to end through the real CLI with the selection knobs."""
+
 from __future__ import annotations
 
 import types
@@ -28,8 +29,12 @@ NEW = ("bald", "mc_entropy", "coreset", "badge", "learning_loss")
 
 def small_classifier(net: dict | None = None) -> ImageClassifier:
     torch.manual_seed(0)
-    return ImageClassifier(num_classes=10, in_channels=1, net=net or {"name": "small_cnn", "width": 4},
-                           optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    return ImageClassifier(
+        num_classes=10,
+        in_channels=1,
+        net=net or {"name": "small_cnn", "width": 4},
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+    )
 
 
 def batch_of(n: int, seed: int = 0):
@@ -44,11 +49,17 @@ def test_every_scorer_yaml_builds_a_scorer_of_its_name():
     for name in names:
         scorer = get_scorer(name)
         assert isinstance(scorer, Scorer) and scorer.name == name
-    declared = {name: (get_scorer(name).needs_model, get_scorer(name).needs_labels, get_scorer(name).joint)
-                for name in NEW}
-    assert declared == {"bald": (True, False, False), "mc_entropy": (True, False, False),
-                        "coreset": (True, False, True), "badge": (True, False, True),
-                        "learning_loss": (True, False, False)}
+    declared = {
+        name: (get_scorer(name).needs_model, get_scorer(name).needs_labels, get_scorer(name).joint)
+        for name in NEW
+    }
+    assert declared == {
+        "bald": (True, False, False),
+        "mc_entropy": (True, False, False),
+        "coreset": (True, False, True),
+        "badge": (True, False, True),
+        "learning_loss": (True, False, False),
+    }
 
 
 def test_classifier_features_are_the_input_of_the_last_linear():
@@ -57,11 +68,15 @@ def test_classifier_features_are_the_input_of_the_last_linear():
     with torch.no_grad():
         out = ClassifierOutputs(model, (images, labels, ids), frozenset({"features"}))
         features = out.features()
-        net = model.net    # by hand: conv features, flattened (dropout is the identity in eval)
+        net = model.net  # by hand: conv features, flattened (dropout is the identity in eval)
         expected = net.features(model.preprocess(images)).flatten(1)
         np.testing.assert_allclose(features.numpy(), expected.numpy(), rtol=1e-6)
-        np.testing.assert_allclose(out.logits().numpy(), (expected @ net.classifier[2].weight.T
-                                                          + net.classifier[2].bias).numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            out.logits().numpy(),
+            (expected @ net.classifier[2].weight.T + net.classifier[2].bias).numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_mc_scorer_passes_are_seeded_and_scores_are_bald_of_them():
@@ -73,9 +88,9 @@ def test_mc_scorer_passes_are_seeded_and_scores_are_bald_of_them():
             first = scorer.batch_scores(out())
         with scorer.pool_context(model, 7):
             probs = out().mc_probabilities(4)
-    assert not torch.equal(probs[0], probs[1])          # dropout on: the passes differ
+    assert not torch.equal(probs[0], probs[1])  # dropout on: the passes differ
     np.testing.assert_array_equal(first.numpy(), bald(probs).numpy())
-    assert not model.training and not model.net.classifier[1].training   # modes restored
+    assert not model.training and not model.net.classifier[1].training  # modes restored
 
 
 def test_mc_scorer_adds_dropout_only_when_asked():
@@ -91,13 +106,13 @@ def test_mc_scorer_adds_dropout_only_when_asked():
 
 def test_batch_bald_candidates_are_the_running_top_m_by_bald():
     g = torch.Generator().manual_seed(3)
-    probs = torch.softmax(torch.randn(3, 50, 4, generator=g), dim=2)     # [T, N, C]
-    probs[:, 10] = probs[:, 20]                                        # a tie: the lower position wins
+    probs = torch.softmax(torch.randn(3, 50, 4, generator=g), dim=2)  # [T, N, C]
+    probs[:, 10] = probs[:, 20]  # a tie: the lower position wins
     keeper = TopCandidates(m=12, passes=3)
     for start in range(0, 50, 16):
-        keeper.add(types.SimpleNamespace(mc_probabilities=lambda t, s=start: probs[:, s:s + 16]))
+        keeper.add(types.SimpleNamespace(mc_probabilities=lambda t, s=start: probs[:, s : s + 16]))
     scores = bald(probs).double().numpy()
-    expected = np.lexsort((np.arange(50), -scores))[:12]               # numpy: by score, ties by position
+    expected = np.lexsort((np.arange(50), -scores))[:12]  # numpy: by score, ties by position
     np.testing.assert_array_equal(keeper.positions.numpy(), expected)
     np.testing.assert_array_equal(keeper.probs.numpy(), probs.transpose(0, 1)[expected].numpy())
 
@@ -117,8 +132,9 @@ def test_stochastic_ranking_of_the_loop_is_the_papers_sampling():
     for mode in ("power", "softmax", "soft_rank"):
         keys = gumbel_keys(log_weights(torch.from_numpy(scores), mode, 3.0), torch.Generator().manual_seed(5))
         chosen = ranking.select(ids, keys.numpy(), 8)
-        drawn = stochastic_select(torch.from_numpy(scores), 8, mode=mode, beta=3.0,
-                                  generator=torch.Generator().manual_seed(5))
+        drawn = stochastic_select(
+            torch.from_numpy(scores), 8, mode=mode, beta=3.0, generator=torch.Generator().manual_seed(5)
+        )
         np.testing.assert_array_equal(chosen.ids, ids[drawn.numpy()])
 
 
@@ -132,22 +148,31 @@ def test_learning_loss_objective_is_mean_loss_plus_pair_ranking_by_hand():
     loss = model.training_objective(model, F.cross_entropy(logits, labels, reduction="none"))
     per_item = F.cross_entropy(logits, labels, reduction="none").detach()
     pred = model.loss_prediction(scorer.taps.maps).detach()
-    pairs = [(0, 3), (1, 2)]   # the split mini-batch: i against B-1-i
-    rank = sum(max(0.0, 1.0 - (1 if per_item[i] > per_item[j] else -1) * float(pred[i] - pred[j])) for i, j in pairs)
+    pairs = [(0, 3), (1, 2)]  # the split mini-batch: i against B-1-i
+    rank = sum(
+        max(0.0, 1.0 - (1 if per_item[i] > per_item[j] else -1) * float(pred[i] - pred[j])) for i, j in pairs
+    )
     assert float(loss.detach()) == pytest.approx(float(per_item.mean()) + rank / len(pairs), rel=1e-5)
-    assert {n for n, _ in model.named_children()} >= {"loss_prediction"}    # restored with the weights
+    assert {n for n, _ in model.named_children()} >= {"loss_prediction"}  # restored with the weights
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (("task=detection", "scorer=bald", "scorer.batch_bald.enabled=true"),
-     "scorer.batch_bald.enabled=true is not available for task_type=detection"),
-    (("task=detection", "scorer=badge"), "scorer=badge is not available for task_type=detection"),
-    (("scorer=coreset", "+scorer.stochastic={mode: power}"), "scorer.stochastic: scorer=coreset"),
-    (("scorer=bald", "scorer.batch_bald.enabled=true", "selection.pivot=0.5"), "scorer.batch_bald"),
-    (("scorer=bald", "scorer.batch_bald.enabled=true", "scorer.batch_bald.candidates=10"),
-     "scorer.batch_bald.candidates=10"),
-    (("scorer=mc_entropy", "scorer.passes=0"), "scorer.passes=0"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ("task=detection", "scorer=bald", "scorer.batch_bald.enabled=true"),
+            "scorer.batch_bald.enabled=true is not available for task_type=detection",
+        ),
+        (("task=detection", "scorer=badge"), "scorer=badge is not available for task_type=detection"),
+        (("scorer=coreset", "+scorer.stochastic={mode: power}"), "scorer.stochastic: scorer=coreset"),
+        (("scorer=bald", "scorer.batch_bald.enabled=true", "selection.pivot=0.5"), "scorer.batch_bald"),
+        (
+            ("scorer=bald", "scorer.batch_bald.enabled=true", "scorer.batch_bald.candidates=10"),
+            "scorer.batch_bald.candidates=10",
+        ),
+        (("scorer=mc_entropy", "scorer.passes=0"), "scorer.passes=0"),
+    ],
+)
 def test_what_a_scorer_cannot_do_is_refused_in_validation(compose_cfg, overrides, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace(".", r"\.")):
         validate(compose_cfg(*overrides))
@@ -157,10 +182,10 @@ E2E_CASES = {
     "bald-pivot-diversity": "scorer=bald scorer.passes=3 selection.pivot=0.5 selection.diversity.enabled=true",
     "mc_entropy-reselect-base": "scorer=mc_entropy scorer.passes=3 selection.mode=reselect selection.base_size=20",
     "coreset-base-diversity": "scorer=coreset selection.base_size=20 selection.diversity.enabled=true "
-                              "selection.diversity.labels=ground_truth",
+    "selection.diversity.labels=ground_truth",
     "badge-pivot": "scorer=badge selection.pivot=1.0",
     "learning_loss-stochastic-reselect": "scorer=learning_loss scorer.stochastic.mode=softmax "
-                                         "scorer.stochastic.beta=5 selection.mode=reselect",
+    "scorer.stochastic.beta=5 selection.mode=reselect",
     "batch_bald": "scorer=bald scorer.passes=3 scorer.batch_bald.enabled=true scorer.batch_bald.candidates=30",
 }
 
@@ -183,14 +208,14 @@ def test_new_scorers_run_through_the_cli_with_the_selection_knobs(tmp_path, case
             labelled = list(ids)
             continue
         selections += 1
-        size = 20 * selections if reselect else 20      # reselect re-chooses the whole set
+        size = 20 * selections if reselect else 20  # reselect re-chooses the whole set
         assert record["selection"] == name and len(ids) == size
         assert len(record["selected_scores"]) == size
         if not reselect:
             assert not set(ids) & set(labelled)
         labelled = (labelled[:base] if reselect else labelled) + ids
         assert record["n_labelled"] == len(labelled)
-    if case == "bald-pivot-diversity":    # seeded: MC masks, pivot and diversity give the same selection
+    if case == "bald-pivot-diversity":  # seeded: MC masks, pivot and diversity give the same selection
         run_cli(*args, f"hydra.run.dir={tmp_path / 'b'}")
         again = read_jsonl(tmp_path / "b" / "rounds.jsonl")
         assert [r["selected_ids"] for r in again] == [r["selected_ids"] for r in records]
@@ -205,7 +230,9 @@ def test_scorers_extended_sweeps_every_method_and_each_value_validates(compose_c
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["experiment=scorers_extended", *scale], return_hydra_config=True)
+        cfg = compose(
+            config_name="config", overrides=["experiment=scorers_extended", *scale], return_hydra_config=True
+        )
     swept = str(cfg.hydra.sweeper.params.scorer).split(",")
     assert set(NEW) | {"random", "entropy", "loss"} <= set(swept)
     for name in swept:

@@ -4,6 +4,7 @@ Expected values are worked out by hand in comments, or come from the slow, plain
 reference implementations at the top of this file (written from the definitions, not
 from the code under test).
 """
+
 from __future__ import annotations
 
 import math
@@ -113,7 +114,7 @@ def test_rank_ties_by_ascending_id():
 def test_rank_independent_of_storage_order():
     rng = np.random.default_rng(0)
     ids = np.arange(100, 160)
-    scores = rng.integers(0, 5, size=ids.size).astype(float)   # many ties
+    scores = rng.integers(0, 5, size=ids.size).astype(float)  # many ties
     expected_ids = ids[ref_ranking(ids, scores)].tolist()
     for _ in range(20):
         perm = rng.permutation(ids.size)
@@ -146,20 +147,23 @@ def test_window_edges(n, b):
     assert pivot_window(n, b, 1.0) == (n - b, n)
 
 
-@pytest.mark.parametrize("n,b,expected", [
-    # n=10, b=4: centre 0.5*9 = 4.5; start + 1.5 = 4.5 -> start 3
-    (10, 4, (3, 7)),
-    # n=10, b=3: start + 1 = 4.5 -> start 3.5: starts 3 and 4 tie, lower wins -> 3
-    (10, 3, (3, 6)),
-    # n=11, b=3: centre 5; start + 1 = 5 -> start 4
-    (11, 3, (4, 7)),
-    # n=11, b=4: centre 5; start + 1.5 = 5 -> 3.5: tie, lower -> 3
-    (11, 4, (3, 7)),
-    # n=9, b=2: centre 4; start + 0.5 = 4 -> 3.5: tie, lower -> 3
-    (9, 2, (3, 5)),
-    # n=2, b=1: centre 0.5; start = 0.5: tie, lower -> 0
-    (2, 1, (0, 1)),
-])
+@pytest.mark.parametrize(
+    "n,b,expected",
+    [
+        # n=10, b=4: centre 0.5*9 = 4.5; start + 1.5 = 4.5 -> start 3
+        (10, 4, (3, 7)),
+        # n=10, b=3: start + 1 = 4.5 -> start 3.5: starts 3 and 4 tie, lower wins -> 3
+        (10, 3, (3, 6)),
+        # n=11, b=3: centre 5; start + 1 = 5 -> start 4
+        (11, 3, (4, 7)),
+        # n=11, b=4: centre 5; start + 1.5 = 5 -> 3.5: tie, lower -> 3
+        (11, 4, (3, 7)),
+        # n=9, b=2: centre 4; start + 0.5 = 4 -> 3.5: tie, lower -> 3
+        (9, 2, (3, 5)),
+        # n=2, b=1: centre 0.5; start = 0.5: tie, lower -> 0
+        (2, 1, (0, 1)),
+    ],
+)
 def test_window_half(n, b, expected):
     assert pivot_window(n, b, 0.5) == expected
 
@@ -275,7 +279,7 @@ def test_diverse_accept_order_string_classes():
 # --------------------------------------------------------------------------------------
 def _pool(n, seed=0):
     rng = np.random.default_rng(seed)
-    ids = rng.permutation(np.arange(1000, 1000 + n))        # arbitrary ids in storage order
+    ids = rng.permutation(np.arange(1000, 1000 + n))  # arbitrary ids in storage order
     scores = rng.random(n)
     return ids, scores
 
@@ -299,8 +303,8 @@ def test_select_hand_example():
     ids = np.array([5, 6, 7, 8, 9])
     scores = np.array([0.1, 0.9, 0.5, 0.7, 0.3])
     # ranking by score: 6 (.9), 8 (.7), 7 (.5), 9 (.3), 5 (.1)
-    assert select(ids, scores, 2, pivot=0.0).ids.tolist() == [6, 8]       # hardest
-    assert select(ids, scores, 2, pivot=1.0).ids.tolist() == [9, 5]       # easiest
+    assert select(ids, scores, 2, pivot=0.0).ids.tolist() == [6, 8]  # hardest
+    assert select(ids, scores, 2, pivot=1.0).ids.tolist() == [9, 5]  # easiest
     # q=0.5, n=5, b=2: centre 2, start + .5 = 2 -> 1.5: tie, lower -> ranks (1, 3)
     assert select(ids, scores, 2, pivot=0.5).ids.tolist() == [8, 7]
     # q=0.5, b=3: start + 1 = 2 -> ranks (1, 4)
@@ -336,7 +340,7 @@ def test_select_rejects_bad_input():
 
 def test_select_ties_do_not_depend_on_storage_order():
     ids = np.arange(20)
-    scores = np.repeat([0.9, 0.5, 0.1, 0.0], 5)            # blocks of ties
+    scores = np.repeat([0.9, 0.5, 0.1, 0.0], 5)  # blocks of ties
     rng = np.random.default_rng(4)
     # ranking by (score desc, id asc) is simply ids 0..19; window q=0.5, b=6, n=20:
     # centre 9.5, start + 2.5 = 9.5 -> start 7 -> ids 7..12
@@ -350,7 +354,7 @@ def test_select_ties_do_not_depend_on_storage_order():
 # --------------------------------------------------------------------------------------
 def test_select_diversity_worked_example():
     ids = np.arange(8)
-    scores = np.linspace(1.0, 0.3, 8)                        # descending: rank = id
+    scores = np.linspace(1.0, 0.3, 8)  # descending: rank = id
     classes = np.array([0, 0, 0, 0, 1, 1, 2, 0])
     # k=1 walk: 0 (c0), 4 (c1), 6 (c2); k=2: 1 (c0) -> budget 4 filled
     sel = select(ids, scores, 4, classes=classes, diversity_k=1)
@@ -365,7 +369,7 @@ def test_select_diversity_worked_example():
 def test_select_diversity_default_k_is_even_share():
     # thesis example: 2 classes, budget 5 -> k = ceil(5/2) = 3: at most 3 of one class
     ids = np.arange(10)
-    scores = np.linspace(1.0, 0.1, 10)                       # rank = id
+    scores = np.linspace(1.0, 0.1, 10)  # rank = id
     classes = np.array([0] * 8 + [1] * 2)
     # k=3 walk: 0, 1, 2 (c0, then capped), 8, 9 (c1) -> 5 items, budget filled
     sel = select(ids, scores, 5, classes=classes)
@@ -379,7 +383,7 @@ def test_select_diversity_default_k_is_even_share():
 def test_select_diversity_default_k_three_classes():
     # 3 classes present, budget 4 -> k = ceil(4/3) = 2
     ids = np.arange(12)
-    scores = -np.arange(12, dtype=float)                    # rank = id
+    scores = -np.arange(12, dtype=float)  # rank = id
     classes = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])
     # k=2 walk: 0, 1 (c0), 6, 7 (c1) -> budget 4 filled before class 2 is reached
     assert select(ids, scores, 4, classes=classes).ids.tolist() == [0, 1, 6, 7]
@@ -391,13 +395,15 @@ def test_select_diversity_one_class_is_plain_selection():
     ids, scores = _pool(12, seed=8)
     classes = np.full(12, 5)
     for q in (0.0, 0.5, 1.0):
-        assert (select(ids, scores, 4, pivot=q, classes=classes).ids.tolist()
-                == select(ids, scores, 4, pivot=q).ids.tolist())
+        assert (
+            select(ids, scores, 4, pivot=q, classes=classes).ids.tolist()
+            == select(ids, scores, 4, pivot=q).ids.tolist()
+        )
 
 
 def test_select_diversity_with_pivot_one_walks_from_easy_end():
     ids = np.arange(8)
-    scores = np.linspace(1.0, 0.3, 8)                        # rank = id; easiest = 7
+    scores = np.linspace(1.0, 0.3, 8)  # rank = id; easiest = 7
     classes = np.array([2, 1, 1, 0, 0, 0, 0, 0])
     # q=1, budget 3 -> window ranks (5, 8); k given 1.
     # visit order: 5, 6, 7, 4, 3, 2, 1, 0
@@ -412,7 +418,7 @@ def test_select_diversity_with_pivot_one_walks_from_easy_end():
 
 def test_select_diversity_with_pivot_half_hand_example():
     ids = np.arange(10)
-    scores = -np.arange(10, dtype=float)                     # rank = id
+    scores = -np.arange(10, dtype=float)  # rank = id
     classes = np.array([1, 2, 0, 0, 0, 0, 0, 2, 1, 1])
     # q=0.5, b=3 -> window (3, 6); visit 3, 4, 5, 2, 6, 1, 7, 0, 8, 9
     # k=1: 3 (c0), 1 (c2), 0 (c1) -> {0, 1, 3}
@@ -432,8 +438,9 @@ def test_select_matches_reference_on_random_cases():
         classes = rng.integers(0, int(rng.integers(1, 5)), size=n) if use_classes else None
         k = None if (not use_classes or case % 5 == 0) else int(rng.integers(1, 4))
         sel = select(ids, scores, budget, pivot=pivot, classes=classes, diversity_k=k)
-        expected = ref_select(ids.tolist(), scores.tolist(), budget, pivot,
-                              None if classes is None else classes.tolist(), k)
+        expected = ref_select(
+            ids.tolist(), scores.tolist(), budget, pivot, None if classes is None else classes.tolist(), k
+        )
         assert sel.ids.tolist() == expected, (case, n, budget, pivot, k)
         assert len(sel.ids) == min(budget, n)
         assert len(set(sel.ids.tolist())) == len(sel.ids)

@@ -1,4 +1,5 @@
 """rounds.jsonl / state.json: the record type, atomic commits and recovery after a kill at any point."""
+
 from __future__ import annotations
 
 import json
@@ -10,10 +11,21 @@ from src.loop.records import RoundRecord, RunStore, read_records
 
 
 def rec(r: int, **metrics) -> RoundRecord:
-    return RoundRecord(round=r, n_labelled=10 * (r + 1), n_selected=10, selection="entropy",
-                       selected_ids=list(range(10 * r, 10 * r + 10)), selected_scores=[0.5] * 10, epochs=3,
-                       best_epoch=1, metrics={"test/acc_top1": 0.5 + r / 10, "val/loss": 1.0 - r / 10, **metrics},
-                       select_seconds=0.1, reset_seconds=0.0, fit_seconds=1.0, test_seconds=0.2)
+    return RoundRecord(
+        round=r,
+        n_labelled=10 * (r + 1),
+        n_selected=10,
+        selection="entropy",
+        selected_ids=list(range(10 * r, 10 * r + 10)),
+        selected_scores=[0.5] * 10,
+        epochs=3,
+        best_epoch=1,
+        metrics={"test/acc_top1": 0.5 + r / 10, "val/loss": 1.0 - r / 10, **metrics},
+        select_seconds=0.1,
+        reset_seconds=0.0,
+        fit_seconds=1.0,
+        test_seconds=0.2,
+    )
 
 
 def _state(done):
@@ -25,17 +37,43 @@ def test_json_form_has_the_documented_key_order_and_round_trips():
     record = rec(1, **{"test/loss": 0.3, "val/acc_top1": 0.4})
     obj = record.to_json()
     # head fields, then val/* sorted, then test/* sorted, then timings (the rounds.jsonl format)
-    assert list(obj) == ["round", "n_labelled", "n_selected", "selection", "selected_ids", "selected_scores",
-                         "epochs", "best_epoch", "val/acc_top1", "val/loss", "test/acc_top1", "test/loss",
-                         "select_seconds", "reset_seconds", "fit_seconds", "test_seconds"]
+    assert list(obj) == [
+        "round",
+        "n_labelled",
+        "n_selected",
+        "selection",
+        "selected_ids",
+        "selected_scores",
+        "epochs",
+        "best_epoch",
+        "val/acc_top1",
+        "val/loss",
+        "test/acc_top1",
+        "test/loss",
+        "select_seconds",
+        "reset_seconds",
+        "fit_seconds",
+        "test_seconds",
+    ]
     assert RoundRecord.from_json(json.loads(json.dumps(obj))) == record
-    assert record.value("n_labelled") == 20 and record.value("test/loss") == 0.3 and record.value("nope") is None
+    assert (
+        record.value("n_labelled") == 20 and record.value("test/loss") == 0.3 and record.value("nope") is None
+    )
 
 
 def test_malformed_records_are_one_line_user_errors(tmp_path):
     with pytest.raises(UserError, match="x.jsonl:1: a round record without selection, selected_ids"):
-        RoundRecord.from_json({"round": 0, "n_labelled": 1, "n_selected": 1, "epochs": 1, "best_epoch": 0,
-                               "selected_scores": []}, where="x.jsonl:1")
+        RoundRecord.from_json(
+            {
+                "round": 0,
+                "n_labelled": 1,
+                "n_selected": 1,
+                "epochs": 1,
+                "best_epoch": 0,
+                "selected_scores": [],
+            },
+            where="x.jsonl:1",
+        )
     path = tmp_path / "rounds.jsonl"
     path.write_text("{not json\n")
     with pytest.raises(UserError, match=r"rounds.jsonl:1: not a JSON line"):

@@ -1,5 +1,6 @@
 """The report on hand-made run directories: known means, stds, AUCs and p-values;
 figures and pages that open; the W&B summary run read back from its offline log."""
+
 from __future__ import annotations
 
 import collections
@@ -19,8 +20,8 @@ from scipy import stats as st
 
 from src.analysis import aggregate as agg
 from src.analysis import plots, selections
-from src.analysis.stats import compare, pvalue_matrix
 from src.analysis.report import build_report
+from src.analysis.stats import compare, pvalue_matrix
 from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
 from src.loop.records import RoundRecord
 from src.report import main
@@ -28,13 +29,27 @@ from src.tasks import classification
 
 X = [20, 40, 60]
 # test/acc_top1 per round, by hand: two methods, three seeds; random's seed 3 crashed after 2 rounds
-ACC = {("entropy", 1): [0.1, 0.2, 0.4], ("entropy", 2): [0.2, 0.3, 0.5], ("entropy", 3): [0.3, 0.4, 0.3],
-       ("random", 1): [0.1, 0.1, 0.1], ("random", 2): [0.2, 0.2, 0.3], ("random", 3): [0.5, 0.6]}
+ACC = {
+    ("entropy", 1): [0.1, 0.2, 0.4],
+    ("entropy", 2): [0.2, 0.3, 0.5],
+    ("entropy", 3): [0.3, 0.4, 0.3],
+    ("random", 1): [0.1, 0.1, 0.1],
+    ("random", 2): [0.2, 0.2, 0.3],
+    ("random", 3): [0.5, 0.6],
+}
 CRASHED = {("random", 3)}
 
 
-def make_run(root: Path, cfg, scorer: str, seed: int, acc: list[float], finished: bool, budget: int = 20,
-             name: str | None = None) -> Path:
+def make_run(
+    root: Path,
+    cfg,
+    scorer: str,
+    seed: int,
+    acc: list[float],
+    finished: bool,
+    budget: int = 20,
+    name: str | None = None,
+) -> Path:
     """A run directory as `python -m src.run` writes it, with chosen metric values."""
     run = root / (name or f"{scorer}-s{seed}")
     (run / ".hydra").mkdir(parents=True)
@@ -44,12 +59,28 @@ def make_run(root: Path, cfg, scorer: str, seed: int, acc: list[float], finished
     rng = np.random.default_rng(seed)
     lines = []
     for r, y in enumerate(acc):
-        ids = rng.choice(120, size=budget, replace=False).tolist()      # rows of the debug=fast pool
-        lines.append(json.dumps({
-            "round": r, "n_labelled": budget * (r + 1), "n_selected": budget, "selection": scorer,
-            "selected_ids": ids, "selected_scores": sorted(rng.random(budget).tolist(), reverse=True),
-            "epochs": 3 + r, "best_epoch": 1, "val/loss": 2.0 - y, "test/loss": 2.0 - y, "test/acc_top1": y,
-            "select_seconds": 0.1, "reset_seconds": 0.0, "fit_seconds": 1.0, "test_seconds": 0.1}))
+        ids = rng.choice(120, size=budget, replace=False).tolist()  # rows of the debug=fast pool
+        lines.append(
+            json.dumps(
+                {
+                    "round": r,
+                    "n_labelled": budget * (r + 1),
+                    "n_selected": budget,
+                    "selection": scorer,
+                    "selected_ids": ids,
+                    "selected_scores": sorted(rng.random(budget).tolist(), reverse=True),
+                    "epochs": 3 + r,
+                    "best_epoch": 1,
+                    "val/loss": 2.0 - y,
+                    "test/loss": 2.0 - y,
+                    "test/acc_top1": y,
+                    "select_seconds": 0.1,
+                    "reset_seconds": 0.0,
+                    "fit_seconds": 1.0,
+                    "test_seconds": 0.1,
+                }
+            )
+        )
     (run / "rounds.jsonl").write_text("\n".join(lines) + "\n")
     if finished:
         (run / "summary.json").write_text(json.dumps({"auc/test/acc_top1": 0.0}))
@@ -88,7 +119,7 @@ def test_mean_std_and_auc_match_the_hand_computation(sweep):
     c = agg.group_curve(entropy, "test/acc_top1")
     assert c.x.tolist() == X and c.n.tolist() == [3, 3, 3]
     assert c.mean.tolist() == pytest.approx([0.2, 0.3, 0.4])
-    assert c.std.tolist() == pytest.approx([0.1, 0.1, 0.1])               # sample std (ddof 1)
+    assert c.std.tolist() == pytest.approx([0.1, 0.1, 0.1])  # sample std (ddof 1)
     # the crashed run counts up to its last completed round
     c = agg.group_curve(random, "test/acc_top1")
     assert c.n.tolist() == [3, 3, 2]
@@ -96,13 +127,15 @@ def test_mean_std_and_auc_match_the_hand_computation(sweep):
     assert c.std[2] == pytest.approx(math.sqrt(((0.1 - 0.2) ** 2 + (0.3 - 0.2) ** 2) / 1))
 
     a = agg.group_auc(entropy, "test/acc_top1")
-    assert a.values == pytest.approx([0.225, 0.325, 0.35])                 # (20*.15 + 20*.3)/40 ...
+    assert a.values == pytest.approx([0.225, 0.325, 0.35])  # (20*.15 + 20*.3)/40 ...
     assert a.values == pytest.approx([auc_by_hand(ACC["entropy", s]) for s in (1, 2, 3)])
     assert a.mean == pytest.approx(0.3)
-    assert a.std == pytest.approx(math.sqrt((0.075 ** 2 + 0.025 ** 2 + 0.05 ** 2) / 2))
+    assert a.std == pytest.approx(math.sqrt((0.075**2 + 0.025**2 + 0.05**2) / 2))
     r = agg.group_auc(random, "test/acc_top1")
     assert r.values == pytest.approx([0.1, 0.225]) and r.n_excluded == 1  # crashed run left out
-    assert agg.group_auc(random, "test/acc_top1", include_incomplete=True).values == pytest.approx([0.1, 0.225, 0.55])
+    assert agg.group_auc(random, "test/acc_top1", include_incomplete=True).values == pytest.approx(
+        [0.1, 0.225, 0.55]
+    )
 
 
 def test_pvalues_equal_scipy_and_effect_size_is_cohens_d():
@@ -120,7 +153,9 @@ def test_pvalues_equal_scipy_and_effect_size_is_cohens_d():
     assert compare(a, [1, 2, 3], b, [4, 5, 6], paired=True).test == "welch"
     assert math.isnan(compare(a, [1, 2, 3], [0.1], [1]).p)
     m = pvalue_matrix({"x": (a, [1, 2, 3]), "y": (b, [1, 2, 3])})
-    assert m["x"]["x"].p == 1.0 and m["x"]["y"].p == m["y"]["x"].p and m["x"]["y"].effect == -m["y"]["x"].effect
+    assert (
+        m["x"]["x"].p == 1.0 and m["x"]["y"].p == m["y"]["x"].p and m["x"]["y"].effect == -m["y"]["x"].effect
+    )
 
 
 def test_different_budgets_are_drawn_on_their_own_x_and_auc_is_normalised(tmp_path, compose_cfg):
@@ -147,9 +182,10 @@ def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
     assert {"test_acc_top1.png", "test_loss.png", "val_loss.png", "epochs.png"} <= names
     for p in res.all_figures:
         _png_ok(p)
-    assert len(res.grids) == 2                     # one selection grid per method
+    assert len(res.grids) == 2  # one selection grid per method
     assert res.pvalues["test/acc_top1"]["entropy"]["random"].p == pytest.approx(
-        st.ttest_ind([0.225, 0.325, 0.35], [0.1, 0.225], equal_var=False).pvalue)
+        st.ttest_ind([0.225, 0.325, 0.35], [0.1, 0.225], equal_var=False).pvalue
+    )
 
     html = res.html.read_text()
     refs = re.findall(r'(?:src|href)="([^"]+)"', html)
@@ -160,7 +196,7 @@ def test_report_writes_figures_tables_and_pages_that_open(sweep, tmp_path):
     for target in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / target).is_file(), target
     assert "random (3, 1 incomplete)" in md and "still running or crashed" in md
-    assert "**0.3000 ± 0.0661**" in md                 # entropy's AUC of top-1, mean ± std, the best
+    assert "**0.3000 ± 0.0661**" in md  # entropy's AUC of top-1, mean ± std, the best
 
     rows = [line.split(",") for line in res.csvs["curves.csv"].read_text().splitlines()]
     assert rows[0] == ["group", "metric", "n_labelled", "mean", "std", "runs"]
@@ -172,8 +208,28 @@ def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, m
     monkeypatch.setenv("WANDB_MODE", "offline")
     write_epoch_logs(sweep / "entropy-s1", EPOCHS)
     out = tmp_path / "rep"
-    assert main([str(sweep), "--out", str(out), "--group-by", "scorer", "--paired", "--include-incomplete", "--wandb",
-                 "--metrics", "test/acc_top1", "epochs", "--audit-n", "4", "--grid-k", "2"]) == 0
+    assert (
+        main(
+            [
+                str(sweep),
+                "--out",
+                str(out),
+                "--group-by",
+                "scorer",
+                "--paired",
+                "--include-incomplete",
+                "--wandb",
+                "--metrics",
+                "test/acc_top1",
+                "epochs",
+                "--audit-n",
+                "4",
+                "--grid-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     md = (out / "report.md").read_text()
     assert "(paired)" in md and not (out / "figures" / "test_loss.png").exists()
     (log_dir,) = (out / "wandb").glob("offline-run-*")
@@ -189,8 +245,15 @@ def test_cli_names_grouping_keys_and_logs_a_wandb_summary_run(sweep, tmp_path, m
     # every figure of the report is a W&B image with the report's pixels: curves, epochs, selection
     # grids, label audits, the loss-vs-accuracy view
     figures = sorted((out / "figures").glob("*.png"))
-    assert {f.stem for f in figures} == {"test_acc_top1", "epochs", "selection_00", "selection_01", "audit_00",
-                                         "audit_01", "best_epochs_by_loss_and_accuracy"}
+    assert {f.stem for f in figures} == {
+        "test_acc_top1",
+        "epochs",
+        "selection_00",
+        "selection_01",
+        "audit_00",
+        "audit_01",
+        "best_epochs_by_loss_and_accuracy",
+    }
     for f in figures:
         image = media(row, f"report/{f.stem}")
         assert image["_type"] == "image-file"
@@ -216,8 +279,19 @@ def test_wandb_tracker_logs_the_selection_table_and_top_images(tmp_path, compose
     tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=3)
     tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(classification.item_view, dm))
     ids, scores = [5, 9, 2, 7], [0.2, 0.9, 0.5, 0.1]
-    tracker.log_round(RoundRecord(round=0, n_labelled=4, n_selected=4, selection="entropy", selected_ids=ids,
-                                  selected_scores=scores, epochs=2, best_epoch=1, metrics={"test/acc_top1": 0.5}))
+    tracker.log_round(
+        RoundRecord(
+            round=0,
+            n_labelled=4,
+            n_selected=4,
+            selection="entropy",
+            selected_ids=ids,
+            selected_scores=scores,
+            epochs=2,
+            best_epoch=1,
+            metrics={"test/acc_top1": 0.5},
+        )
+    )
     tracker.finish({"auc/test/acc_top1": 0.5})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -248,25 +322,34 @@ def test_run_names_spell_a_swept_and_a_default_pivot_alike(compose_cfg):
 def test_group_labels_spell_booleans_and_numbers_as_typed(tmp_path, compose_cfg):
     cfg = compose_cfg("debug=fast")
     for shuffle in (True, False):
-        run = make_run(tmp_path, OmegaConf.merge(cfg, {"selection": {"shuffle": shuffle, "pivot": 0.0}}),
-                       "entropy", 1, [0.2, 0.4], True, name=f"shuffle-{shuffle}")
-        (run / ".hydra" / "overrides.yaml").write_text("[]\n")   # labels from the config, not the command line
+        run = make_run(
+            tmp_path,
+            OmegaConf.merge(cfg, {"selection": {"shuffle": shuffle, "pivot": 0.0}}),
+            "entropy",
+            1,
+            [0.2, 0.4],
+            True,
+            name=f"shuffle-{shuffle}",
+        )
+        (run / ".hydra" / "overrides.yaml").write_text("[]\n")  # labels from the config, not the command line
     groups, keys = agg.group_runs(agg.load_runs([tmp_path]))
     assert keys == ["selection.shuffle"] and [g.label for g in groups] == ["shuffle=false", "shuffle=true"]
-    assert agg.group_runs(agg.load_runs([tmp_path]), ["selection.pivot", "selection.shuffle"])[0][0].label \
+    assert (
+        agg.group_runs(agg.load_runs([tmp_path]), ["selection.pivot", "selection.shuffle"])[0][0].label
         == "pivot=0, shuffle=false"
+    )
 
 
 # -- figures: groups with identical values stay visible -------------------------------------------
 def _colour_pixels(png: Path, hex_colour: str, tolerance: float = 60.0) -> int:
     rgb = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64)
-    target = np.asarray([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+    target = np.asarray([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
     return int((np.linalg.norm(rgb - target, axis=-1) < tolerance).sum())
 
 
 def test_identical_epoch_curves_each_stay_visible(tmp_path, compose_cfg):
     cfg = compose_cfg("debug=fast")
-    for scorer in ("entropy", "random"):        # same epochs every round (3, 4, 5, ...)
+    for scorer in ("entropy", "random"):  # same epochs every round (3, 4, 5, ...)
         make_run(tmp_path / "runs", cfg, scorer, 1, [0.1] * 6, True)
     groups, _ = agg.group_runs(agg.load_runs([tmp_path / "runs"]))
     path = plots.plot_metric(groups, "epochs", tmp_path / "epochs.png")
@@ -279,8 +362,9 @@ def test_identical_epoch_curves_each_stay_visible(tmp_path, compose_cfg):
 
 # -- selection grid legends ---------------------------------------------------------------------
 def test_random_selection_grid_does_not_call_its_picks_hardest(sweep, tmp_path):
-    res = build_report([sweep], out=tmp_path / "rep", grid_k=2, audit_n=3, fmt="svg",
-                       metrics=["test/acc_top1"])
+    res = build_report(
+        [sweep], out=tmp_path / "rep", grid_k=2, audit_n=3, fmt="svg", metrics=["test/acc_top1"]
+    )
     texts = {p.name: p.read_text() for p in res.grids}
     entropy, random = texts["selection_00.svg"], texts["selection_01.svg"]
     assert "red: hardest (highest score) selected" in entropy
@@ -307,8 +391,19 @@ def test_label_audit_lists_the_top_selections_with_labels_and_predictions(tmp_pa
     data.setup()
     names, labels = data.data.class_names, data.data.labels
     rows = list(csv.DictReader(open(res.csvs["label_audit.csv"])))
-    assert list(rows[0]) == ["group", "seed", "run", "round", "rank", "id", "score", "label", "prediction",
-                             "disagree", "comment"]
+    assert list(rows[0]) == [
+        "group",
+        "seed",
+        "run",
+        "round",
+        "rank",
+        "id",
+        "score",
+        "label",
+        "prediction",
+        "disagree",
+        "comment",
+    ]
     for scorer in ("entropy", "random"):
         first = json.loads((root / f"{scorer}-s1" / "rounds.jsonl").read_text().splitlines()[0])
         mine = [r for r in rows if r["group"] == scorer]
@@ -317,7 +412,9 @@ def test_label_audit_lists_the_top_selections_with_labels_and_predictions(tmp_pa
         assert [int(r["rank"]) for r in mine] == [1, 2, 3, 4, 5] and {r["round"] for r in mine} == {"0"}
         assert [float(r["score"]) for r in mine] == pytest.approx(first["selected_scores"][:5])
         assert [r["label"] for r in mine] == [names[int(labels[i])] for i in first["selected_ids"][:5]]
-        expected = [names[(i * 7) % 10] for i in first["selected_ids"][:5]] if scorer == "entropy" else [""] * 5
+        expected = (
+            [names[(i * 7) % 10] for i in first["selected_ids"][:5]] if scorer == "entropy" else [""] * 5
+        )
         assert [r["prediction"] for r in mine] == expected
         assert all(r["disagree"] == "" and r["comment"] == "" for r in mine)
     assert len(res.audit_grids) == 2 and "label_audit.csv" in res.markdown.read_text()
@@ -326,8 +423,10 @@ def test_label_audit_lists_the_top_selections_with_labels_and_predictions(tmp_pa
 # -- best epoch by val loss vs by val accuracy (thesis 4.2.3) -------------------------------------
 # per round: (val loss, val top-1) per epoch; round 1's file holds a killed first attempt, then the
 # resumed fit from epoch 0 again: only the last attempt counts
-EPOCHS = {0: [[(1.00, 0.30), (0.80, 0.40), (0.90, 0.50), (0.95, 0.45)]],
-          1: [[(0.10, 0.90), (0.05, 0.95)], [(0.70, 0.50), (0.60, 0.60), (0.65, 0.55)]]}
+EPOCHS = {
+    0: [[(1.00, 0.30), (0.80, 0.40), (0.90, 0.50), (0.95, 0.45)]],
+    1: [[(0.10, 0.90), (0.05, 0.95)], [(0.70, 0.50), (0.60, 0.60), (0.65, 0.55)]],
+}
 
 
 def write_epoch_logs(run: Path, epochs: dict) -> None:
@@ -352,7 +451,9 @@ def test_best_epochs_by_loss_and_by_accuracy_per_round(tmp_path, compose_cfg):
     for r, rnd in zip(rows, (0, 1)):
         loss, acc = np.asarray(EPOCHS[rnd][-1]).T
         assert int(r["epochs"]) == len(loss)
-        assert int(r["best_epoch_by_loss"]) == np.argmin(loss) and int(r["best_epoch_by_accuracy"]) == np.argmax(acc)
+        assert int(r["best_epoch_by_loss"]) == np.argmin(loss) and int(
+            r["best_epoch_by_accuracy"]
+        ) == np.argmax(acc)
         assert int(r["epoch_gap"]) == np.argmax(acc) - np.argmin(loss)
         assert float(r["accuracy_given_up"]) == pytest.approx(acc.max() - acc[np.argmin(loss)])
     # by hand: round 0 loss-best epoch 1 (0.80), accuracy-best epoch 2 (0.50), 0.10 given up; round 1 agree
@@ -381,8 +482,9 @@ def test_a_detection_run_gets_selection_grids_with_its_boxes_drawn(tmp_path, com
         assert (drawn[:, y0, x0] == [255, 255, 0]).all() or (drawn[:, y1, x1] == [255, 255, 0]).all()
     names = [dm.dm.class_names[int(c)] for c in target["labels"]]
     counts = collections.Counter(names)
-    assert dm.label(item) == ", ".join(n if counts[n] == 1 else f"{n} x{counts[n]}"
-                                       for n in sorted(counts, key=lambda n: (-counts[n], n)))
+    assert dm.label(item) == ", ".join(
+        n if counts[n] == 1 else f"{n} x{counts[n]}" for n in sorted(counts, key=lambda n: (-counts[n], n))
+    )
 
 
 def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, compose_cfg, monkeypatch):
@@ -399,10 +501,23 @@ def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, comp
     dm.setup()
     model, _ = build_model(cfg, dm)
     tracker = WandbTracker(project="p", group="g", job_type="entropy", name="n", selection_images=2)
-    tracker.start({"seed": 1}, tmp_path, "abc123", item_view=functools.partial(detection.item_view, dm, model=model))
+    tracker.start(
+        {"seed": 1}, tmp_path, "abc123", item_view=functools.partial(detection.item_view, dm, model=model)
+    )
     ids, scores = [int(i) for i in dm.pool_ids[:3]], [0.1, 0.9, 0.5]
-    tracker.log_round(RoundRecord(round=0, n_labelled=3, n_selected=3, selection="entropy", selected_ids=ids,
-                                  selected_scores=scores, epochs=1, best_epoch=0, metrics={"test/map": 0.1}))
+    tracker.log_round(
+        RoundRecord(
+            round=0,
+            n_labelled=3,
+            n_selected=3,
+            selection="entropy",
+            selected_ids=ids,
+            selected_scores=scores,
+            epochs=1,
+            best_epoch=0,
+            metrics={"test/map": 0.1},
+        )
+    )
     tracker.finish({})
 
     (log_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -410,11 +525,11 @@ def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, comp
     row = next(h for h in read_offline_run(log_dir).history if "al/n_labelled" in h)
     _, rows = read_table(log_dir, media(row, "al/selection"))
     targets = {i: dm.source.load(i)[1] for i in ids}
-    for r in rows:   # the label column: the image's class counts
+    for r in rows:  # the label column: the image's class counts
         counts = collections.Counter(dm.class_names[int(c)] for c in targets[r[3]]["labels"])
         assert all(f"{n} x{k}" in r[5] if k > 1 else n in r[5] for n, k in counts.items())
     top = media(row, "al/top_selected")
-    assert [c.split()[1] for c in top["captions"]] == [str(ids[1]), str(ids[2])]   # highest scores first
+    assert [c.split()[1] for c in top["captions"]] == [str(ids[1]), str(ids[2])]  # highest scores first
     for item, boxes in zip((ids[1], ids[2]), top["all_boxes"]):
         assert set(boxes) == {"ground_truth", "predictions"}
         truth = json.loads((log_dir / "files" / boxes["ground_truth"]["path"]).read_text())
@@ -423,18 +538,21 @@ def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, comp
         assert [b["class_id"] for b in truth["box_data"]] == targets[item]["labels"].tolist()
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--metrics", "test/nope"], "--metrics test/nope: not in the runs; present: test/acc_top1"),
-    (["--group-by", "selection.nope"], "selection.nope: not a key of the runs' configs"),
-    (["--facet", "nope"], "nope: not a key of the runs' configs"),
-    (["--grid-k", "0"], "--grid-k=0: must be at least 1"),
-    (["--audit-n", "many"], "argument --audit-n: invalid int value: 'many'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--metrics", "test/nope"], "--metrics test/nope: not in the runs; present: test/acc_top1"),
+        (["--group-by", "selection.nope"], "selection.nope: not a key of the runs' configs"),
+        (["--facet", "nope"], "nope: not a key of the runs' configs"),
+        (["--grid-k", "0"], "--grid-k=0: must be at least 1"),
+        (["--audit-n", "many"], "argument --audit-n: invalid int value: 'many'"),
+    ],
+)
 def test_command_line_mistakes_are_one_line_and_status_2(sweep, tmp_path, capsys, args, says):
     out = tmp_path / "rep"
     try:
         status = main([str(sweep), "--out", str(out), "--no-grids", *args])
-    except SystemExit as exited:         # argparse's own checks exit from inside parse_args
+    except SystemExit as exited:  # argparse's own checks exit from inside parse_args
         status = exited.code
     assert status == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,6 +5,7 @@ the project's own data classes, evaluates only the project's own resolvers, read
 files inside the run directory, and says in one line (exit status 2) when a directory
 asks for anything else.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,17 @@ def _run_dir(root: Path, cfg: dict) -> Path:
     run = root / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    record = {"round": 0, "n_labelled": 2, "n_selected": 2, "selection": "entropy", "selected_ids": [0, 1],
-              "selected_scores": [0.9, 0.1], "epochs": 1, "best_epoch": 0, "test/acc_top1": 0.5}
+    record = {
+        "round": 0,
+        "n_labelled": 2,
+        "n_selected": 2,
+        "selection": "entropy",
+        "selected_ids": [0, 1],
+        "selected_scores": [0.9, 0.1],
+        "epochs": 1,
+        "best_epoch": 0,
+        "test/acc_top1": 0.5,
+    }
     (run / "rounds.jsonl").write_text(json.dumps(record) + "\n")
     return run
 
@@ -61,13 +71,20 @@ def test_nothing_to_report_is_one_line_and_status_2_missing_or_empty(tmp_path, c
     assert not (tmp_path / "empty" / "report").exists()
 
 
-@pytest.mark.parametrize("value, resolver", [("${oc.env:AL_SELECT_TEST_SECRET}", "oc.env"),
-                                             ("x-${oc.select:nope,${oc.env:AL_SELECT_TEST_SECRET}}", "oc.env"),
-                                             ("${run_dir:/,true}", "run_dir")])
-def test_a_resolver_that_reads_this_machine_is_refused(tmp_path, compose_cfg, capsys, monkeypatch, value, resolver):
+@pytest.mark.parametrize(
+    "value, resolver",
+    [
+        ("${oc.env:AL_SELECT_TEST_SECRET}", "oc.env"),
+        ("x-${oc.select:nope,${oc.env:AL_SELECT_TEST_SECRET}}", "oc.env"),
+        ("${run_dir:/,true}", "run_dir"),
+    ],
+)
+def test_a_resolver_that_reads_this_machine_is_refused(
+    tmp_path, compose_cfg, capsys, monkeypatch, value, resolver
+):
     monkeypatch.setenv("AL_SELECT_TEST_SECRET", "s3cr3t-value")
     cfg = OmegaConf.to_container(compose_cfg("debug=fast"), resolve=True)
-    cfg["dataset"]["name"] = value       # would become a group label, on the page and on W&B
+    cfg["dataset"]["name"] = value  # would become a group label, on the page and on W&B
     run = _run_dir(tmp_path, cfg)
     assert main([str(run), "--out", str(tmp_path / "report"), "--no-grids"]) == 2
     line = _one_error_line(capsys)
@@ -78,7 +95,9 @@ def test_a_resolver_that_reads_this_machine_is_refused(tmp_path, compose_cfg, ca
 def test_files_that_lead_out_of_the_run_directory_are_refused(tmp_path, compose_cfg, capsys):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    (outside / "rounds.jsonl").write_text(json.dumps({"round": 0, "n_labelled": 1, "test/acc_top1": 0.1}) + "\n")
+    (outside / "rounds.jsonl").write_text(
+        json.dumps({"round": 0, "n_labelled": 1, "test/acc_top1": 0.1}) + "\n"
+    )
     run = _run_dir(tmp_path / "sweep", OmegaConf.to_container(compose_cfg("debug=fast"), resolve=True))
     (run / "rounds.jsonl").unlink()
     (run / "rounds.jsonl").symlink_to(outside / "rounds.jsonl")
@@ -93,7 +112,7 @@ def test_files_that_lead_out_of_the_run_directory_are_refused(tmp_path, compose_
 
 def test_a_dataset_name_that_is_a_path_is_refused(tmp_path, compose_cfg, capsys):
     cfg = OmegaConf.to_container(compose_cfg("debug=fast"), resolve=True)
-    cfg["dataset"]["name"] = "../../somewhere"          # becomes a cache folder name of file datasets
+    cfg["dataset"]["name"] = "../../somewhere"  # becomes a cache folder name of file datasets
     run = _run_dir(tmp_path, cfg)
     assert main([str(run), "--out", str(tmp_path / "report")]) == 2
     assert "dataset.name='../../somewhere' is not a plain name" in _one_error_line(capsys)
@@ -107,11 +126,20 @@ def test_the_image_cache_goes_where_this_machine_says_not_where_the_config_says(
     for c, cls in enumerate(("cat", "dog")):
         (images / cls).mkdir(parents=True)
         for i in range(10):
-            Image.fromarray(np.full((12, 12, 3), 10 * i + 120 * c, dtype=np.uint8)).save(images / cls / f"{i}.png")
+            Image.fromarray(np.full((12, 12, 3), 10 * i + 120 * c, dtype=np.uint8)).save(
+                images / cls / f"{i}.png"
+            )
     named_by_config, mine = tmp_path / "config_cache", tmp_path / "my_cache"
-    cfg = compose_cfg("debug=fast", "dataset=folder", f"dataset.root={images}", f"dataset.cache_dir={named_by_config}",
-                      "dataset.sizes.pool=null", "dataset.sizes.val=null", "dataset.sizes.test=null",
-                      "dataset.image_size=8")
+    cfg = compose_cfg(
+        "debug=fast",
+        "dataset=folder",
+        f"dataset.root={images}",
+        f"dataset.cache_dir={named_by_config}",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+        "dataset.image_size=8",
+    )
     run = _run_dir(tmp_path / "received", OmegaConf.to_container(cfg, resolve=True))
     assert main([str(run), "--out", str(tmp_path / "report"), "--data-cache", str(mine)]) == 0
     assert not named_by_config.exists()

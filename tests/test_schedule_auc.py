@@ -3,6 +3,7 @@
 Expected values are computed by hand in comments, or with an independent numpy
 implementation (``numpy.trapezoid``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,9 +37,9 @@ def test_until_exhausted_with_base():
 
 def test_until_exhausted_exact_division_and_small_cases():
     assert plan_budgets(300, 0, 100, None) == [100, 100, 100]
-    assert plan_budgets(7, 0, 10, None) == [7]           # one budget bigger than the pool
+    assert plan_budgets(7, 0, 10, None) == [7]  # one budget bigger than the pool
     assert plan_budgets(5, 0, 1, None) == [1] * 5
-    assert plan_budgets(50, 50, 10, None) == []          # the base takes everything: base round only
+    assert plan_budgets(50, 50, 10, None) == []  # the base takes everything: base round only
 
 
 @pytest.mark.parametrize("pool,base,budget", [(250, 0, 100), (250, 50, 100), (1000, 17, 33), (9, 2, 4)])
@@ -106,13 +107,16 @@ def test_error_negative_base():
         plan_budgets(100, -1, 10, None)
 
 
-@pytest.mark.parametrize("pool,base,budget,rounds", [
-    (250, 0, 100, 3),            # 300 > 250
-    (250, 50, 100, 4),           # base + 3 x 100 = 350 > 250
-    (250, 50, 201, 2),           # 1 selection of 201 > 200 left
-    (100, 0, [50, 60], None),    # 110 > 100
-    (100, 10, [50, 50], None),   # 100 > 90 left
-])
+@pytest.mark.parametrize(
+    "pool,base,budget,rounds",
+    [
+        (250, 0, 100, 3),  # 300 > 250
+        (250, 50, 100, 4),  # base + 3 x 100 = 350 > 250
+        (250, 50, 201, 2),  # 1 selection of 201 > 200 left
+        (100, 0, [50, 60], None),  # 110 > 100
+        (100, 10, [50, 50], None),  # 100 > 90 left
+    ],
+)
 def test_error_total_larger_than_pool(pool, base, budget, rounds):
     with pytest.raises(ValueError, match=r"selection\.budget"):
         plan_budgets(pool, base, budget, rounds)
@@ -163,15 +167,14 @@ def test_derive_seed_independent_of_call_history():
     a = derive_seed(7, 3, STREAM_TRAIN)
     for r in range(10):
         derive_seed(7, r, STREAM_BASE)
-    np.random.seed(0)      # global state must not matter either
+    np.random.seed(0)  # global state must not matter either
     assert derive_seed(7, 3, STREAM_TRAIN) == a
 
 
 def test_derive_seed_differs_across_seed_round_and_stream():
     streams = (STREAM_BASE, STREAM_RANDOM_SCORES, STREAM_TRAIN, STREAM_SHUFFLE)
     assert len(set(streams)) == 4
-    seeds = {(seed, r, st): derive_seed(seed, r, st)
-             for seed in range(3) for r in range(6) for st in streams}
+    seeds = {(seed, r, st): derive_seed(seed, r, st) for seed in range(3) for r in range(6) for st in streams}
     # 72 distinct inputs -> 72 distinct seeds (a collision in 31 bits would be ~1e-6 likely)
     assert len(set(seeds.values())) == len(seeds)
     # and specifically: not a simple offset such as seed + round
@@ -222,12 +225,15 @@ def test_auc_single_point_returns_its_value():
     assert isinstance(normalised_auc([100], [0.42]), float)
 
 
-@pytest.mark.parametrize("x,y", [
-    ([0, 1, 2], [0, 1]),
-    ([0, 1], [0, 1, 2]),
-    ([], []),
-    ([[0, 1], [2, 3]], [[0, 1], [2, 3]]),
-])
+@pytest.mark.parametrize(
+    "x,y",
+    [
+        ([0, 1, 2], [0, 1]),
+        ([0, 1], [0, 1, 2]),
+        ([], []),
+        ([[0, 1], [2, 3]], [[0, 1], [2, 3]]),
+    ],
+)
 def test_auc_bad_shapes_raise(x, y):
     with pytest.raises(ValueError):
         normalised_auc(x, y)

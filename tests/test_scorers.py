@@ -4,6 +4,7 @@ Every expected value is either computed by hand in the test (with ``math``) or b
 independent implementation (plain numpy, ``scipy.stats.entropy``, ``scipy.special.softmax``);
 the code under test never produces its own expected value.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,10 +21,10 @@ from src.selection.scorers import (
     cross_entropy_loss,
     entropy,
     get_scorer,
-    scorer_names,
     least_confidence,
     margin,
     random_scores,
+    scorer_names,
 )
 
 UNCERTAINTY_FUNCS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
@@ -72,15 +73,17 @@ def test_hand_values_three_classes():
 
 
 def test_hand_values_several_rows_four_classes():
-    p = t64([
-        [0.7, 0.1, 0.1, 0.1],
-        [0.4, 0.4, 0.1, 0.1],
-        [0.1, 0.2, 0.3, 0.4],   # max is not in column 0
-    ])
+    p = t64(
+        [
+            [0.7, 0.1, 0.1, 0.1],
+            [0.4, 0.4, 0.1, 0.1],
+            [0.1, 0.2, 0.3, 0.4],  # max is not in column 0
+        ]
+    )
     # least confidence = (1 - max) * 4/3
-    lc = [(1 - 0.7) * 4 / 3, (1 - 0.4) * 4 / 3, (1 - 0.4) * 4 / 3]     # 0.4, 0.8, 0.8
+    lc = [(1 - 0.7) * 4 / 3, (1 - 0.4) * 4 / 3, (1 - 0.4) * 4 / 3]  # 0.4, 0.8, 0.8
     # margin = 1 - (top1 - top2)
-    mg = [1 - (0.7 - 0.1), 1 - (0.4 - 0.4), 1 - (0.4 - 0.3)]           # 0.4, 1.0, 0.9
+    mg = [1 - (0.7 - 0.1), 1 - (0.4 - 0.4), 1 - (0.4 - 0.3)]  # 0.4, 1.0, 0.9
     # entropy = -sum p log2 p / log2 4 = -sum p log2 p / 2
     en = [
         -(0.7 * math.log2(0.7) + 3 * 0.1 * math.log2(0.1)) / 2,
@@ -101,8 +104,11 @@ def test_two_classes():
     np.testing.assert_allclose(least_confidence(p).numpy(), [0.4, 1.0, 0.0, 0.6], atol=1e-12)
     # margin = 1 - |p0 - p1|
     np.testing.assert_allclose(margin(p).numpy(), [0.4, 1.0, 0.0, 0.6], atol=1e-12)
+
     # entropy over log2 2 = 1: the binary entropy in bits
-    hb = lambda q: 0.0 if q in (0.0, 1.0) else -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+    def hb(q):
+        return 0.0 if q in (0.0, 1.0) else -(q * math.log2(q) + (1 - q) * math.log2(1 - q))
+
     np.testing.assert_allclose(entropy(p).numpy(), [hb(0.8), 1.0, 0.0, hb(0.3)], atol=1e-12)
 
 
@@ -113,7 +119,7 @@ def test_two_classes():
 @pytest.mark.parametrize("n", [2, 3, 10])
 def test_one_hot_gives_zero_and_no_nan(n, dtype):
     p = torch.zeros((n, n), dtype=dtype)
-    p[torch.arange(n), torch.arange(n)] = 1.0   # one-hot in every position
+    p[torch.arange(n), torch.arange(n)] = 1.0  # one-hot in every position
     for name, fn in UNCERTAINTY_FUNCS.items():
         out = fn(p)
         assert not torch.isnan(out).any(), name
@@ -144,9 +150,9 @@ def test_uniform_gives_one(n, dtype):
 def test_rejects_bad_shapes():
     for fn in UNCERTAINTY_FUNCS.values():
         with pytest.raises(ValueError):
-            fn(torch.tensor([0.5, 0.5]))            # 1-d
+            fn(torch.tensor([0.5, 0.5]))  # 1-d
         with pytest.raises(ValueError):
-            fn(torch.ones((4, 1)))                  # a single class
+            fn(torch.ones((4, 1)))  # a single class
 
 
 # --------------------------------------------------------------------------------------
@@ -177,7 +183,7 @@ def test_vectorised_equals_row_by_row(name):
     p = torch.from_numpy(_random_probs(rng, 25, 6))
     fn = UNCERTAINTY_FUNCS[name]
     batched = fn(p)
-    rows = torch.cat([fn(p[i:i + 1]) for i in range(p.shape[0])])
+    rows = torch.cat([fn(p[i : i + 1]) for i in range(p.shape[0])])
     torch.testing.assert_close(batched, rows, rtol=0, atol=1e-12)
 
 
@@ -258,9 +264,9 @@ def test_uncertainty_scorer_from_logits_uses_softmax(name):
     probs = scipy.special.softmax(logits, axis=1)
     expected = [REFS[name](row) for row in probs]
     s = get_scorer(name)
-    out = s.score_logits(torch.from_numpy(logits), None)    # labels are not needed
+    out = s.score_logits(torch.from_numpy(logits), None)  # labels are not needed
     assert out.shape == (30,)
-    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)   # float32 inside
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-5)  # float32 inside
     # float32 logits, as a model would produce, give the same
     out32 = s.score_logits(torch.from_numpy(logits).float(), None)
     np.testing.assert_allclose(out32.numpy(), expected, atol=1e-5)

@@ -1,5 +1,6 @@
 """python -m src.select against an independent computation: scipy's softmax and entropy of the saved
 model's logits, the cross-entropy by hand, the pivot window counted out; bad input is one line."""
+
 from __future__ import annotations
 
 import csv
@@ -22,13 +23,18 @@ from src.labelling.select import check_request
 from src.labelling.trained import load_trained_model, save_trained_model
 from tests.conftest import REPO, cli_env, compose_select, made_once, run_cli
 
-
 DIGITS = [str(d) for d in range(10)]
 
 
 def run_select(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "src.select", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "src.select", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def write_images(folder, names, seed, grey=False):
@@ -50,9 +56,16 @@ def logits_of(model, files):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     def make(folder: Path) -> str:
-        run_cli("debug=fast", "logger=none", "save_model=true", "trainer.max_epochs=1", "selection.rounds=1",
-                f"hydra.run.dir={folder / 'run'}")
+        run_cli(
+            "debug=fast",
+            "logger=none",
+            "save_model=true",
+            "trainer.max_epochs=1",
+            "selection.rounds=1",
+            f"hydra.run.dir={folder / 'run'}",
+        )
         return str(folder / "run")
+
     return Path(made_once(tmp_path_factory, "trained-run", make))
 
 
@@ -61,7 +74,9 @@ def test_label_mode_ranks_by_entropy_and_writes_a_label_studio_file(trained_run,
     pool, out = tmp_path / "pool", tmp_path / "out"
     names = [f"img{i:02d}.png" for i in range(12)]
     write_images(pool, names, seed=0)
-    proc = run_select(f"run_dir={trained_run}", f"images={pool}", "budget=4", "export=labelstudio", f"out={out}")
+    proc = run_select(
+        f"run_dir={trained_run}", f"images={pool}", "budget=4", "export=labelstudio", f"out={out}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     model, _, meta = load_trained_model(trained_run)
@@ -76,7 +91,9 @@ def test_label_mode_ranks_by_entropy_and_writes_a_label_studio_file(trained_run,
 
     tasks = json.loads((out / "tasks.json").read_text())
     assert [t["data"]["image"] for t in tasks] == [f"/data/local-files/?d={names[i]}" for i in top]
-    assert [t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks] == [[r["predicted"]] for r in rows]
+    assert [t["predictions"][0]["result"][0]["value"]["choices"] for t in tasks] == [
+        [r["predicted"]] for r in rows
+    ]
     assert '<Choice value="9"/>' in (out / "tasks.xml").read_text()
     audit = [json.loads(line) for line in (trained_run / "labelling.jsonl").read_text().splitlines()]
     assert [a["image"] for a in audit[-4:]] == [str(pool / names[i]) for i in top]
@@ -87,8 +104,15 @@ def test_keep_mode_keeps_the_middle_by_loss_as_hard_links(trained_run, tmp_path)
     tree, out = tmp_path / "tree", tmp_path / "kept"
     files = [f"{c}/x{i}.png" for c in ("1", "4", "7") for i in range(4)]
     write_images(tree, files, seed=1, grey=True)
-    proc = run_select(f"run_dir={trained_run}", f"images={tree}", "mode=keep", "fraction=0.5", "scorer=loss",
-                      "selection.pivot=0.5", f"out={out}")
+    proc = run_select(
+        f"run_dir={trained_run}",
+        f"images={tree}",
+        "mode=keep",
+        "fraction=0.5",
+        "scorer=loss",
+        "selection.pivot=0.5",
+        f"out={out}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     model, _, _ = load_trained_model(trained_run)
@@ -111,7 +135,8 @@ def test_a_run_without_saved_weights_is_one_line(tmp_path):
     proc = run_select(f"run_dir={tmp_path}", f"images={tmp_path / 'pool'}", f"out={tmp_path / 'out'}")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: run_dir={tmp_path}: no saved model (model.pt + model.json); train it with save_model=true"]
+        f"error: run_dir={tmp_path}: no saved model (model.pt + model.json); train it with save_model=true"
+    ]
 
 
 @pytest.fixture
@@ -124,7 +149,9 @@ def saved_run(tmp_path):
 
 def test_classes_the_model_does_not_know_are_one_line(saved_run, tmp_path):
     write_images(tmp_path / "tree", ["3/a.png", "cat/b.png"], seed=3)
-    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'tree'}", "mode=keep", f"out={tmp_path / 'o'}")
+    cfg = compose_select(
+        f"run_dir={saved_run}", f"images={tmp_path / 'tree'}", "mode=keep", f"out={tmp_path / 'o'}"
+    )
     with pytest.raises(UserError, match=r"classes \['cat'\] are not known to the model"):
         check_request(cfg)
 
@@ -132,22 +159,32 @@ def test_classes_the_model_does_not_know_are_one_line(saved_run, tmp_path):
 def test_pool_images_outside_the_document_root_are_one_line(saved_run, tmp_path):
     write_images(tmp_path / "pool", ["a.png"], seed=4)
     (tmp_path / "served").mkdir()
-    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", "export=labelstudio",
-                      f"document_root={tmp_path / 'served'}", f"out={tmp_path / 'o'}")
+    cfg = compose_select(
+        f"run_dir={saved_run}",
+        f"images={tmp_path / 'pool'}",
+        "export=labelstudio",
+        f"document_root={tmp_path / 'served'}",
+        f"out={tmp_path / 'o'}",
+    )
     with pytest.raises(UserError, match="not under the Label Studio document root"):
         check_request(cfg)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("scorer=loss", "mode=label has no labels"),
-    ("scorer=bald", "scorer=bald is not available for a classification model; use least_confidence"),
-    ("scorer=learning_loss", "scorer=learning_loss is not available for a classification model"),
-    ("mode=prune", "mode=prune: allowed label | keep"),
-    ("export=cvat", "export=cvat: allowed none | labelstudio"),
-    ("budget=0", "budget=0: must be a positive whole number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scorer=loss", "mode=label has no labels"),
+        ("scorer=bald", "scorer=bald is not available for a classification model; use least_confidence"),
+        ("scorer=learning_loss", "scorer=learning_loss is not available for a classification model"),
+        ("mode=prune", "mode=prune: allowed label | keep"),
+        ("export=cvat", "export=cvat: allowed none | labelstudio"),
+        ("budget=0", "budget=0: must be a positive whole number"),
+    ],
+)
 def test_bad_arguments_are_one_line(saved_run, tmp_path, override, message):
     write_images(tmp_path / "pool", ["a.png"], seed=5)
-    cfg = compose_select(f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", f"out={tmp_path / 'o'}", override)
+    cfg = compose_select(
+        f"run_dir={saved_run}", f"images={tmp_path / 'pool'}", f"out={tmp_path / 'o'}", override
+    )
     with pytest.raises(UserError, match=message):
         check_request(cfg)

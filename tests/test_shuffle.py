@@ -4,6 +4,7 @@
 one permutation per round, the same in every epoch; ``epoch``: a new one every epoch;
 ``none``: the labelled (selection) order.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -51,13 +52,21 @@ def fast_setup():
 
 def trained_orders(fast_setup, shuffle, steps_per_epoch=None, epochs=3) -> tuple[list[int], list[list[int]]]:
     cfg, dm = fast_setup
-    labelled = dm.pool_ids[::-1][:24].tolist()      # not sorted, so "labelled order" is visible
+    labelled = dm.pool_ids[::-1][:24].tolist()  # not sorted, so "labelled order" is visible
     dm.set_labelled(labelled, shuffle=shuffle, seed=SEED, steps_per_epoch=steps_per_epoch)
     model, _ = build_model(cfg, dm)
     seen = TrainedIds()
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0, callbacks=[seen])
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[seen],
+    )
     trainer.fit(model, datamodule=dm)
     return labelled, seen.epochs
 
@@ -72,7 +81,7 @@ def test_epoch_reshuffles_every_epoch_from_the_same_first_order(fast_setup):
     labelled, epochs = trained_orders(fast_setup, "epoch")
     _, round_epochs = trained_orders(fast_setup, "round")
     assert all(sorted(e) == sorted(labelled) for e in epochs)
-    assert epochs[0] == round_epochs[0]                      # the same first draw
+    assert epochs[0] == round_epochs[0]  # the same first draw
     assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
 
 
@@ -94,9 +103,11 @@ def test_shuffle_values(compose_cfg, capsys):
     with pytest.raises(UserError, match="selection.shuffle='sometimes'; allowed: round"):
         validate(compose_cfg("debug=fast", "selection.shuffle=sometimes"))
     # the old spellings, on the command line: rewritten once, with a deprecation line
-    assert rewrite_renamed_keys(["selection.shuffle=true,false", "selection.shuffle=round"]) == \
-        ["selection.shuffle=epoch,none", "selection.shuffle=round"]
+    assert rewrite_renamed_keys(["selection.shuffle=true,false", "selection.shuffle=round"]) == [
+        "selection.shuffle=epoch,none",
+        "selection.shuffle=round",
+    ]
     err = capsys.readouterr().err
     assert err.count("deprecated") == 1 and "use selection.shuffle=epoch,none" in err
-    validate(compose_cfg("debug=fast", "selection.shuffle=false"))     # a yaml's boolean still validates
+    validate(compose_cfg("debug=fast", "selection.shuffle=false"))  # a yaml's boolean still validates
     assert shuffle_mode(False) == "none" and shuffle_mode(True) == "epoch"

@@ -2,6 +2,7 @@
 compare-to-a-reference mode with 95% CIs of the difference and of Cohen's d (checked against
 scipy and the formulas written out here), and the warning for groups with fewer than 3 seeds,
 through the real ``python -m src.report``."""
+
 from __future__ import annotations
 
 import csv
@@ -14,15 +15,30 @@ from omegaconf import OmegaConf
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-from src.analysis.stats import compare, d_ci, holm, paired_diff_ci, pvalue_matrix, versus_reference, welch_diff_ci
+from src.analysis.stats import (
+    compare,
+    d_ci,
+    holm,
+    paired_diff_ci,
+    pvalue_matrix,
+    versus_reference,
+    welch_diff_ci,
+)
 from tests.conftest import run_module
 from tests.test_report import auc_by_hand, make_run
 
 # test/acc_top1 per round (x = 20, 40, 60): entropy and random ran seeds 1-3, margin only 1-2
-ACC = {("entropy", 1): [0.1, 0.3, 0.5], ("entropy", 2): [0.2, 0.35, 0.45], ("entropy", 3): [0.15, 0.3, 0.6],
-       ("random", 1): [0.1, 0.2, 0.3], ("random", 2): [0.15, 0.2, 0.25], ("random", 3): [0.1, 0.25, 0.3],
-       ("margin", 1): [0.1, 0.3, 0.4], ("margin", 2): [0.2, 0.3, 0.5]}
-Z95 = 1.959963984540054          # the normal's 97.5% quantile
+ACC = {
+    ("entropy", 1): [0.1, 0.3, 0.5],
+    ("entropy", 2): [0.2, 0.35, 0.45],
+    ("entropy", 3): [0.15, 0.3, 0.6],
+    ("random", 1): [0.1, 0.2, 0.3],
+    ("random", 2): [0.15, 0.2, 0.25],
+    ("random", 3): [0.1, 0.25, 0.3],
+    ("margin", 1): [0.1, 0.3, 0.4],
+    ("margin", 2): [0.2, 0.3, 0.5],
+}
+Z95 = 1.959963984540054  # the normal's 97.5% quantile
 
 
 def aucs(scorer: str) -> list[float]:
@@ -55,19 +71,22 @@ def read_rows(path) -> list[dict]:
 
 
 def hedges_olkin_ci(d: float, na: int, nb: int) -> tuple[float, float]:
-    se = math.sqrt((na + nb) / (na * nb) + d ** 2 / (2 * (na + nb)))
+    se = math.sqrt((na + nb) / (na * nb) + d**2 / (2 * (na + nb)))
     return d - Z95 * se, d + Z95 * se
 
 
 # -- Holm against statsmodels ---------------------------------------------------------------------
-@pytest.mark.parametrize("p", [
-    [0.01, 0.04, 0.03, 0.2],
-    [0.029],                                        # one test: nothing to correct
-    [0.01, 0.01, 0.01, 0.5, 0.5],                   # ties
-    [0.001, 0.02, 0.02, 0.04, 0.3, 0.9, 0.0001],
-    [0.4, 0.6, 0.8],                                # all capped at 1 after scaling where they exceed it
-    list(np.random.default_rng(0).uniform(0, 0.1, 21)),   # the reviewer's 21 pairs
-])
+@pytest.mark.parametrize(
+    "p",
+    [
+        [0.01, 0.04, 0.03, 0.2],
+        [0.029],  # one test: nothing to correct
+        [0.01, 0.01, 0.01, 0.5, 0.5],  # ties
+        [0.001, 0.02, 0.02, 0.04, 0.3, 0.9, 0.0001],
+        [0.4, 0.6, 0.8],  # all capped at 1 after scaling where they exceed it
+        list(np.random.default_rng(0).uniform(0, 0.1, 21)),  # the reviewer's 21 pairs
+    ],
+)
 def test_holm_equals_statsmodels(p):
     assert holm(p) == pytest.approx(multipletests(p, method="holm")[1], abs=1e-12)
 
@@ -96,9 +115,11 @@ def test_difference_intervals_equal_scipy_and_d_intervals_the_formula():
     se = math.sqrt(0.2 + 0.064)
     assert d_ci(-0.8, 5) == pytest.approx((-0.8 - Z95 * se, -0.8 + Z95 * se))
     c = compare(a, [1, 2, 3], b, [1, 2])
-    assert (c.diff_low, c.diff_high) == pytest.approx(tuple(st.ttest_ind(a, b, equal_var=False).confidence_interval()))
+    assert (c.diff_low, c.diff_high) == pytest.approx(
+        tuple(st.ttest_ind(a, b, equal_var=False).confidence_interval())
+    )
     assert (c.effect_low, c.effect_high) == pytest.approx(hedges_olkin_ci(c.effect, 3, 2))
-    assert math.isnan(compare(a, [1, 2, 3], [0.3], [1]).diff_low)   # one run: no test, no interval
+    assert math.isnan(compare(a, [1, 2, 3], [0.3], [1]).diff_low)  # one run: no test, no interval
 
 
 def test_matrix_and_reference_are_corrected_over_their_own_families():
@@ -117,8 +138,9 @@ def test_matrix_and_reference_are_corrected_over_their_own_families():
 # -- through the CLI --------------------------------------------------------------------------------
 def test_reference_mode_csv_equals_scipy_and_warns_of_few_seeds(sweep, tmp_path):
     out = tmp_path / "rep"
-    proc = report(str(sweep), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
-                  "--reference", "random")
+    proc = report(
+        str(sweep), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1", "--reference", "random"
+    )
     assert proc.returncode == 0, proc.stderr
     warning = "warning: groups with fewer than 3 seeds (their tests have little power): margin (n=2)"
     assert warning in proc.stderr.splitlines()
@@ -153,22 +175,35 @@ def test_reference_mode_csv_equals_scipy_and_warns_of_few_seeds(sweep, tmp_path)
 
 def test_paired_reference_mode_uses_the_paired_interval_where_seeds_match(sweep, tmp_path):
     out = tmp_path / "rep"
-    proc = report(str(sweep), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
-                  "--reference", "random", "--paired")
+    proc = report(
+        str(sweep),
+        "--out",
+        str(out),
+        "--no-grids",
+        "--metrics",
+        "test/acc_top1",
+        "--reference",
+        "random",
+        "--paired",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["a"]: r for r in read_rows(out / "pvalues.csv")}
     e, ref = rows["entropy"], aucs("random")
-    assert e["test"] == "paired" and rows["margin"]["test"] == "welch"     # margin lacks seed 3
+    assert e["test"] == "paired" and rows["margin"]["test"] == "welch"  # margin lacks seed 3
     ci = st.ttest_rel(aucs("entropy"), ref).confidence_interval(0.95)
     assert (float(e["diff_ci_low"]), float(e["diff_ci_high"])) == pytest.approx((ci.low, ci.high))
     diffs = np.subtract(aucs("entropy"), ref)
     dz = diffs.mean() / diffs.std(ddof=1)
-    se = math.sqrt(1 / 3 + dz ** 2 / 6)
+    se = math.sqrt(1 / 3 + dz**2 / 6)
     assert float(e["cohens_d"]) == pytest.approx(dz)
     assert (float(e["d_ci_low"]), float(e["d_ci_high"])) == pytest.approx((dz - Z95 * se, dz + Z95 * se))
-    raw = [st.ttest_rel(aucs("entropy"), ref).pvalue, st.ttest_ind(aucs("margin"), ref, equal_var=False).pvalue]
+    raw = [
+        st.ttest_rel(aucs("entropy"), ref).pvalue,
+        st.ttest_ind(aucs("margin"), ref, equal_var=False).pvalue,
+    ]
     assert [float(rows[s]["p_holm"]) for s in ("entropy", "margin")] == pytest.approx(
-        multipletests(raw, method="holm")[1])
+        multipletests(raw, method="holm")[1]
+    )
 
 
 def test_pairwise_csv_has_raw_and_holm_p_and_the_page_shows_the_corrected_one(sweep, tmp_path):
@@ -176,17 +211,21 @@ def test_pairwise_csv_has_raw_and_holm_p_and_the_page_shows_the_corrected_one(sw
     proc = report(str(sweep), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1")
     assert proc.returncode == 0, proc.stderr
     rows = {(r["a"], r["b"]): r for r in read_rows(out / "pvalues.csv")}
-    assert len(rows) == 6                                   # ordered pairs of 3 groups
+    assert len(rows) == 6  # ordered pairs of 3 groups
     pairs = [("entropy", "margin"), ("entropy", "random"), ("margin", "random")]
     raw = [st.ttest_ind(aucs(a), aucs(b), equal_var=False).pvalue for a, b in pairs]
     md = (out / "report.md").read_text()
     assert "Holm-corrected over 3 comparisons" in md
     for (a, b), p, p_holm in zip(pairs, raw, multipletests(raw, method="holm")[1]):
         for key in ((a, b), (b, a)):
-            assert float(rows[key]["p"]) == pytest.approx(p) and float(rows[key]["p_holm"]) == pytest.approx(p_holm)
+            assert float(rows[key]["p"]) == pytest.approx(p) and float(rows[key]["p_holm"]) == pytest.approx(
+                p_holm
+            )
             assert rows[key]["comparisons"] == "3"
         ci = st.ttest_ind(aucs(a), aucs(b), equal_var=False).confidence_interval(0.95)
-        assert (float(rows[a, b]["diff_ci_low"]), float(rows[a, b]["diff_ci_high"])) == pytest.approx((ci.low, ci.high))
+        assert (float(rows[a, b]["diff_ci_low"]), float(rows[a, b]["diff_ci_high"])) == pytest.approx(
+            (ci.low, ci.high)
+        )
         assert float(rows[b, a]["d_ci_low"]) == pytest.approx(-float(rows[a, b]["d_ci_high"]))
         line = table_row(md, "p-values", a)
         cell = re.search(rf"\*?\*?{float(p_holm):.3f} \(d=", line)
@@ -220,11 +259,15 @@ def test_the_matrix_highlights_the_corrected_p_not_the_raw_one():
     # raw p = 0.029 (the reviewer's case) corrected to 0.087 over 3 tests: shown, not highlighted
     def pair(p, p_holm):
         return Comparison(p, 5.8, "welch", 2, 2, p_holm=p_holm)
+
     same = Comparison(1.0, 0.0, "same", 2, 2, p_holm=1.0)
     labels = ["a", "b", "c"]
     hot, cold = pair(0.001, 0.003), pair(0.029, 0.087)
-    matrix = {"a": {"a": same, "b": cold, "c": hot}, "b": {"a": cold, "b": same, "c": pair(0.4, 0.4)},
-              "c": {"a": hot, "b": pair(0.4, 0.4), "c": same}}
+    matrix = {
+        "a": {"a": same, "b": cold, "c": hot},
+        "b": {"a": cold, "b": same, "c": pair(0.4, 0.4)},
+        "c": {"a": hot, "b": pair(0.4, 0.4), "c": same},
+    }
     t = pvalue_table("test/acc_top1", labels, matrix, 0.05, paired=False)
     assert t.rows[0][2].startswith("0.087 ") and t.rows[0][3].startswith("0.003 ")
     assert t.significant == {(0, 3), (2, 1)}
@@ -241,29 +284,54 @@ def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compos
     for dataset, table in values.items():
         on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
         for (scorer, seed), acc in table.items():
-            make_run(tmp_path / "sweep", on, scorer, seed, acc, finished=True, name=f"{dataset}-{scorer}-s{seed}")
+            make_run(
+                tmp_path / "sweep", on, scorer, seed, acc, finished=True, name=f"{dataset}-{scorer}-s{seed}"
+            )
     out = tmp_path / "rep"
-    proc = report(str(tmp_path / "sweep"), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
-                  "--facet", "dataset.name", "--reference", "random")
+    proc = report(
+        str(tmp_path / "sweep"),
+        "--out",
+        str(out),
+        "--no-grids",
+        "--metrics",
+        "test/acc_top1",
+        "--facet",
+        "dataset.name",
+        "--reference",
+        "random",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(out / "pvalues.csv")
     for dataset, table in values.items():
-        def scorer(label: str) -> str:      # the label is the dataset and the scorer, in the report's key order
+
+        def scorer(
+            label: str, dataset: str = dataset
+        ) -> str:  # the label is the dataset and the scorer, in the report's key order
             parts = label.split(", ")
             assert len(parts) == 2 and dataset in parts, label
             return next(part for part in parts if part != dataset)
 
         mine = [r for r in rows if dataset in r["b"].split(", ")]
         assert [scorer(r["a"]) for r in mine] == ["entropy", "margin"] and len(mine) == 2
-        by_hand = {s: [auc_by_hand(y) for (name, _), y in sorted(table.items()) if name == s]
-                   for s in ("entropy", "margin", "random")}
+        by_hand = {
+            s: [auc_by_hand(y) for (name, _), y in sorted(table.items()) if name == s]
+            for s in ("entropy", "margin", "random")
+        }
         raw = [st.ttest_ind(by_hand[scorer(r["a"])], by_hand["random"], equal_var=False).pvalue for r in mine]
         for r, p, p_holm in zip(mine, raw, multipletests(raw, method="holm")[1]):
             assert float(r["p"]) == pytest.approx(p) and float(r["p_holm"]) == pytest.approx(p_holm)
             assert r["comparisons"] == "2" and scorer(r["b"]) == "random"
     # a reference missing from a panel is one line naming the panel
-    proc = report(str(tmp_path / "sweep"), "--out", str(tmp_path / "rep2"), "--no-grids", "--facet", "dataset.name",
-                  "--reference", "nope")
+    proc = report(
+        str(tmp_path / "sweep"),
+        "--out",
+        str(tmp_path / "rep2"),
+        "--no-grids",
+        "--facet",
+        "dataset.name",
+        "--reference",
+        "nope",
+    )
     assert proc.returncode == 2 and "--reference nope: no group of facet panel" in proc.stderr
 
 
@@ -274,17 +342,32 @@ def test_with_a_facet_the_matrix_is_one_family_per_panel(tmp_path, compose_cfg):
     for dataset, shift in (("v2", 0.0), ("mixed", -0.1)):
         on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
         for (scorer, seed), acc in ACC.items():
-            make_run(tmp_path / "sweep", on, scorer, seed, [v + shift for v in acc], finished=True,
-                     name=f"{dataset}-{scorer}-s{seed}")
+            make_run(
+                tmp_path / "sweep",
+                on,
+                scorer,
+                seed,
+                [v + shift for v in acc],
+                finished=True,
+                name=f"{dataset}-{scorer}-s{seed}",
+            )
     out = tmp_path / "rep"
-    proc = report(str(tmp_path / "sweep"), "--out", str(out), "--no-grids", "--metrics", "test/acc_top1",
-                  "--facet", "dataset.name")
+    proc = report(
+        str(tmp_path / "sweep"),
+        "--out",
+        str(out),
+        "--no-grids",
+        "--metrics",
+        "test/acc_top1",
+        "--facet",
+        "dataset.name",
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(out / "pvalues.csv")
-    assert len(rows) == 2 * 6                        # 3 ordered pairs both ways, per dataset
+    assert len(rows) == 2 * 6  # 3 ordered pairs both ways, per dataset
     for r in rows:
         datasets = [{"v2", "mixed"} & set(r[side].split(", ")) for side in ("a", "b")]
-        assert len(datasets[0]) == 1 and datasets[0] == datasets[1], r       # never across datasets
+        assert len(datasets[0]) == 1 and datasets[0] == datasets[1], r  # never across datasets
         assert r["comparisons"] == "3"
     # the shift leaves every within-dataset difference as it was: the same raw and Holm p in both panels
     by_hand = {s: aucs(s) for s in ("entropy", "margin", "random")}

@@ -1,4 +1,5 @@
 """model=timm: any timm classification model by name, its own preprocessing, weights only from a local cache."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,7 @@ from src.config.instantiate import build
 from src.errors import UserError
 from src.experiment import build_loop, build_model
 
-NET = "test_resnet"      # a tiny timm model (a few hundred thousand parameters)
+NET = "test_resnet"  # a tiny timm model (a few hundred thousand parameters)
 
 
 def timm_cfg(compose_cfg, *overrides):
@@ -34,7 +35,9 @@ def test_pretrained_reads_the_hub_cache_only(compose_cfg, tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     cfg = timm_cfg(compose_cfg, "model.module.net.pretrained=true")
     dm = build(cfg.dataset)
-    with pytest.raises(UserError, match=r"pretrained=true: no cached weights of test_resnet in the Hugging Face"):
+    with pytest.raises(
+        UserError, match=r"pretrained=true: no cached weights of test_resnet in the Hugging Face"
+    ):
         build_model(cfg, dm)
     # a file in the cache's layout (refs/main -> snapshots/<revision>/model.safetensors) is what loads
     torch.manual_seed(123)
@@ -43,14 +46,16 @@ def test_pretrained_reads_the_hub_cache_only(compose_cfg, tmp_path, monkeypatch)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
     (repo / "snapshots" / "abc123").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()},
-              str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in source.state_dict().items()},
+        str(repo / "snapshots" / "abc123" / "model.safetensors"),
+    )
     model, _ = build_model(cfg, dm)
     loaded, saved = model.net.state_dict(), source.state_dict()
     head = timm.models.get_pretrained_cfg(NET).classifier
     body = [k for k in saved if not k.startswith(head)]
     assert body and all(torch.equal(loaded[k], saved[k]) for k in body)
-    assert model.net.get_classifier().out_features == 10        # the head replaced for the run's classes
+    assert model.net.get_classifier().out_features == 10  # the head replaced for the run's classes
 
 
 def test_not_a_timm_model_is_one_line(compose_cfg):

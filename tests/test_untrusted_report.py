@@ -2,6 +2,7 @@
 output folder that cannot be written is one line (``error: ...``, exit status 2) through the
 real CLI, before any work and with every file left as it was; the decode cache goes only where
 the user said; the grouping line, axis ticks, class names and audit text say what is there."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,8 +28,10 @@ from tests.test_report import make_run
 # -- helpers --------------------------------------------------------------------------------------
 def snapshot(root: Path) -> dict:
     """Every file under ``root`` (links not followed) with a digest of its bytes: what 'unchanged' means."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(root.rglob("*"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def report_cli(*args: str):
@@ -105,8 +108,17 @@ def test_a_data_cache_that_is_a_file_is_refused_before_any_work(run, tmp_path):
 
 
 # -- 7. a malformed file of a run directory: one line naming the file (and line) ------------------
-RECORD = {"round": 0, "n_labelled": 2, "n_selected": 2, "selection": "entropy", "selected_ids": [3, 1],
-          "selected_scores": [0.9, 0.1], "epochs": 3, "best_epoch": 1, "test/acc_top1": 0.2}
+RECORD = {
+    "round": 0,
+    "n_labelled": 2,
+    "n_selected": 2,
+    "selection": "entropy",
+    "selected_ids": [3, 1],
+    "selected_scores": [0.9, 0.1],
+    "epochs": 3,
+    "best_epoch": 1,
+    "test/acc_top1": 0.2,
+}
 
 
 def _jsonl(*objects) -> str:
@@ -115,36 +127,72 @@ def _jsonl(*objects) -> str:
 
 MALFORMED = [
     # (file, content, what the line says besides the file)
-    (".hydra/config.yaml", "seed: 1\ndataset:\n  name: [digits\n  sizes: 3\n", "config.yaml:4: not valid YAML"),
+    (
+        ".hydra/config.yaml",
+        "seed: 1\ndataset:\n  name: [digits\n  sizes: 3\n",
+        "config.yaml:4: not valid YAML",
+    ),
     (".hydra/config.yaml", "seed: 1\nscorer:\n  name: a\n  name: b\n", "config.yaml:4: not valid YAML"),
-    (".hydra/config.yaml", "seed: 1\nrun: !!python/object/apply:os.system ['touch pwned']\n",
-     "config.yaml:2: not valid YAML"),
+    (
+        ".hydra/config.yaml",
+        "seed: 1\nrun: !!python/object/apply:os.system ['touch pwned']\n",
+        "config.yaml:2: not valid YAML",
+    ),
     (".hydra/config.yaml", "seed: 1\ntask_name: ${oops\n", "config.yaml:2: not a config"),
     (".hydra/config.yaml", "- seed=1\n- scorer=entropy\n", "config.yaml: not a config (a YAML mapping"),
     (".hydra/config.yaml", b"seed: 1\nname: caf\xe9\n", "config.yaml:2: not UTF-8 text"),
-    (".hydra/overrides.yaml", "- scorer=entropy\n- \"seed=1\n", "overrides.yaml:3: not valid YAML"),
+    (".hydra/overrides.yaml", '- scorer=entropy\n- "seed=1\n', "overrides.yaml:3: not valid YAML"),
     (".hydra/overrides.yaml", "scorer: entropy\n", "overrides.yaml: not a list of overrides"),
     (".hydra/hydra.yaml", "hydra:\n  runtime: {choices: {scorer: entropy}\n", "hydra.yaml:3: not valid YAML"),
-    (".hydra/hydra.yaml", "hydra:\n  runtime:\n    choices: [scorer, entropy]\n", "hydra.yaml: hydra.runtime.choices"),
-    ("summary.json", "{\n  \"auc\": 0.5,\n  oops\n}\n", "summary.json:3: not valid JSON"),
+    (
+        ".hydra/hydra.yaml",
+        "hydra:\n  runtime:\n    choices: [scorer, entropy]\n",
+        "hydra.yaml: hydra.runtime.choices",
+    ),
+    ("summary.json", '{\n  "auc": 0.5,\n  oops\n}\n', "summary.json:3: not valid JSON"),
     ("summary.json", "[0.5]\n", "summary.json: not a JSON object"),
-    ("rounds.jsonl", _jsonl(RECORD) + "{\"round\": 1,\n", "rounds.jsonl:2: not a JSON line"),
-    ("rounds.jsonl", _jsonl(RECORD, {**RECORD, "round": "one"}), "rounds.jsonl:2: a round record whose round is 'one', not an integer >= 0"),
-    ("rounds.jsonl", _jsonl({**RECORD, "selected_ids": [3, "x"]}), "rounds.jsonl:1: a round record whose selected_ids is [3, 'x'], not a list of integer ids"),
-    ("rounds.jsonl", _jsonl({**RECORD, "selected_predictions": [1]}),
-     "rounds.jsonl:1: a round record whose selected_predictions is [1], not one integer class per selected id"),
-    ("rounds.jsonl", _jsonl({**RECORD, "fit_seconds": [1]}), "rounds.jsonl:1: a round record whose fit_seconds is [1]"),
+    ("rounds.jsonl", _jsonl(RECORD) + '{"round": 1,\n', "rounds.jsonl:2: not a JSON line"),
+    (
+        "rounds.jsonl",
+        _jsonl(RECORD, {**RECORD, "round": "one"}),
+        "rounds.jsonl:2: a round record whose round is 'one', not an integer >= 0",
+    ),
+    (
+        "rounds.jsonl",
+        _jsonl({**RECORD, "selected_ids": [3, "x"]}),
+        "rounds.jsonl:1: a round record whose selected_ids is [3, 'x'], not a list of integer ids",
+    ),
+    (
+        "rounds.jsonl",
+        _jsonl({**RECORD, "selected_predictions": [1]}),
+        "rounds.jsonl:1: a round record whose selected_predictions is [1], not one integer class per selected id",
+    ),
+    (
+        "rounds.jsonl",
+        _jsonl({**RECORD, "fit_seconds": [1]}),
+        "rounds.jsonl:1: a round record whose fit_seconds is [1]",
+    ),
     ("rounds.jsonl", "\n" + "[" * 100_000 + "\n", "rounds.jsonl:2: not a round record"),
     ("rounds.jsonl", b"\xff\xfe{}\n", "rounds.jsonl:1: not UTF-8 text"),
-    ("rounds/round_000/metrics.csv", b"epoch,val/loss,val/acc_top1\n0,1.0,\xff\n", "metrics.csv:2: not UTF-8 text"),
-    ("rounds/round_000/metrics.csv", "epoch,val/loss,val/acc_top1\n0,\"" + "x" * 200_000 + "\",0.5\n",
-     "metrics.csv:2: not a CSV file"),
-    (".hydra/config.yaml", None, "config.yaml: not a regular file"),        # a folder where the file should be
+    (
+        "rounds/round_000/metrics.csv",
+        b"epoch,val/loss,val/acc_top1\n0,1.0,\xff\n",
+        "metrics.csv:2: not UTF-8 text",
+    ),
+    (
+        "rounds/round_000/metrics.csv",
+        'epoch,val/loss,val/acc_top1\n0,"' + "x" * 200_000 + '",0.5\n',
+        "metrics.csv:2: not a CSV file",
+    ),
+    (".hydra/config.yaml", None, "config.yaml: not a regular file"),  # a folder where the file should be
 ]
 
 
-@pytest.mark.parametrize("name, content, says", MALFORMED,
-                         ids=[f"{n.rsplit('/', 1)[-1]}-{i}" for i, (n, _, _) in enumerate(MALFORMED)])
+@pytest.mark.parametrize(
+    "name, content, says",
+    MALFORMED,
+    ids=[f"{n.rsplit('/', 1)[-1]}-{i}" for i, (n, _, _) in enumerate(MALFORMED)],
+)
 def test_a_malformed_run_file_is_one_line_naming_it(run, tmp_path, name, content, says):
     path = run / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +220,7 @@ def test_files_the_report_does_not_read_cannot_stop_it(run, tmp_path):
 
 def test_selections_that_are_no_rows_of_the_rebuilt_dataset_skip_the_grids_with_a_note(run, tmp_path):
     records = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
-    records[1]["selected_ids"][0] = 10_000                  # the debug=fast digits have 240 rows
+    records[1]["selected_ids"][0] = 10_000  # the debug=fast digits have 240 rows
     (run / "rounds.jsonl").write_text(_jsonl(*records))
     res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])
     assert not res.grids and not res.audit_grids
@@ -184,38 +232,60 @@ def _images(root: Path) -> Path:
     for c, cls in enumerate(("cat", "dog")):
         (root / cls).mkdir(parents=True)
         for i in range(10):
-            Image.fromarray(np.full((12, 12, 3), 10 * i + 120 * c, dtype=np.uint8)).save(root / cls / f"{i}.png")
+            Image.fromarray(np.full((12, 12, 3), 10 * i + 120 * c, dtype=np.uint8)).save(
+                root / cls / f"{i}.png"
+            )
     return root
 
 
 def folder_run(root: Path, compose_cfg, images: Path, *overrides: str) -> Path:
     """A dataset=folder run directory whose config is saved as Hydra saves it: unresolved."""
-    cfg = compose_cfg("debug=fast", "dataset=folder", f"dataset.root={images}", "dataset.image_size=8",
-                      "dataset.sizes.pool=null", "dataset.sizes.val=null", "dataset.sizes.test=null", *overrides)
+    cfg = compose_cfg(
+        "debug=fast",
+        "dataset=folder",
+        f"dataset.root={images}",
+        "dataset.image_size=8",
+        "dataset.sizes.pool=null",
+        "dataset.sizes.val=null",
+        "dataset.sizes.test=null",
+        *overrides,
+    )
     run = root / "run"
     (run / ".hydra").mkdir(parents=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    (run / "rounds.jsonl").write_text(_jsonl({**RECORD, "n_labelled": 3, "n_selected": 3, "selected_ids": [0, 1, 2],
-                                               "selected_scores": [0.9, 0.5, 0.1]}))
+    (run / "rounds.jsonl").write_text(
+        _jsonl(
+            {
+                **RECORD,
+                "n_labelled": 3,
+                "n_selected": 3,
+                "selected_ids": [0, 1, 2],
+                "selected_scores": [0.9, 0.5, 0.1],
+            }
+        )
+    )
     return run
 
 
-def test_the_decode_cache_goes_under_the_report_folder_not_into_the_working_directory(tmp_path, compose_cfg,
-                                                                                      monkeypatch):
+def test_the_decode_cache_goes_under_the_report_folder_not_into_the_working_directory(
+    tmp_path, compose_cfg, monkeypatch
+):
     images = _images(tmp_path / "images")
-    run = folder_run(tmp_path / "received", compose_cfg, images)       # paths.cache_dir: ${paths.data_dir}/cache
+    run = folder_run(tmp_path / "received", compose_cfg, images)  # paths.cache_dir: ${paths.data_dir}/cache
     assert "${" in yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["paths"]["cache_dir"]
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     out = tmp_path / "rep"
     assert main([str(run), "--out", str(out)]) == 0
-    assert list(cwd.iterdir()) == []                       # no ./data/cache
+    assert list(cwd.iterdir()) == []  # no ./data/cache
     assert any((out / "cache").glob("*/images.u8"))
     assert (out / "figures" / "audit_00.png").is_file()
 
 
-def test_a_runs_own_cache_is_read_where_it_holds_the_images_and_never_written(tmp_path, compose_cfg, monkeypatch):
+def test_a_runs_own_cache_is_read_where_it_holds_the_images_and_never_written(
+    tmp_path, compose_cfg, monkeypatch
+):
     images = _images(tmp_path / "images")
     own = tmp_path / "runs_cache"
     run = folder_run(tmp_path / "received", compose_cfg, images, f"paths.cache_dir={own}")
@@ -225,7 +295,9 @@ def test_a_runs_own_cache_is_read_where_it_holds_the_images_and_never_written(tm
     before = snapshot(own)
     assert any(p.endswith("images.u8") for p in before)
     assert main([str(run), "--out", str(tmp_path / "rep")]) == 0
-    assert snapshot(own) == before and not (tmp_path / "rep" / "cache").exists()   # read, and not decoded again
+    assert (
+        snapshot(own) == before and not (tmp_path / "rep" / "cache").exists()
+    )  # read, and not decoded again
     assert (tmp_path / "rep" / "figures" / "audit_00.png").is_file()
 
     # a recorded cache without these images is not written: the report decodes under its own folder
@@ -250,21 +322,37 @@ def _sweep(root: Path, compose_cfg, arms: dict[str, list[str]], overrides=True, 
     for stem, items in arms.items():
         cfg = compose_cfg("debug=fast", *items)
         for seed in (1, 2):
-            run = make_run(root, cfg, str(cfg.scorer.name), seed, [0.2, 0.3 + 0.1 * seed], True, name=f"{stem}-s{seed}")
+            run = make_run(
+                root, cfg, str(cfg.scorer.name), seed, [0.2, 0.3 + 0.1 * seed], True, name=f"{stem}-s{seed}"
+            )
             recorded = [*items, f"seed={seed}"] if overrides else []
             (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(recorded))
             if choices is not None:
-                (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
-                    {"hydra": {"runtime": {"choices": {"dataset": "digits", "hydra/launcher": "basic",
-                                                       **choices[stem]}}}}))
+                (run / ".hydra" / "hydra.yaml").write_text(
+                    yaml.safe_dump(
+                        {
+                            "hydra": {
+                                "runtime": {
+                                    "choices": {
+                                        "dataset": "digits",
+                                        "hydra/launcher": "basic",
+                                        **choices[stem],
+                                    }
+                                }
+                            }
+                        }
+                    )
+                )
     return root
 
 
 def test_the_grouping_line_names_the_config_group_chosen_not_its_leaf_keys(tmp_path, compose_cfg):
-    root = _sweep(tmp_path / "sweep", compose_cfg, {"entropy": ["scorer=entropy"], "random": ["scorer=random"]})
+    root = _sweep(
+        tmp_path / "sweep", compose_cfg, {"entropy": ["scorer=entropy"], "random": ["scorer=random"]}
+    )
     runs = agg.load_runs([root])
     _, keys = agg.group_runs(runs)
-    assert len(keys) > 1 and all(k.startswith("scorer.") for k in keys)      # the leaves that changed with it
+    assert len(keys) > 1 and all(k.startswith("scorer.") for k in keys)  # the leaves that changed with it
     res = build_report([root], out=tmp_path / "rep", grids=False, fmt="svg", metrics=["test/acc_top1"])
     assert res.grouping == ["scorer"]
     md = res.markdown.read_text()
@@ -274,9 +362,16 @@ def test_the_grouping_line_names_the_config_group_chosen_not_its_leaf_keys(tmp_p
 
 
 def test_a_key_set_directly_keeps_its_name_beside_a_chosen_group(tmp_path, compose_cfg):
-    root = _sweep(tmp_path / "sweep", compose_cfg, {
-        "e0": ["scorer=entropy", "selection.pivot=0"], "e5": ["scorer=entropy", "selection.pivot=0.5"],
-        "r0": ["scorer=random", "selection.pivot=0"], "r5": ["scorer=random", "selection.pivot=0.5"]})
+    root = _sweep(
+        tmp_path / "sweep",
+        compose_cfg,
+        {
+            "e0": ["scorer=entropy", "selection.pivot=0"],
+            "e5": ["scorer=entropy", "selection.pivot=0.5"],
+            "r0": ["scorer=random", "selection.pivot=0"],
+            "r5": ["scorer=random", "selection.pivot=0.5"],
+        },
+    )
     res = build_report([root], out=tmp_path / "rep", grids=False, metrics=["test/acc_top1"])
     assert res.grouping == ["scorer", "selection.pivot"]
     assert "Runs grouped by scorer, selection.pivot;" in res.markdown.read_text()
@@ -284,8 +379,13 @@ def test_a_key_set_directly_keeps_its_name_beside_a_chosen_group(tmp_path, compo
 
 def test_without_overrides_the_groups_choices_name_it(tmp_path, compose_cfg):
     """No command line recorded: .hydra/hydra.yaml's choices say which group's option differs."""
-    root = _sweep(tmp_path / "sweep", compose_cfg, {"entropy": ["scorer=entropy"], "random": ["scorer=random"]},
-                  overrides=False, choices={"entropy": {"scorer": "entropy"}, "random": {"scorer": "random"}})
+    root = _sweep(
+        tmp_path / "sweep",
+        compose_cfg,
+        {"entropy": ["scorer=entropy"], "random": ["scorer=random"]},
+        overrides=False,
+        choices={"entropy": {"scorer": "entropy"}, "random": {"scorer": "random"}},
+    )
     runs = agg.load_runs([root])
     groups, keys = agg.group_runs(runs)
     assert agg.grouping_names(groups, keys) == ["scorer"]
@@ -316,16 +416,18 @@ def _visible(ticks, limits) -> list[float]:
     return [float(t) for t in ticks if low - 1e-9 <= t <= high + 1e-9]
 
 
-def test_labelled_count_and_epoch_axes_have_integer_ticks_and_best_epoch_shows_0(tmp_path, compose_cfg, figures):
+def test_labelled_count_and_epoch_axes_have_integer_ticks_and_best_epoch_shows_0(
+    tmp_path, compose_cfg, figures
+):
     from tests.test_report import EPOCHS, write_epoch_logs
 
     root = tmp_path / "runs"
-    for scorer in ("entropy", "random"):        # 20 and 40 labelled: matplotlib's own ticks were 20, 22.5, ...
+    for scorer in ("entropy", "random"):  # 20 and 40 labelled: matplotlib's own ticks were 20, 22.5, ...
         run = make_run(root, compose_cfg("debug=fast"), scorer, 1, [0.2, 0.3], True)
         write_epoch_logs(run, EPOCHS)
     build_report([root], out=tmp_path / "rep", grids=False, metrics=["test/acc_top1", "epochs", "best_epoch"])
     axes = [ax for fig in figures for ax in fig.axes if ax.get_xlabel() == "labelled images"]
-    assert len(axes) == 5                       # three metrics, the two panels of the best-epoch view
+    assert len(axes) == 5  # three metrics, the two panels of the best-epoch view
     for ax in axes:
         xs = _visible(ax.get_xticks(), ax.get_xlim())
         assert len(xs) >= 2 and all(x.is_integer() for x in xs), xs
@@ -355,9 +457,9 @@ def test_the_class_distribution_names_the_classes_in_count_order():
     fig = class_distribution_figure(counts, names, "folder (/data/pets)")
     fig.canvas.draw()
     pool, val, test = ([t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes)
-    assert pool == ["dog", "a_rather_long…", "cat"]                 # most first, a long name cut
-    assert val == ["a_rather_long…", "cat"]                         # classes absent from a split are left out
-    assert test == ["cat", "dog", "a_rather_long…"]                 # ties keep the class order
+    assert pool == ["dog", "a_rather_long…", "cat"]  # most first, a long name cut
+    assert val == ["a_rather_long…", "cat"]  # classes absent from a split are left out
+    assert test == ["cat", "dog", "a_rather_long…"]  # ties keep the class order
     for ax in fig.axes:
         ys = _visible(ax.get_yticks(), ax.get_ylim())
         assert all(y.is_integer() for y in ys)
@@ -377,15 +479,17 @@ def test_the_class_distribution_title_names_the_source_actually_used(tmp_path, c
     images = _images(tmp_path / "images")
     cfg = compose_cfg("dataset=folder", f"dataset.root={images}")
     assert data_title(cfg, build(cfg.dataset)) == f"folder ({images})"
-    cfg = compose_cfg("dataset=v2")                     # a recipe over the source group: the group names it
+    cfg = compose_cfg("dataset=v2")  # a recipe over the source group: the group names it
     assert data_title(cfg, build(cfg.dataset)) == "v2 (embedded)"
-    cfg = compose_cfg()                                 # digits: its own source, not the source group's
+    cfg = compose_cfg()  # digits: its own source, not the source group's
     assert data_title(cfg, build(cfg.dataset)) == "digits (uci_digits)"
 
 
 # -- the audit text states the number the grids show -------------------------------------------------
 def test_the_audit_text_states_how_many_items_are_shown(run, tmp_path):
-    res = build_report([run], out=tmp_path / "rep", metrics=["test/acc_top1"])     # --audit-n 100, selections of 20
+    res = build_report(
+        [run], out=tmp_path / "rep", metrics=["test/acc_top1"]
+    )  # --audit-n 100, selections of 20
     md = res.markdown.read_text()
     assert "the 20 highest-scored selected items (all of a selection smaller than --audit-n=100)" in md
     assert "100 highest-scored" not in md

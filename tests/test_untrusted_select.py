@@ -7,6 +7,7 @@ before anything is built, with the run directory left as it was. Every output lo
 tried before the work too. The resolver check is the one ``src.report`` applies
 (``src.config.trust``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,9 +40,12 @@ def _evil_searchpath(root: Path, marker: Path) -> Path:
     (folder / "model").mkdir(parents=True)
     small = (CONF / "model" / "small_cnn.yaml").read_text()
     assert "    scheduler: null\n" in small
-    (folder / "model" / "evil.yaml").write_text(small.replace(
-        "    scheduler: null\n",
-        f"    scheduler:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n"))
+    (folder / "model" / "evil.yaml").write_text(
+        small.replace(
+            "    scheduler: null\n",
+            f"    scheduler:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n",
+        )
+    )
     return folder
 
 
@@ -62,14 +66,19 @@ def _received_run(root: Path, overrides: list[str]) -> Path:
 
 
 def _contents(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _one_error_line(proc) -> str:
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (proc.returncode,
-                                                                                         proc.stderr[-3000:])
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
+        proc.returncode,
+        proc.stderr[-3000:],
+    )
     return lines[0]
 
 
@@ -89,28 +98,46 @@ def test_the_attack_is_real_when_hydra_composes_the_overrides_unchecked(tmp_path
 
 ATTACKS = {
     # name: (the recorded overrides, given the outside config folder; what the one line says)
-    "searchpath": (lambda evil: [f"hydra.searchpath=[file://{evil}]", "model=evil"],
-                   "changes Hydra's own settings (hydra.searchpath)"),
-    "add searchpath": (lambda evil: [f"+hydra.searchpath=[file://{evil}]", "model=evil"],
-                       "changes Hydra's own settings (hydra.searchpath)"),
-    "force-add searchpath": (lambda evil: [f"++hydra.searchpath=[file://{evil}]", "model=evil"],
-                             "changes Hydra's own settings (hydra.searchpath)"),
-    "hydra group": (lambda evil: ["hydra/job_logging=disabled", "model=small_cnn"],
-                    "changes Hydra's own settings (hydra/job_logging)"),
+    "searchpath": (
+        lambda evil: [f"hydra.searchpath=[file://{evil}]", "model=evil"],
+        "changes Hydra's own settings (hydra.searchpath)",
+    ),
+    "add searchpath": (
+        lambda evil: [f"+hydra.searchpath=[file://{evil}]", "model=evil"],
+        "changes Hydra's own settings (hydra.searchpath)",
+    ),
+    "force-add searchpath": (
+        lambda evil: [f"++hydra.searchpath=[file://{evil}]", "model=evil"],
+        "changes Hydra's own settings (hydra.searchpath)",
+    ),
+    "hydra group": (
+        lambda evil: ["hydra/job_logging=disabled", "model=small_cnn"],
+        "changes Hydra's own settings (hydra/job_logging)",
+    ),
     "delete hydra": (lambda evil: ["~hydra", "model=small_cnn"], "changes Hydra's own settings (hydra)"),
     "outside option": (lambda evil: ["model=evil"], "'evil' is not an option of the 'model' config group"),
-    "option as a path": (lambda evil: [f"model=../../{evil}/model/evil"], "is not an option of the 'model' config"),
+    "option as a path": (
+        lambda evil: [f"model=../../{evil}/model/evil"],
+        "is not an option of the 'model' config",
+    ),
     "package": (lambda evil: ["model@hydra=small_cnn"], "places a config under another package (@)"),
-    "target key": (lambda evil: ["model.module.scheduler._target_=builtins.open"],
-                   "names code to instantiate (_target_)"),
-    "target in a node": (lambda evil: ["model.module.scheduler={_target_: builtins.open, file: x, mode: w}"],
-                         "names code to instantiate (_target_)"),
+    "target key": (
+        lambda evil: ["model.module.scheduler._target_=builtins.open"],
+        "names code to instantiate (_target_)",
+    ),
+    "target in a node": (
+        lambda evil: ["model.module.scheduler={_target_: builtins.open, file: x, mode: w}"],
+        "names code to instantiate (_target_)",
+    ),
     # interpolations that bring nodes holding code into the model: only the composed config shows them
-    "node with code": (lambda evil: ["model.module.scheduler=${optim}"],
-                       "composes to model.module.scheduler._partial_=True, which the project's conf files do not"),
-    "resolver making code": (lambda evil: [f"+model.module.net.extra=${{folder_sources:[{evil}],16,null,null,"
-                                           f"{evil}/cache,0}}"],
-                             "composes to model.module.net.extra[0]._target_='src.data.folder.ImageFolderSource'"),
+    "node with code": (
+        lambda evil: ["model.module.scheduler=${optim}"],
+        "composes to model.module.scheduler._partial_=True, which the project's conf files do not",
+    ),
+    "resolver making code": (
+        lambda evil: [f"+model.module.net.extra=${{folder_sources:[{evil}],16,null,null,{evil}/cache,0}}"],
+        "composes to model.module.net.extra[0]._target_='src.data.folder.ImageFolderSource'",
+    ),
 }
 
 
@@ -121,8 +148,9 @@ def test_overrides_that_leave_the_projects_conf_are_refused_in_one_line(tmp_path
     overrides, message = ATTACKS[attack]
     run = _received_run(tmp_path, overrides(evil))
     before, outside = _contents(run), _contents(evil)
-    proc = run_module("src.select", f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1",
-                      f"out={tmp_path / 'out'}")
+    proc = run_module(
+        "src.select", f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1", f"out={tmp_path / 'out'}"
+    )
     line = _one_error_line(proc)
     assert line.startswith(f"error: {run / 'model.json'}: ") and message in line, line
     assert not marker.exists()
@@ -130,15 +158,26 @@ def test_overrides_that_leave_the_projects_conf_are_refused_in_one_line(tmp_path
     assert _contents(evil) == outside and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("value", ["${oc.env:AL_UNTRUSTED_SECRET}",
-                                   r"$\{oc.env\:AL_UNTRUSTED_SECRET\}",     # Hydra unescapes it to the above
-                                   "'${oc.${x}:AL_UNTRUSTED_SECRET}'",      # a resolver name built by interpolation
-                                   "'x-${oc.select:nope,${oc.env:AL_UNTRUSTED_SECRET}}'"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "${oc.env:AL_UNTRUSTED_SECRET}",
+        r"$\{oc.env\:AL_UNTRUSTED_SECRET\}",  # Hydra unescapes it to the above
+        "'${oc.${x}:AL_UNTRUSTED_SECRET}'",  # a resolver name built by interpolation
+        "'x-${oc.select:nope,${oc.env:AL_UNTRUSTED_SECRET}}'",
+    ],
+)
 def test_a_resolver_that_reads_this_machine_is_refused_in_one_line(tmp_path, value):
     run = _received_run(tmp_path, ["+x=env", f"model.module.net.name={value}"])
     before = _contents(run)
-    proc = run_module("src.select", f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1",
-                      f"out={tmp_path / 'out'}", env={"AL_UNTRUSTED_SECRET": SECRET})
+    proc = run_module(
+        "src.select",
+        f"run_dir={run}",
+        f"images={tmp_path / 'pool'}",
+        "budget=1",
+        f"out={tmp_path / 'out'}",
+        env={"AL_UNTRUSTED_SECRET": SECRET},
+    )
     line = _one_error_line(proc)
     assert "model.module.net.name calls the resolver 'oc." in line and "allowed: " in line
     assert SECRET not in proc.stderr + proc.stdout
@@ -146,15 +185,28 @@ def test_a_resolver_that_reads_this_machine_is_refused_in_one_line(tmp_path, val
 
 
 def test_the_projects_own_choices_and_values_still_rebuild_the_model(tmp_path):
-    run = _received_run(tmp_path, ["model=small_cnn", "optim=sgd", "optim.lr=0.01", "seed=3", "+x=1",
-                                   "selection.pivot=0.5", "model.module.net.name=${slug:small_cnn}"])
-    proc = run_module("src.select", f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1",
-                      f"out={tmp_path / 'out'}")
+    run = _received_run(
+        tmp_path,
+        [
+            "model=small_cnn",
+            "optim=sgd",
+            "optim.lr=0.01",
+            "seed=3",
+            "+x=1",
+            "selection.pivot=0.5",
+            "model.module.net.name=${slug:small_cnn}",
+        ],
+    )
+    proc = run_module(
+        "src.select", f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1", f"out={tmp_path / 'out'}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "out" / "ranked.csv").is_file() and (run / "labelling.jsonl").is_file()
 
 
-def test_the_report_refuses_a_resolver_name_built_by_interpolation(tmp_path, compose_cfg, capsys, monkeypatch):
+def test_the_report_refuses_a_resolver_name_built_by_interpolation(
+    tmp_path, compose_cfg, capsys, monkeypatch
+):
     """The report's check is the same one: before, its text search missed ``${oc.${x}:...}``."""
     from src.report import main
 
@@ -189,19 +241,29 @@ def unloadable_run(tmp_path):
     return run
 
 
-@pytest.mark.parametrize("case, message", [
-    ("out is a file", "out={out}: a file, not a folder; name a new or existing folder"),
-    ("out under a file", "out={out}/sub: {out} is not a folder, so {out}/sub cannot be created"),
-    ("out read-only", "out=/sys/al-untrusted-select: /sys is not writable; choose a folder you can write"),
-    ("ranked.csv a folder", "out={out}: {out}/ranked.csv is not a file; ranked.csv is written there"),
-    ("tasks.xml a folder", "out={out}: {out}/tasks.xml is not a file; tasks.xml is written there"),
-    ("audit a folder", "run_dir={run}: {run}/labelling.jsonl is not a file; the proposals are recorded in "
-                       "labelling.jsonl beside the model"),
-    ("keep: out read-only", "out=/sys/al-untrusted-select: /sys is not writable"),
-    ("keep: out is a file", "out={out}: a file, not a folder"),
-])
-def test_an_output_location_that_cannot_be_written_is_one_line_before_the_work(unloadable_run, tmp_path, case,
-                                                                              message):
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("out is a file", "out={out}: a file, not a folder; name a new or existing folder"),
+        ("out under a file", "out={out}/sub: {out} is not a folder, so {out}/sub cannot be created"),
+        (
+            "out read-only",
+            "out=/sys/al-untrusted-select: /sys is not writable; choose a folder you can write",
+        ),
+        ("ranked.csv a folder", "out={out}: {out}/ranked.csv is not a file; ranked.csv is written there"),
+        ("tasks.xml a folder", "out={out}: {out}/tasks.xml is not a file; tasks.xml is written there"),
+        (
+            "audit a folder",
+            "run_dir={run}: {run}/labelling.jsonl is not a file; the proposals are recorded in "
+            "labelling.jsonl beside the model",
+        ),
+        ("keep: out read-only", "out=/sys/al-untrusted-select: /sys is not writable"),
+        ("keep: out is a file", "out={out}: a file, not a folder"),
+    ],
+)
+def test_an_output_location_that_cannot_be_written_is_one_line_before_the_work(
+    unloadable_run, tmp_path, case, message
+):
     run, out = unloadable_run, tmp_path / "out"
     args = [f"run_dir={run}", f"images={tmp_path / 'pool'}", "budget=1"]
     if case.startswith("keep"):
@@ -238,13 +300,13 @@ ACCEPTED = [
     ("~training", True),
     ("seed=3", False),
     ("selection.pivot=0.5", False),
-    ("dataset.root=/data/_target_/x", False),                  # a value that merely contains the text
+    ("dataset.root=/data/_target_/x", False),  # a value that merely contains the text
     ("source.roots=[/a,/b]", False),
     ("+trainer.precision=bf16-mixed", False),
-    ("model.module.net.name=${slug:a b}", False),             # the project's pure resolvers
+    ("model.module.net.name=${slug:a b}", False),  # the project's pure resolvers
     ("model.module.net.width=${oc.select:seed,32}", False),
     ("run_name='${fmt:${seed}}'", False),
-    (r"run_name=\${oc.env:HOME}", False),                       # escaped: OmegaConf keeps it as text
+    (r"run_name=\${oc.env:HOME}", False),  # escaped: OmegaConf keeps it as text
 ]
 
 REFUSED = [
@@ -279,7 +341,7 @@ REFUSED = [
     ("x=${oc.decode:x}", "calls the resolver 'oc.decode'"),
     ("x=${oc.create:x}", "calls the resolver 'oc.create'"),
     ("x=${hydra:runtime.cwd}", "calls the resolver 'hydra'"),
-    ("x=${run_dir:/,true}", "calls the resolver 'run_dir'"),         # the project's, but reads this machine
+    ("x=${run_dir:/,true}", "calls the resolver 'run_dir'"),  # the project's, but reads this machine
     ("x=${now:%Y}", "calls the resolver 'now'"),
     ("a=b=c=", "is not a valid override"),
 ]
@@ -303,18 +365,24 @@ def test_overrides_that_are_not_a_list_of_strings_are_refused(overrides):
         trust.check_received_overrides(overrides, "model.json")
 
 
-@pytest.mark.parametrize("text, calls", [
-    ("plain", []),
-    ("${seed}", []),
-    ("${a.${b}}", []),
-    (r"\${oc.env:HOME}", []),
-    ("${oc.env:HOME}", ["oc.env"]),
-    ("${ oc.env : HOME }", ["oc.env"]),
-    ("a-${slug:${oc.env:HOME}}-${fmt:1}", ["slug", "oc.env", "fmt"]),
-    ("${oc.${x}:HOME}", ["oc.${x}"]),
-    ("${${x}:HOME}", ["${x}"]),
-    ("${oc.env:HOME", ["oc.env"]),       # not parseable: what it seems to call (OmegaConf would not evaluate it)
-])
+@pytest.mark.parametrize(
+    "text, calls",
+    [
+        ("plain", []),
+        ("${seed}", []),
+        ("${a.${b}}", []),
+        (r"\${oc.env:HOME}", []),
+        ("${oc.env:HOME}", ["oc.env"]),
+        ("${ oc.env : HOME }", ["oc.env"]),
+        ("a-${slug:${oc.env:HOME}}-${fmt:1}", ["slug", "oc.env", "fmt"]),
+        ("${oc.${x}:HOME}", ["oc.${x}"]),
+        ("${${x}:HOME}", ["${x}"]),
+        (
+            "${oc.env:HOME",
+            ["oc.env"],
+        ),  # not parseable: what it seems to call (OmegaConf would not evaluate it)
+    ],
+)
 def test_resolver_calls_are_found_as_omegaconf_parses_them(text, calls):
     assert trust.resolver_calls(text) == calls
 
@@ -323,19 +391,37 @@ def test_check_resolvers_names_the_key_and_the_allowed_ones():
     trust.check_resolvers({"a": {"b": "${slug:x}", "c": ["${oc.select:a.b,1}"]}}, "c.yaml")
     with pytest.raises(UserError) as err:
         trust.check_resolvers({"a": {"b": "ok", "c": [1, "${oc.${x}:HOME}"]}}, "c.yaml")
-    assert str(err.value) == ("c.yaml: a.c[1] calls the resolver 'oc.${x}', which the report does not evaluate in a "
-                              f"run's config; allowed: {', '.join(trust.allowed_resolvers())}")
+    assert str(err.value) == (
+        "c.yaml: a.c[1] calls the resolver 'oc.${x}', which the report does not evaluate in a "
+        f"run's config; allowed: {', '.join(trust.allowed_resolvers())}"
+    )
 
 
 def test_code_keys_the_projects_conf_does_not_put_there_are_refused():
-    own = {"model": {"module": {"_target_": "src.A", "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True}}}}
+    own = {
+        "model": {
+            "module": {"_target_": "src.A", "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True}}
+        }
+    }
     trust.check_code_keys(own, own, "m.json")
-    changed = {"model": {"module": {"_target_": "src.A", "optimizer": {"_target_": "os.system", "_partial_": True}}}}
-    with pytest.raises(UserError, match=r"m.json: the run's config composes to "
-                                        r"model.module.optimizer._target_='os.system', which the project's conf"):
+    changed = {
+        "model": {"module": {"_target_": "src.A", "optimizer": {"_target_": "os.system", "_partial_": True}}}
+    }
+    with pytest.raises(
+        UserError,
+        match=r"m.json: the run's config composes to "
+        r"model.module.optimizer._target_='os.system', which the project's conf",
+    ):
         trust.check_code_keys(changed, own, "m.json")
-    moved = {"model": {"module": {"_target_": "src.A", "net": {"_target_": "torch.optim.Adam"},
-                                  "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True}}}}
+    moved = {
+        "model": {
+            "module": {
+                "_target_": "src.A",
+                "net": {"_target_": "torch.optim.Adam"},
+                "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True},
+            }
+        }
+    }
     with pytest.raises(UserError, match="model.module.net._target_='torch.optim.Adam'"):
         trust.check_code_keys(moved, own, "m.json")
     in_a_list = {**own, "x": [{"y": {"_args_": ["rm"]}}]}

@@ -8,6 +8,7 @@ crashed: it is kept up to its last completed round and flagged ``incomplete``.
 Runs are grouped by the configuration keys whose values differ between them; the seed
 (and everything derived from it) is the repetition, never a grouping key.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,10 @@ EPOCH_METRICS = ("epochs", "best_epoch")
 @dataclass
 class RunData:
     path: Path
-    config: dict                      # flattened, resolved where possible: "selection.pivot" -> 0.25
+    config: dict  # flattened, resolved where possible: "selection.pivot" -> 0.25
     overrides: list[str]
     records: list[RoundRecord]
-    summary: dict | None              # None: still running or crashed
+    summary: dict | None  # None: still running or crashed
     # Hydra's config-group choices of the run (.hydra/hydra.yaml runtime.choices): "scorer" -> "entropy"
     choices: dict = field(default_factory=dict)
 
@@ -70,8 +71,11 @@ class RunData:
 
     def curve(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """(labelled count, value) of every completed round that has ``metric``, in round order."""
-        pts = [(r.n_labelled, r.value(metric)) for r in self.records
-               if isinstance(r.value(metric), (int, float)) and not isinstance(r.value(metric), bool)]
+        pts = [
+            (r.n_labelled, r.value(metric))
+            for r in self.records
+            if isinstance(r.value(metric), (int, float)) and not isinstance(r.value(metric), bool)
+        ]
         if not pts:
             return np.zeros(0), np.zeros(0)
         x, y = zip(*pts)
@@ -81,7 +85,7 @@ class RunData:
 @dataclass
 class Group:
     label: str
-    key: tuple                        # the values of the grouping keys
+    key: tuple  # the values of the grouping keys
     runs: list[RunData] = field(default_factory=list)
 
     @property
@@ -120,11 +124,11 @@ def load_config(run_dir: Path) -> dict:
     path = inside(run_dir, ".hydra/config.yaml")
     if path is None:
         return {}
-    cfg = files.load_config(path)        # PyYAML's safe loader: no tags, no objects
+    cfg = files.load_config(path)  # PyYAML's safe loader: no tags, no objects
     check_resolvers(OmegaConf.to_container(cfg, resolve=False), path)
     try:
         return OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException:       # an interpolation that needs what only the run had: keep it literal
+    except OmegaConfBaseException:  # an interpolation that needs what only the run had: keep it literal
         return OmegaConf.to_container(cfg, resolve=False)
 
 
@@ -152,8 +156,9 @@ def load_choices(run_dir: Path) -> dict:
         choices = choices.get(key) if isinstance(choices, dict) else None
     if choices is None:
         return {}
-    if not isinstance(choices, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float)))
-                                                for k, v in choices.items()):
+    if not isinstance(choices, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, (str, int, float))) for k, v in choices.items()
+    ):
         raise UserError(f"{path}: hydra.runtime.choices is not a mapping of config groups to their options")
     return {k: None if v is None else str(v) for k, v in choices.items()}
 
@@ -180,8 +185,14 @@ def load_records(run_dir: Path) -> list[RoundRecord]:
 
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
-    return RunData(path=run_dir, config=flatten(load_config(run_dir)), overrides=load_overrides(run_dir),
-                   records=load_records(run_dir), summary=load_summary(run_dir), choices=load_choices(run_dir))
+    return RunData(
+        path=run_dir,
+        config=flatten(load_config(run_dir)),
+        overrides=load_overrides(run_dir),
+        records=load_records(run_dir),
+        summary=load_summary(run_dir),
+        choices=load_choices(run_dir),
+    )
 
 
 def find_run_dirs(paths) -> list[Path]:
@@ -209,8 +220,10 @@ def load_runs(paths) -> list[RunData]:
     runs = [load_run(d) for d in find_run_dirs(paths)]
     runs = [r for r in runs if r.records or r.config]
     if not runs:
-        raise UserError(f"{', '.join(map(str, paths))}: no runs to report (no rounds.jsonl under it); "
-                        "give a run directory or a multirun (sweep) directory")
+        raise UserError(
+            f"{', '.join(map(str, paths))}: no runs to report (no rounds.jsonl under it); "
+            "give a run directory or a multirun (sweep) directory"
+        )
     return runs
 
 
@@ -285,7 +298,7 @@ def group_runs(runs: list[RunData], by: list[str] | None = None) -> tuple[list[G
         keys = [resolve_key(k, runs) for k in by]
     else:
         keys = differing_keys(runs)
-    groups: "OrderedDict[tuple, Group]" = OrderedDict()
+    groups: OrderedDict[tuple, Group] = OrderedDict()
     for run in sorted(runs, key=lambda r: (tuple(_hashable(r.config.get(k)) for k in keys), str(r.path))):
         gk = tuple(_hashable(run.config.get(k)) for k in keys)
         if gk not in groups:
@@ -304,8 +317,10 @@ def resolve_key(name: str, runs: list[RunData]) -> str:
     candidate = f"{name}.name"
     if any(candidate in r.config for r in runs):
         return candidate
-    raise UserError(f"{name}: not a key of the runs' configs; give a config key (e.g. selection.pivot) "
-                    "or a config group (e.g. scorer)")
+    raise UserError(
+        f"{name}: not a key of the runs' configs; give a config key (e.g. selection.pivot) "
+        "or a config group (e.g. scorer)"
+    )
 
 
 def _chosen_overrides(groups: list[Group]) -> list[dict] | None:
@@ -316,7 +331,9 @@ def _chosen_overrides(groups: list[Group]) -> list[dict] | None:
     common = _common_overrides(groups)
     per_group = []
     for g in groups:
-        variants = {_hashable({k: v for k, v in _override_items(r).items() if k not in common}) for r in g.runs}
+        variants = {
+            _hashable({k: v for k, v in _override_items(r).items() if k not in common}) for r in g.runs
+        }
         if len(variants) != 1:
             return None
         per_group.append({k: v for k, v in _override_items(g.runs[0]).items() if k not in common})
@@ -346,12 +363,17 @@ def grouping_names(groups: list[Group], keys: list[str], by: list[str] | None = 
         return list(dict.fromkeys(k for items in per_group for k in items))
     runs = [r for g in groups for r in g.runs]
     direct = {k for r in runs for k in _override_items(r) if k in keys}
-    differing = [c for c in dict.fromkeys(c for r in runs for c in r.choices)
-                 if len({r.choices.get(c) for r in runs}) > 1 and not c.startswith(("hydra/", "hydra."))]
+    differing = [
+        c
+        for c in dict.fromkeys(c for r in runs for c in r.choices)
+        if len({r.choices.get(c) for r in runs}) > 1 and not c.startswith(("hydra/", "hydra."))
+    ]
     names = []
     for k in keys:
-        group = next((c for c in sorted(differing, key=len, reverse=True)
-                      if k.startswith(c.replace("/", ".") + ".")), None)
+        group = next(
+            (c for c in sorted(differing, key=len, reverse=True) if k.startswith(c.replace("/", ".") + ".")),
+            None,
+        )
         names.append(group if group is not None and k not in direct else k)
     return list(dict.fromkeys(names))
 
@@ -382,7 +404,9 @@ def metric_names(runs: list[RunData]) -> list[str]:
             found.update(EPOCH_METRICS)
 
     def order(k: str):
-        head = 0 if k.startswith("test/") else 1 if k.startswith("val/") else 2 if k.startswith("train/") else 3
+        head = (
+            0 if k.startswith("test/") else 1 if k.startswith("val/") else 2 if k.startswith("train/") else 3
+        )
         return (head, k.count("/"), k)
 
     return sorted(found, key=order)
@@ -399,7 +423,7 @@ class Curve:
     x: np.ndarray
     mean: np.ndarray
     std: np.ndarray
-    n: np.ndarray                     # runs contributing at each x
+    n: np.ndarray  # runs contributing at each x
 
 
 def group_curve(group: Group, metric: str) -> Curve:
@@ -415,9 +439,12 @@ def group_curve(group: Group, metric: str) -> Curve:
         for xi, yi in dict(zip(x.tolist(), y.tolist())).items():
             by_x.setdefault(float(xi), []).append(float(yi))
     xs = sorted(by_x)
-    return Curve(x=np.asarray(xs), mean=np.asarray([np.mean(by_x[x]) for x in xs]),
-                 std=np.asarray([sample_std(by_x[x]) for x in xs]),
-                 n=np.asarray([len(by_x[x]) for x in xs], dtype=np.int64))
+    return Curve(
+        x=np.asarray(xs),
+        mean=np.asarray([np.mean(by_x[x]) for x in xs]),
+        std=np.asarray([sample_std(by_x[x]) for x in xs]),
+        n=np.asarray([len(by_x[x]) for x in xs], dtype=np.int64),
+    )
 
 
 def run_auc(run: RunData, metric: str) -> float:
@@ -429,11 +456,11 @@ def run_auc(run: RunData, metric: str) -> float:
 class AucStats:
     """One per-run statistic of a group over its seeds: the AUC (``group_auc``) or the final value (``group_final``)."""
 
-    values: list[float]               # one per run used, in run order
+    values: list[float]  # one per run used, in run order
     seeds: list
     mean: float
     std: float
-    n_excluded: int                   # incomplete runs left out
+    n_excluded: int  # incomplete runs left out
 
 
 def _per_run(group: Group, value_of, include_incomplete: bool) -> AucStats:
@@ -442,10 +469,13 @@ def _per_run(group: Group, value_of, include_incomplete: bool) -> AucStats:
     used = [r for r in group.runs if r.finished or include_incomplete]
     pairs = [(v, r.seed) for v, r in ((value_of(r), r) for r in used) if not math.isnan(v)]
     values = [v for v, _ in pairs]
-    return AucStats(values=values, seeds=[s for _, s in pairs],
-                    mean=float(np.mean(values)) if values else math.nan,
-                    std=sample_std(values) if values else math.nan,
-                    n_excluded=len(group.runs) - len(used))
+    return AucStats(
+        values=values,
+        seeds=[s for _, s in pairs],
+        mean=float(np.mean(values)) if values else math.nan,
+        std=sample_std(values) if values else math.nan,
+        n_excluded=len(group.runs) - len(used),
+    )
 
 
 def group_auc(group: Group, metric: str, include_incomplete: bool = False) -> AucStats:
@@ -476,8 +506,16 @@ def curves_table(groups: list[Group], metrics: list[str]) -> list[dict]:
         for g in groups:
             c = group_curve(g, metric)
             for x, m, s, n in zip(c.x, c.mean, c.std, c.n):
-                rows.append({"group": g.label, "metric": metric, "n_labelled": int(x) if float(x).is_integer() else x,
-                             "mean": float(m), "std": float(s), "runs": int(n)})
+                rows.append(
+                    {
+                        "group": g.label,
+                        "metric": metric,
+                        "n_labelled": int(x) if float(x).is_integer() else x,
+                        "mean": float(m),
+                        "std": float(s),
+                        "runs": int(n),
+                    }
+                )
     return rows
 
 

@@ -1,4 +1,5 @@
 """Learning-curve summaries: pure numpy, no I/O."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ per-epoch ``metrics.csv``) comes through here: one that cannot be read, is not t
 does not parse is a ``UserError`` of one line naming the file and, where the parser knows
 it, the line; never a traceback.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from src.errors import UserError
 def first_line(err: BaseException, limit: int = 200) -> str:
     """The first non-empty line of an exception's message, shortened: parsers' messages run over lines."""
     text = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _line_of(data: bytes | str, position: int) -> int:
@@ -40,7 +41,9 @@ def read_text(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise UserError(f"{path}:{_line_of(data, err.start)}: not UTF-8 text (byte {data[err.start]:#04x})") from None
+        raise UserError(
+            f"{path}:{_line_of(data, err.start)}: not UTF-8 text (byte {data[err.start]:#04x})"
+        ) from None
 
 
 def yaml_error(path: Path, err: yaml.YAMLError, text: str) -> UserError:
@@ -48,7 +51,7 @@ def yaml_error(path: Path, err: yaml.YAMLError, text: str) -> UserError:
     mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
     if mark is not None:
         line = mark.line + 1
-    elif isinstance(getattr(err, "position", None), int):      # a ReaderError: a character YAML refuses
+    elif isinstance(getattr(err, "position", None), int):  # a ReaderError: a character YAML refuses
         line = _line_of(text, err.position)
     else:
         line = None
@@ -80,7 +83,9 @@ def _line_of_key(text: str, dotted) -> int | None:
     for part in dotted.split("."):
         if not isinstance(node, yaml.MappingNode):
             return line
-        match = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None)
+        match = next(
+            ((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == part), None
+        )
         if match is None:
             return line
         line, node = match[0].start_mark.line + 1, match[1]
@@ -91,13 +96,14 @@ def load_config(path: Path) -> DictConfig:
     """A saved config (``.hydra/config.yaml``) as OmegaConf reads it, unresolved: a mapping or one line."""
     text = read_text(path)
     try:
-        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})   # OmegaConf's safe YAML loader
+        cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})  # OmegaConf's safe YAML loader
     except yaml.YAMLError as err:
         raise yaml_error(path, err, text) from None
     except (OmegaConfBaseException, ValueError, TypeError) as err:
         line = _line_of_key(text, getattr(err, "full_key", None))
-        raise UserError(f"{path}{f':{line}' if line else ''}: not a config OmegaConf can read "
-                        f"({first_line(err)})") from None
+        raise UserError(
+            f"{path}{f':{line}' if line else ''}: not a config OmegaConf can read ({first_line(err)})"
+        ) from None
     if not isinstance(cfg, DictConfig):
         raise UserError(f"{path}: not a config (a YAML mapping of keys), but a {type(cfg).__name__}")
     return cfg

@@ -7,6 +7,7 @@ round record's per-epoch ``history`` (``rounds.jsonl``), or for older runs the p
 logs ``rounds/round_NNN/metrics.csv`` (written with ``logger=csv`` or ``wandb``): the epoch of the lowest val loss, the epoch of the highest val accuracy,
 their gap, and the val accuracy given up by keeping the loss-best epoch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,12 +23,12 @@ from src.analysis.trust import inside
 from src.errors import UserError
 
 LOSS_KEY = "val/loss"
-ACCURACY_KEYS = ("val/acc_top1", "val/map")     # classification, detection
+ACCURACY_KEYS = ("val/acc_top1", "val/map")  # classification, detection
 
 
 @dataclass
 class EpochLog:
-    epochs: np.ndarray                  # epoch index, 0-based as in best_epoch
+    epochs: np.ndarray  # epoch index, 0-based as in best_epoch
     loss: np.ndarray
     accuracy: np.ndarray
     accuracy_key: str
@@ -61,14 +62,18 @@ def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
         if epoch is None or not math.isfinite(epoch) or loss is None or acc is None:
             continue
         if int(epoch) <= last:
-            by_epoch = {}               # a new attempt of the same round's fit
+            by_epoch = {}  # a new attempt of the same round's fit
         by_epoch[int(epoch)] = (loss, acc)
         last = int(epoch)
     if not by_epoch:
         return None
     epochs = sorted(by_epoch)
-    return EpochLog(np.asarray(epochs), np.asarray([by_epoch[e][0] for e in epochs]),
-                    np.asarray([by_epoch[e][1] for e in epochs]), acc_key)
+    return EpochLog(
+        np.asarray(epochs),
+        np.asarray([by_epoch[e][0] for e in epochs]),
+        np.asarray([by_epoch[e][1] for e in epochs]),
+        acc_key,
+    )
 
 
 def read_epoch_log(path) -> EpochLog | None:
@@ -78,7 +83,7 @@ def read_epoch_log(path) -> EpochLog | None:
     try:
         return parse_epoch_log(lines)
     except csv.Error as err:
-        read = text[:lines.tell()]             # up to the end of the line the reader stopped at
+        read = text[: lines.tell()]  # up to the end of the line the reader stopped at
         line = read.count("\n") + (0 if read.endswith("\n") else 1)
         raise UserError(f"{path}:{line}: not a CSV file ({files.first_line(err)})") from None
 
@@ -90,8 +95,11 @@ def history_epoch_log(history: dict | None, accuracy_keys=ACCURACY_KEYS) -> Epoc
     acc_key = next((k for k in accuracy_keys if k in history), None)
     if acc_key is None:
         return None
-    rows = [(e, loss, acc) for e, loss, acc in zip(history.get("epoch", []), history[LOSS_KEY], history[acc_key])
-            if isinstance(e, int) and _is_value(loss) and _is_value(acc)]
+    rows = [
+        (e, loss, acc)
+        for e, loss, acc in zip(history.get("epoch", []), history[LOSS_KEY], history[acc_key])
+        if isinstance(e, int) and _is_value(loss) and _is_value(acc)
+    ]
     if not rows:
         return None
     epochs, loss, acc = (np.asarray(col) for col in zip(*rows))
@@ -109,10 +117,10 @@ class RoundMismatch:
     epochs: int
     best_epoch_by_loss: int
     best_epoch_by_accuracy: int
-    epoch_gap: int                     # accuracy-best minus loss-best: > 0 when accuracy peaks later
+    epoch_gap: int  # accuracy-best minus loss-best: > 0 when accuracy peaks later
     accuracy_at_loss_best: float
     best_accuracy: float
-    accuracy_given_up: float           # best accuracy minus accuracy at the loss-best epoch
+    accuracy_given_up: float  # best accuracy minus accuracy at the loss-best epoch
     accuracy_key: str
 
 
@@ -120,10 +128,18 @@ def round_mismatch(log: EpochLog, round_index: int, n_labelled: int) -> RoundMis
     """Pure: the first epoch of minimum loss and the first epoch of maximum accuracy."""
     i_loss, i_acc = int(np.argmin(log.loss)), int(np.argmax(log.accuracy))
     e_loss, e_acc = int(log.epochs[i_loss]), int(log.epochs[i_acc])
-    return RoundMismatch(round=round_index, n_labelled=n_labelled, epochs=len(log.epochs),
-                         best_epoch_by_loss=e_loss, best_epoch_by_accuracy=e_acc, epoch_gap=e_acc - e_loss,
-                         accuracy_at_loss_best=float(log.accuracy[i_loss]), best_accuracy=float(log.accuracy[i_acc]),
-                         accuracy_given_up=float(log.accuracy[i_acc] - log.accuracy[i_loss]), accuracy_key=log.accuracy_key)
+    return RoundMismatch(
+        round=round_index,
+        n_labelled=n_labelled,
+        epochs=len(log.epochs),
+        best_epoch_by_loss=e_loss,
+        best_epoch_by_accuracy=e_acc,
+        epoch_gap=e_acc - e_loss,
+        accuracy_at_loss_best=float(log.accuracy[i_loss]),
+        best_accuracy=float(log.accuracy[i_acc]),
+        accuracy_given_up=float(log.accuracy[i_acc] - log.accuracy[i_loss]),
+        accuracy_key=log.accuracy_key,
+    )
 
 
 def run_mismatch(run: RunData) -> list[RoundMismatch]:
@@ -144,14 +160,18 @@ MISMATCH_COLUMNS = ["group", "seed", "run"] + list(RoundMismatch.__dataclass_fie
 
 def mismatch_rows(groups: list[Group]) -> list[dict]:
     """Long-format rows of every round of every run: the CSV behind the view."""
-    return [{"group": g.label, "seed": r.seed, "run": r.path.name, **asdict(m)}
-            for g in groups for r in g.runs for m in run_mismatch(r)]
+    return [
+        {"group": g.label, "seed": r.seed, "run": r.path.name, **asdict(m)}
+        for g in groups
+        for r in g.runs
+        for m in run_mismatch(r)
+    ]
 
 
 @dataclass
 class GroupMismatch:
     rounds: int
-    later_share: float                 # share of rounds whose accuracy peaks after the loss
+    later_share: float  # share of rounds whose accuracy peaks after the loss
     mean_gap: float
     mean_given_up: float
     std_given_up: float
@@ -162,8 +182,13 @@ def summarise(rows: list[dict]) -> GroupMismatch:
     given = np.asarray([r["accuracy_given_up"] for r in rows], dtype=np.float64)
     if not gaps.size:
         return GroupMismatch(0, math.nan, math.nan, math.nan, math.nan)
-    return GroupMismatch(rounds=int(gaps.size), later_share=float(np.mean(gaps > 0)), mean_gap=float(gaps.mean()),
-                         mean_given_up=float(given.mean()), std_given_up=sample_std(given))
+    return GroupMismatch(
+        rounds=int(gaps.size),
+        later_share=float(np.mean(gaps > 0)),
+        mean_gap=float(gaps.mean()),
+        mean_given_up=float(given.mean()),
+        std_given_up=sample_std(given),
+    )
 
 
 def by_labelled(rows: list[dict], field: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -172,8 +197,11 @@ def by_labelled(rows: list[dict], field: str) -> tuple[np.ndarray, np.ndarray, n
     for r in rows:
         xs.setdefault(int(r["n_labelled"]), []).append(float(r[field]))
     keys = sorted(xs)
-    return (np.asarray(keys, dtype=np.float64), np.asarray([np.mean(xs[k]) for k in keys]),
-            np.asarray([sample_std(xs[k]) for k in keys]))
+    return (
+        np.asarray(keys, dtype=np.float64),
+        np.asarray([np.mean(xs[k]) for k in keys]),
+        np.asarray([sample_std(xs[k]) for k in keys]),
+    )
 
 
 def exists_for(runs: list[RunData]) -> bool:

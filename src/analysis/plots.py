@@ -8,6 +8,7 @@ budgets share one axis. Groups differ in colour, dash pattern, line width and (h
 marker shape, so groups with identical values (the epochs of two runs that always
 stop at once) stay visible on top of each other.
 """
+
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-matplotlib.rcParams["svg.fonttype"] = "none"     # SVG text stays text: searchable, selectable, smaller
+matplotlib.rcParams["svg.fonttype"] = "none"  # SVG text stays text: searchable, selectable, smaller
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
@@ -25,11 +26,19 @@ from src.analysis import mismatch  # noqa: E402
 from src.analysis.aggregate import EPOCH_METRICS, Group, group_curve  # noqa: E402
 
 METRIC_TITLES = {
-    "test/loss": "Test loss", "test/acc_top1": "Test top-1 accuracy", "test/acc_top5": "Test top-5 accuracy",
-    "test/acc_top20": "Test top-20 accuracy", "test/map": "Test mAP", "test/map_50": "Test mAP@50",
-    "test/loss_cls": "Test class loss", "test/loss_box": "Test box loss", "val/loss": "Validation loss",
-    "val/acc_top1": "Validation top-1 accuracy", "val/acc_top5": "Validation top-5 accuracy",
-    "epochs": "Epochs trained per round", "best_epoch": "Best epoch per round",
+    "test/loss": "Test loss",
+    "test/acc_top1": "Test top-1 accuracy",
+    "test/acc_top5": "Test top-5 accuracy",
+    "test/acc_top20": "Test top-20 accuracy",
+    "test/map": "Test mAP",
+    "test/map_50": "Test mAP@50",
+    "test/loss_cls": "Test class loss",
+    "test/loss_box": "Test box loss",
+    "val/loss": "Validation loss",
+    "val/acc_top1": "Validation top-1 accuracy",
+    "val/acc_top5": "Validation top-5 accuracy",
+    "epochs": "Epochs trained per round",
+    "best_epoch": "Best epoch per round",
 }
 
 
@@ -37,7 +46,7 @@ def metric_title(metric: str) -> str:
     if metric in METRIC_TITLES:
         return METRIC_TITLES[metric]
     if metric.startswith("test/ap/"):
-        return f"Test AP, class {metric[len('test/ap/'):]}"
+        return f"Test AP, class {metric[len('test/ap/') :]}"
     return metric
 
 
@@ -56,7 +65,7 @@ def labelled_axis(ax) -> None:
     ax.set_xlabel("labelled images")
     ax.xaxis.set_major_locator(integer_ticks())
     low, high = ax.get_xlim()
-    if ax.has_data() and high - low < 2:          # fewer than two whole numbers in view: no integer ticks
+    if ax.has_data() and high - low < 2:  # fewer than two whole numbers in view: no integer ticks
         middle = round((low + high) / 2)
         ax.set_xlim(middle - 1.2, middle + 1.2)
 
@@ -66,7 +75,7 @@ def epoch_axis(ax) -> None:
     ax.yaxis.set_major_locator(integer_ticks())
     if ax.has_data():
         low, high = ax.get_ylim()
-        high = max(high, 1.05)                    # at least the ticks 0 and 1
+        high = max(high, 1.05)  # at least the ticks 0 and 1
         ax.set_ylim(min(low, -0.05 * high), high)
 
 
@@ -89,9 +98,15 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 
 def group_style(i: int) -> dict:
     """Line style of the i-th group: colour, dashes, width and a hollow marker."""
-    return {"color": f"C{i % 10}", "linestyle": DASHES[i % len(DASHES)], "linewidth": WIDTHS[i % len(WIDTHS)],
-            "marker": MARKERS[i % len(MARKERS)], "markersize": 8 - 1.5 * (i % 3), "markerfacecolor": "none",
-            "markeredgewidth": 1.3}
+    return {
+        "color": f"C{i % 10}",
+        "linestyle": DASHES[i % len(DASHES)],
+        "linewidth": WIDTHS[i % len(WIDTHS)],
+        "marker": MARKERS[i % len(MARKERS)],
+        "markersize": 8 - 1.5 * (i % 3),
+        "markerfacecolor": "none",
+        "markeredgewidth": 1.3,
+    }
 
 
 def _save(fig, path: Path) -> Path:
@@ -120,8 +135,13 @@ def draw_metric(ax, groups: list[Group], metric: str, styles: dict[str, dict]) -
         ax.fill_between(c.x, low, c.mean + c.std, color=style["color"], alpha=0.15, linewidth=0)
 
 
-def plot_metric(groups: list[Group], metric: str, path: Path, subtitle: str = "",
-                facets: list[tuple[str, list[Group]]] | None = None) -> Path:
+def plot_metric(
+    groups: list[Group],
+    metric: str,
+    path: Path,
+    subtitle: str = "",
+    facets: list[tuple[str, list[Group]]] | None = None,
+) -> Path:
     """One figure of ``metric`` vs labelled count; with ``facets``, one panel per facet value."""
     panels = facets or [("", groups)]
     ncols = min(len(panels), 2)
@@ -133,7 +153,7 @@ def plot_metric(groups: list[Group], metric: str, path: Path, subtitle: str = ""
         _style(ax, metric, f" ({facet})" if facet else "")
         if ax.has_data():
             ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if subtitle:
         fig.suptitle(subtitle, fontsize=9)
@@ -202,7 +222,10 @@ def plot_mismatch(per_group: list[tuple[Group, list[dict]]], path: Path, accurac
             continue
         style = group_style(i)
         colour = style["color"]
-        for field, dash, name in (("best_epoch_by_loss", "-", "loss"), ("best_epoch_by_accuracy", "--", "accuracy")):
+        for field, dash, name in (
+            ("best_epoch_by_loss", "-", "loss"),
+            ("best_epoch_by_accuracy", "--", "accuracy"),
+        ):
             x, mean, _ = mismatch.by_labelled(rows, field)
             # dashes say loss or accuracy here; the group's width and marker keep equal lines visible
             left.plot(x, mean, label=f"{g.label}: by val {name}", **{**style, "linestyle": dash})

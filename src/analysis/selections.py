@@ -7,6 +7,7 @@ data classes are instantiated, and decoded images are written only where the use
 ``paths.cache_dir``, when that is a plain absolute path) is read where it holds the images,
 never written.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,9 @@ class BoxedItems:
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         names = [self.label_name(int(c)) for c in target["labels"]]
-        return draw_bounding_boxes(image, target["boxes"].float(), labels=names, colors="yellow", width=1).numpy()
+        return draw_bounding_boxes(
+            image, target["boxes"].float(), labels=names, colors="yellow", width=1
+        ).numpy()
 
     def label(self, i: int) -> str:
         _, target = self.dm.source.load(int(i))
@@ -135,13 +138,13 @@ class DatasetCache:
                 try:
                     with reuse_only():
                         dm = _setup(with_local_cache(dataset, own))
-                except (CacheMiss, NotRebuildable):   # not there (or not usable): decode where the user said
+                except (CacheMiss, NotRebuildable):  # not there (or not usable): decode where the user said
                     dm = None
             if dm is None:
                 dm = _setup(with_local_cache(dataset, self.cache_dir))
             if isinstance(getattr(dm, "data", None), BuiltDataset):
                 self._built[key] = ClassificationItems(dm.data)
-            elif hasattr(dm, "source") and hasattr(dm, "class_names"):   # detection: images with their boxes
+            elif hasattr(dm, "source") and hasattr(dm, "class_names"):  # detection: images with their boxes
                 self._built[key] = BoxedItems(dm)
             else:
                 raise NotRebuildable(f"{type(dm).__name__} gives no images to draw")
@@ -157,20 +160,24 @@ def _setup(dataset: dict):
     except InstantiationException as err:
         if isinstance(err.__cause__, CacheMiss):
             raise err.__cause__ from None
-        raise NotRebuildable(f"the dataset could not be rebuilt here ({first_line(err.__cause__ or err)})") from err
+        raise NotRebuildable(
+            f"the dataset could not be rebuilt here ({first_line(err.__cause__ or err)})"
+        ) from err
     except REBUILD_ERRORS as err:
         raise NotRebuildable(f"the dataset could not be rebuilt here ({first_line(err)})") from err
     return dm
 
 
-def foreign_rows(run: RunData, data: "Items") -> str | None:
+def foreign_rows(run: RunData, data: Items) -> str | None:
     """Why the run's selections are not rows of the dataset rebuilt here (a changed folder, a
     malformed ``rounds.jsonl``), or None when every selected id is one."""
     for rec in run.records:
         outside = [i for i in rec.selected_ids if not 0 <= i < len(data)]
         if outside:
-            return (f"{run.path / 'rounds.jsonl'}: round {rec.round} selects row {outside[0]}, but the dataset "
-                    f"rebuilt here has {len(data)} rows")
+            return (
+                f"{run.path / 'rounds.jsonl'}: round {rec.round} selects row {outside[0]}, but the dataset "
+                f"rebuilt here has {len(data)} rows"
+            )
     return None
 
 
@@ -204,35 +211,55 @@ def selection_rows(run: RunData, data: Items, k: int, max_rounds: int) -> list[d
     for rec in evenly(scored_records(run), max_rounds):
         pairs = sorted(zip(rec.selected_ids, rec.selected_scores), key=lambda t: -t[1])
         hardest = pairs[:k]
-        easiest = pairs[max(k, len(pairs) - k):][::-1]
-        rows.append({"round": rec.round, "n_labelled": rec.n_labelled, "selection": rec.selection,
-                     "hardest": [_cell(data, *t) for t in hardest], "easiest": [_cell(data, *t) for t in easiest]})
+        easiest = pairs[max(k, len(pairs) - k) :][::-1]
+        rows.append(
+            {
+                "round": rec.round,
+                "n_labelled": rec.n_labelled,
+                "selection": rec.selection,
+                "hardest": [_cell(data, *t) for t in hardest],
+                "easiest": [_cell(data, *t) for t in easiest],
+            }
+        )
     return rows
 
 
 def grid_legend(selection: str | None) -> str:
     """What the two colours of a selection grid mean for this scorer."""
     if selection == "random":
-        return ("random selection: scores are random draws, not difficulty; "
-                "red: highest draw, blue: lowest draw among the selected")
+        return (
+            "random selection: scores are random draws, not difficulty; "
+            "red: highest draw, blue: lowest draw among the selected"
+        )
     if selection == "loss":
         return "red: highest loss (hardest) selected, blue: lowest loss selected"
     return "red: hardest (highest score) selected, blue: easiest selected"
 
 
 # -- label-quality audit (thesis table 4.1) ------------------------------------------------------
-AUDIT_COLUMNS = ["group", "seed", "run", "round", "rank", "id", "score", "label", "prediction",
-                 "disagree", "comment"]
+AUDIT_COLUMNS = [
+    "group",
+    "seed",
+    "run",
+    "round",
+    "rank",
+    "id",
+    "score",
+    "label",
+    "prediction",
+    "disagree",
+    "comment",
+]
 
 
 @dataclass
 class AuditItem:
-    rank: int                          # 1 = the highest-scored item of the selection
+    rank: int  # 1 = the highest-scored item of the selection
     item_id: int
     score: float
     label: str
-    prediction: str                    # "" when the record carries no predictions
-    image: np.ndarray                  # uint8 [C, H, W]
+    prediction: str  # "" when the record carries no predictions
+    image: np.ndarray  # uint8 [C, H, W]
 
 
 def audit_record(run: RunData, audit_round: int | None) -> RoundRecord | None:
@@ -259,25 +286,49 @@ def audit_items(record: RoundRecord, data: Items, n: int) -> list[AuditItem]:
     of each, parallel to the ids) fills the prediction when the record has it.
     """
     ids = list(record.selected_ids)
-    scores = list(record.selected_scores) if len(record.selected_scores) == len(ids) else [float("nan")] * len(ids)
+    scores = (
+        list(record.selected_scores) if len(record.selected_scores) == len(ids) else [float("nan")] * len(ids)
+    )
     predictions = record.selected_predictions
     if predictions is None:
         predictions = [None] * len(ids)
     elif not isinstance(predictions, list) or len(predictions) != len(ids):
-        raise UserError(f"round {record.round}: selected_predictions must be a list parallel to selected_ids "
-                        f"({len(ids)} items)")
+        raise UserError(
+            f"round {record.round}: selected_predictions must be a list parallel to selected_ids "
+            f"({len(ids)} items)"
+        )
     order = sorted(range(len(ids)), key=lambda j: (-scores[j] if scores[j] == scores[j] else 0.0, j))
     items = []
     for rank, j in enumerate(order[:n], start=1):
         i = int(ids[j])
-        items.append(AuditItem(rank=rank, item_id=i, score=float(scores[j]),
-                               label=data.label(i), prediction=_prediction(data, predictions[j]),
-                               image=data.image(i)))
+        items.append(
+            AuditItem(
+                rank=rank,
+                item_id=i,
+                score=float(scores[j]),
+                label=data.label(i),
+                prediction=_prediction(data, predictions[j]),
+                image=data.image(i),
+            )
+        )
     return items
 
 
 def audit_rows(group: Group, run: RunData, record: RoundRecord, items: list[AuditItem]) -> list[dict]:
     """CSV rows of one group's audit; ``disagree`` and ``comment`` are for the person annotating."""
-    return [{"group": group.label, "seed": run.seed, "run": run.path.name, "round": record.round,
-             "rank": it.rank, "id": it.item_id, "score": it.score, "label": it.label,
-             "prediction": it.prediction, "disagree": "", "comment": ""} for it in items]
+    return [
+        {
+            "group": group.label,
+            "seed": run.seed,
+            "run": run.path.name,
+            "round": record.round,
+            "rank": it.rank,
+            "id": it.item_id,
+            "score": it.score,
+            "label": it.label,
+            "prediction": it.prediction,
+            "disagree": "",
+            "comment": "",
+        }
+        for it in items
+    ]

@@ -12,6 +12,7 @@ differences) and of d (normal approximation with the large-sample standard error
 Hedges & Olkin, 1985). A family of comparisons (the unique pairs of a matrix, or every
 group against one reference) is corrected with Holm's step-down method.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,21 +21,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _st
 
-LEVEL = 0.95          # of every confidence interval
+LEVEL = 0.95  # of every confidence interval
 
 
 @dataclass
 class Comparison:
     p: float
-    effect: float                     # Cohen's d (a minus b)
-    test: str                         # "welch" | "paired" | "same" | "-" (too few runs)
+    effect: float  # Cohen's d (a minus b)
+    test: str  # "welch" | "paired" | "same" | "-" (too few runs)
     n_a: int
     n_b: int
-    p_holm: float = math.nan          # p corrected over its family (set by pvalue_matrix / versus_reference)
-    diff: float = math.nan            # mean of a minus mean of b (paired: mean of the differences)
-    diff_low: float = math.nan        # 95% CI of diff
+    p_holm: float = math.nan  # p corrected over its family (set by pvalue_matrix / versus_reference)
+    diff: float = math.nan  # mean of a minus mean of b (paired: mean of the differences)
+    diff_low: float = math.nan  # 95% CI of diff
     diff_high: float = math.nan
-    effect_low: float = math.nan      # 95% CI of d
+    effect_low: float = math.nan  # 95% CI of d
     effect_high: float = math.nan
 
 
@@ -77,7 +78,7 @@ def paired_d(a, b) -> float:
 
 
 def _t_interval(centre: float, se: float, df: float) -> tuple[float, float]:
-    if not (se > 0 and df > 0):          # no spread seen (or no df): no interval can be given
+    if not (se > 0 and df > 0):  # no spread seen (or no df): no interval can be given
         return math.nan, math.nan
     half = float(_st.t.ppf(0.5 + LEVEL / 2, df)) * se
     return centre - half, centre + half
@@ -87,7 +88,7 @@ def welch_diff_ci(a, b) -> tuple[float, float]:
     """CI of mean(a) - mean(b) without assuming equal variances (Welch-Satterthwaite df)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    denominator = va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)
+    denominator = va**2 / (a.size - 1) + vb**2 / (b.size - 1)
     df = (va + vb) ** 2 / denominator if denominator > 0 else math.nan
     return _t_interval(float(a.mean() - b.mean()), math.sqrt(va + vb), df)
 
@@ -124,20 +125,40 @@ def compare(a, seeds_a, b, seeds_b, paired: bool = False) -> Comparison:
         d = paired_d(xa, xb)
         low, high = paired_diff_ci(xa, xb)
         d_low, d_high = d_ci(d, xa.size)
-        return Comparison(p, d, "paired", len(a), len(b), diff=float((xa - xb).mean()), diff_low=low,
-                          diff_high=high, effect_low=d_low, effect_high=d_high)
+        return Comparison(
+            p,
+            d,
+            "paired",
+            len(a),
+            len(b),
+            diff=float((xa - xb).mean()),
+            diff_low=low,
+            diff_high=high,
+            effect_low=d_low,
+            effect_high=d_high,
+        )
     if len(a) < 2 or len(b) < 2:
         return Comparison(math.nan, math.nan, "-", len(a), len(b))
     p = float(_st.ttest_ind(a, b, equal_var=False).pvalue)
     d = cohens_d(a, b)
     low, high = welch_diff_ci(a, b)
     d_low, d_high = d_ci(d, len(a), len(b))
-    return Comparison(p, d, "welch", len(a), len(b), diff=float(np.mean(a) - np.mean(b)), diff_low=low,
-                      diff_high=high, effect_low=d_low, effect_high=d_high)
+    return Comparison(
+        p,
+        d,
+        "welch",
+        len(a),
+        len(b),
+        diff=float(np.mean(a) - np.mean(b)),
+        diff_low=low,
+        diff_high=high,
+        effect_low=d_low,
+        effect_high=d_high,
+    )
 
 
 def unique_pairs(labels: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    return [(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
 
 
 def family_size(matrix: dict[str, dict[str, Comparison]]) -> int:
@@ -145,7 +166,9 @@ def family_size(matrix: dict[str, dict[str, Comparison]]) -> int:
     return sum(not math.isnan(matrix[a][b].p) for a, b in unique_pairs(list(matrix)))
 
 
-def pvalue_matrix(samples: dict[str, tuple[list, list]], paired: bool = False) -> dict[str, dict[str, Comparison]]:
+def pvalue_matrix(
+    samples: dict[str, tuple[list, list]], paired: bool = False
+) -> dict[str, dict[str, Comparison]]:
     """All pairs of ``{label: (values, seeds)}``; the diagonal is p = 1, d = 0 (as in thesis 4.3-4.5).
     ``p_holm`` is corrected over the unique pairs (each pair is one test, shown twice)."""
     labels = list(samples)
@@ -164,13 +187,17 @@ def pvalue_matrix(samples: dict[str, tuple[list, list]], paired: bool = False) -
     return out
 
 
-def versus_reference(samples: dict[str, tuple[list, list]], reference: str,
-                     paired: bool = False) -> dict[str, Comparison]:
+def versus_reference(
+    samples: dict[str, tuple[list, list]], reference: str, paired: bool = False
+) -> dict[str, Comparison]:
     """Every other group against ``reference`` (group minus reference), Holm-corrected over these
     k - 1 comparisons only."""
     ref_values, ref_seeds = samples[reference]
-    out = {label: compare(values, seeds, ref_values, ref_seeds, paired=paired)
-           for label, (values, seeds) in samples.items() if label != reference}
+    out = {
+        label: compare(values, seeds, ref_values, ref_seeds, paired=paired)
+        for label, (values, seeds) in samples.items()
+        if label != reference
+    }
     for c, p in zip(out.values(), holm([c.p for c in out.values()])):
         c.p_holm = float(p)
     return out

@@ -7,6 +7,7 @@ instantiates only the project's own data classes (classes defined under ``src.da
 and the dataset factories named in ``DATA_FACTORIES``). Anything else
 is refused before any work with one line naming the file, the key and what is allowed.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -34,8 +35,10 @@ def inside(root: Path, relative: str) -> Path | None:
     if not path.exists():
         return None
     if not inside_root(path, root):
-        raise UserError(f"{path}: leads outside the run directory {root} (a symlink to "
-                        f"{leads_to(path)}); the report reads only files inside the directories it is given")
+        raise UserError(
+            f"{path}: leads outside the run directory {root} (a symlink to "
+            f"{leads_to(path)}); the report reads only files inside the directories it is given"
+        )
     return path
 
 
@@ -44,7 +47,7 @@ def _locate_data_object(target: str):
     parts = target.split(".")
     name = ".".join(parts[:2])
     obj = importlib.import_module(name)
-    in_package = True                  # still walking src.data's own packages and modules
+    in_package = True  # still walking src.data's own packages and modules
     for part in parts[2:]:
         if in_package and hasattr(obj, "__path__") and importlib.util.find_spec(f"{name}.{part}") is not None:
             name = f"{name}.{part}"
@@ -59,7 +62,11 @@ def _locate_data_object(target: str):
 
 def is_data_target(target) -> bool:
     """True for a project data class (defined under ``src.data``) or a named dataset factory."""
-    if not isinstance(target, str) or not _DOTTED.fullmatch(target) or not target.startswith(DATA_PACKAGE + "."):
+    if (
+        not isinstance(target, str)
+        or not _DOTTED.fullmatch(target)
+        or not target.startswith(DATA_PACKAGE + ".")
+    ):
         return False
     obj = _locate_data_object(target)
     if target in DATA_FACTORIES:
@@ -72,21 +79,27 @@ def check_dataset_config(dataset: dict, path: Path) -> None:
     names that become cache folder names must stay plain names; else one line, nothing built."""
     for key, value in walk(dataset, "dataset"):
         if key.endswith("._target_") and not is_data_target(value):
-            raise UserError(f"{path}: {key}={value!r} is not one of the project's data classes; the report "
-                            f"instantiates only classes under {DATA_PACKAGE} (and "
-                            f"{', '.join(sorted(DATA_FACTORIES))}); use --no-grids to report this run without "
-                            "rebuilding its dataset")
+            raise UserError(
+                f"{path}: {key}={value!r} is not one of the project's data classes; the report "
+                f"instantiates only classes under {DATA_PACKAGE} (and "
+                f"{', '.join(sorted(DATA_FACTORIES))}); use --no-grids to report this run without "
+                "rebuilding its dataset"
+            )
         if key.endswith(".name") and isinstance(value, str) and not _SAFE_NAME.fullmatch(value):
-            raise UserError(f"{path}: {key}={value!r} is not a plain name (letters, digits, . _ + = -); "
-                            "use --no-grids to report this run without rebuilding its dataset")
+            raise UserError(
+                f"{path}: {key}={value!r} is not a plain name (letters, digits, . _ + = -); "
+                "use --no-grids to report this run without rebuilding its dataset"
+            )
 
 
 def with_local_cache(dataset, cache_dir: Path):
     """A copy of ``dataset`` whose decoded-image cache is ``cache_dir`` on this machine, not a
     directory the received config names."""
     if isinstance(dataset, dict):
-        return {k: (str(cache_dir) if k in WRITE_DIR_KEYS and v is not None else with_local_cache(v, cache_dir))
-                for k, v in dataset.items()}
+        return {
+            k: (str(cache_dir) if k in WRITE_DIR_KEYS and v is not None else with_local_cache(v, cache_dir))
+            for k, v in dataset.items()
+        }
     if isinstance(dataset, list):
         return [with_local_cache(v, cache_dir) for v in dataset]
     return dataset

@@ -6,6 +6,7 @@ type FULL/FIRST/MIDDLE/LAST) after a 7-byte W&B file header. Decoding uses
 ``wandb.proto``, so what comes back is what ``wandb sync`` would upload: the run's
 config, its history rows and its summary, without a server.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,16 +31,16 @@ def iter_records(path: str | Path):
     pos, pending = _HEADER, b""
     while pos + _HEADER <= len(data):
         left = _BLOCK - pos % _BLOCK
-        if left < _HEADER:         # block trailer padding
+        if left < _HEADER:  # block trailer padding
             pos += left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
         if kind == 0 and length == 0:  # zero padding up to the end of the block
             pos += left
             continue
         if pos + _HEADER + length > len(data):
-            break                  # the tail of a log whose writer was killed: not a record
-        chunk = data[pos + _HEADER:pos + _HEADER + length]
+            break  # the tail of a log whose writer was killed: not a record
+        chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind in (_FULL, _FIRST):
             pending = chunk
@@ -64,7 +65,7 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
-    step_metrics: dict = field(default_factory=dict)   # metric name or glob -> its x-axis metric
+    step_metrics: dict = field(default_factory=dict)  # metric name or glob -> its x-axis metric
 
 
 def read_offline_run(run_dir: str | Path) -> OfflineRun:
@@ -92,7 +93,6 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     return run
 
 
-
 def wait_until_finished(run_dir: str | Path, timeout: float = 60.0) -> bool:
     """Wait until the run's log holds its ``exit`` record.
 
@@ -106,7 +106,7 @@ def wait_until_finished(run_dir: str | Path, timeout: float = 60.0) -> bool:
             try:
                 if any(r.WhichOneof("record_type") == "exit" for r in iter_records(path)):
                     return True
-            except Exception:   # a chunk still being written
+            except Exception:  # a chunk still being written
                 pass
         if time.monotonic() > deadline:
             return False
@@ -122,7 +122,7 @@ def media(row: dict, key: str) -> dict:
     if isinstance(row.get(key), dict):
         return row[key]
     prefix = key + "/"
-    found = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+    found = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
     if "_type" not in found:
         raise KeyError(f"{key}: no logged media in this history row")
     return found

@@ -6,6 +6,7 @@ logged as an image (``report/<file stem>``: curves, epochs, selection grids, the
 audit, the loss-vs-accuracy view) and every CSV as a table (``report/<csv stem>``).
 Offline without credentials, like the runs: ``wandb sync <dir>`` uploads it later.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
     """(project, entity, group) shared by most of the runs."""
-    from google.protobuf.message import DecodeError   # with wandb, whose logs are protobuf records
+    from google.protobuf.message import DecodeError  # with wandb, whose logs are protobuf records
 
     groups = Counter()
     for run in runs:
@@ -30,7 +31,11 @@ def runs_wandb_identity(runs: list[RunData]) -> tuple[str, str | None, str]:
             if logs and all(p.resolve().is_relative_to(run.path.resolve()) for p in [log_dir, *logs]):
                 try:
                     groups[read_offline_run(log_dir).group] += 1
-                except (ValueError, OSError, DecodeError):   # a log being written, or no W&B log: use the config
+                except (
+                    ValueError,
+                    OSError,
+                    DecodeError,
+                ):  # a log being written, or no W&B log: use the config
                     pass
                 break
     if groups:
@@ -50,21 +55,32 @@ def _cell(value):
     return "" if value is None else value
 
 
-def log_report(runs: list[RunData], content, out: Path, tables: dict[str, tuple[list[str], list[dict]]]) -> str:
+def log_report(
+    runs: list[RunData], content, out: Path, tables: dict[str, tuple[list[str], list[dict]]]
+) -> str:
     """Log the report's figures and tables to one W&B run; returns the run's local directory."""
     # wandb is imported only here: it takes seconds to import and only --wandb needs it
     import wandb
 
     project, entity, group = runs_wandb_identity(runs)
-    run = wandb.init(project=project, entity=entity, group=group, job_type="report", name="report",
-                     dir=str(out), mode=resolve_wandb_mode("auto"), reinit="finish_previous",
-                     settings=wandb.Settings(console="off"))
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        group=group,
+        job_type="report",
+        name="report",
+        dir=str(out),
+        mode=resolve_wandb_mode("auto"),
+        reinit="finish_previous",
+        settings=wandb.Settings(console="off"),
+    )
     payload = {}
     for caption, rel in content.figures + content.grids + content.audit_grids + content.mismatch_figures:
         payload[f"report/{Path(rel).stem}"] = wandb.Image(str(out / rel), caption=caption)
     for name, (columns, rows) in tables.items():
         payload[f"report/{Path(name).stem}"] = wandb.Table(
-            columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows], allow_mixed_types=True)
+            columns=columns, data=[[_cell(r.get(c)) for c in columns] for r in rows], allow_mixed_types=True
+        )
     run.log(payload)
     for r in tables.get("auc.csv", ([], []))[1]:
         run.summary[f"auc/{r['metric']}/{r['group']}"] = r["mean"]

@@ -1,4 +1,5 @@
 """Building objects from config nodes, with user mistakes kept as one-line errors."""
+
 from __future__ import annotations
 
 import hydra

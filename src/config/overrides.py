@@ -5,6 +5,7 @@ stack-trace hint; these checks turn the common mistakes into one line, exit 2. T
 also carry renamed keys for one release: the old spelling still works and says once
 what the new one is.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -12,15 +13,19 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 # old key prefix -> new key prefix (kept working, with a deprecation line, for one release)
-RENAMED_KEYS = {"model.baseline.": "model.init.", "trainer.steps_per_epoch": "fit.steps_per_epoch",
-                "model.module.optimizer.": "optim.", "fixed_epochs": "fit.epochs",
-                "fixed_steps_per_epoch": "fit.steps_per_epoch"}
+RENAMED_KEYS = {
+    "model.baseline.": "model.init.",
+    "trainer.steps_per_epoch": "fit.steps_per_epoch",
+    "model.module.optimizer.": "optim.",
+    "fixed_epochs": "fit.epochs",
+    "fixed_steps_per_epoch": "fit.steps_per_epoch",
+}
 # renamed keys that every config has: an old ``+old=value`` (adding a key) sets them instead
 ALWAYS_PRESENT = {"fit.epochs", "fit.steps_per_epoch"}
 # config groups that were added with ``+group=option`` and now have a (null) default: ``group=option``
@@ -32,8 +37,9 @@ _GROUP_OVERRIDE = re.compile(r"^(?:\+{1,2})?([a-z_]+)=(.*)$")
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml"))
-            for d in sorted(conf_dir.iterdir()) if d.is_dir()}
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted(conf_dir.iterdir()) if d.is_dir()
+    }
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
@@ -48,11 +54,13 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str
             continue
         group, value = m.group(1), m.group(2)
         if value in ("null", "") or any(c in value for c in "()[]{}$"):
-            continue   # sweep functions, interpolations, removal: leave them to Hydra
+            continue  # sweep functions, interpolations, removal: leave them to Hydra
         for option in value.split(","):
             if option not in groups[group]:
-                return (f"{group}={option!r} is not a known option of the {group!r} config group; "
-                        f"allowed: {', '.join(groups[group])}")
+                return (
+                    f"{group}={option!r} is not a known option of the {group!r} config group; "
+                    f"allowed: {', '.join(groups[group])}"
+                )
     return None
 
 
@@ -60,7 +68,7 @@ def renamed(key: str) -> str | None:
     """The current spelling of a renamed key path, or None when ``key`` is current."""
     for old, new in RENAMED_KEYS.items():
         if key.startswith(old):
-            return new + key[len(old):]
+            return new + key[len(old) :]
     return None
 
 
@@ -69,20 +77,27 @@ def rewrite_renamed_keys(argv: Sequence[str]) -> list[str]:
     out = []
     for arg in argv:
         prefix = re.match(r"^(\+{0,2}|~)", arg).group(1)
-        key, sep, value = arg[len(prefix):].partition("=")
+        key, sep, value = arg[len(prefix) :].partition("=")
         new = renamed(key)
         if new is not None:
-            print(f"warning: {key} is deprecated and will be removed in the next release; use {new}",
-                  file=sys.stderr)
+            print(
+                f"warning: {key} is deprecated and will be removed in the next release; use {new}",
+                file=sys.stderr,
+            )
             arg = f"{'' if prefix == '+' and new in ALWAYS_PRESENT else prefix}{new}{sep}{value}"
         elif key in RENAMED_VALUES and any(v.lower() in RENAMED_VALUES[key] for v in value.split(",")):
             values = [RENAMED_VALUES[key].get(v.lower(), v) for v in value.split(",")]
-            print(f"warning: {key}={value} is deprecated and will be removed in the next release; use "
-                  f"{key}={','.join(values)}", file=sys.stderr)
+            print(
+                f"warning: {key}={value} is deprecated and will be removed in the next release; use "
+                f"{key}={','.join(values)}",
+                file=sys.stderr,
+            )
             arg = f"{prefix}{key}{sep}{','.join(values)}"
         elif prefix == "+" and key in DEFAULTED_GROUPS:
-            print(f"warning: +{key}=... is deprecated and will be removed in the next release; use {key}=...",
-                  file=sys.stderr)
+            print(
+                f"warning: +{key}=... is deprecated and will be removed in the next release; use {key}=...",
+                file=sys.stderr,
+            )
             arg = f"{key}{sep}{value}"
         out.append(arg)
     return out
@@ -107,7 +122,7 @@ def check_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
         if not sep or arg.startswith(("-", "~", "hydra.")) or "/" in key:
             continue
         if key.lstrip("+") in groups:
-            if not any(c in value for c in "()[]{}$"):   # one option stands for a sweep: the keys match
+            if not any(c in value for c in "()[]{}$"):  # one option stands for a sweep: the keys match
                 selections.append(f"{key}={value.split(',')[0]}")
         elif not key.startswith("+") and "." in key:
             keys.append(key)
@@ -125,7 +140,7 @@ def check_keys(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=selections)
     except HydraException:
-        return None   # Hydra reports its own composition errors
+        return None  # Hydra reports its own composition errors
     finally:
         GlobalHydra.instance().clear()
     known = _flat_keys(OmegaConf.to_container(cfg, resolve=False))
@@ -157,11 +172,16 @@ def check_override_syntax(argv: Sequence[str]) -> str | None:
         try:
             parser.parse_overrides([arg])
         except OverrideParseException as err:
-            lines = [ln.strip() for ln in str(err).splitlines()
-                     if ln.strip() and not ln.startswith(("See https://", "Error parsing override"))]
+            lines = [
+                ln.strip()
+                for ln in str(err).splitlines()
+                if ln.strip() and not ln.startswith(("See https://", "Error parsing override"))
+            ]
             why = "; ".join(lines) or "not an override"
-            return (f"{arg!r} is not a valid override ({why}); the form is key=value, "
-                    "see https://hydra.cc/docs/advanced/override_grammar/basic/")
+            return (
+                f"{arg!r} is not a valid override ({why}); the form is key=value, "
+                "see https://hydra.cc/docs/advanced/override_grammar/basic/"
+            )
     return None
 
 

@@ -1,5 +1,6 @@
 """OmegaConf resolvers the configs use; registered on import (the CLIs, the report and
 the compose-API tests import this module, never a CLI, to get them)."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -42,7 +43,7 @@ def format_value(value) -> str:
 
 def slug(value) -> str:
     """A value fit for a directory or run name: '[50, 100]' -> '50_100'."""
-    text = re.sub(r"[\[\]'\"]", "", str(value))      # lists read as their items: b50_100
+    text = re.sub(r"[\[\]'\"]", "", str(value))  # lists read as their items: b50_100
     text = re.sub(r"[^A-Za-z0-9.=+-]+", "_", text)
     return re.sub(r"_*-_*", "-", text).strip("_")
 
@@ -90,9 +91,21 @@ def folder_sources(roots, image_size, resize_size, classes, cache_dir, workers) 
     """``source=folders``: one ImageFolder source config per root, named after its folder."""
     roots = list(roots or [])
     # a ListConfig, not a list: Hydra instantiates the members only when they are config nodes
-    return OmegaConf.create([{"_target_": "src.data.folder.ImageFolderSource", "root": str(root), "name": Path(str(root)).name,
-             "classes": None if classes is None else list(classes), "image_size": image_size,
-             "resize_size": resize_size, "cache_dir": cache_dir, "workers": workers} for root in roots])
+    return OmegaConf.create(
+        [
+            {
+                "_target_": "src.data.folder.ImageFolderSource",
+                "root": str(root),
+                "name": Path(str(root)).name,
+                "classes": None if classes is None else list(classes),
+                "image_size": image_size,
+                "resize_size": resize_size,
+                "cache_dir": cache_dir,
+                "workers": workers,
+            }
+            for root in roots
+        ]
+    )
 
 
 register("folder_sources", folder_sources)

@@ -18,6 +18,7 @@ Two readers take configs written elsewhere: the report (a run directory's
   files (composed with the same group choices) do not put there, which also catches an
   interpolation that copies a node holding code to where it would be instantiated.
 """
+
 from __future__ import annotations
 
 import re
@@ -66,7 +67,7 @@ def resolver_calls(text: str) -> list[str]:
 
     try:
         tree = parse(text)
-    except GrammarParseError:        # OmegaConf cannot evaluate it either; name what it seems to call
+    except GrammarParseError:  # OmegaConf cannot evaluate it either; name what it seems to call
         return _RESOLVER_CALL.findall(text)
     names, stack = [], [tree]
     while stack:
@@ -89,8 +90,10 @@ def check_resolvers(node, path, reader: str = "the report", where: str = "") -> 
     for key, value in walk(node, where, with_keys=True):
         name = refused_resolver(value) if isinstance(value, str) else None
         if name is not None:
-            raise UserError(f"{path}: {key or 'a value'} calls the resolver '{name}', which {reader} does not "
-                            f"evaluate in a run's config; allowed: {', '.join(allowed_resolvers())}")
+            raise UserError(
+                f"{path}: {key or 'a value'} calls the resolver '{name}', which {reader} does not "
+                f"evaluate in a run's config; allowed: {', '.join(allowed_resolvers())}"
+            )
 
 
 def project_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
@@ -107,7 +110,8 @@ def _code_key_in(value) -> str | None:
     """A code key among the keys of a parsed override value (a node given whole), else None."""
     if isinstance(value, dict):
         return next((k for k in value if k in CODE_KEYS), None) or next(
-            (found for found in map(_code_key_in, value.values()) if found), None)
+            (found for found in map(_code_key_in, value.values()) if found), None
+        )
     if isinstance(value, list):
         return next((found for found in map(_code_key_in, value) if found), None)
     return None
@@ -121,7 +125,9 @@ def _plain(value) -> bool:
     return isinstance(value, _PLAIN)
 
 
-def check_received_overrides(overrides, path, reader: str = "src.select", conf_dir: Path = CONF_DIR) -> list[str]:
+def check_received_overrides(
+    overrides, path, reader: str = "src.select", conf_dir: Path = CONF_DIR
+) -> list[str]:
     """``overrides`` (a run's recorded command-line overrides, read from ``path``) checked as a received
     run's may be (see the module doc); returns those that choose config group options, in order: the
     project's own config for the same choices is what ``check_code_keys`` compares with."""
@@ -136,8 +142,9 @@ def check_received_overrides(overrides, path, reader: str = "src.select", conf_d
         try:
             override = parser.parse_override(line)
         except HydraException as err:
-            raise UserError(f"{path}: {line!r} is not a valid override "
-                            f"({str(err).strip().splitlines()[0]})") from None
+            raise UserError(
+                f"{path}: {line!r} is not a valid override ({str(err).strip().splitlines()[0]})"
+            ) from None
         key = override.key_or_group
         if _is_hydra_key(key):
             raise UserError(f"{path}: override {line!r} changes Hydra's own settings ({key}); {refused}")
@@ -149,11 +156,15 @@ def check_received_overrides(overrides, path, reader: str = "src.select", conf_d
         if "/" in key or key in groups:
             options = groups.get(key)
             if options is None:
-                raise UserError(f"{path}: override {line!r}: {key} is not one of the project's config groups "
-                                f"({', '.join(groups)}); {refused}")
+                raise UserError(
+                    f"{path}: override {line!r}: {key} is not one of the project's config groups "
+                    f"({', '.join(groups)}); {refused}"
+                )
             if value is not None and (not isinstance(value, str) or value not in options):
-                raise UserError(f"{path}: override {line!r}: {value!r} is not an option of the {key!r} config "
-                                f"group (a file conf/{key}/<option>.yaml); allowed: {', '.join(options)}")
+                raise UserError(
+                    f"{path}: override {line!r}: {value!r} is not an option of the {key!r} config "
+                    f"group (a file conf/{key}/<option>.yaml); allowed: {', '.join(options)}"
+                )
             choices.append(line)
             continue
         code = next((part for part in key.split(".") if part in CODE_KEYS), None) or _code_key_in(value)
@@ -187,5 +198,7 @@ def check_code_keys(received, own, path, reader: str = "src.select", where: str 
     extra = sorted(code_key_entries(received, where) - code_key_entries(own, where))
     if extra:
         key, value = extra[0]
-        raise UserError(f"{path}: the run's config composes to {key}={value}, which the project's conf files do "
-                        f"not put there; {reader} instantiates only what conf/ names")
+        raise UserError(
+            f"{path}: the run's config composes to {key}={value}, which the project's conf files do "
+            f"not put there; {reader} instantiates only what conf/ names"
+        )

@@ -1,5 +1,6 @@
 """Fail-fast validation: every bad value stops the run before any data or training,
 with one line that names the key and what is allowed (a ``UserError``)."""
+
 from __future__ import annotations
 
 import logging
@@ -12,8 +13,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from src.data.datamodule import SHUFFLE_MODES
 from src.data.recipes import PARTS
 from src.errors import UserError
-from src.models.named_baselines import NO_FILE, baseline_output_problem, baseline_path, current_file, \
-    missing_message, will_pretrain
+from src.models.named_baselines import (
+    NO_FILE,
+    baseline_output_problem,
+    baseline_path,
+    current_file,
+    missing_message,
+    will_pretrain,
+)
 from src.selection import policy
 from src.selection.detection_scorers import AGGREGATES
 from src.selection.schedule import HALF_POOL, PRUNE, plan_selections
@@ -51,24 +58,37 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     if cfg.get("progress") not in ("auto", True, False):
         raise UserError(f"progress={cfg.get('progress')!r}; allowed: auto, true, false")
     if cfg.scorer.name not in scorer_names():
-        raise UserError(f"scorer.name={cfg.scorer.name!r} is not a known scorer (conf/scorer/<name>.yaml); "
-                        f"allowed: {', '.join(scorer_names())}")
+        raise UserError(
+            f"scorer.name={cfg.scorer.name!r} is not a known scorer (conf/scorer/<name>.yaml); "
+            f"allowed: {', '.join(scorer_names())}"
+        )
     budget = _check_selection(cfg.selection)
     source = cfg.get("source")
     if source is not None and source.get("name") == "folders" and not source.get("roots"):
-        raise UserError("source.roots is empty: source=folders needs the folder roots, e.g. "
-                        "'source.roots=[/data/studio,/data/phone]' (the first is the V2 role, all of them Mixed)")
+        raise UserError(
+            "source.roots is empty: source=folders needs the folder roots, e.g. "
+            "'source.roots=[/data/studio,/data/phone]' (the first is the V2 role, all of them Mixed)"
+        )
     _check_dataset(cfg.dataset)
     pool = pool_size if pool_size is not None else static_pool_size(cfg)
     if pool is not None:
         try:
-            plan_selections(cfg.selection.mode, pool, cfg.selection.base_size, budget, cfg.selection.rounds,
-                            cfg.selection.get("fraction"))
+            plan_selections(
+                cfg.selection.mode,
+                pool,
+                cfg.selection.base_size,
+                budget,
+                cfg.selection.rounds,
+                cfg.selection.get("fraction"),
+            )
         except ValueError as err:
             raise UserError(str(err)) from None
-        capped = None if cfg.selection.mode == PRUNE else \
-            budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
-        if capped and pool_size is not None:     # the real pool: said once, at start-up
+        capped = (
+            None
+            if cfg.selection.mode == PRUNE
+            else budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
+        )
+        if capped and pool_size is not None:  # the real pool: said once, at start-up
             log.warning(capped)
     _check_training(cfg)
     lg = cfg.logger
@@ -85,7 +105,9 @@ def _check_selection(sel: DictConfig):
     budget = OmegaConf.to_object(sel.budget) if isinstance(sel.budget, ListConfig) else sel.budget
     budgets = budget if isinstance(budget, list) else [budget]
     if not budgets or not all(_is_int(b) and b > 0 for b in budgets):
-        raise UserError(f"selection.budget={budget!r} must be a positive integer or a list of positive integers")
+        raise UserError(
+            f"selection.budget={budget!r} must be a positive integer or a list of positive integers"
+        )
     if not _is_int(sel.base_size) or sel.base_size < 0:
         raise UserError(f"selection.base_size={sel.base_size!r} must be an integer >= 0")
     _positive_int_or_null("selection.rounds", sel.rounds, "until the pool is exhausted")
@@ -94,16 +116,22 @@ def _check_selection(sel: DictConfig):
     fraction = sel.get("fraction")
     if fraction is not None:
         if not _is_number(fraction) or not 0.0 < float(fraction) <= 1.0:
-            raise UserError(f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
-                            "labelled set a prune round keeps) or null (selection.budget items)")
+            raise UserError(
+                f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
+                "labelled set a prune round keeps) or null (selection.budget items)"
+            )
         if sel.mode != PRUNE:
-            raise UserError(f"selection.fraction={fraction!r} applies to selection.mode=prune only; "
-                            f"selection.mode={sel.mode} adds selection.budget items: set selection.fraction=null")
+            raise UserError(
+                f"selection.fraction={fraction!r} applies to selection.mode=prune only; "
+                f"selection.mode={sel.mode} adds selection.budget items: set selection.fraction=null"
+            )
     # a boolean from a yaml of the earlier releases reads as epoch / none (the command line is rewritten
     # with a deprecation line: src.config.overrides.RENAMED_VALUES)
     if not isinstance(sel.shuffle, bool) and sel.shuffle not in SHUFFLE_MODES:
-        raise UserError(f"selection.shuffle={sel.shuffle!r}; allowed: round (once after each selection step, "
-                        "the thesis), epoch (every epoch), none (selection order)")
+        raise UserError(
+            f"selection.shuffle={sel.shuffle!r}; allowed: round (once after each selection step, "
+            "the thesis), epoch (every epoch), none (selection order)"
+        )
     div = sel.diversity
     if div.labels not in ("predicted", "ground_truth"):
         raise UserError(f"selection.diversity.labels={div.labels!r}; allowed: predicted, ground_truth")
@@ -116,12 +144,14 @@ def _check_dataset(ds: DictConfig) -> None:
     if sizes is not None:
         for split in ("pool", "val", "test"):
             v, least = sizes.get(split), (0 if split == "pool" else 1)
-            if v is not None and (not _is_int(v) or v < least):   # null: what the data has
+            if v is not None and (not _is_int(v) or v < least):  # null: what the data has
                 raise UserError(f"dataset.sizes.{split}={v!r} must be an integer >= {least} or null")
         v = sizes.get("baseline")
         if v is not None and (not _is_int(v) or v < 0):
-            raise UserError(f"dataset.sizes.baseline={v!r} must be an integer >= 0 (items kept back for "
-                            "baseline=held_back; 0 = none)")
+            raise UserError(
+                f"dataset.sizes.baseline={v!r} must be an integer >= 0 (items kept back for "
+                "baseline=held_back; 0 = none)"
+            )
     if ds.get("part") is not None and ds.part not in PARTS:
         raise UserError(f"dataset.part={ds.part!r}; allowed: {', '.join(PARTS)}")
     if ds.get("pool_repeats") is not None and (not _is_int(ds.pool_repeats) or ds.pool_repeats < 1):
@@ -132,7 +162,9 @@ def _check_dataset(ds: DictConfig) -> None:
             raise UserError(f"dataset.{key}={v!r} must be a positive integer")
     # the networks take grey or RGB input only; checked before any image is decoded
     if "channels" in ds and (not _is_int(ds.channels) or ds.channels not in (1, 3)):
-        raise UserError(f"dataset.channels={ds.channels!r}; allowed: 1 (grey, decoded as PIL's \"L\") or 3 (RGB)")
+        raise UserError(
+            f'dataset.channels={ds.channels!r}; allowed: 1 (grey, decoded as PIL\'s "L") or 3 (RGB)'
+        )
 
 
 def _check_training(cfg: DictConfig) -> None:
@@ -141,7 +173,9 @@ def _check_training(cfg: DictConfig) -> None:
     if cb.mode not in ("min", "max"):
         raise UserError(f"callbacks.mode={cb.mode!r}; allowed: min (for a loss), max (for an accuracy)")
     if not re.fullmatch(r"val/[\w/]+", str(cb.monitor)):
-        raise UserError(f"callbacks.monitor={cb.monitor!r} must be a validation metric, e.g. val/loss or val/acc_top1")
+        raise UserError(
+            f"callbacks.monitor={cb.monitor!r} must be a validation metric, e.g. val/loss or val/acc_top1"
+        )
     check_counts(cfg)
     if not isinstance(cfg.fit.get("channels_last", False), bool):
         raise UserError(f"fit.channels_last={cfg.fit.channels_last!r}; allowed: true or false")
@@ -153,21 +187,32 @@ def _check_training(cfg: DictConfig) -> None:
 TRAINER_COUNTS = {
     "max_epochs": (1, ()),
     "min_epochs": (0, (None,)),
-    "max_steps": (1, (-1,)),              # -1: Lightning's "no step limit" (its default)
+    "max_steps": (1, (-1,)),  # -1: Lightning's "no step limit" (its default)
     "min_steps": (0, (None,)),
     "check_val_every_n_epoch": (1, (None,)),
     "log_every_n_steps": (1, (None,)),
-    "num_sanity_val_steps": (0, (None, -1)),   # -1: all validation batches
+    "num_sanity_val_steps": (0, (None, -1)),  # -1: all validation batches
     "accumulate_grad_batches": (1, ()),
     "reload_dataloaders_every_n_epochs": (0, ()),
 }
 # keys of a callback config that count epochs or steps (EarlyStopping's patience, ModelCheckpoint's
 # every_n_epochs, ...): integers >= 0, and what else each allows
-CALLBACK_COUNTS = {"patience": (), "min_epochs": (None,), "max_epochs": (None,), "min_steps": (None,),
-                   "max_steps": (None,), "every_n_epochs": (None,), "every_n_train_steps": (None,)}
+CALLBACK_COUNTS = {
+    "patience": (),
+    "min_epochs": (None,),
+    "max_epochs": (None,),
+    "min_steps": (None,),
+    "max_steps": (None,),
+    "every_n_epochs": (None,),
+    "every_n_train_steps": (None,),
+}
 # limit_*_batches: an integer count or a fraction of the loader; training needs some batches
-BATCH_LIMITS = {"limit_train_batches": 1, "limit_val_batches": 0, "limit_test_batches": 0,
-                "limit_predict_batches": 0}
+BATCH_LIMITS = {
+    "limit_train_batches": 1,
+    "limit_val_batches": 0,
+    "limit_test_batches": 0,
+    "limit_predict_batches": 0,
+}
 
 
 def _count(key: str, value, least: int, also=()) -> None:
@@ -191,16 +236,20 @@ def check_counts(cfg: DictConfig) -> None:
         if value is None or (_is_int(value) and value >= least):
             continue
         if not (isinstance(value, float) and (0.0 < value <= 1.0 or (least == 0 and value == 0.0))):
-            raise UserError(f"trainer.{key}={value!r} must be a number of batches >= {least} or a fraction "
-                            f"in {'(0' if least else '[0'}, 1] of them")
+            raise UserError(
+                f"trainer.{key}={value!r} must be a number of batches >= {least} or a fraction "
+                f"in {'(0' if least else '[0'}, 1] of them"
+            )
     fit = cfg.get("fit") or {}
     _positive_int_or_null("fit.epochs", fit.get("epochs"), "until early stopping, at most trainer.max_epochs")
     if fit.get("epochs") is None and tr.get("min_epochs") is not None and tr.min_epochs > tr.max_epochs:
         raise UserError(f"trainer.min_epochs={tr.min_epochs} is above trainer.max_epochs={tr.max_epochs}")
     steps = fit.get("steps_per_epoch")
     if steps != HALF_POOL and steps is not None and (not _is_int(steps) or steps < 1):
-        raise UserError(f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
-                        "selection pool in batches) or null (one pass over the labelled set)")
+        raise UserError(
+            f"fit.steps_per_epoch={steps!r}; allowed: a positive integer, {HALF_POOL} (half the "
+            "selection pool in batches) or null (one pass over the labelled set)"
+        )
     for name, node in (cfg.get("callbacks") or {}).items():
         if not OmegaConf.is_dict(node):
             continue
@@ -222,15 +271,21 @@ def _check_baseline_part(cfg: DictConfig) -> None:
     if part is None or node.get("name") in NO_FILE:
         return
     if part not in PARTS or part == "main":
-        raise UserError(f"baseline.part={part!r}; allowed: baseline (the items the recipe keeps back) or null")
+        raise UserError(
+            f"baseline.part={part!r}; allowed: baseline (the items the recipe keeps back) or null"
+        )
     if cfg.get("task_type") != "classification":
-        raise UserError(f"baseline={node.name} learns from the items a classification recipe keeps back; "
-                        "for task=detection use baseline=real, synthetic or untrained")
+        raise UserError(
+            f"baseline={node.name} learns from the items a classification recipe keeps back; "
+            "for task=detection use baseline=real, synthetic or untrained"
+        )
     kept = (node.get("dataset") or {}).get("sizes", {}).get("baseline")
     if not _is_int(kept) or kept < 1:
-        raise UserError(f"baseline={node.name}: dataset.sizes.baseline={kept!r} keeps no items back to learn from; "
-                        "set dataset.sizes.baseline (e.g. 1000; they are taken out of the sources before "
-                        "pool, val and test are drawn), or choose baseline=none")
+        raise UserError(
+            f"baseline={node.name}: dataset.sizes.baseline={kept!r} keeps no items back to learn from; "
+            "set dataset.sizes.baseline (e.g. 1000; they are taken out of the sources before "
+            "pool, val and test are drawn), or choose baseline=none"
+        )
 
 
 def _check_baseline_source_apart(cfg: DictConfig) -> None:
@@ -241,15 +296,19 @@ def _check_baseline_source_apart(cfg: DictConfig) -> None:
     if dataset is None or "root" not in dataset:
         return
     if not dataset.get("root"):
-        raise UserError(f"baseline={node.name}: baseline.dataset.root is not set; name the folder the baseline "
-                        "learns from, e.g. baseline.dataset.root=/data/source")
+        raise UserError(
+            f"baseline={node.name}: baseline.dataset.root is not set; name the folder the baseline "
+            "learns from, e.g. baseline.dataset.root=/data/source"
+        )
     run_root = cfg.dataset.get("root") if "root" in cfg.dataset else None
     if run_root:
         a, b = Path(str(dataset.root)).resolve(), Path(str(run_root)).resolve()
         if a == b or a in b.parents or b in a.parents:
-            raise UserError(f"baseline.dataset.root={dataset.root} overlaps dataset.root={run_root}: the baseline "
-                            "must learn from other images than the run's pool, val and test; to learn from a "
-                            "part of the run's own folder use baseline=held_back dataset.sizes.baseline=<n>")
+            raise UserError(
+                f"baseline.dataset.root={dataset.root} overlaps dataset.root={run_root}: the baseline "
+                "must learn from other images than the run's pool, val and test; to learn from a "
+                "part of the run's own folder use baseline=held_back dataset.sizes.baseline=<n>"
+            )
 
 
 def _check_baseline_counts(node) -> None:
@@ -283,16 +342,20 @@ def check_pretraining(cfg: DictConfig) -> None:
 def _check_task(cfg: DictConfig) -> None:
     """The model and the dataset belong to ``task_type``; the scorer's task options are valid."""
     task = get_task(cfg.task_type)
-    for key, node, base in (("model.module", cfg.model.module, task.module_class),
-                            ("dataset", cfg.dataset, task.datamodule_class)):
+    for key, node, base in (
+        ("model.module", cfg.model.module, task.module_class),
+        ("dataset", cfg.dataset, task.datamodule_class),
+    ):
         target = node.get("_target_")
         try:
             cls = hydra.utils.get_object(str(target))
-        except Exception as err:   # an unimportable target: name it, whatever the import raised
+        except Exception as err:  # an unimportable target: name it, whatever the import raised
             raise UserError(f"{key}._target_={target!r} cannot be imported ({type(err).__name__})") from None
         if isinstance(cls, type) and not issubclass(cls, hydra.utils.get_class(base)):
-            raise UserError(f"{key}._target_={target} is not a {task.name} {key.split('.')[0]} "
-                            f"(task_type={task.name}); for detection pass task=detection")
+            raise UserError(
+                f"{key}._target_={target} is not a {task.name} {key.split('.')[0]} "
+                f"(task_type={task.name}); for detection pass task=detection"
+            )
     sc = cfg.scorer
     scorer = build_scorer(OmegaConf.to_container(sc, resolve=True), ignore=task.scorer_options)
     scorer.check(task.name, task.provides, cfg.selection)
@@ -316,9 +379,11 @@ def budget_capped_notice(pool: int, base_size: int, budget, rounds) -> str | Non
     available = pool - base_size
     if not _is_int(budget) or rounds is not None or not 0 < available < budget:
         return None
-    return (f"selection.budget={budget} is larger than the {available} pool items left after a base set of "
-            f"{base_size}: the run has {1 + int(base_size > 0)} round(s) and selects all {available} at once "
-            f"(no learning curve); lower selection.budget or enlarge the pool (dataset.sizes.pool)")
+    return (
+        f"selection.budget={budget} is larger than the {available} pool items left after a base set of "
+        f"{base_size}: the run has {1 + int(base_size > 0)} round(s) and selects all {available} at once "
+        f"(no learning curve); lower selection.budget or enlarge the pool (dataset.sizes.pool)"
+    )
 
 
 def _check_starting_weights(cfg: DictConfig) -> None:
@@ -336,6 +401,8 @@ def _check_starting_weights(cfg: DictConfig) -> None:
     if node is not None and node.get("name") not in NO_FILE and not checkpoint:
         if not node.get("make_if_missing") and current_file(cfg) is None and not baseline_path(cfg).is_file():
             raise UserError(missing_message(cfg))
-        problem = will_pretrain(cfg) and baseline_output_problem(cfg)   # made first: its files must be writable
+        problem = will_pretrain(cfg) and baseline_output_problem(
+            cfg
+        )  # made first: its files must be writable
         if problem:
             raise UserError(problem)

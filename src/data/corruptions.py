@@ -4,6 +4,7 @@ Every corruption is drawn from a generator seeded by (seed, item id), so an imag
 has the same pixels every epoch, every round and every run with the same seed, and
 it does not depend on which other items are in the batch.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,10 +34,10 @@ def corrupt(images: np.ndarray, ids: np.ndarray, kind: str, severity: int, seed:
         raise UserError(f"dataset.corruption.severity={severity} must be an integer in 1..5")
     out = np.empty_like(images)
     if kind == "gaussian_blur":
-        for start in range(0, len(images), 256):   # chunks: bounded float memory at 224 px
-            block = torch.from_numpy(np.ascontiguousarray(images[start:start + 256])).float()
+        for start in range(0, len(images), 256):  # chunks: bounded float memory at 224 px
+            block = torch.from_numpy(np.ascontiguousarray(images[start : start + 256])).float()
             blurred = _gaussian_blur(block, _BLUR_SIGMA[severity - 1])
-            out[start:start + 256] = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
+            out[start : start + 256] = blurred.round().clamp(0, 255).to(torch.uint8).numpy()
         return out
     for i, item_id in enumerate(ids):
         rng = _item_rng(seed, item_id)
@@ -55,7 +56,7 @@ def corrupt(images: np.ndarray, ids: np.ndarray, kind: str, severity: int, seed:
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    kernel = torch.exp(-(t**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
     c = x.shape[1]
     x = F.pad(x, (radius, radius, radius, radius), mode="replicate")

@@ -5,9 +5,10 @@ loaders, all indexed by stable ids: train (the current labelled ids), val, test 
 pool (any ids the selection wants scored). Batches are gathered with one tensor
 index per batch (``__getitems__``), not one Python call per image.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -102,8 +103,9 @@ class RepeatingSampler(Sampler[int]):
             yield from take
 
 
-def train_sampler(n: int, batch_size: int, shuffle: str | bool, seed: int,
-                  steps_per_epoch: int | None) -> Sampler[int]:
+def train_sampler(
+    n: int, batch_size: int, shuffle: str | bool, seed: int, steps_per_epoch: int | None
+) -> Sampler[int]:
     """The labelled set's sampling for one fit (one round), shared by every task's datamodule.
 
     ``shuffle`` (thesis 4.1.1): ``round`` draws one permutation from the seeded generator
@@ -135,7 +137,9 @@ class LabelledSetDataModule(pl.LightningDataModule):
     train_seed = 0
     steps_per_epoch: int | None = None
 
-    def set_labelled(self, ids: Sequence[int], shuffle: str | bool, seed: int, steps_per_epoch: int | None = None):
+    def set_labelled(
+        self, ids: Sequence[int], shuffle: str | bool, seed: int, steps_per_epoch: int | None = None
+    ):
         """The next fit's labelled ids, their order (``train_sampler``'s ``shuffle``) and seed."""
         self.labelled_ids = np.asarray(ids, dtype=np.int64)
         self.shuffle_train = shuffle_mode(shuffle)
@@ -146,8 +150,9 @@ class LabelledSetDataModule(pl.LightningDataModule):
         self.setup()
         if len(self.labelled_ids) == 0:
             raise RuntimeError("no labelled ids set: the loop must call set_labelled() before fit")
-        sampler = train_sampler(len(self.labelled_ids), self.batch_size, self.shuffle_train, self.train_seed,
-                                self.steps_per_epoch)
+        sampler = train_sampler(
+            len(self.labelled_ids), self.batch_size, self.shuffle_train, self.train_seed, self.steps_per_epoch
+        )
         return self._loader(self.labelled_ids, self.batch_size, sampler)
 
 
@@ -174,10 +179,16 @@ class ActiveDataModule(LabelledSetDataModule):
         self.name = name
         self.sources = list(sources)
         # part="baseline": the sizes.baseline items kept back from pool/val/test (recipes.build)
-        self.recipe = dict(sizes=dict(sizes), image_size=int(image_size), channels=int(channels),
-                           split_seed=int(split_seed), corruption=dict(corruption) if corruption else None,
-                           pool_repeats=int(pool_repeats), repeat_max_degrees=float(repeat_max_degrees),
-                           part=str(part))
+        self.recipe = dict(
+            sizes=dict(sizes),
+            image_size=int(image_size),
+            channels=int(channels),
+            split_seed=int(split_seed),
+            corruption=dict(corruption) if corruption else None,
+            pool_repeats=int(pool_repeats),
+            repeat_max_degrees=float(repeat_max_degrees),
+            part=str(part),
+        )
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.num_workers = int(num_workers)
@@ -226,9 +237,16 @@ class ActiveDataModule(LabelledSetDataModule):
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, ids, batch_size: int, sampler=None) -> DataLoader:
-        return DataLoader(RowsDataset(self.data, ids), batch_size=batch_size, sampler=sampler,
-                          shuffle=False, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          collate_fn=_keep_batch, persistent_workers=False)
+        return DataLoader(
+            RowsDataset(self.data, ids),
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=_keep_batch,
+            persistent_workers=False,
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

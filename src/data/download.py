@@ -10,6 +10,7 @@ later call. ImageNet-V2's release publishes no checksum: the command prints the 
 it computed and unpacks only once that value is passed back with ``--md5`` (check
 it first) -- nothing is unpacked unverified. Nothing here runs during a training run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,18 +25,26 @@ from pathlib import Path
 @dataclass(frozen=True)
 class Published:
     url: str
-    md5: str | None        # None: the publisher gives none
-    folder: str            # what the archive unpacks to
+    md5: str | None  # None: the publisher gives none
+    folder: str  # what the archive unpacks to
 
 
 DATASETS = {
     "imagenet-v2": Published(
         "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/imagenetv2-matched-frequency.tar.gz",
-        None, "imagenetv2-matched-frequency-format-val"),
-    "imagenet-r": Published("https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
-                            "a61312130a589d0ca1a8fca1f2bd3337", "imagenet-r"),
-    "imagenet-a": Published("https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar",
-                            "c3e55429088dc681f30d81f4726b6595", "imagenet-a"),
+        None,
+        "imagenetv2-matched-frequency-format-val",
+    ),
+    "imagenet-r": Published(
+        "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar",
+        "a61312130a589d0ca1a8fca1f2bd3337",
+        "imagenet-r",
+    ),
+    "imagenet-a": Published(
+        "https://people.eecs.berkeley.edu/~hendrycks/imagenet-a.tar",
+        "c3e55429088dc681f30d81f4726b6595",
+        "imagenet-a",
+    ),
 }
 
 
@@ -60,14 +69,17 @@ def _stream(url: str, target: Path, timeout: float) -> None:
             out.write(block)
             done += len(block)
             if total and sys.stderr.isatty():
-                print(f"\r{target.name}: {done / 2**20:.0f} / {total / 2**20:.0f} MB", end="", file=sys.stderr)
+                print(
+                    f"\r{target.name}: {done / 2**20:.0f} / {total / 2**20:.0f} MB", end="", file=sys.stderr
+                )
     if total and sys.stderr.isatty():
         print(file=sys.stderr)
     part.replace(target)
 
 
-def fetch(name: str, dest: str | Path, url: str | None = None, md5: str | None = None,
-          timeout: float = 60.0) -> Path:
+def fetch(
+    name: str, dest: str | Path, url: str | None = None, md5: str | None = None, timeout: float = 60.0
+) -> Path:
     """Download (unless already there), verify and unpack one data set; returns its folder."""
     if name not in DATASETS:
         raise DownloadError(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")
@@ -82,14 +94,18 @@ def fetch(name: str, dest: str | Path, url: str | None = None, md5: str | None =
         _stream(url, archive, timeout)
     actual = md5_of(archive)
     if expected is None:
-        raise DownloadError(f"{name}: the publisher gives no checksum; {archive} has MD5 {actual}. Check it, then "
-                            f"run again with --md5 {actual} to unpack")
+        raise DownloadError(
+            f"{name}: the publisher gives no checksum; {archive} has MD5 {actual}. Check it, then "
+            f"run again with --md5 {actual} to unpack"
+        )
     if actual != expected:
         archive.unlink()
-        raise DownloadError(f"{name}: checksum mismatch for {url}: MD5 {actual}, expected {expected}; "
-                            "the corrupt download was deleted, run again")
+        raise DownloadError(
+            f"{name}: checksum mismatch for {url}: MD5 {actual}, expected {expected}; "
+            "the corrupt download was deleted, run again"
+        )
     with tarfile.open(archive, "r:*") as tar:
-        if hasattr(tarfile, "data_filter"):       # refuse absolute paths, '..' and links out of dest
+        if hasattr(tarfile, "data_filter"):  # refuse absolute paths, '..' and links out of dest
             tar.extractall(dest, filter="data")
         else:  # pragma: no cover - Python without extraction filters
             tar.extractall(dest)
@@ -103,9 +119,13 @@ def fetch(name: str, dest: str | Path, url: str | None = None, md5: str | None =
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.data.download", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="+", choices=[*DATASETS, "all"], help="data sets to fetch")
-    parser.add_argument("--dest", default="data", help="folder to unpack into (paths.data_dir; default: data)")
+    parser.add_argument(
+        "--dest", default="data", help="folder to unpack into (paths.data_dir; default: data)"
+    )
     parser.add_argument("--url", help="another address of the archive (a mirror); one data set only")
-    parser.add_argument("--md5", help="the archive's expected MD5 (required for imagenet-v2); one data set only")
+    parser.add_argument(
+        "--md5", help="the archive's expected MD5 (required for imagenet-v2); one data set only"
+    )
     args = parser.parse_args(argv)
     names = list(DATASETS) if "all" in args.names else args.names
     if (args.url or args.md5) and len(names) != 1:

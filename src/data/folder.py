@@ -9,6 +9,7 @@ names the path, the layout expected and where the data is published. A file that
 leads outside the root (a symlink out of it, ``src/data/paths.py``) is skipped and
 counted in the log, never read; a symlink whose target stays inside is read.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,18 +42,28 @@ class ImageTreeSource(Source):
 
     title = "image folder"
     layout = "<root>/<class name>/<image>.jpg"
-    published = ""                 # where the data set can be downloaded
-    root_key = "dataset.root"      # the config key that sets the root
-    folder_kind = "class folder"   # what a sub-folder name must be, for messages
+    published = ""  # where the data set can be downloaded
+    root_key = "dataset.root"  # the config key that sets the root
+    folder_kind = "class folder"  # what a sub-folder name must be, for messages
 
-    def __init__(self, root: str | Path, image_size: int = 224, resize_size: int | None = None,
-                 cache_dir: str | Path | None = None, skip_corrupt: bool = False, workers: int | None = None,
-                 name: str | None = None, channels: int = 3):
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 224,
+        resize_size: int | None = None,
+        cache_dir: str | Path | None = None,
+        skip_corrupt: bool = False,
+        workers: int | None = None,
+        name: str | None = None,
+        channels: int = 3,
+    ):
         self.root = Path(str(root)).expanduser()
-        self.channels = int(channels)     # 3: RGB, 1: grey ("L"); a recipe sets its own (decode_channels)
+        self.channels = int(channels)  # 3: RGB, 1: grey ("L"); a recipe sets its own (decode_channels)
         self.image_size = int(image_size)
         self.resize_size = int(resize_size) if resize_size else None
-        self.cache_dir = Path(str(cache_dir)).expanduser() if cache_dir else Path.home() / ".cache" / "al-select"
+        self.cache_dir = (
+            Path(str(cache_dir)).expanduser() if cache_dir else Path.home() / ".cache" / "al-select"
+        )
         self.skip_corrupt = bool(skip_corrupt)
         self.workers = workers
         if name:
@@ -71,8 +82,10 @@ class ImageTreeSource(Source):
         return f"; get it from {self.published}" if self.published else ""
 
     def layout_error(self, problem: str) -> UserError:
-        return UserError(f"{self.title} {problem}: expected {self.layout.replace('<root>', str(self.root))}"
-                                 f"{self.where_to_get()}; set {self.root_key}=<folder>")
+        return UserError(
+            f"{self.title} {problem}: expected {self.layout.replace('<root>', str(self.root))}"
+            f"{self.where_to_get()}; set {self.root_key}=<folder>"
+        )
 
     # -- scanning ------------------------------------------------------------------------------
     def check_root(self) -> list[Path]:
@@ -86,19 +99,25 @@ class ImageTreeSource(Source):
             raise self.layout_error(f"root {self.root} has no class folders")
         return folders
 
-    def _labelled_folders(self, parent: Path, folders: list[Path], names: list[str]) -> list[tuple[Path, int]]:
+    def _labelled_folders(
+        self, parent: Path, folders: list[Path], names: list[str]
+    ) -> list[tuple[Path, int]]:
         known = [(f, self.label_of(f.name)) for f in folders]
         unknown = [f for f, label in known if label is None]
         if unknown and len(unknown) == len(known):
             nested = [f.name for f in folders if (f / self.root.name).is_dir() or f.name == self.root.name]
             hint = f" (did you mean {parent / nested[0]}?)" if nested else ""
-            raise self.layout_error(f"root {parent} is not laid out as expected: its folders "
-                                    f"({', '.join(f.name for f in folders[:3])}{', ...' if len(folders) > 3 else ''}) "
-                                    f"are not {self.folder_kind}s{hint}")
+            raise self.layout_error(
+                f"root {parent} is not laid out as expected: its folders "
+                f"({', '.join(f.name for f in folders[:3])}{', ...' if len(folders) > 3 else ''}) "
+                f"are not {self.folder_kind}s{hint}"
+            )
         if unknown:
-            raise UserError(f"class folder {unknown[0]} is not a known {self.folder_kind} of {self.title}"
-                             f"{f' ({len(unknown)} such folders)' if len(unknown) > 1 else ''}; "
-                             f"expected {self.layout.replace('<root>', str(self.root))}")
+            raise UserError(
+                f"class folder {unknown[0]} is not a known {self.folder_kind} of {self.title}"
+                f"{f' ({len(unknown)} such folders)' if len(unknown) > 1 else ''}; "
+                f"expected {self.layout.replace('<root>', str(self.root))}"
+            )
         return known
 
     def scan(self) -> tuple[list[Path], np.ndarray, np.ndarray | None, list[str]]:
@@ -117,8 +136,10 @@ class ImageTreeSource(Source):
         names = self.class_names(sorted({c.name for cs in class_folders.values() for c in cs}))
         if len(names) < 2:
             # torchmetrics would refuse later with a message about num_classes
-            raise UserError(f"{self.title} at {self.root}: {len(names)} class found ({', '.join(names)}); "
-                            "classification needs at least 2 class folders")
+            raise UserError(
+                f"{self.title} at {self.root}: {len(names)} class found ({', '.join(names)}); "
+                "classification needs at least 2 class folders"
+            )
         files, labels, splits, left = [], [], [], []
         for tree, split in trees:
             if not class_folders[tree]:
@@ -133,8 +154,10 @@ class ImageTreeSource(Source):
             if len(files) == n_before:
                 where = f"split {split!r} ({tree})" if split else f"root {tree}"
                 skipped = f" ({len(left)} symlinks leading outside {self.root} skipped)" if left else ""
-                raise UserError(f"{self.title}: {where} holds no images (.jpg, .jpeg, .png, ... files in its "
-                                 f"class folders){skipped}; expected {self.layout.replace('<root>', str(self.root))}")
+                raise UserError(
+                    f"{self.title}: {where} holds no images (.jpg, .jpeg, .png, ... files in its "
+                    f"class folders){skipped}; expected {self.layout.replace('<root>', str(self.root))}"
+                )
         if left:
             log.warning(f"{self.title} at {skipped_note(left, self.root)}")
         return files, np.asarray(labels, dtype=np.int64), (np.asarray(splits) if presplit else None), names
@@ -147,12 +170,25 @@ class ImageTreeSource(Source):
 
     def _load(self) -> SourceData:
         files, labels, splits, names = self.scan()
-        cached = cached_images(self.root, files, self.image_size, self.cache_dir, resize_size=self.resize_size,
-                               skip_corrupt=self.skip_corrupt, workers=self.workers, channels=self.channels)
+        cached = cached_images(
+            self.root,
+            files,
+            self.image_size,
+            self.cache_dir,
+            resize_size=self.resize_size,
+            skip_corrupt=self.skip_corrupt,
+            workers=self.workers,
+            channels=self.channels,
+        )
         if len(cached.kept) == 0:
             raise UserError(f"{self.title} at {self.root}: no readable images")
-        return SourceData(self.name, cached.images, labels[cached.kept], names,
-                          splits=None if splits is None else splits[cached.kept])
+        return SourceData(
+            self.name,
+            cached.images,
+            labels[cached.kept],
+            names,
+            splits=None if splits is None else splits[cached.kept],
+        )
 
 
 class ImageFolderSource(ImageTreeSource):
@@ -181,16 +217,36 @@ class ImageFolderSource(ImageTreeSource):
         return self._index.get(folder)
 
 
-def folder_datamodule(root: str, classes: list[str] | None = None, image_size: int = 64,
-                      resize_size: int | None = None, cache_dir: str | None = None,
-                      skip_corrupt: bool = False, workers: int | None = None, channels: int = 3,
-                      **datamodule_kwargs):
+def folder_datamodule(
+    root: str,
+    classes: list[str] | None = None,
+    image_size: int = 64,
+    resize_size: int | None = None,
+    cache_dir: str | None = None,
+    skip_corrupt: bool = False,
+    workers: int | None = None,
+    channels: int = 3,
+    **datamodule_kwargs,
+):
     """An ActiveDataModule over one user folder tree (the ``dataset=folder`` option), its images
     decoded as RGB (``channels=3``) or grey (``channels=1``, PIL's "L"); the model takes as many."""
     from src.data.datamodule import ActiveDataModule
 
     datamodule_kwargs.pop("sources", None)
-    source = ImageFolderSource(root, classes=classes, image_size=image_size, resize_size=resize_size,
-                               cache_dir=cache_dir, skip_corrupt=skip_corrupt, workers=workers, channels=channels)
-    return ActiveDataModule(sources=[source], image_size=image_size, channels=channels,
-                            skip_corrupt=skip_corrupt, **datamodule_kwargs)
+    source = ImageFolderSource(
+        root,
+        classes=classes,
+        image_size=image_size,
+        resize_size=resize_size,
+        cache_dir=cache_dir,
+        skip_corrupt=skip_corrupt,
+        workers=workers,
+        channels=channels,
+    )
+    return ActiveDataModule(
+        sources=[source],
+        image_size=image_size,
+        channels=channels,
+        skip_corrupt=skip_corrupt,
+        **datamodule_kwargs,
+    )

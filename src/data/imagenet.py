@@ -14,6 +14,7 @@ On-disk layouts, as the publishers release them:
 * ImageNet-R: ``imagenet-r/<wnid>/*.jpg``, 200 classes, 30,000 images;
 * ImageNet-A: ``imagenet-a/<wnid>/*.jpg``, 200 classes, 7,500 images (a README.txt beside them is ignored).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ WNID = re.compile(r"^n\d{8}$")
 
 
 def _timm_info_dir() -> Path:
-    spec = importlib.util.find_spec("timm")     # locates the package without importing it
+    spec = importlib.util.find_spec("timm")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the ImageNet class tables come from the timm package: pip install timm")
     return Path(list(spec.submodule_search_locations)[0]) / "data" / "_info"
@@ -68,8 +69,10 @@ class ImageNetV2(_ImageNetLabelled):
     name = "imagenet_v2"
     title = "ImageNet-V2 (matched frequency)"
     layout = "<root>/<class index 0..999>/<image>.jpeg"
-    published = ("https://github.com/modestyachts/ImageNetV2 (imagenetv2-matched-frequency.tar.gz; "
-                 "or python -m src.data.download imagenet-v2)")
+    published = (
+        "https://github.com/modestyachts/ImageNetV2 (imagenetv2-matched-frequency.tar.gz; "
+        "or python -m src.data.download imagenet-v2)"
+    )
     root_key = "source.roots.imagenet_v2"
     folder_kind = "class index (0..999)"
 
@@ -98,5 +101,7 @@ class ImageNetA(_WnidSource):
     name = "imagenet_a"
     title = "ImageNet-A"
     layout = "<root>/<wnid>/<image>.jpg (200 folders such as n01498041)"
-    published = "https://github.com/hendrycks/natural-adv-examples (or python -m src.data.download imagenet-a)"
+    published = (
+        "https://github.com/hendrycks/natural-adv-examples (or python -m src.data.download imagenet-a)"
+    )
     root_key = "source.roots.imagenet_a"

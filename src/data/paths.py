@@ -17,11 +17,12 @@ What happens to a path that leaves its root depends on where it came from:
   images=<folder>``, a YOLO split folder): the file is skipped and counted in the log,
   so one stray link does not stop a tree of thousands of images, and is never read.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 
 def absolute(path: str | Path) -> Path:
@@ -32,7 +33,7 @@ def absolute(path: str | Path) -> Path:
 def _resolved(path: str | Path) -> Path | None:
     try:
         return Path(path).resolve()
-    except (OSError, RuntimeError):       # a symlink loop: leads nowhere inside
+    except (OSError, RuntimeError):  # a symlink loop: leads nowhere inside
         return None
 
 
@@ -83,5 +84,7 @@ def split_inside(files: Iterable[Path], root: str | Path) -> tuple[list[Path], l
 
 def skipped_note(left: list[Path], root: str | Path) -> str:
     """One log line for the files a scan skipped because they lead outside ``root``."""
-    return (f"{root}: {len(left)} file{'s' if len(left) != 1 else ''} skipped: symlinks leading outside the "
-            f"folder are not read (first: {left[0]} -> {leads_to(left[0])})")
+    return (
+        f"{root}: {len(left)} file{'s' if len(left) != 1 else ''} skipped: symlinks leading outside the "
+        f"folder are not read (first: {left[0]} -> {leads_to(left[0])})"
+    )

@@ -1,4 +1,5 @@
 """Class distribution of each split (thesis figures 4.19-4.20), saved with the run."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,13 @@ def class_counts(data) -> dict[str, list[int]]:
     """Items per class index in each split of a BuiltDataset (repeated pool copies count)."""
     labels = data.labels.numpy()
     ids = {"pool": data.pool_ids, "val": data.val_ids, "test": data.test_ids}
-    return {split: np.bincount(labels[ids[split]], minlength=data.num_classes).tolist() for split in SPLIT_ORDER}
+    return {
+        split: np.bincount(labels[ids[split]], minlength=data.num_classes).tolist() for split in SPLIT_ORDER
+    }
 
 
 def short_name(name: str, chars: int = NAME_CHARS) -> str:
-    return name if len(name) <= chars else name[:chars - 1] + "…"
+    return name if len(name) <= chars else name[: chars - 1] + "…"
 
 
 def name_ticks(names: list[str], most: int = NAMED_TICKS) -> tuple[list[int], list[str]]:
@@ -43,13 +46,21 @@ def draw_split(ax, counts, class_names: list[str], split: str) -> None:
     ax.set_title(f"{split}: {int(c.sum())} images, {len(order)} of {len(c)} classes")
     picks, labels = name_ticks([class_names[i] if i < len(class_names) else str(i) for i in order])
     long_names = max(map(len, labels), default=0) > 3
-    if len(picks) > 10:                             # many: upright columns of small text
+    if len(picks) > 10:  # many: upright columns of small text
         ax.set_xticks(picks, labels, rotation=90, fontsize=6 if len(picks) > 20 else 7)
-    else:                                           # few: level, or slanted when the names are long
-        ax.set_xticks(picks, labels, rotation=30 if long_names else 0, ha="right" if long_names else "center",
-                      rotation_mode="anchor", fontsize=8)
-    ax.set_xlabel("class (sorted by count)" + ("" if len(picks) == len(order) else
-                                              f"; {len(picks)} of {len(order)} named"))
+    else:  # few: level, or slanted when the names are long
+        ax.set_xticks(
+            picks,
+            labels,
+            rotation=30 if long_names else 0,
+            ha="right" if long_names else "center",
+            rotation_mode="anchor",
+            fontsize=8,
+        )
+    ax.set_xlabel(
+        "class (sorted by count)"
+        + ("" if len(picks) == len(order) else f"; {len(picks)} of {len(order)} named")
+    )
     ax.set_ylabel("images")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
@@ -58,7 +69,7 @@ def class_distribution_figure(counts: dict[str, list[int]], class_names: list[st
     """The figure of ``class_counts``: one panel per split, its classes sorted by count and named."""
     import matplotlib
 
-    matplotlib.use("Agg")   # files only: no display on servers and in tests
+    matplotlib.use("Agg")  # files only: no display on servers and in tests
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
@@ -75,10 +86,11 @@ def save_class_distribution(data, out_dir: str | Path, title: str = "") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = class_counts(data)
-    (out_dir / "class_distribution.json").write_text(json.dumps(
-        {"class_names": list(data.class_names), "counts": counts}))
+    (out_dir / "class_distribution.json").write_text(
+        json.dumps({"class_names": list(data.class_names), "counts": counts})
+    )
     fig = class_distribution_figure(counts, list(data.class_names), title)
-    import matplotlib.pyplot as plt          # after the figure chose the Agg backend
+    import matplotlib.pyplot as plt  # after the figure chose the Agg backend
 
     path = out_dir / "class_distribution.png"
     fig.savefig(path, dpi=90)

@@ -8,6 +8,7 @@ sources need no download: their images ship inside installed packages
 ImageNet-V2/-R/-A (``imagenet.py``) and user folders (``folder.py``) are further
 ``Source`` classes whose images are a memory-mapped decode cache (``cache.py``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,8 @@ DIGIT_CLASSES = [str(d) for d in range(10)]
 @dataclass
 class SourceData:
     name: str
-    images: np.ndarray        # uint8 [N, C, H, W]
-    labels: np.ndarray        # int64 [N]
+    images: np.ndarray  # uint8 [N, C, H, W]
+    labels: np.ndarray  # int64 [N]
     class_names: list[str]
     # per item 'pool' / 'val' / 'test' when the data comes pre-split (a folder tree
     # with train/val/test sub-trees); None lets the recipe draw every split
@@ -32,8 +33,10 @@ class SourceData:
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"source {self.name!r}: images must be uint8 [N, C, H, W], "
-                             f"got {self.images.dtype} {self.images.shape}")
+            raise ValueError(
+                f"source {self.name!r}: images must be uint8 [N, C, H, W], "
+                f"got {self.images.dtype} {self.images.shape}"
+            )
         if len(self.images) != len(self.labels):
             raise ValueError(f"source {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
 
@@ -92,8 +95,8 @@ def _font(size: int):
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=size)   # scalable font bundled with Pillow
-    except (TypeError, OSError, ImportError):       # Pillow without FreeType: fixed bitmap font
+        return ImageFont.load_default(size=size)  # scalable font bundled with Pillow
+    except (TypeError, OSError, ImportError):  # Pillow without FreeType: fixed bitmap font
         return ImageFont.load_default()
 
 
@@ -126,9 +129,15 @@ class FontDigits(Source):
             canvas = Image.new("L", (2 * s, 2 * s), background)
             draw = ImageDraw.Draw(canvas)
             centre = (s + rng.normal(0, s * 0.08), s + rng.normal(0, s * 0.08))
-            draw.text(centre, str(label), fill=ink, anchor="mm",
-                      font=_font(int(rng.integers(int(s * 0.55), int(s * 0.9)))),
-                      stroke_width=int(rng.integers(0, 2)), stroke_fill=ink)
+            draw.text(
+                centre,
+                str(label),
+                fill=ink,
+                anchor="mm",
+                font=_font(int(rng.integers(int(s * 0.55), int(s * 0.9)))),
+                stroke_width=int(rng.integers(0, 2)),
+                stroke_fill=ink,
+            )
             canvas = canvas.rotate(float(rng.uniform(-20, 20)), resample=Image.BILINEAR, fillcolor=background)
             canvas = canvas.crop((s // 2, s // 2, s // 2 + s, s // 2 + s))
             blur = float(rng.uniform(0.0, 1.0))

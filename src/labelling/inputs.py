@@ -16,6 +16,7 @@ mode=keep the boxes are the labels (``scorer=loss``), every class must be one th
 model knows (after ``class_map``), and a YOLO tree's train split is what is pruned:
 its val and test images are kept whole, so the evaluation stays the same.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,13 +40,14 @@ DETECTION_FORMATS = FORMATS[1:]
 @dataclass
 class InputSet:
     """What is scored: the files in order (their positions are the ids) and, for mode=keep, their labels."""
+
     format: str
-    root: Path                              # paths are shown relative to it and mirrored below it
+    root: Path  # paths are shown relative to it and mirrored below it
     files: list[Path]
-    labels: np.ndarray | None = None        # classification mode=keep: class index per file
-    records: list[ImageRecord] | None = None    # detection mode=keep: boxes (file pixels) per file
-    annotations: Path | None = None         # coco: the JSON file; voc: the XML folder
-    kept_whole: list[ImageRecord] = field(default_factory=list)   # yolo mode=keep: val and test
+    labels: np.ndarray | None = None  # classification mode=keep: class index per file
+    records: list[ImageRecord] | None = None  # detection mode=keep: boxes (file pixels) per file
+    annotations: Path | None = None  # coco: the JSON file; voc: the XML folder
+    kept_whole: list[ImageRecord] = field(default_factory=list)  # yolo mode=keep: val and test
 
     def diversity_classes(self) -> np.ndarray | None:
         """mode=keep: one class per item for class diversity (detection: its most frequent true class)."""
@@ -54,7 +56,9 @@ class InputSet:
         if self.records is not None:
             import torch
 
-            return np.asarray([majority_class(torch.from_numpy(r.labels)) for r in self.records], dtype=np.int64)
+            return np.asarray(
+                [majority_class(torch.from_numpy(r.labels)) for r in self.records], dtype=np.int64
+            )
         return None
 
 
@@ -63,17 +67,23 @@ def check_format(fmt: str, task: str, mode: str, annotations) -> None:
     if fmt not in FORMATS:
         raise UserError(f"format={fmt}: allowed {' | '.join(FORMATS)}")
     if task == "classification" and fmt != "folder":
-        raise UserError(f"format={fmt}: a classification model reads image folders (format=folder); "
-                        f"{fmt.upper()} files are detection sets")
+        raise UserError(
+            f"format={fmt}: a classification model reads image folders (format=folder); "
+            f"{fmt.upper()} files are detection sets"
+        )
     if task == "detection" and mode == "keep" and fmt == "folder":
-        raise UserError("format=folder: mode=keep prunes a labelled set and a folder tree holds no boxes; give "
-                        "the detection set as format=coco | voc | yolo (annotations=...)")
+        raise UserError(
+            "format=folder: mode=keep prunes a labelled set and a folder tree holds no boxes; give "
+            "the detection set as format=coco | voc | yolo (annotations=...)"
+        )
     if fmt in ("coco", "voc") and not annotations:
         what = "the JSON file" if fmt == "coco" else "the folder of XML files"
         raise UserError(f"annotations: missing; format={fmt} needs annotations=<{what}>")
     if fmt in ("folder", "yolo") and annotations:
         where = "data.yaml in images=" if fmt == "yolo" else "the folder tree"
-        raise UserError(f"annotations={annotations}: format={fmt} takes its labels from {where}; leave it unset")
+        raise UserError(
+            f"annotations={annotations}: format={fmt} takes its labels from {where}; leave it unset"
+        )
 
 
 def labelled_tree(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarray]:
@@ -82,7 +92,9 @@ def labelled_tree(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarra
     folders = [f.relative_to(root).parts for f in files]
     if any(len(parts) != 2 for parts in folders):
         bad = next(f for f, parts in zip(files, folders) if len(parts) != 2)
-        raise UserError(f"images={root}: {bad} is not <class>/<file>; mode=keep reads a folder tree per class")
+        raise UserError(
+            f"images={root}: {bad} is not <class>/<file>; mode=keep reads a folder tree per class"
+        )
     unknown = sorted({parts[0] for parts in folders} - set(classes))
     if unknown:
         raise UserError(f"images={root}: classes {unknown} are not known to the model; it knows {classes}")
@@ -91,7 +103,9 @@ def labelled_tree(root: Path, classes: list[str]) -> tuple[list[Path], np.ndarra
 
 def _read_detection_set(fmt: str, root: Path, annotations: Path | None, classes: list[str], class_map):
     if not root.is_dir():
-        raise UserError(f"images={root}: not a folder; name the {'YOLO tree' if fmt == 'yolo' else 'image root'}")
+        raise UserError(
+            f"images={root}: not a folder; name the {'YOLO tree' if fmt == 'yolo' else 'image root'}"
+        )
     if fmt == "yolo":
         if not (root / "data.yaml").is_file():
             raise UserError(f"images={root}: no data.yaml in it; format=yolo takes the tree's root")
@@ -104,8 +118,9 @@ def _read_detection_set(fmt: str, root: Path, annotations: Path | None, classes:
     return reader(annotations, root, classes, class_map, require_boxes=False)
 
 
-def read_input(fmt: str, root: Path, annotations: Path | None, task: str, mode: str, classes: list[str],
-               class_map=None) -> InputSet:
+def read_input(
+    fmt: str, root: Path, annotations: Path | None, task: str, mode: str, classes: list[str], class_map=None
+) -> InputSet:
     """The input set of a checked request (``check_format`` passed): listed and read, nothing decoded."""
     if fmt == "folder":
         if mode == "label":
@@ -114,7 +129,7 @@ def read_input(fmt: str, root: Path, annotations: Path | None, task: str, mode: 
         return InputSet(fmt, root, files, labels=labels)
     records, report, _ = _read_detection_set(fmt, root, annotations, classes, class_map)
     source = root / "data.yaml" if fmt == "yolo" else annotations
-    if mode == "label":         # labels ignored: every image once
+    if mode == "label":  # labels ignored: every image once
         files = list(dict.fromkeys(r.file for r in records))
         return InputSet(fmt, root, files, annotations=annotations)
     mapping = {str(k): str(v) for k, v in dict(class_map or {}).items()}
@@ -128,12 +143,15 @@ def read_input(fmt: str, root: Path, annotations: Path | None, task: str, mode: 
         raise UserError(f"{source}: no images to prune (a YOLO tree's train split is pruned)")
     shared = sorted({r.file for r in scored} & {r.file for r in kept_whole})
     if shared:
-        raise UserError(f"{source}: {shared[0]} is in the train split and in val or test; the train split "
-                        f"is pruned and val and test are kept whole, so they must not share images")
+        raise UserError(
+            f"{source}: {shared[0]} is in the train split and in val or test; the train split "
+            f"is pruned and val and test are kept whole, so they must not share images"
+        )
     seen: set[Path] = set()
     for r in scored:
         if r.file in seen:
             raise UserError(f"{source}: image {r.file} is named twice; mode=keep needs one entry per image")
         seen.add(r.file)
-    return InputSet(fmt, root, [r.file for r in scored], records=scored, annotations=annotations,
-                    kept_whole=kept_whole)
+    return InputSet(
+        fmt, root, [r.file for r in scored], records=scored, annotations=annotations, kept_whole=kept_whole
+    )

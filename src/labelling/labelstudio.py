@@ -30,15 +30,16 @@ exist), every class must be one of ``classes``, and a file
 of the other project type, of another export format or of another shape fails with
 one line naming the file and the task. Nothing in it is evaluated.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import quote, unquote, unquote_plus
 from xml.sax.saxutils import quoteattr
 
@@ -54,13 +55,26 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 IMAGE_KEY, FROM_NAME, TO_NAME = "image", "label", "image"
 SCORE_KEY, RANK_KEY = "al_score", "al_rank"
 # Region types of other project kinds: a detection export holding them was made for another task.
-OTHER_REGION_TYPES = frozenset({"polygonlabels", "keypointlabels", "brushlabels", "ellipselabels",
-                                "rectangle", "labels", "polygon", "keypoint", "brush", "ellipse"})
+OTHER_REGION_TYPES = frozenset(
+    {
+        "polygonlabels",
+        "keypointlabels",
+        "brushlabels",
+        "ellipselabels",
+        "rectangle",
+        "labels",
+        "polygon",
+        "keypoint",
+        "brush",
+        "ellipse",
+    }
+)
 
 
 @dataclass(frozen=True)
 class ClassGuess:
     """The model's class for an image and its probability."""
+
     label: str
     confidence: float
 
@@ -68,7 +82,8 @@ class ClassGuess:
 @dataclass(frozen=True)
 class BoxGuess:
     """The model's detections on an image: pixel xyxy boxes on a ``width`` x ``height`` image."""
-    boxes: np.ndarray          # float [N, 4] xyxy, pixels
+
+    boxes: np.ndarray  # float [N, 4] xyxy, pixels
     labels: Sequence[str]
     scores: Sequence[float]
     width: int
@@ -78,6 +93,7 @@ class BoxGuess:
 @dataclass(frozen=True)
 class Proposal:
     """One selected image: its acquisition score (higher = more worth labelling), rank and guess."""
+
     image: Path
     score: float
     rank: int
@@ -87,6 +103,7 @@ class Proposal:
 @dataclass(frozen=True)
 class ClassLabel:
     """A labelled classification image: the file and its class index into ``classes``."""
+
     file: Path
     label: int
 
@@ -102,8 +119,10 @@ def label_config(task: str, classes: Sequence[str]) -> str:
     _check_task(task)
     if task == "classification":
         items = "".join(f"\n    <Choice value={quoteattr(str(c))}/>" for c in classes)
-        control = (f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single-radio" '
-                   f'showInline="true" required="true">{items}\n  </Choices>')
+        control = (
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single-radio" '
+            f'showInline="true" required="true">{items}\n  </Choices>'
+        )
     else:
         items = "".join(f"\n    <Label value={quoteattr(str(c))}/>" for c in classes)
         control = f'  <RectangleLabels name="{FROM_NAME}" toName="{TO_NAME}" canRotate="false">{items}\n  </RectangleLabels>'
@@ -116,16 +135,27 @@ def image_url(image: str | Path, document_root: str | Path, image_prefix: str = 
     # the URL names the path as written below the root: Label Studio serves what it names (the file
     # itself was found inside the images folder the user gave, src/labelling/pool.py)
     if not written_inside(path, root):
-        raise UserError(f"image {image}: not under the Label Studio document root {root}; "
-                        f"images must lie below it to be served")
+        raise UserError(
+            f"image {image}: not under the Label Studio document root {root}; "
+            f"images must lie below it to be served"
+        )
     return image_prefix + quote(path.relative_to(root).as_posix(), safe="/")
 
 
 def _class_result(guess: ClassGuess, classes: Sequence[str]) -> tuple[list[dict], float]:
     if guess.label not in classes:
         raise ValueError(f"predicted class {guess.label!r} is not one of {list(classes)}")
-    return ([{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
-              "value": {"choices": [guess.label]}}], float(guess.confidence))
+    return (
+        [
+            {
+                "from_name": FROM_NAME,
+                "to_name": TO_NAME,
+                "type": "choices",
+                "value": {"choices": [guess.label]},
+            }
+        ],
+        float(guess.confidence),
+    )
 
 
 def _box_results(guess: BoxGuess, classes: Sequence[str]) -> tuple[list[dict], float | None]:
@@ -135,41 +165,72 @@ def _box_results(guess: BoxGuess, classes: Sequence[str]) -> tuple[list[dict], f
     for k, ((x0, y0, x1, y1), name, score) in enumerate(zip(boxes, guess.labels, guess.scores)):
         if name not in classes:
             raise ValueError(f"predicted class {name!r} is not one of {list(classes)}")
-        results.append({
-            "id": f"p{k}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "rectanglelabels",
-            "original_width": w, "original_height": h, "image_rotation": 0, "score": float(score),
-            # Label Studio's rectangle: top-left corner and size, in percent of the image
-            "value": {"x": 100.0 * x0 / w, "y": 100.0 * y0 / h, "width": 100.0 * (x1 - x0) / w,
-                      "height": 100.0 * (y1 - y0) / h, "rotation": 0, "rectanglelabels": [str(name)]},
-        })
+        results.append(
+            {
+                "id": f"p{k}",
+                "from_name": FROM_NAME,
+                "to_name": TO_NAME,
+                "type": "rectanglelabels",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "score": float(score),
+                # Label Studio's rectangle: top-left corner and size, in percent of the image
+                "value": {
+                    "x": 100.0 * x0 / w,
+                    "y": 100.0 * y0 / h,
+                    "width": 100.0 * (x1 - x0) / w,
+                    "height": 100.0 * (y1 - y0) / h,
+                    "rotation": 0,
+                    "rectanglelabels": [str(name)],
+                },
+            }
+        )
     mean_score = float(np.mean(guess.scores)) if len(guess.scores) else None
     return results, mean_score
 
 
-def import_tasks(proposals: Iterable[Proposal], task: str, classes: Sequence[str], document_root: str | Path,
-                 model_version: str = "al-select", image_prefix: str = LOCAL_FILES_PREFIX) -> list[dict]:
+def import_tasks(
+    proposals: Iterable[Proposal],
+    task: str,
+    classes: Sequence[str],
+    document_root: str | Path,
+    model_version: str = "al-select",
+    image_prefix: str = LOCAL_FILES_PREFIX,
+) -> list[dict]:
     """The Label Studio tasks of a ranked selection, in rank order."""
     _check_task(task)
     tasks = []
     for p in sorted(proposals, key=lambda p: p.rank):
-        entry = {"data": {IMAGE_KEY: image_url(p.image, document_root, image_prefix),
-                          SCORE_KEY: float(p.score), RANK_KEY: int(p.rank)}}
+        entry = {
+            "data": {
+                IMAGE_KEY: image_url(p.image, document_root, image_prefix),
+                SCORE_KEY: float(p.score),
+                RANK_KEY: int(p.rank),
+            }
+        }
         if p.guess is not None:
             is_box = isinstance(p.guess, BoxGuess)
             if is_box != (task == "detection"):
                 raise ValueError(f"{p.image}: a {type(p.guess).__name__} cannot pre-annotate a {task} task")
             results, confidence = (_box_results if is_box else _class_result)(p.guess, classes)
             prediction = {"model_version": model_version, "result": results}
-            if confidence is not None:      # the model's confidence: Label Studio's "prediction score"
+            if confidence is not None:  # the model's confidence: Label Studio's "prediction score"
                 prediction["score"] = confidence
             entry["predictions"] = [prediction]
         tasks.append(entry)
     return tasks
 
 
-def write_import_file(path: str | Path, proposals: Iterable[Proposal], task: str, classes: Sequence[str],
-                      document_root: str | Path, model_version: str = "al-select",
-                      image_prefix: str = LOCAL_FILES_PREFIX) -> Path:
+def write_import_file(
+    path: str | Path,
+    proposals: Iterable[Proposal],
+    task: str,
+    classes: Sequence[str],
+    document_root: str | Path,
+    model_version: str = "al-select",
+    image_prefix: str = LOCAL_FILES_PREFIX,
+) -> Path:
     """Write the import file (a JSON list of tasks) and the labelling interface beside it (``.xml``)."""
     path = Path(path)
     tasks = import_tasks(proposals, task, classes, document_root, model_version, image_prefix)
@@ -183,19 +244,22 @@ def write_import_file(path: str | Path, proposals: Iterable[Proposal], task: str
 @dataclass
 class ExportReport:
     """What ``read_export`` took from an export, for the log line and the tests."""
+
     tasks: int = 0
     labelled: int = 0
-    unannotated: int = 0        # no annotation, or only skipped (cancelled) ones
-    no_choice: int = 0          # classification annotations submitted without a class
-    superseded: int = 0         # labels of an image replaced by a later annotation of it in another task
+    unannotated: int = 0  # no annotation, or only skipped (cancelled) ones
+    no_choice: int = 0  # classification annotations submitted without a class
+    superseded: int = 0  # labels of an image replaced by a later annotation of it in another task
     boxes: int = 0
     bad_boxes: dict = field(default_factory=dict)
 
     def summary(self, source: str) -> str:
         bad = ", ".join(f"{n} {why}" for why, n in sorted(self.bad_boxes.items())) or "none"
-        return (f"{source}: {self.tasks} tasks, {self.labelled} images labelled, {self.unannotated} without "
-                f"an annotation, {self.no_choice} without a class, {self.superseded} superseded; "
-                f"{self.boxes} boxes, bad boxes skipped: {bad}")
+        return (
+            f"{source}: {self.tasks} tasks, {self.labelled} images labelled, {self.unannotated} without "
+            f"an annotation, {self.no_choice} without a class, {self.superseded} superseded; "
+            f"{self.boxes} boxes, bad boxes skipped: {bad}"
+        )
 
 
 def lexical_abspath(path: str | Path) -> Path:
@@ -213,11 +277,15 @@ def _load_tasks(path: Path) -> list[dict]:
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not a text file ({err.reason})") from err
     if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
-        raise UserError(f"{path}: not a Label Studio JSON export (a list of tasks); export the project as 'JSON'")
+        raise UserError(
+            f"{path}: not a Label Studio JSON export (a list of tasks); export the project as 'JSON'"
+        )
     for t in data:
         if not isinstance(t.get("data"), dict) or not isinstance(t.get("annotations"), list):
-            raise UserError(f"{path}: task {t.get('id', '?')} has no 'data' and 'annotations' lists: not a Label "
-                            f"Studio 'JSON' export (JSON_MIN, CSV and import files are not read)")
+            raise UserError(
+                f"{path}: task {t.get('id', '?')} has no 'data' and 'annotations' lists: not a Label "
+                f"Studio 'JSON' export (JSON_MIN, CSV and import files are not read)"
+            )
     return data
 
 
@@ -245,9 +313,11 @@ def _latest_annotation(task: dict, where: str) -> dict | None:
 def image_path(value, document_root: Path, pool_root: Path, image_prefix: str, where: str) -> Path:
     """The pool file that a task's image reference names; UserError for anything else."""
     if not isinstance(value, str) or not value.startswith(image_prefix):
-        raise UserError(f"{where}: image {value!r} does not start with {image_prefix!r}: not an image of the pool "
-                        f"(tasks must come from this project's import file)")
-    encoded = value[len(image_prefix):]
+        raise UserError(
+            f"{where}: image {value!r} does not start with {image_prefix!r}: not an image of the pool "
+            f"(tasks must come from this project's import file)"
+        )
+    encoded = value[len(image_prefix) :]
     relative = unquote_plus(encoded) if "?" in image_prefix else unquote(encoded)
     if not relative or "\x00" in relative or os.path.isabs(relative):
         raise UserError(f"{where}: image {value!r} is not a relative path below the document root")
@@ -255,8 +325,10 @@ def image_path(value, document_root: Path, pool_root: Path, image_prefix: str, w
     if not written_inside(path, pool_root):
         raise UserError(f"{where}: image {value!r} lies outside the pool {pool_root}")
     if not inside_root(path, pool_root):
-        raise UserError(f"{where}: image {value!r} leads outside the pool {pool_root} through a symlink "
-                        f"(to {leads_to(path)}); images must stay inside it")
+        raise UserError(
+            f"{where}: image {value!r} leads outside the pool {pool_root} through a symlink "
+            f"(to {leads_to(path)}); images must stay inside it"
+        )
     if not path.is_file():
         raise UserError(f"{where}: image {path} named by the export does not exist in the pool")
     return path
@@ -273,8 +345,10 @@ def _read_choice(results: list[dict], classes: Sequence[str], where: str) -> int
     if not choices:
         kinds = sorted({str(r.get("type")) for r in results if isinstance(r, dict)})
         if kinds:
-            raise UserError(f"{where}: results of type {', '.join(kinds)} but no 'choices': not a classification "
-                            f"export (read a RectangleLabels project with task=detection)")
+            raise UserError(
+                f"{where}: results of type {', '.join(kinds)} but no 'choices': not a classification "
+                f"export (read a RectangleLabels project with task=detection)"
+            )
         return None
     names = [c for r in choices for c in _choices_of(r, where)]
     if len(names) != 1:
@@ -291,7 +365,7 @@ def _choices_of(result: dict, where: str) -> list:
 
 def _image_size(result: dict, file: Path, where: str) -> tuple[int, int]:
     w, h = result.get("original_width"), result.get("original_height")
-    if w is None or h is None:         # not recorded: the file's own size
+    if w is None or h is None:  # not recorded: the file's own size
         from PIL import Image
 
         with Image.open(file) as im:
@@ -307,14 +381,22 @@ def _read_boxes(results: list[dict], classes: Sequence[str], file: Path, where: 
     for r in results:
         kind = r.get("type") if isinstance(r, dict) else None
         if kind in OTHER_REGION_TYPES:
-            raise UserError(f"{where}: a '{kind}' region: only RectangleLabels regions are read for detection")
+            raise UserError(
+                f"{where}: a '{kind}' region: only RectangleLabels regions are read for detection"
+            )
         if kind != "rectanglelabels":
-            continue                 # choices, text areas, ratings: not boxes
+            continue  # choices, text areas, ratings: not boxes
         v = r.get("value")
-        if not isinstance(v, dict) or not isinstance(v.get("rectanglelabels"), list) or len(v["rectanglelabels"]) != 1:
+        if (
+            not isinstance(v, dict)
+            or not isinstance(v.get("rectanglelabels"), list)
+            or len(v["rectanglelabels"]) != 1
+        ):
             raise UserError(f"{where}: a rectangle needs exactly one label in value.rectanglelabels")
         if abs(_number(v.get("rotation", 0), where)) > 1e-6:
-            raise UserError(f"{where}: a rotated rectangle; only axis-aligned boxes are allowed (canRotate=false)")
+            raise UserError(
+                f"{where}: a rotated rectangle; only axis-aligned boxes are allowed (canRotate=false)"
+            )
         label = _class_of(v["rectanglelabels"][0], classes, where)
         w, h = _image_size(r, file, where)
         if size is not None and size != (w, h):
@@ -339,15 +421,29 @@ def _number(value, where: str) -> float:
 
 def _check_is_detection(tasks: list[dict], path: Path) -> None:
     """A detection read of a classification export would find no boxes, silently: refuse it."""
-    kinds = {r.get("type") for t in tasks for a in t["annotations"] if isinstance(a, dict)
-             for r in (a.get("result") or []) if isinstance(r, dict)}
+    kinds = {
+        r.get("type")
+        for t in tasks
+        for a in t["annotations"]
+        if isinstance(a, dict)
+        for r in (a.get("result") or [])
+        if isinstance(r, dict)
+    }
     if "choices" in kinds and "rectanglelabels" not in kinds:
-        raise UserError(f"{path}: 'choices' results and no rectangles: a classification export, not detection "
-                        f"(read it with task=classification)")
+        raise UserError(
+            f"{path}: 'choices' results and no rectangles: a classification export, not detection "
+            f"(read it with task=classification)"
+        )
 
 
-def read_export(path: str | Path, task: str, classes: Sequence[str], document_root: str | Path,
-                pool_root: str | Path | None = None, image_prefix: str = LOCAL_FILES_PREFIX):
+def read_export(
+    path: str | Path,
+    task: str,
+    classes: Sequence[str],
+    document_root: str | Path,
+    pool_root: str | Path | None = None,
+    image_prefix: str = LOCAL_FILES_PREFIX,
+):
     """Labelled items of a Label Studio JSON export, and an ``ExportReport``.
 
     Per task the latest submitted annotation counts (skipped ones do not); an image

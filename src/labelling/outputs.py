@@ -5,14 +5,15 @@ with the model's guess; ``drop_reasons`` says why each item of a pruned set was 
 out; ``link_subset`` writes the kept files as a tree mirroring the input (hard links by
 default, copies on request) and ``write_manifest`` records every item's fate.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -34,8 +35,10 @@ def _shown(path: Path, root: Path | None) -> str:
 def box_rows(guess: BoxGuess) -> list[dict]:
     """A detector's guess as ``{"label", "score", "box": [x0, y0, x1, y1]}`` (file pixels), in the guess's order
     (the detector's: most confident first)."""
-    return [{"label": str(name), "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
-            for box, name, s in zip(np.asarray(guess.boxes).reshape(-1, 4), guess.labels, guess.scores)]
+    return [
+        {"label": str(name), "score": round(float(s), 4), "box": [round(float(v), 2) for v in box]}
+        for box, name, s in zip(np.asarray(guess.boxes).reshape(-1, 4), guess.labels, guess.scores)
+    ]
 
 
 def _guess_columns(guess: ClassGuess | BoxGuess | None) -> tuple[str, str]:
@@ -57,8 +60,14 @@ def write_ranked_csv(path: str | Path, proposals: Iterable[Proposal], root: str 
         writer = csv.writer(f)
         writer.writerow(RANKED_FIELDS)
         for p in sorted(proposals, key=lambda p: p.rank):
-            writer.writerow([p.rank, _shown(p.image, Path(root) if root else None), f"{p.score:.6g}",
-                             *_guess_columns(p.guess)])
+            writer.writerow(
+                [
+                    p.rank,
+                    _shown(p.image, Path(root) if root else None),
+                    f"{p.score:.6g}",
+                    *_guess_columns(p.guess),
+                ]
+            )
     return path
 
 
@@ -77,8 +86,14 @@ def drop_reasons(n: int, kept_ranks: Sequence[int], pivot: float) -> list[str]:
     return ["" if r in kept else HARDER if r < start else EASIER if r >= stop else BALANCE for r in range(n)]
 
 
-def write_manifest(path: str | Path, files: Sequence[Path], scores: Sequence[float], ranks: Sequence[int],
-                   reasons: Sequence[str], root: str | Path | None = None) -> Path:
+def write_manifest(
+    path: str | Path,
+    files: Sequence[Path],
+    scores: Sequence[float],
+    ranks: Sequence[int],
+    reasons: Sequence[str],
+    root: str | Path | None = None,
+) -> Path:
     """Every item of the set, in rank order: rank (1 = highest score), path, score, kept, why dropped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,8 +102,15 @@ def write_manifest(path: str | Path, files: Sequence[Path], scores: Sequence[flo
         writer = csv.writer(f)
         writer.writerow(MANIFEST_FIELDS)
         for rank, file, score, reason in rows:
-            writer.writerow([int(rank) + 1, _shown(file, Path(root) if root else None), f"{float(score):.6g}",
-                             "no" if reason else "yes", reason])
+            writer.writerow(
+                [
+                    int(rank) + 1,
+                    _shown(file, Path(root) if root else None),
+                    f"{float(score):.6g}",
+                    "no" if reason else "yes",
+                    reason,
+                ]
+            )
     return path
 
 
@@ -157,14 +179,16 @@ def link_subset(files: Iterable[Path], root: str | Path, out: str | Path, copy: 
                 shutil.copy2(source, target)
             else:
                 try:
-                    os.link(source, target)       # a symlink inside the input: its target is linked
+                    os.link(source, target)  # a symlink inside the input: its target is linked
                 except OSError as err:
-                    raise UserError(f"out={out}: cannot hard-link {source} into it ({err.strerror}: out on "
-                                    "another file system, or a file you may not link); set copy=true to copy "
-                                    "the kept files, or choose an out on the input's file system") from err
+                    raise UserError(
+                        f"out={out}: cannot hard-link {source} into it ({err.strerror}: out on "
+                        "another file system, or a file you may not link); set copy=true to copy "
+                        "the kept files, or choose an out on the input's file system"
+                    ) from err
             written.append(target)
     except UserError:
-        if existed:        # it was empty: leave it empty
+        if existed:  # it was empty: leave it empty
             for child in list(out.iterdir()):
                 if child.is_dir() and not child.is_symlink():
                     shutil.rmtree(child)

@@ -15,6 +15,7 @@ The model is named by ``run_dir`` or ``checkpoint`` (``src/labelling/trained.py`
 the input by ``images``, ``format`` and ``annotations`` (``src/labelling/inputs.py``).
 All arguments, the saved model's files and the input are checked before a model is built.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,15 +30,22 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from src.config.validate import check_detection_scorer_options
 from src.data.cache import decode_stretched
 from src.data.detection.datamodule import collate as detection_collate
 from src.data.recipes import _to_shape
-from src.config.validate import check_detection_scorer_options
 from src.errors import UserError
 from src.labelling.inputs import InputSet, check_format, read_input
 from src.labelling.labelstudio import Proposal, image_url, write_import_file
-from src.labelling.outputs import (box_rows, check_output_folder, check_writable_file, drop_reasons, link_subset,
-                                   write_manifest, write_ranked_csv)
+from src.labelling.outputs import (
+    box_rows,
+    check_output_folder,
+    check_writable_file,
+    drop_reasons,
+    link_subset,
+    write_manifest,
+    write_ranked_csv,
+)
 from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
 from src.labelling.trained import SavedModel, load_saved_model, saved_model
 from src.loop.pool import score_pool
@@ -55,6 +63,7 @@ PER_ITEM_SCORERS = "least_confidence | margin | entropy"
 @dataclass
 class Request:
     """The checked arguments of one ``src.select`` call."""
+
     model: SavedModel
     mode: str
     data: InputSet
@@ -113,16 +122,22 @@ def _check_scorer(cfg: DictConfig, task_name: str):
     scorer = get_scorer(cfg.scorer.name)
     task = get_task(task_name)
     if scorer.joint:
-        raise UserError(f"scorer={scorer.name} chooses a batch jointly; src.select ranks items by their own "
-                        f"scores: use {PER_ITEM_SCORERS}, loss or random")
+        raise UserError(
+            f"scorer={scorer.name} chooses a batch jointly; src.select ranks items by their own "
+            f"scores: use {PER_ITEM_SCORERS}, loss or random"
+        )
     # a scorer that adapts the model in the run (MC dropout's added dropout, the learned loss's
     # module) cannot score the saved network, which is rebuilt from its config alone
     if scorer.uses - task.provides or scorer.adapts_model:
-        raise UserError(f"scorer={scorer.name} is not available for a {task_name} model; use {PER_ITEM_SCORERS}"
-                        f"{', loss' if cfg.mode == 'keep' else ''}")
+        raise UserError(
+            f"scorer={scorer.name} is not available for a {task_name} model; use {PER_ITEM_SCORERS}"
+            f"{', loss' if cfg.mode == 'keep' else ''}"
+        )
     if cfg.mode == "label" and (scorer.needs_labels or not scorer.needs_model):
-        raise UserError(f"scorer={scorer.name}: mode=label has no labels and needs the model's view; "
-                        f"use {PER_ITEM_SCORERS}")
+        raise UserError(
+            f"scorer={scorer.name}: mode=label has no labels and needs the model's view; "
+            f"use {PER_ITEM_SCORERS}"
+        )
     if task_name == "detection":
         _check_detection_options(cfg)
     return scorer
@@ -130,8 +145,9 @@ def _check_scorer(cfg: DictConfig, task_name: str):
 
 def _check_detection_options(cfg: DictConfig) -> None:
     sc = cfg.scorer
-    check_detection_scorer_options({k: sc[k] for k in get_task("detection").scorer_options
-                                    if sc.get(k) is not None})      # null: the run's own value
+    check_detection_scorer_options(
+        {k: sc[k] for k in get_task("detection").scorer_options if sc.get(k) is not None}
+    )  # null: the run's own value
     value = cfg.get("min_box_score")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
         raise UserError(f"min_box_score={value!r} must be a number in [0, 1]")
@@ -156,18 +172,24 @@ def check_request(cfg: DictConfig) -> Request:
         raise UserError("export: only mode=label writes a Label Studio file")
     # every output location, tried before the input is read and the model built
     if cfg.mode == "label":
-        check_writable_file(model.folder / AUDIT_FILE, model.key,
-                            f"the proposals are recorded in {AUDIT_FILE} beside the model")
-        check_output_folder(out, ["ranked.csv", *(["tasks.json", "tasks.xml"] if cfg.export == "labelstudio" else [])])
+        check_writable_file(
+            model.folder / AUDIT_FILE,
+            model.key,
+            f"the proposals are recorded in {AUDIT_FILE} beside the model",
+        )
+        check_output_folder(
+            out, ["ranked.csv", *(["tasks.json", "tasks.xml"] if cfg.export == "labelstudio" else [])]
+        )
     else:
         check_output_folder(out)
-    data = read_input(fmt, root, _optional_path(cfg, "annotations"), task, cfg.mode, classes,
-                      cfg.get("class_map"))
+    data = read_input(
+        fmt, root, _optional_path(cfg, "annotations"), task, cfg.mode, classes, cfg.get("class_map")
+    )
     if cfg.mode == "keep":
-        link_subset([], root, out)      # no files: only its checks of out (new or empty, not inside images)
+        link_subset([], root, out)  # no files: only its checks of out (new or empty, not inside images)
     elif cfg.export == "labelstudio":
         document_root = Path(str(cfg.document_root)).expanduser() if cfg.document_root else root
-        for f in data.files:     # one line now rather than after the scoring pass
+        for f in data.files:  # one line now rather than after the scoring pass
             image_url(f, document_root)
     return Request(model, cfg.mode, data, _count(cfg, len(data.files)), out, document_root)
 
@@ -238,13 +260,19 @@ def scoring_loader(cfg: DictConfig, run_cfg: DictConfig, request: Request) -> Da
     """The request's items as batches of the saved model's input (item i = ``request.files[i]``)."""
     if request.task == "detection":
         size = input_size(run_cfg)
-        data = (UnlabelledImages(request.files, "detection", size) if request.data.records is None
-                else AnnotatedImages(request.data.records, size))
+        data = (
+            UnlabelledImages(request.files, "detection", size)
+            if request.data.records is None
+            else AnnotatedImages(request.data.records, size)
+        )
         return DataLoader(data, batch_size=int(cfg.batch_size), shuffle=False, collate_fn=detection_collate)
     size, channels = int(run_cfg.dataset.image_size), int(request.meta["channels"])
     resize = run_cfg.dataset.get("resize_size")
-    base = (UnlabelledImages(request.files, "classification", size, resize) if request.labels is None
-            else LabelledImages(request.files, request.labels, size, resize))
+    base = (
+        UnlabelledImages(request.files, "classification", size, resize)
+        if request.labels is None
+        else LabelledImages(request.files, request.labels, size, resize)
+    )
     return DataLoader(InputShape(base, size, channels), batch_size=int(cfg.batch_size), shuffle=False)
 
 
@@ -253,9 +281,13 @@ def score_files(model, cfg: DictConfig, run_cfg: DictConfig, request: Request):
     loader = scoring_loader(cfg, run_cfg, request)
     scorer = get_scorer(cfg.scorer.name)
     want_classes = bool(cfg.selection.diversity.enabled) and request.mode == "label"
-    if not scorer.needs_model:      # random: a seeded draw, the reference subset; no pass through the model
+    if not scorer.needs_model:  # random: a seeded draw, the reference subset; no pass through the model
         n = len(request.files)
-        return (np.arange(n), random_scores(n, torch.Generator().manual_seed(int(cfg.seed))).numpy(), None), loader
+        return (
+            np.arange(n),
+            random_scores(n, torch.Generator().manual_seed(int(cfg.seed))).numpy(),
+            None,
+        ), loader
     options = detection_options(cfg, run_cfg) if request.task == "detection" else {}
     adapter = functools.partial(get_task(request.task).score_batch, scorer=scorer, **options)
     return score_pool(model, loader, adapter, want_predictions=want_classes, progress=False), loader
@@ -266,8 +298,9 @@ def _select(cfg: DictConfig, request: Request, ids, scores, predicted):
     classes = None
     if diversity.enabled:
         classes = predicted if request.mode == "label" else request.data.diversity_classes()[ids]
-    return select(ids, scores, request.n_select, float(cfg.selection.pivot), classes=classes,
-                  diversity_k=diversity.k)
+    return select(
+        ids, scores, request.n_select, float(cfg.selection.pivot), classes=classes, diversity_k=diversity.k
+    )
 
 
 def guesses(cfg: DictConfig, run_cfg: DictConfig, request: Request, model, loader, ids) -> list:
@@ -275,13 +308,18 @@ def guesses(cfg: DictConfig, run_cfg: DictConfig, request: Request, model, loade
     dataset, classes, out = loader.dataset, request.meta["classes"], []
     batch = int(cfg.batch_size)
     for start in range(0, len(ids), batch):
-        part = [int(i) for i in ids[start:start + batch]]
+        part = [int(i) for i in ids[start : start + batch]]
         images = torch.stack([dataset[i][0] for i in part])
         with torch.inference_mode():
             outputs = model(images)
         if request.task == "detection":
-            out += box_guesses(outputs, input_size(run_cfg), [dataset.original_size(i) for i in part], classes,
-                               min_score=float(cfg.min_box_score))
+            out += box_guesses(
+                outputs,
+                input_size(run_cfg),
+                [dataset.original_size(i) for i in part],
+                classes,
+                min_score=float(cfg.min_box_score),
+            )
         else:
             out += class_guesses(outputs, classes)
     return out
@@ -297,19 +335,37 @@ def _audit_guess(guess) -> dict:
 def propose(cfg: DictConfig, run_cfg: DictConfig, request: Request, model, loader, chosen) -> list[Proposal]:
     """The selected images with their rank (1 = label first), score and the model's guess; written out."""
     found = guesses(cfg, run_cfg, request, model, loader, chosen.ids)
-    proposals = [Proposal(request.files[int(i)], float(s), rank, g)
-                 for rank, (i, s, g) in enumerate(zip(chosen.ids, chosen.scores, found), start=1)]
+    proposals = [
+        Proposal(request.files[int(i)], float(s), rank, g)
+        for rank, (i, s, g) in enumerate(zip(chosen.ids, chosen.scores, found), start=1)
+    ]
     request.out.mkdir(parents=True, exist_ok=True)
     write_ranked_csv(request.out / "ranked.csv", proposals, root=request.root)
     if cfg.export == "labelstudio":
-        write_import_file(request.out / "tasks.json", proposals, request.task, request.meta["classes"],
-                          request.document_root)
+        write_import_file(
+            request.out / "tasks.json",
+            proposals,
+            request.task,
+            request.meta["classes"],
+            request.document_root,
+        )
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with (request.run_dir / AUDIT_FILE).open("a") as audit:
         for p in proposals:
-            audit.write(json.dumps({"time": stamp, "image": str(p.image.resolve()), "rank": p.rank,
-                                    "score": p.score, "scorer": cfg.scorer.name, **_audit_guess(p.guess),
-                                    "out": str(request.out.resolve())}) + "\n")
+            audit.write(
+                json.dumps(
+                    {
+                        "time": stamp,
+                        "image": str(p.image.resolve()),
+                        "rank": p.rank,
+                        "score": p.score,
+                        "scorer": cfg.scorer.name,
+                        **_audit_guess(p.guess),
+                        "out": str(request.out.resolve()),
+                    }
+                )
+                + "\n"
+            )
     return proposals
 
 
@@ -320,7 +376,7 @@ def keep(cfg: DictConfig, request: Request, ids, scores, chosen) -> list[str]:
     rank_of = np.empty(len(ids), dtype=np.int64)
     rank_of[ranking] = np.arange(len(ids))
     reasons_by_rank = drop_reasons(len(ids), chosen.ranks, float(cfg.selection.pivot))
-    if not get_scorer(cfg.scorer.name).needs_model:     # random scores: harder/easier would mean nothing
+    if not get_scorer(cfg.scorer.name).needs_model:  # random scores: harder/easier would mean nothing
         reasons_by_rank = [reason and "not in the random draw" for reason in reasons_by_rank]
     # cfg["copy"], not cfg.copy: that is DictConfig's copy method, always true
     copy = bool(cfg["copy"])
@@ -331,8 +387,14 @@ def keep(cfg: DictConfig, request: Request, ids, scores, chosen) -> list[str]:
         from src.labelling.subsets import write_kept
 
         train_on = write_kept(request.data, chosen.ids, request.out, copy=copy)
-    write_manifest(request.out / "manifest.csv", [request.files[int(i)] for i in ids], scores, rank_of,
-                   [reasons_by_rank[r] for r in rank_of], root=request.root)
+    write_manifest(
+        request.out / "manifest.csv",
+        [request.files[int(i)] for i in ids],
+        scores,
+        rank_of,
+        [reasons_by_rank[r] for r in rank_of],
+        root=request.root,
+    )
     return train_on
 
 

@@ -17,6 +17,7 @@ annotations as they were in the input, boxes untouched:
 
 ``write_kept`` returns the ``src.run`` overrides that train on the result.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,14 +46,16 @@ def _place(source: Path, target: Path, copy: bool) -> None:
 def _coco(data: InputSet, kept: list[ImageRecord], out: Path, copy: bool) -> list[str]:
     images = out / "images"
     link_subset([r.file for r in kept], data.root, images, copy=copy)
-    coco = json.loads(data.annotations.read_text())      # the reader has checked its shape
+    coco = json.loads(data.annotations.read_text())  # the reader has checked its shape
     relative = {r.origin: r.file.relative_to(data.root).as_posix() for r in kept}
     entries = {}
-    for entry in coco["images"]:          # the last entry of an id is the one the reader kept
+    for entry in coco["images"]:  # the last entry of an id is the one the reader kept
         if entry["id"] in relative:
             entries[entry["id"]] = {**entry, "file_name": relative[entry["id"]]}
     coco["images"] = list(entries.values())
-    coco["annotations"] = [a for a in coco["annotations"] if isinstance(a, dict) and a.get("image_id") in entries]
+    coco["annotations"] = [
+        a for a in coco["annotations"] if isinstance(a, dict) and a.get("image_id") in entries
+    ]
     target = out / data.annotations.name
     target.write_text(json.dumps(coco) + "\n")
     return ["dataset=coco", f"dataset.source.annotations={target}", f"dataset.source.images={images}"]
@@ -85,7 +88,7 @@ def _yolo(data: InputSet, kept: list[ImageRecord], out: Path, copy: bool) -> lis
     records = kept + data.kept_whole
     labels = [Path(r.origin) for r in records if r.origin is not None and Path(r.origin).is_file()]
     config = data.root / "data.yaml"
-    spec = yaml.safe_load(config.read_text())          # the reader has checked it
+    spec = yaml.safe_load(config.read_text())  # the reader has checked it
     rewrite = bool(spec.get("path")) and os.path.isabs(str(spec["path"]))
     files = [r.file for r in records] + labels + ([] if rewrite else [config])
     link_subset(list(dict.fromkeys(files)), data.root, out, copy=copy)

@@ -20,6 +20,7 @@ then compared with the project's own for the same group choices: a code key that
 does not put there is refused before anything is instantiated. The weights are read with
 ``torch.load(weights_only=True)``.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,15 +39,24 @@ from src.models.weights import load_into
 MODEL_FILE, META_FILE = "model.pt", "model.json"
 
 
-def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, classes, channels: int,
-                       overrides: list[str] | None = None, leave_out: tuple[str, ...] = ()) -> Path:
+def save_trained_model(
+    run_dir: str | Path,
+    model: torch.nn.Module,
+    task: str,
+    classes,
+    channels: int,
+    overrides: list[str] | None = None,
+    leave_out: tuple[str, ...] = (),
+) -> Path:
     """Write ``model.pt`` and ``model.json`` into the run directory, each atomically; ``overrides``
     (the run's command-line overrides) make the pair rebuildable without the run directory.
     ``leave_out``: top-level modules not saved (a scorer's attachments, ``Scorer.attached``)."""
     run_dir = Path(run_dir)
     tmp = run_dir / f".{MODEL_FILE}.tmp"
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items() if k.split(".", 1)[0] not in leave_out},
-               tmp)
+    torch.save(
+        {k: v.detach().cpu() for k, v in model.state_dict().items() if k.split(".", 1)[0] not in leave_out},
+        tmp,
+    )
     os.replace(tmp, run_dir / MODEL_FILE)
     meta = {"task": task, "classes": [str(c) for c in classes], "channels": int(channels)}
     if overrides is not None:
@@ -60,14 +70,15 @@ def save_trained_model(run_dir: str | Path, model: torch.nn.Module, task: str, c
 @dataclass(frozen=True)
 class SavedModel:
     """A saved model as the command line named it, checked: nothing built yet."""
-    weights: Path            # the state dict file
-    meta: dict               # its model.json, checked
-    overrides: list[str]     # the run's command-line overrides, checked
-    folder: Path             # the folder holding the weights: the run directory, where the audit goes
-    key: str                 # how the user named it (``run_dir=...`` / ``checkpoint=...``), for messages
-    weights_key: str         # the same for the weights file: what a message about the weights names
-    overrides_file: Path     # the file the overrides were read from, for messages
-    choices: list[str]       # those of the overrides that choose config group options
+
+    weights: Path  # the state dict file
+    meta: dict  # its model.json, checked
+    overrides: list[str]  # the run's command-line overrides, checked
+    folder: Path  # the folder holding the weights: the run directory, where the audit goes
+    key: str  # how the user named it (``run_dir=...`` / ``checkpoint=...``), for messages
+    weights_key: str  # the same for the weights file: what a message about the weights names
+    overrides_file: Path  # the file the overrides were read from, for messages
+    choices: list[str]  # those of the overrides that choose config group options
 
 
 def _read_meta_file(path: Path) -> dict:
@@ -75,22 +86,32 @@ def _read_meta_file(path: Path) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({err})") from err
-    ok = (isinstance(meta, dict) and meta.get("task") in ("classification", "detection")
-          and isinstance(meta.get("classes"), list) and meta["classes"]
-          and all(isinstance(c, str) for c in meta["classes"]) and meta.get("channels") in (1, 3)
-          and (meta.get("overrides") is None or (isinstance(meta["overrides"], list)
-                                                 and all(isinstance(o, str) for o in meta["overrides"]))))
+    ok = (
+        isinstance(meta, dict)
+        and meta.get("task") in ("classification", "detection")
+        and isinstance(meta.get("classes"), list)
+        and meta["classes"]
+        and all(isinstance(c, str) for c in meta["classes"])
+        and meta.get("channels") in (1, 3)
+        and (
+            meta.get("overrides") is None
+            or (isinstance(meta["overrides"], list) and all(isinstance(o, str) for o in meta["overrides"]))
+        )
+    )
     if not ok:
-        raise UserError(f"{path}: expected task (classification|detection), a list of class "
-                        f"names, channels (1|3) and optionally a list of overrides")
+        raise UserError(
+            f"{path}: expected task (classification|detection), a list of class "
+            f"names, channels (1|3) and optionally a list of overrides"
+        )
     return meta
 
 
 def read_meta(run_dir: Path) -> dict:
     """``model.json`` of a run directory, checked; one line when the run kept no weights."""
     if not (run_dir / MODEL_FILE).is_file() or not (run_dir / META_FILE).is_file():
-        raise UserError(f"run_dir={run_dir}: no saved model ({MODEL_FILE} + {META_FILE}); "
-                        f"train it with save_model=true")
+        raise UserError(
+            f"run_dir={run_dir}: no saved model ({MODEL_FILE} + {META_FILE}); train it with save_model=true"
+        )
     return _read_meta_file(run_dir / META_FILE)
 
 
@@ -108,7 +129,9 @@ def run_overrides(run_dir: Path) -> list:
 def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None = None) -> SavedModel:
     """The saved model of a run directory or of a weights file (see the module doc), checked."""
     if (run_dir is None) == (checkpoint is None):
-        raise UserError("name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two")
+        raise UserError(
+            "name the model with run_dir=<run directory> or checkpoint=<model.pt>, one of the two"
+        )
     if run_dir is not None:
         folder = Path(run_dir).expanduser()
         meta, key = read_meta(folder), f"run_dir={folder}"
@@ -117,23 +140,28 @@ def saved_model(run_dir: str | Path | None = None, checkpoint: str | Path | None
         weights = Path(checkpoint).expanduser()
         key = weights_key = f"checkpoint={weights}"
         if weights.is_dir():
-            raise UserError(f"{key}: a folder; name its run directory with run_dir= or the weights file "
-                            f"with checkpoint=")
+            raise UserError(
+                f"{key}: a folder; name its run directory with run_dir= or the weights file with checkpoint="
+            )
         if not weights.is_file():
             raise UserError(f"{key}: no such file")
         meta_file = weights.with_suffix(".json")
         if not meta_file.is_file():
-            raise UserError(f"{key}: no {meta_file.name} beside it (the {META_FILE} saved with the weights: task, "
-                            f"classes, channels, overrides); copy it along, renamed like the weights")
+            raise UserError(
+                f"{key}: no {meta_file.name} beside it (the {META_FILE} saved with the weights: task, "
+                f"classes, channels, overrides); copy it along, renamed like the weights"
+            )
         meta, folder = _read_meta_file(meta_file), weights.parent
     if meta.get("overrides") is not None:
         overrides, overrides_file = meta["overrides"], meta_file
     elif run_dir is None and not (folder / ".hydra" / "overrides.yaml").is_file():
-        raise UserError(f"{key}: {meta_file.name} records no overrides and {folder} is not a run directory "
-                        f"(no .hydra/overrides.yaml): the model cannot be rebuilt; pass run_dir=<its run>")
+        raise UserError(
+            f"{key}: {meta_file.name} records no overrides and {folder} is not a run directory "
+            f"(no .hydra/overrides.yaml): the model cannot be rebuilt; pass run_dir=<its run>"
+        )
     else:
         overrides, overrides_file = run_overrides(folder), folder / ".hydra" / "overrides.yaml"
-    choices = check_received_overrides(overrides, overrides_file)     # the only check; see the module doc
+    choices = check_received_overrides(overrides, overrides_file)  # the only check; see the module doc
     return SavedModel(weights, meta, overrides, folder, key, weights_key, overrides_file, choices)
 
 
@@ -155,8 +183,10 @@ def compose_run_config(overrides: list[str], path=None):
     except (HydraException, OmegaConfBaseException) as err:
         if path is None:
             raise
-        raise UserError(f"{path}: the run's overrides do not compose with this project's conf/ "
-                        f"({str(err).strip().splitlines()[0]})") from None
+        raise UserError(
+            f"{path}: the run's overrides do not compose with this project's conf/ "
+            f"({str(err).strip().splitlines()[0]})"
+        ) from None
 
 
 def _without_pretrained(node) -> None:
@@ -176,8 +206,9 @@ def _resolved(node, path):
     try:
         return OmegaConf.to_container(node, resolve=True)
     except OmegaConfBaseException as err:
-        raise UserError(f"{path}: the run's model config does not resolve "
-                        f"({str(err).strip().splitlines()[0]})") from None
+        raise UserError(
+            f"{path}: the run's model config does not resolve ({str(err).strip().splitlines()[0]})"
+        ) from None
 
 
 def checked_run_config(saved: SavedModel):
@@ -191,11 +222,14 @@ def checked_run_config(saved: SavedModel):
     for c in (cfg, own):
         if not isinstance(OmegaConf.select(c, "model.module"), DictConfig):
             raise UserError(f"{path}: the run's config has no model.module to rebuild the model from")
-        _without_pretrained(c.model.module)      # the saved weights replace them: nothing to download
-    check_code_keys(OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(own, resolve=False), path)
+        _without_pretrained(c.model.module)  # the saved weights replace them: nothing to download
+    check_code_keys(
+        OmegaConf.to_container(cfg, resolve=False), OmegaConf.to_container(own, resolve=False), path
+    )
     # what is instantiated, resolved: an interpolation may copy a node that holds code into it
-    check_code_keys(_resolved(cfg.model.module, path), _resolved(own.model.module, path), path,
-                    where="model.module")
+    check_code_keys(
+        _resolved(cfg.model.module, path), _resolved(own.model.module, path), path, where="model.module"
+    )
     return cfg
 
 
@@ -204,8 +238,9 @@ def load_saved_model(saved: SavedModel):
     import hydra
 
     cfg = checked_run_config(saved)
-    model = hydra.utils.instantiate(cfg.model.module, num_classes=len(saved.meta["classes"]),
-                                    in_channels=saved.meta["channels"])
+    model = hydra.utils.instantiate(
+        cfg.model.module, num_classes=len(saved.meta["classes"]), in_channels=saved.meta["channels"]
+    )
     load_into(model, saved.weights, key=saved.weights_key)
     return model.eval(), cfg, saved.meta
 

@@ -1,4 +1,5 @@
 """Lightning callbacks of one active-learning round."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -29,10 +30,14 @@ class RestoreBestWeights(Callback):
             return
         metrics = trainer.callback_metrics
         if self.monitor not in metrics:
-            raise UserError(f"callbacks: monitored metric {self.monitor!r} was not logged; "
-                           f"logged: {', '.join(sorted(metrics))}")
+            raise UserError(
+                f"callbacks: monitored metric {self.monitor!r} was not logged; "
+                f"logged: {', '.join(sorted(metrics))}"
+            )
         value = float(metrics[self.monitor])
-        better = self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value)
+        better = self.best_value is None or (
+            value < self.best_value if self.mode == "min" else value > self.best_value
+        )
         if better:
             self.best_value, self.best_epoch = value, trainer.current_epoch
             self.best_metrics = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
@@ -57,10 +62,18 @@ class EpochHistory(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = trainer.callback_metrics
-        self.rows.append({k: float(v) for k, v in metrics.items()
-                          if k.startswith(("train/", "val/")) and torch.is_tensor(v) and v.numel() == 1})
+        self.rows.append(
+            {
+                k: float(v)
+                for k, v in metrics.items()
+                if k.startswith(("train/", "val/")) and torch.is_tensor(v) and v.numel() == 1
+            }
+        )
         self.rows[-1]["epoch"] = trainer.current_epoch
 
     def columns(self) -> dict[str, list]:
         keys = sorted({k for row in self.rows for k in row if k != "epoch"})
-        return {"epoch": [row["epoch"] for row in self.rows], **{k: [row.get(k) for row in self.rows] for k in keys}}
+        return {
+            "epoch": [row["epoch"] for row in self.rows],
+            **{k: [row.get(k) for row in self.rows] for k in keys},
+        }

@@ -16,6 +16,7 @@ tracker, no log file) and runs the rounds in step with rank 0: same fit (DDP kee
 identical), same test, its share of the pool scored. Rank 0 alone commits rounds.jsonl,
 state.json, the tracker and the summary.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ from src.loop.records import RoundRecord, RunStore
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")   # started by start_ranks; spawn/fork variants are not
+STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")  # started by start_ranks; spawn/fork variants are not
 RANK_ENV = "LOCAL_RANK"
 
 
@@ -54,15 +55,18 @@ def wanted_processes(trainer_cfg: DictConfig) -> int:
     if strategy not in STRATEGIES:
         raise UserError(f"trainer.strategy={strategy}: the rounds run with one of {', '.join(STRATEGIES)}")
     if int(trainer_cfg.get("num_nodes", 1)) != 1:
-        raise UserError(f"trainer.num_nodes={trainer_cfg.num_nodes}: trainer=ddp runs on one machine; "
-                        "use num_nodes: 1")
+        raise UserError(
+            f"trainer.num_nodes={trainer_cfg.num_nodes}: trainer=ddp runs on one machine; use num_nodes: 1"
+        )
     devices = trainer_cfg.get("devices", 1)
     on_gpu = trainer_cfg.get("accelerator") in ("gpu", "cuda")
     if on_gpu and devices in (-1, "auto"):
         return max(1, torch.cuda.device_count())
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
-        raise UserError(f"trainer.devices={devices!r}: trainer=ddp takes a number of processes >= 1"
-                        + (" or -1 (all GPUs)" if on_gpu else ""))
+        raise UserError(
+            f"trainer.devices={devices!r}: trainer=ddp takes a number of processes >= 1"
+            + (" or -1 (all GPUs)" if on_gpu else "")
+        )
     return devices
 
 
@@ -96,7 +100,7 @@ class Ranks:
 
     def close(self, failed: bool) -> None:
         self.closing = True
-        if failed:   # a follower blocked in a collective would wait for rank 0 forever
+        if failed:  # a follower blocked in a collective would wait for rank 0 forever
             for proc in self.procs:
                 proc.kill()
         codes = [proc.wait() for proc in self.procs]
@@ -119,14 +123,23 @@ def start_ranks(cfg: DictConfig, run_dir: Path) -> Ranks | None:
     if n == 1:
         return None
     from lightning_fabric.plugins.environments.lightning import find_free_network_port
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(find_free_network_port()), "WORLD_SIZE": str(n),
-           "NODE_RANK": "0", RANK_ENV: "0", "AL_DDP_RUN": "1"}
+
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(find_free_network_port()),
+        "WORLD_SIZE": str(n),
+        "NODE_RANK": "0",
+        RANK_ENV: "0",
+        "AL_DDP_RUN": "1",
+    }
     saved_env = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)   # Lightning now takes this process as rank 0 of a group started by the user
+    os.environ.update(env)  # Lightning now takes this process as rank 0 of a group started by the user
     hc = HydraConfig.get()
     command = [sys.executable, "-m", "src.run", *hc.overrides.task, f"hydra.run.dir={run_dir.resolve()}"]
-    procs = [subprocess.Popen(command, env={**os.environ, RANK_ENV: str(rank)}, cwd=hc.runtime.cwd)
-             for rank in range(1, n)]
+    procs = [
+        subprocess.Popen(command, env={**os.environ, RANK_ENV: str(rank)}, cwd=hc.runtime.cwd)
+        for rank in range(1, n)
+    ]
     log.info("trainer=ddp: %d processes (ranks 1..%d: pids %s)", n, n - 1, [p.pid for p in procs])
     ranks = Ranks(procs, saved_env)
     try:
@@ -142,8 +155,12 @@ def open_group(cfg: DictConfig) -> None:
     on_gpu = cfg.trainer.get("accelerator") in ("gpu", "cuda")
     if on_gpu:
         torch.cuda.set_device(int(os.environ[RANK_ENV]))
-    dist.init_process_group("nccl" if on_gpu else "gloo", init_method="env://",
-                            rank=int(os.environ[RANK_ENV]), world_size=int(os.environ["WORLD_SIZE"]))
+    dist.init_process_group(
+        "nccl" if on_gpu else "gloo",
+        init_method="env://",
+        rank=int(os.environ[RANK_ENV]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+    )
 
 
 def follow_parent() -> None:
@@ -186,10 +203,10 @@ def _gather(values: np.ndarray, device: torch.device) -> np.ndarray:
     longest = int(max(s.item() for s in sizes))
     # all_gather needs equal shapes: pad to the longest share here and cut the padding off below
     padded = torch.zeros(longest, dtype=local.dtype, device=device)
-    padded[:len(local)] = local
+    padded[: len(local)] = local
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
-    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)]).cpu().numpy()
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]).cpu().numpy()
 
 
 def score_sharded(candidates: np.ndarray, score: Callable[[np.ndarray], tuple], device: torch.device):
@@ -220,6 +237,7 @@ def run_follower(cfg: DictConfig, build_loop: Callable) -> dict:
     ``build_loop(cfg, run_dir)`` is ``src.experiment.build_loop``. Its console lines are left to
     rank 0 (warnings still show) and Hydra's job log file is detached (rank 0 writes run.log)."""
     from src.loop.trainers import quiet_libraries
+
     follow_parent()
     quiet_libraries()
     root = logging.getLogger()
@@ -247,4 +265,5 @@ def eval_sampler(n_items: int):
     if not active():
         return None
     from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
     return UnrepeatedDistributedSampler(range(n_items), shuffle=False)

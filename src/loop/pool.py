@@ -4,9 +4,10 @@ One pass under ``torch.inference_mode`` in large batches. Per item it keeps one
 float score and, when class diversity needs it, one predicted class: memory is
 O(pool), never O(pool x classes).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,8 +17,14 @@ from tqdm.auto import tqdm
 from src.loop.records import fault_point
 
 
-def score_pool(model: nn.Module, loader, score_batch: Callable, want_predictions: bool, progress: bool = True,
-               desc: str = "scoring pool") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def score_pool(
+    model: nn.Module,
+    loader,
+    score_batch: Callable,
+    want_predictions: bool,
+    progress: bool = True,
+    desc: str = "scoring pool",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ids, scores, predicted classes or None) for every item the loader yields.
 
     A batch is ``(inputs, targets, ids)``. ``score_batch(model, batch, want_classes=...)``
@@ -32,7 +39,9 @@ def score_pool(model: nn.Module, loader, score_batch: Callable, want_predictions
     model.eval()
     start = 0
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True):
+        for batch in tqdm(
+            loader, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True
+        ):
             fault_point("pool")
             batch_ids = batch[-1]
             stop = start + len(batch_ids)

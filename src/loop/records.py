@@ -13,6 +13,7 @@ appends the missing record from the state. A kill during step 2 leaves a partial
 last line: ``recover`` cuts it off and re-appends the record. So the records on disk
 always equal those of an uninterrupted run, and nothing completed is ever lost.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,17 @@ LOCK_FILE = ".lock"
 # itself the n-th time (default 1st) it reaches the named point, to prove what survives a kill
 # at exactly that place. Unset, it costs one dict lookup per point.
 FAULT_ENV = "AL_SELECT_FAULT"
-FAULT_POINTS = ("setup", "fit", "pool", "after_state", "half_record", "temp_unrenamed", "after_record",
-                "tracker_epochs", "before_summary")
+FAULT_POINTS = (
+    "setup",
+    "fit",
+    "pool",
+    "after_state",
+    "half_record",
+    "temp_unrenamed",
+    "after_record",
+    "tracker_epochs",
+    "before_summary",
+)
 _fault_counts: dict[str, int] = {}
 
 
@@ -67,9 +77,9 @@ class RoundRecord:
     round: int
     n_labelled: int
     n_selected: int
-    selection: str                      # "base" or the scorer that chose the round's new items
-    selected_ids: list[int]             # in rank order, hardest first
-    selected_scores: list[float]        # empty for the base set
+    selection: str  # "base" or the scorer that chose the round's new items
+    selected_ids: list[int]  # in rank order, hardest first
+    selected_scores: list[float]  # empty for the base set
     epochs: int
     best_epoch: int
     metrics: dict[str, float] = field(default_factory=dict)
@@ -86,21 +96,37 @@ class RoundRecord:
     # how the fit ended (one of FIT_ENDINGS); None: not recorded (records made before it was), and then absent from the JSON
     stopped_by: str | None = None
 
-    HEAD: ClassVar[tuple[str, ...]] = ("round", "n_labelled", "n_selected", "selection", "selected_ids",
-                                       "selected_scores", "epochs", "best_epoch")
+    HEAD: ClassVar[tuple[str, ...]] = (
+        "round",
+        "n_labelled",
+        "n_selected",
+        "selection",
+        "selected_ids",
+        "selected_scores",
+        "epochs",
+        "best_epoch",
+    )
     TIMINGS: ClassVar[tuple[str, ...]] = ("select_seconds", "reset_seconds", "fit_seconds", "test_seconds")
 
     def to_json(self) -> dict:
         """The ``rounds.jsonl`` object: the head fields, the metrics (val/* then test/*, each sorted), timings."""
         metrics = sorted(self.metrics.items(), key=lambda kv: (not kv[0].startswith("val/"), kv[0]))
-        predictions = {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
+        predictions = (
+            {} if self.selected_predictions is None else {"selected_predictions": self.selected_predictions}
+        )
         history = {} if self.history is None else {"history": self.history}
         stopped = {} if self.stopped_by is None else {"stopped_by": self.stopped_by}
-        return {**{k: getattr(self, k) for k in self.HEAD}, **stopped, **predictions, **dict(metrics), **history,
-                **{k: getattr(self, k) for k in self.TIMINGS}}
+        return {
+            **{k: getattr(self, k) for k in self.HEAD},
+            **stopped,
+            **predictions,
+            **dict(metrics),
+            **history,
+            **{k: getattr(self, k) for k in self.TIMINGS},
+        }
 
     @classmethod
-    def from_json(cls, obj: dict, where: str = "record") -> "RoundRecord":
+    def from_json(cls, obj: dict, where: str = "record") -> RoundRecord:
         """A record from its JSON object; a malformed one (a file from elsewhere, a hand edit) is a
         UserError naming ``where`` and the field: every field's type is checked."""
         if not isinstance(obj, dict):
@@ -114,9 +140,14 @@ class RoundRecord:
         metrics = {k: v for k, v in obj.items() if "/" in k}
         history = obj.get("history")
         stopped_by = obj.get("stopped_by")
-        return cls(**{k: obj[k] for k in cls.HEAD}, metrics=metrics,
-                   **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
-                   selected_predictions=obj.get("selected_predictions"), history=history, stopped_by=stopped_by)
+        return cls(
+            **{k: obj[k] for k in cls.HEAD},
+            metrics=metrics,
+            **{k: float(obj.get(k, 0.0)) for k in cls.TIMINGS},
+            selected_predictions=obj.get("selected_predictions"),
+            history=history,
+            stopped_by=stopped_by,
+        )
 
     def value(self, key: str):
         """A field or a metric by its ``rounds.jsonl`` key; None when the record has no such value.
@@ -142,6 +173,7 @@ def _is_number(v) -> bool:
 def _record_problem(obj: dict) -> str | None:
     """What is wrong with the fields of a record's JSON object ("round is 'two', not an integer >= 0"),
     or None: the types ``RoundRecord`` declares and the lengths that go together."""
+
     def shown(key):
         return f"{key} is {obj[key]!r}"[:120]
 
@@ -159,10 +191,15 @@ def _record_problem(obj: dict) -> str | None:
     if not isinstance(obj["selected_scores"], list) or not all(_is_number(v) for v in obj["selected_scores"]):
         return f"{shown('selected_scores')}, not a list of numbers"
     if len(obj["selected_scores"]) not in (0, obj["n_selected"]):
-        return f"selected_scores holds {len(obj['selected_scores'])} scores for {obj['n_selected']} selected ids"
+        return (
+            f"selected_scores holds {len(obj['selected_scores'])} scores for {obj['n_selected']} selected ids"
+        )
     predictions = obj.get("selected_predictions")
-    if predictions is not None and (not isinstance(predictions, list) or not all(_is_int(c) for c in predictions)
-                                    or len(predictions) != obj["n_selected"]):
+    if predictions is not None and (
+        not isinstance(predictions, list)
+        or not all(_is_int(c) for c in predictions)
+        or len(predictions) != obj["n_selected"]
+    ):
         return f"{shown('selected_predictions')}, not one integer class per selected id"
     for key, value in obj.items():
         if "/" in key and not _is_number(value):
@@ -171,8 +208,10 @@ def _record_problem(obj: dict) -> str | None:
         if key in obj and not _is_number(obj[key]):
             return f"{shown(key)}, not a number of seconds"
     history = obj.get("history")
-    if history is not None and not (isinstance(history, dict) and all(
-            isinstance(v, list) and all(x is None or _is_number(x) for x in v) for v in history.values())):
+    if history is not None and not (
+        isinstance(history, dict)
+        and all(isinstance(v, list) and all(x is None or _is_number(x) for x in v) for v in history.values())
+    ):
         return "history is not an object of lists of numbers"
     if history is not None and len({len(v) for v in history.values()}) > 1:
         return "history has columns of different lengths"
@@ -188,9 +227,14 @@ def _state_problem(state: dict) -> str | None:
             return f"{key} is not a list of integer ids"
     pending = state.get("pending")
     if pending is not None:
-        if not isinstance(pending, dict) or not isinstance(pending.get("ids"), list) \
-                or not all(_is_int(i) for i in pending["ids"]) or not isinstance(pending.get("scores"), list) \
-                or not all(_is_number(v) for v in pending["scores"]) or not _is_number(pending.get("seconds")):
+        if (
+            not isinstance(pending, dict)
+            or not isinstance(pending.get("ids"), list)
+            or not all(_is_int(i) for i in pending["ids"])
+            or not isinstance(pending.get("scores"), list)
+            or not all(_is_number(v) for v in pending["scores"])
+            or not _is_number(pending.get("seconds"))
+        ):
             return "pending is not a selection (ids, scores, seconds)"
     if not isinstance(state.get("fingerprint", {}), dict):
         return "fingerprint is not an object"
@@ -255,8 +299,10 @@ def lock_run_dir(run_dir: str | Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{run_dir} is in use by another run (pid {flock_holder(path)}); wait for it "
-                            "to finish or choose another hydra.run.dir") from None
+            raise UserError(
+                f"{run_dir} is in use by another run (pid {flock_holder(path)}); wait for it "
+                "to finish or choose another hydra.run.dir"
+            ) from None
         try:
             yield
         except UserError:
@@ -264,7 +310,7 @@ def lock_run_dir(run_dir: str | Path):
                 path.unlink(missing_ok=True)
             raise
     finally:
-        os.close(fd)   # closing the descriptor releases the flock
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _record_line(record: RoundRecord) -> str:
@@ -284,7 +330,7 @@ def parse_records(text: str, path) -> list[RoundRecord]:
     line (a kill mid-write) is left out; a line that is no record is a UserError naming path:line."""
     lines = text.split("\n")
     if not text.endswith("\n"):
-        lines = lines[:-1]   # the last line never got its newline: incomplete
+        lines = lines[:-1]  # the last line never got its newline: incomplete
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -323,9 +369,14 @@ class RunStore:
         try:
             state = json.loads(self.state_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"{self.state_path}: not a JSON state file ({err}); the run cannot be resumed") from None
-        if not isinstance(state, dict) or not _is_int(state.get("completed_rounds")) \
-                or state["completed_rounds"] < 0:
+            raise UserError(
+                f"{self.state_path}: not a JSON state file ({err}); the run cannot be resumed"
+            ) from None
+        if (
+            not isinstance(state, dict)
+            or not _is_int(state.get("completed_rounds"))
+            or state["completed_rounds"] < 0
+        ):
             raise UserError(f"{self.state_path}: no integer completed_rounds; the run cannot be resumed")
         return state
 
@@ -338,18 +389,24 @@ class RunStore:
         records = read_records(self.records_path)
         if state is None:
             if records:
-                raise UserError(f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
-                                "missing; the run cannot be resumed safely")
+                raise UserError(
+                    f"{self.records_path} has {len(records)} rounds but {self.state_path} is "
+                    "missing; the run cannot be resumed safely"
+                )
             return
         done = int(state["completed_rounds"])
         if done not in (len(records), len(records) + 1):
-            raise UserError(f"{self.state_path} says {done} rounds are complete but {self.records_path} "
-                            f"holds {len(records)}; the run directory was edited by hand")
+            raise UserError(
+                f"{self.state_path} says {done} rounds are complete but {self.records_path} "
+                f"holds {len(records)}; the run directory was edited by hand"
+            )
         for number, record in enumerate(records):
             if record.round != number:
-                raise UserError(f"{self.records_path}:{number + 1}: round {record.round} where round {number} "
-                                "belongs (rounds count 0, 1, 2, .., one line each); the run directory was "
-                                "edited by hand")
+                raise UserError(
+                    f"{self.records_path}:{number + 1}: round {record.round} where round {number} "
+                    "belongs (rounds count 0, 1, 2, .., one line each); the run directory was "
+                    "edited by hand"
+                )
         problem = _state_problem(state)
         if problem:
             raise UserError(f"{self.state_path}: {problem}; the run cannot be resumed")
@@ -357,18 +414,26 @@ class RunStore:
         if done == 0:
             return
         if last is None:
-            raise UserError(f"{self.state_path}: no last_record for its {done} completed rounds; "
-                            "the run cannot be resumed")
+            raise UserError(
+                f"{self.state_path}: no last_record for its {done} completed rounds; "
+                "the run cannot be resumed"
+            )
         last = RoundRecord.from_json(last, where=f"{self.state_path} (last_record)")
         if last.round != done - 1:
-            raise UserError(f"{self.state_path}: its last_record is round {last.round} but it says {done} rounds "
-                            "are complete; the run directory was edited by hand")
+            raise UserError(
+                f"{self.state_path}: its last_record is round {last.round} but it says {done} rounds "
+                "are complete; the run directory was edited by hand"
+            )
         if done == len(records) and _record_line(last) != _record_line(records[-1]):
-            raise UserError(f"{self.state_path}: its last_record differs from round {done - 1} of "
-                            f"{self.records_path}; the run directory was edited by hand")
+            raise UserError(
+                f"{self.state_path}: its last_record differs from round {done - 1} of "
+                f"{self.records_path}; the run directory was edited by hand"
+            )
         if len(state["labelled_ids"]) != last.n_labelled:
-            raise UserError(f"{self.state_path}: {len(state['labelled_ids'])} labelled ids but round {last.round} "
-                            f"had {last.n_labelled} labelled; the run directory was edited by hand")
+            raise UserError(
+                f"{self.state_path}: {len(state['labelled_ids'])} labelled ids but round {last.round} "
+                f"had {last.n_labelled} labelled; the run directory was edited by hand"
+            )
 
     def recover(self) -> tuple[list[RoundRecord], dict | None]:
         """Records and state, repaired after a kill at any point of a commit."""
@@ -376,8 +441,11 @@ class RunStore:
         state = self.read_state()
         records = read_records(self.records_path)
         # rewrite the file when it has a partial line, so the next append starts clean
-        if self.records_path.exists() and not self.records_path.read_text().endswith("\n") \
-                and self.records_path.stat().st_size:
+        if (
+            self.records_path.exists()
+            and not self.records_path.read_text().endswith("\n")
+            and self.records_path.stat().st_size
+        ):
             self._rewrite(records)
         if state is not None and int(state["completed_rounds"]) == len(records) + 1:
             last = RoundRecord.from_json(state["last_record"], where=str(self.state_path))
@@ -400,7 +468,7 @@ class RunStore:
                 fh.flush()
                 os.fsync(fh.fileno())
                 fault_point("half_record")
-                fh.write(line[len(line) // 2:])
+                fh.write(line[len(line) // 2 :])
             else:
                 fh.write(line)
             fh.flush()

@@ -1,7 +1,8 @@
 """The image-classification LightningModule: uint8 batches in, logits and metrics out."""
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -9,9 +10,9 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.errors import UserError
 from src.models.backbones import SmallCNN, build_network
 from src.models.optim import configure
-from src.errors import UserError
 
 
 def topk_values(num_classes: int) -> list[int]:
@@ -52,8 +53,12 @@ class ImageClassifier(pl.LightningModule):
         self.net_channels = in_channels if isinstance(self.net, SmallCNN) else 3
         if len(input_mean) not in (1, self.net_channels) or len(input_std) != len(input_mean):
             raise UserError(f"model.module.input_mean/input_std need 1 or {self.net_channels} values")
-        self.register_buffer("mean", torch.tensor(input_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(input_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer(
+            "mean", torch.tensor(input_mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(input_std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False
+        )
         self.input_size = input_size
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -61,8 +66,9 @@ class ImageClassifier(pl.LightningModule):
         self.topk = topk_values(num_classes)
 
         def accuracies():
-            return MetricCollection({f"acc_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
-                                     for k in self.topk})
+            return MetricCollection(
+                {f"acc_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro") for k in self.topk}
+            )
 
         self.val_acc, self.test_acc = accuracies(), accuracies()
         # accumulated over the epoch's batches as the weights change (the thesis' training accuracy, fig. 4.6)
@@ -83,7 +89,9 @@ class ImageClassifier(pl.LightningModule):
         if x.shape[1] != self.net_channels:
             x = x.expand(-1, self.net_channels, -1, -1)
         if self.input_size and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         return (x - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -109,12 +117,15 @@ class ImageClassifier(pl.LightningModule):
     def _eval_step(self, batch, stage: str):
         images, labels, _ = batch
         logits = self(images)
-        loss_metric, acc = (self.val_loss, self.val_acc) if stage == "val" else (self.test_loss, self.test_acc)
+        loss_metric, acc = (
+            (self.val_loss, self.val_acc) if stage == "val" else (self.test_loss, self.test_acc)
+        )
         loss_metric.update(F.cross_entropy(logits, labels, reduction="sum") / len(labels), weight=len(labels))
         acc.update(logits, labels)
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, batch_size=len(labels))
-        self.log_dict({f"{stage}/{k}": v for k, v in acc.items()}, on_step=False, on_epoch=True,
-                      batch_size=len(labels))
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in acc.items()}, on_step=False, on_epoch=True, batch_size=len(labels)
+        )
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")

@@ -25,9 +25,10 @@ feature maps the loss-prediction module reads), ``mc_dropout_head`` (the classif
 head MC dropout puts its dropout before) and ``mc_pool_outputs`` (T stochastic passes
 of that head, reduced per anchor to two running sums).
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -38,45 +39,60 @@ from torchvision.models import detection as tvd
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, clip_boxes_to_image
 
+from src.errors import UserError
 from src.models.mc_dropout import mc_dropout_mode
 from src.models.optim import configure
 from src.selection import detection_scorers as ds
 from src.selection.bald import PassMoments
-from src.errors import UserError
 from src.tensors import at_least_float32
 
 ARCHS = {"ssd300_vgg16": tvd.ssd300_vgg16, "ssdlite320_mobilenet_v3_large": tvd.ssdlite320_mobilenet_v3_large}
 
 
-def build_ssd(arch: str, num_classes: int, input_size: Sequence[int], weights_backbone: str | None = None,
-              **kwargs) -> tvd.SSD:
+def build_ssd(
+    arch: str, num_classes: int, input_size: Sequence[int], weights_backbone: str | None = None, **kwargs
+) -> tvd.SSD:
     """A torchvision SSD with ``num_classes`` foreground classes (+ background) at a fixed input size."""
     if arch not in ARCHS:
         raise UserError(f"model.module.arch={arch!r}; allowed: {', '.join(ARCHS)}")
     if len(input_size) != 2 or not all(int(v) >= 32 for v in input_size):
         raise UserError(f"model.module.input_size={list(input_size)!r} must be [width, height], each >= 32")
     width, height = (int(v) for v in input_size)
-    from src.models.pretrained import checked_backbone_weights   # from the hub cache only: never a download
+    from src.models.pretrained import checked_backbone_weights  # from the hub cache only: never a download
 
     weights_backbone = checked_backbone_weights(arch, weights_backbone)
     net = ARCHS[arch](weights=None, weights_backbone=weights_backbone, num_classes=num_classes + 1, **kwargs)
-    net.transform = GeneralizedRCNNTransform(min(width, height), max(width, height), net.transform.image_mean,
-                                             net.transform.image_std, size_divisible=1, fixed_size=(width, height))
+    net.transform = GeneralizedRCNNTransform(
+        min(width, height),
+        max(width, height),
+        net.transform.image_mean,
+        net.transform.image_std,
+        size_divisible=1,
+        fixed_size=(width, height),
+    )
     if arch == "ssd300_vgg16":
         # VGG's extra blocks shrink the map to nothing below about 260 px: say so now, not mid-training
         try:
             with torch.no_grad():
                 net.backbone(torch.zeros(1, 3, height, width))
         except RuntimeError as err:
-            raise UserError(f"model.module.input_size=[{width}, {height}] is too small for ssd300_vgg16 "
-                             f"(its last feature maps vanish); use at least about 300x264, e.g. the thesis' "
-                             f"512x288, or arch=ssdlite320_mobilenet_v3_large") from err
+            raise UserError(
+                f"model.module.input_size=[{width}, {height}] is too small for ssd300_vgg16 "
+                f"(its last feature maps vanish); use at least about 300x264, e.g. the thesis' "
+                f"512x288, or arch=ssdlite320_mobilenet_v3_large"
+            ) from err
     return net
 
 
-def ssd_loss_terms(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anchors: Sequence[torch.Tensor],
-                   targets: Sequence[dict], matched: Sequence[torch.Tensor], box_coder,
-                   neg_to_pos_ratio: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ssd_loss_terms(
+    cls_logits: torch.Tensor,
+    bbox_regression: torch.Tensor,
+    anchors: Sequence[torch.Tensor],
+    targets: Sequence[dict],
+    matched: Sequence[torch.Tensor],
+    box_coder,
+    neg_to_pos_ratio: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image: (classification loss sum, box loss sum, positive anchors), each [B], of the SSD loss.
 
     ``cls_logits`` [B, A, K+1], ``bbox_regression`` [B, A, 4], the anchors [A, 4] and matches [A]
@@ -98,8 +114,9 @@ def ssd_loss_terms(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anch
         encoded = box_coder.encode_single(targets[i]["boxes"][gt], anchors[i][positive])
         box.append(F.smooth_l1_loss(bbox_regression[i][positive], encoded, reduction="sum"))
     positives = torch.stack([(m >= 0).sum() for m in matched])
-    cross_entropy = F.cross_entropy(cls_logits.reshape(-1, n_classes), cls_targets.reshape(-1),
-                                    reduction="none").view(batch, n_anchors)
+    cross_entropy = F.cross_entropy(
+        cls_logits.reshape(-1, n_classes), cls_targets.reshape(-1), reduction="none"
+    ).view(batch, n_anchors)
     is_positive = torch.stack([m >= 0 for m in matched])
     negatives = torch.minimum(neg_to_pos_ratio * positives, n_anchors - positives)
     ranked = cross_entropy.masked_fill(is_positive, float("-inf")).sort(dim=1, descending=True).values
@@ -109,25 +126,43 @@ def ssd_loss_terms(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anch
 
 
 class SSDDetector(pl.LightningModule):
-    def __init__(self, num_classes: int, in_channels: int = 3, arch: str = "ssdlite320_mobilenet_v3_large",
-                 input_size: Sequence[int] = (256, 144), weights_backbone: str | None = None,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None = None, scheduler: Callable | None = None,
-                 score_thresh: float = 0.01, nms_thresh: float = 0.45, detections_per_img: int = 100):
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 3,
+        arch: str = "ssdlite320_mobilenet_v3_large",
+        input_size: Sequence[int] = (256, 144),
+        weights_backbone: str | None = None,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable | None = None,
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        detections_per_img: int = 100,
+    ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if in_channels not in (1, 3):
             raise UserError(f"the detector takes 1- or 3-channel images, the dataset has {in_channels}")
         self.num_classes = int(num_classes)
-        self.net = build_ssd(arch, self.num_classes, input_size, weights_backbone, score_thresh=score_thresh,
-                             nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+        self.net = build_ssd(
+            arch,
+            self.num_classes,
+            input_size,
+            weights_backbone,
+            score_thresh=score_thresh,
+            nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img,
+        )
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-3))
         self.scheduler_factory = scheduler
         self.train_cls, self.train_box = MeanMetric(), MeanMetric()
-        self.loss_metrics = torch.nn.ModuleDict({f"{s}_{k}": MeanMetric() for s in ("val", "test")
-                                                 for k in ("cls", "box")})
+        self.loss_metrics = torch.nn.ModuleDict(
+            {f"{s}_{k}": MeanMetric() for s in ("val", "test") for k in ("cls", "box")}
+        )
         self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
-        self.test_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True,
-                                             backend="pycocotools")
+        self.test_map = MeanAveragePrecision(
+            box_format="xyxy", iou_type="bbox", class_metrics=True, backend="pycocotools"
+        )
         # a scorer's joint training objective (learning loss): (module, per-image losses [B], batch loss) -> loss
         self.training_objective: Callable | None = None
 
@@ -142,9 +177,14 @@ class SSDDetector(pl.LightningModule):
         if images.shape[1] == 1:
             images = images.expand(-1, 3, -1, -1)
         shifted = None
-        if targets is not None:   # background is class 0 inside the network
-            shifted = [{"boxes": t["boxes"].to(self.device, self.dtype),
-                        "labels": t["labels"].to(self.device, torch.int64) + 1} for t in targets]
+        if targets is not None:  # background is class 0 inside the network
+            shifted = [
+                {
+                    "boxes": t["boxes"].to(self.device, self.dtype),
+                    "labels": t["labels"].to(self.device, torch.int64) + 1,
+                }
+                for t in targets
+            ]
         return list(images), shifted
 
     def forward(self, images: torch.Tensor) -> list[dict]:
@@ -169,7 +209,9 @@ class SSDDetector(pl.LightningModule):
         matched = []
         for anchors_i, target in zip(anchors, tgts):
             if target["boxes"].numel() == 0:
-                matched.append(torch.full((anchors_i.size(0),), -1, dtype=torch.int64, device=anchors_i.device))
+                matched.append(
+                    torch.full((anchors_i.size(0),), -1, dtype=torch.int64, device=anchors_i.device)
+                )
             else:
                 matched.append(self.net.proposal_matcher(box_iou(target["boxes"], anchors_i)))
         return matched
@@ -180,8 +222,15 @@ class SSDDetector(pl.LightningModule):
 
     def loss_terms(self, tgts, head, anchors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per image: classification and box loss sums and positive anchors (``ssd_loss_terms``)."""
-        return ssd_loss_terms(head["cls_logits"], head["bbox_regression"], anchors, tgts,
-                              self._matches(tgts, anchors), self.net.box_coder, self.net.neg_to_pos_ratio)
+        return ssd_loss_terms(
+            head["cls_logits"],
+            head["bbox_regression"],
+            anchors,
+            tgts,
+            self._matches(tgts, anchors),
+            self.net.box_coder,
+            self.net.neg_to_pos_ratio,
+        )
 
     def per_image_losses(self, tgts, head, anchors) -> torch.Tensor:
         """cls + box loss of each image alone (as a batch of one): its sums over its positive anchors."""
@@ -196,13 +245,13 @@ class SSDDetector(pl.LightningModule):
             losses = self.net(imgs, tgts)
             cls, box = losses["classification"], losses["bbox_regression"]
             loss = cls + box
-        else:     # the same loss from its per-image terms, which the objective also ranks
+        else:  # the same loss from its per-image terms, which the objective also ranks
             _, tgts, head, anchors, _ = self._parts(images, targets)
             cls_i, box_i, positives = self.loss_terms(tgts, head, anchors)
             norm = positives.sum().clamp(min=1)
             cls, box = cls_i.sum() / norm, box_i.sum() / norm
             loss = self.training_objective(self, (cls_i + box_i) / positives.clamp(min=1), cls + box)
-        n = len(images)      # train/loss is the detector's own loss (without a learned-loss ranking term)
+        n = len(images)  # train/loss is the detector's own loss (without a learned-loss ranking term)
         self.train_cls.update(cls.detach(), weight=n)
         self.train_box.update(box.detach(), weight=n)
         self.log("train/loss", cls.detach() + box.detach(), on_step=False, on_epoch=True, batch_size=n)
@@ -220,8 +269,10 @@ class SSDDetector(pl.LightningModule):
         dets = self.net.postprocess_detections(head, anchors, batch_t.image_sizes)
         dets = self.net.transform.postprocess(dets, batch_t.image_sizes, original_sizes)
         metric = self.val_map if stage == "val" else self.test_map
-        metric.update([{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in dets],
-                      [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets])
+        metric.update(
+            [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in dets],
+            [{"boxes": t["boxes"].to(self.device), "labels": t["labels"].to(self.device)} for t in targets],
+        )
 
     def _eval_epoch_end(self, stage: str):
         cls_m, box_m = self.loss_metrics[f"{stage}_cls"], self.loss_metrics[f"{stage}_box"]
@@ -230,13 +281,18 @@ class SSDDetector(pl.LightningModule):
         metric = self.val_map if stage == "val" else self.test_map
         result = metric.compute()
         metric.reset()
-        values = {f"{stage}/loss": cls + box, f"{stage}/loss_cls": cls, f"{stage}/loss_box": box,
-                  f"{stage}/map": result["map"], f"{stage}/map_50": result["map_50"]}
+        values = {
+            f"{stage}/loss": cls + box,
+            f"{stage}/loss_cls": cls,
+            f"{stage}/loss_box": box,
+            f"{stage}/map": result["map"],
+            f"{stage}/map_50": result["map_50"],
+        }
         if stage == "test":
             names = self._class_names()
             classes = result["classes"].flatten().tolist()
             for c, ap in zip(classes, result["map_per_class"].flatten().tolist()):
-                if ap >= 0:     # -1: a class with neither ground truth nor detections in the test set
+                if ap >= 0:  # -1: a class with neither ground truth nor detections in the test set
                     values[f"test/ap/{names[c] if 0 <= c < len(names) else c}"] = torch.tensor(ap)
         self.log_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in values.items()})
 
@@ -266,8 +322,15 @@ class SSDDetector(pl.LightningModule):
         features = list(features.values()) if isinstance(features, dict) else [features]
         return torch.cat([at_least_float32(f).mean(dim=(2, 3)) for f in features], dim=1)
 
-    def pool_outputs(self, batch, losses: bool, detections: bool, top_k: int = 10, score_threshold: float = 0.1,
-                     nms_iou: float = 0.5) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    def pool_outputs(
+        self,
+        batch,
+        losses: bool,
+        detections: bool,
+        top_k: int = 10,
+        score_threshold: float = 0.1,
+        nms_iou: float = 0.5,
+    ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
         """What pool scoring reads from one batch, from one pass through the network.
 
         ``losses``: each image's own cls + box loss [B]. ``detections``: per image the
@@ -281,9 +344,20 @@ class SSDDetector(pl.LightningModule):
         kept = None
         if detections:
             probs_all = F.softmax(at_least_float32(head["cls_logits"]), dim=-1)
-            kept = [(probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)) for i, keep in
-                    enumerate(self._kept(probs_all, head["bbox_regression"], anchors, batch_t.image_sizes,
-                                         top_k, score_threshold, nms_iou))]
+            kept = [
+                (probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1))
+                for i, keep in enumerate(
+                    self._kept(
+                        probs_all,
+                        head["bbox_regression"],
+                        anchors,
+                        batch_t.image_sizes,
+                        top_k,
+                        score_threshold,
+                        nms_iou,
+                    )
+                )
+            ]
         return per_image, kept
 
     def _kept(self, probs_all, regression, anchors, image_sizes, top_k, score_threshold, nms_iou):
@@ -291,7 +365,9 @@ class SSDDetector(pl.LightningModule):
         kept = []
         for i, (h, w) in enumerate(image_sizes):
             boxes = clip_boxes_to_image(self.net.box_coder.decode_single(regression[i], anchors[i]), (h, w))
-            kept.append(ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou)))
+            kept.append(
+                ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou))
+            )
         return kept
 
     # -- scorer hooks ---------------------------------------------------------------------------
@@ -305,8 +381,9 @@ class SSDDetector(pl.LightningModule):
         is left deterministic, so every pass scores the same boxes)."""
         return self.net.head.classification_head
 
-    def mc_pool_outputs(self, batch, passes: int, top_k: int = 10, score_threshold: float = 0.1,
-                        nms_iou: float = 0.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def mc_pool_outputs(
+        self, batch, passes: int, top_k: int = 10, score_threshold: float = 0.1, nms_iou: float = 0.5
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per image, of its ``top_k`` detections under the mean of ``passes`` MC-dropout passes:
         the mean class distributions [D, C+1] (background first) and the mean entropies [D] (nats).
 
@@ -327,7 +404,9 @@ class SSDDetector(pl.LightningModule):
             for _ in range(int(passes)):
                 moments.add(F.softmax(at_least_float32(self.net.head.classification_head(features)), dim=-1))
         mean_probs, mean_entropy = moments.mean()
-        keeps = self._kept(mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou)
+        keeps = self._kept(
+            mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou
+        )
         return [(mean_probs[i, keep], mean_entropy[i, keep]) for i, keep in enumerate(keeps)]
 
     def configure_optimizers(self):

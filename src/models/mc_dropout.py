@@ -20,10 +20,11 @@ multi-scale feature maps; each map then gets its own mask, and the box-regressio
 beside it sees the maps without dropout, so the boxes stay those of the deterministic
 network while the class probabilities vary from pass to pass.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -55,8 +56,10 @@ def mc_dropout_mode(model: nn.Module) -> Iterator[nn.Module]:
     if enable_mc_dropout(model) == 0:
         for m, mode in modes.items():
             m.train(mode)
-        raise ValueError(f"{type(model).__name__} has no dropout layer, so its passes would all be equal; "
-                         "add one with add_dropout_before_head(net, p)")
+        raise ValueError(
+            f"{type(model).__name__} has no dropout layer, so its passes would all be equal; "
+            "add one with add_dropout_before_head(net, p)"
+        )
     try:
         yield model
     finally:
@@ -79,7 +82,7 @@ def _apply_added_dropout(module: nn.Module, args: tuple) -> tuple:
     # a module-level function (not a closure) so the network still deep-copies and pickles
     dropout = getattr(module, ADDED_DROPOUT_NAME)
     first = args[0]
-    if isinstance(first, (list, tuple)):        # a detection head's list of feature maps: one mask each
+    if isinstance(first, (list, tuple)):  # a detection head's list of feature maps: one mask each
         return (type(first)(dropout(x) for x in first), *args[1:])
     return (dropout(first), *args[1:])
 
@@ -105,9 +108,11 @@ def add_dropout_before_head(model: nn.Module, p: float, head: nn.Module | None =
         raise ValueError(f"dropout p={p} must be in (0, 1)")
     existing = dropout_layers(model)
     if existing:
-        raise ValueError(f"{type(model).__name__} already has {len(existing)} dropout layer(s); "
-                         "MC dropout uses them as they are")
+        raise ValueError(
+            f"{type(model).__name__} already has {len(existing)} dropout layer(s); "
+            "MC dropout uses them as they are"
+        )
     head = last_linear(model) if head is None else head
-    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p).train(head.training))   # in the network's current mode
+    head.add_module(ADDED_DROPOUT_NAME, nn.Dropout(p).train(head.training))  # in the network's current mode
     head.register_forward_pre_hook(_apply_added_dropout)
     return model

@@ -15,6 +15,7 @@ is set, which pretrains first (so one multirun can make and compare all baseline
 When the baseline's class count differs from the run's, everything but the class head
 is loaded (``weights.load_into``, thesis 4.3.3: a baseline as backbone).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,10 @@ def make_command(cfg: DictConfig) -> str:
 
 
 def missing_message(cfg: DictConfig) -> str:
-    return (f"baseline={cfg.baseline.name}: {baseline_path(cfg)} does not exist; make it with: {make_command(cfg)} "
-            "(same overrides), or pass baseline.make_if_missing=true")
+    return (
+        f"baseline={cfg.baseline.name}: {baseline_path(cfg)} does not exist; make it with: {make_command(cfg)} "
+        "(same overrides), or pass baseline.make_if_missing=true"
+    )
 
 
 # dataset keys that do not change which items a held-back part holds or how they are read
@@ -66,8 +69,10 @@ def baseline_fingerprint(cfg: DictConfig) -> dict:
     For a part of the run's recipe (``baseline.part``), the run's own split sizes are left
     out: the kept-back items do not depend on them, so every pool size shares one baseline."""
     baseline = OmegaConf.to_container(cfg.baseline, resolve=True)
-    keep = {"baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
-            "model": OmegaConf.to_container(cfg.model.module, resolve=True)}
+    keep = {
+        "baseline": {k: v for k, v in baseline.items() if k not in ("dir", "make_if_missing")},
+        "model": OmegaConf.to_container(cfg.model.module, resolve=True),
+    }
     dataset = keep["baseline"].get("dataset")
     if baseline.get("part") and isinstance(dataset, dict):
         dataset = {k: v for k, v in dataset.items() if k not in _NOT_IN_HELD_BACK}
@@ -83,16 +88,21 @@ def baseline_output_problem(cfg: DictConfig) -> str | None:
 
     path = baseline_path(cfg)
     where = cfg.baseline.get("dir") or "baselines"
-    return output_file_problem("baseline.dir", where, path) or \
-        output_file_problem("baseline.dir", where, path.with_suffix(".json"))
+    return output_file_problem("baseline.dir", where, path) or output_file_problem(
+        "baseline.dir", where, path.with_suffix(".json")
+    )
 
 
 def will_pretrain(cfg: DictConfig) -> bool:
     """Whether a run with this config trains its named baseline first (``make_if_missing`` and no
     file made with these settings)."""
     node = cfg.get("baseline")
-    return bool(node is not None and node.get("name") not in NO_FILE and node.get("make_if_missing")
-                and current_file(cfg) is None)
+    return bool(
+        node is not None
+        and node.get("name") not in NO_FILE
+        and node.get("make_if_missing")
+        and current_file(cfg) is None
+    )
 
 
 def _is_current(cfg: DictConfig, path: Path) -> bool:
@@ -102,7 +112,7 @@ def _is_current(cfg: DictConfig, path: Path) -> bool:
         return False
     try:
         made = json.loads(meta.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):   # a damaged description: not these settings
+    except (OSError, UnicodeDecodeError, ValueError):  # a damaged description: not these settings
         return False
     return isinstance(made, dict) and made.get("fingerprint") == baseline_fingerprint(cfg)
 
@@ -122,25 +132,34 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
         return None
     path = current_file(cfg) or baseline_path(cfg)
     if node.get("make_if_missing") and not _is_current(cfg, path):
-        log.info("baseline %s: %s is not made yet; making it first (baseline.make_if_missing), then reusing it",
-                 node.name, path)
+        log.info(
+            "baseline %s: %s is not made yet; making it first (baseline.make_if_missing), then reusing it",
+            node.name,
+            path,
+        )
         path = pretrain(cfg)
     if not path.is_file():
         raise UserError(missing_message(cfg))
-    if not _is_current(cfg, path):   # the file of this key holds other settings: edited or damaged
-        raise UserError(f"baseline={node.name}: {path} was made with other settings than its name says "
-                        f"(its .json differs); delete it and make it again with: {make_command(cfg)} (same overrides)")
+    if not _is_current(cfg, path):  # the file of this key holds other settings: edited or damaged
+        raise UserError(
+            f"baseline={node.name}: {path} was made with other settings than its name says "
+            f"(its .json differs); delete it and make it again with: {make_command(cfg)} (same overrides)"
+        )
     log.info("loading baseline %s from %s", node.name, path)
     return path
 
 
 def _check_pretrainable(node: DictConfig) -> None:
     if node.get("name") in NO_FILE:
-        raise UserError(f"baseline={node.get('name')}: nothing to pretrain (it is the model's own init); "
-                        "choose a baseline with a dataset: baseline=held_back or folder (classification), "
-                        "real or synthetic (detection)")
+        raise UserError(
+            f"baseline={node.get('name')}: nothing to pretrain (it is the model's own init); "
+            "choose a baseline with a dataset: baseline=held_back or folder (classification), "
+            "real or synthetic (detection)"
+        )
     if node.get("dataset") is None:
-        raise UserError(f"baseline={node.name}: baseline.dataset is not set (the data the baseline learns from)")
+        raise UserError(
+            f"baseline={node.name}: baseline.dataset is not set (the data the baseline learns from)"
+        )
 
 
 def baseline_datamodule_config(cfg: DictConfig) -> DictConfig:
@@ -158,13 +177,30 @@ def _fit(cfg: DictConfig, datamodule, model) -> dict[str, float]:
     datamodule.set_labelled(datamodule.pool_ids, shuffle=True, seed=int(node.get("seed", 0)))
     pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
     # a held-back part carves its own val from the kept-back items (recipes.split_rows)
-    has_val = (int(node.dataset.sizes.get("baseline") or 0) > 1 if node.get("part")
-               else int(node.dataset.sizes.get("val") or 0) > 0)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[], max_epochs=int(node.epochs), min_epochs=1,
-                                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                      enable_model_summary=False, **({} if has_val else {"limit_val_batches": 0}))
-    log.info("baseline %s: training %s on %d images of %s for %d epochs", node.name, type(model).__name__,
-             len(datamodule.pool_ids), datamodule.name, node.epochs)
+    has_val = (
+        int(node.dataset.sizes.get("baseline") or 0) > 1
+        if node.get("part")
+        else int(node.dataset.sizes.get("val") or 0) > 0
+    )
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=[],
+        max_epochs=int(node.epochs),
+        min_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **({} if has_val else {"limit_val_batches": 0}),
+    )
+    log.info(
+        "baseline %s: training %s on %d images of %s for %d epochs",
+        node.name,
+        type(model).__name__,
+        len(datamodule.pool_ids),
+        datamodule.name,
+        node.epochs,
+    )
     trainer.fit(model, datamodule=datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -180,7 +216,7 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
         accepted()
         log.info("baseline %s: reusing %s (same settings)", node.name, made)
         return made
-    problem = baseline_output_problem(cfg)   # before hours of training, not after them
+    problem = baseline_output_problem(cfg)  # before hours of training, not after them
     if problem:
         raise UserError(problem)
     # a missing ImageNet file stops here, before thousands of images are read or rendered
@@ -191,9 +227,11 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
         raise UserError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
     torch.manual_seed(int(node.get("seed", 0)))
     module_cfg = cfg.model.module
-    if node.get("optimizer") is not None:   # the pretraining's own optimiser settings, e.g. a higher lr
+    if node.get("optimizer") is not None:  # the pretraining's own optimiser settings, e.g. a higher lr
         # resolved first: model.module.optimizer interpolates the optim group
-        module_cfg = OmegaConf.merge(OmegaConf.to_container(module_cfg, resolve=True), {"optimizer": node.optimizer})
+        module_cfg = OmegaConf.merge(
+            OmegaConf.to_container(module_cfg, resolve=True), {"optimizer": node.optimizer}
+        )
     model = build(module_cfg, num_classes=datamodule.num_classes, in_channels=datamodule.channels)
     accepted()
     started = time.perf_counter()
@@ -203,10 +241,22 @@ def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Pat
     tmp = path.with_suffix(f".pt.{os.getpid()}.tmp")
     torch.save({"state_dict": WeightSnapshot(model).state}, tmp)
     tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(
-        {"name": node.name, "fingerprint": baseline_fingerprint(cfg), "metrics": metrics,
-         "classes": list(getattr(datamodule, "class_names", [])), "seconds": time.perf_counter() - started},
-        indent=1))
-    log.info("baseline %s: saved %s (%s)", node.name, path,
-             ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "name": node.name,
+                "fingerprint": baseline_fingerprint(cfg),
+                "metrics": metrics,
+                "classes": list(getattr(datamodule, "class_names", [])),
+                "seconds": time.perf_counter() - started,
+            },
+            indent=1,
+        )
+    )
+    log.info(
+        "baseline %s: saved %s (%s)",
+        node.name,
+        path,
+        ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")),
+    )
     return path

@@ -1,4 +1,5 @@
 """Optimiser and scheduler wiring shared by the task modules."""
+
 from __future__ import annotations
 
 
@@ -10,4 +11,7 @@ def configure(module, optimizer_factory, scheduler_factory=None, monitor: str = 
     optimizer = optimizer_factory(module.parameters())
     if scheduler_factory is None:
         return optimizer
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "monitor": monitor}}
+    return {
+        "optimizer": optimizer,
+        "lr_scheduler": {"scheduler": scheduler_factory(optimizer), "monitor": monitor},
+    }

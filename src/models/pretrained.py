@@ -8,6 +8,7 @@ is missing, where it goes and how to get it. The file is read with
 ``weights_only=True`` first, so a cache file that holds anything but tensors is
 refused before torchvision loads it.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,10 @@ from torchvision.models import MobileNet_V3_Large_Weights, VGG16_Weights
 from src.errors import UserError
 
 # the backbone weights enum of each detector architecture (what torchvision's builders accept)
-BACKBONE_WEIGHTS = {"ssd300_vgg16": VGG16_Weights, "ssdlite320_mobilenet_v3_large": MobileNet_V3_Large_Weights}
+BACKBONE_WEIGHTS = {
+    "ssd300_vgg16": VGG16_Weights,
+    "ssdlite320_mobilenet_v3_large": MobileNet_V3_Large_Weights,
+}
 # torchvision's classifier builders that fetch those weights (for the how-to line)
 _BUILDERS = {"ssd300_vgg16": "vgg16", "ssdlite320_mobilenet_v3_large": "mobilenet_v3_large"}
 # ``imagenet``: the backbone weights torchvision's own SSD builders default to (for VGG the
@@ -35,14 +39,18 @@ def hub_checkpoints_dir() -> Path:
 def _resolve(arch: str, name: str):
     enum = BACKBONE_WEIGHTS.get(arch)
     if enum is None:
-        raise UserError(f"model.module.arch={arch!r} has no known backbone weights; allowed: "
-                        f"{', '.join(BACKBONE_WEIGHTS)}")
+        raise UserError(
+            f"model.module.arch={arch!r} has no known backbone weights; allowed: "
+            f"{', '.join(BACKBONE_WEIGHTS)}"
+        )
     try:
         return enum.verify(IMAGENET[arch] if name == "imagenet" else str(name))
     except (KeyError, ValueError):
         allowed = ", ".join(["imagenet", "DEFAULT", *(w.name for w in enum)])
-        raise UserError(f"model.module.weights_backbone={name!r} is not a weights name of {arch}'s backbone; "
-                        f"allowed: {allowed}, or null (seeded random init)") from None
+        raise UserError(
+            f"model.module.weights_backbone={name!r} is not a weights name of {arch}'s backbone; "
+            f"allowed: {allowed}, or null (seeded random init)"
+        ) from None
 
 
 def backbone_weights_file(arch: str, name: str | None) -> Path | None:
@@ -57,7 +65,8 @@ def backbone_weights_file(arch: str, name: str | None) -> Path | None:
             f"hub cache {path.parent} and nothing downloads at run time; on a machine with internet run "
             f"python -c \"import torchvision; torchvision.models.{_BUILDERS[arch]}(weights='{weights.name}')\" "
             f"and copy the file there (or point TORCH_HOME at a folder holding hub/checkpoints/{path.name}), "
-            f"or pass model.module.weights_backbone=null")
+            f"or pass model.module.weights_backbone=null"
+        )
     return path
 
 
@@ -69,9 +78,11 @@ def checked_backbone_weights(arch: str, name: str | None):
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:    # any unreadable or non-tensor content: the user's file, one line
-        raise UserError(f"model.module.weights_backbone={name}: {path} is not a plain torch state dict "
-                        f"({type(err).__name__}); delete it and fetch it again") from err
+    except Exception as err:  # any unreadable or non-tensor content: the user's file, one line
+        raise UserError(
+            f"model.module.weights_backbone={name}: {path} is not a plain torch state dict "
+            f"({type(err).__name__}); delete it and fetch it again"
+        ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"model.module.weights_backbone={name}: {path} is not a state dict of tensors")
     _check_fits(arch, name, path, state)
@@ -89,6 +100,8 @@ def _check_fits(arch: str, name: str, path: Path, state: dict) -> None:
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
         first = (missing or unexpected or shapes)[0]
-        raise UserError(f"model.module.weights_backbone={name}: {path} does not fit {_BUILDERS[arch]} "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped keys, "
-                        f"e.g. {first}); delete it and fetch it again")
+        raise UserError(
+            f"model.module.weights_backbone={name}: {path} does not fit {_BUILDERS[arch]} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} mis-shaped keys, "
+            f"e.g. {first}); delete it and fetch it again"
+        )

@@ -6,6 +6,7 @@ timm publishes by URL) and hands that file to timm, which loads it with
 ``weights_only=True`` and replaces the head for the run's classes. No cached file is a
 one-line error naming where to put it; ``pretrained=false`` is a random init.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,10 @@ def cached_weights(pretrained_cfg: dict) -> tuple[Path | None, str]:
             found = try_to_load_from_cache(repo_id=hub_id, filename=file_name)
             if isinstance(found, str):
                 return Path(found), f"the Hugging Face hub cache ({hub_id})"
-        return None, f"the Hugging Face hub cache as {hub_id}/{HF_WEIGHT_FILES[0]} (huggingface-cli download {hub_id})"
+        return (
+            None,
+            f"the Hugging Face hub cache as {hub_id}/{HF_WEIGHT_FILES[0]} (huggingface-cli download {hub_id})",
+        )
     url = pretrained_cfg.get("url")
     if url:
         path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
@@ -37,22 +41,28 @@ def cached_weights(pretrained_cfg: dict) -> tuple[Path | None, str]:
     return None, "nowhere: timm lists no weights for it"
 
 
-def build_timm_network(name: str, num_classes: int, pretrained: bool = False, key: str = "model.module.net",
-                       **kwargs) -> nn.Module:
+def build_timm_network(
+    name: str, num_classes: int, pretrained: bool = False, key: str = "model.module.net", **kwargs
+) -> nn.Module:
     """timm's ``name`` with a ``num_classes`` head; ImageNet-style 3-channel input (the classifier
     repeats a grey channel). ``kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``)."""
-    import timm   # here, not at the top: importing timm's model zoo takes seconds
+    import timm  # here, not at the top: importing timm's model zoo takes seconds
 
     if not timm.is_model(name):
         near = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-        raise UserError(f"{key}.name={name!r} is not a timm model" + (f"; e.g. {', '.join(near)}" if near else
-                                                                         "; see timm.list_models()"))
+        raise UserError(
+            f"{key}.name={name!r} is not a timm model"
+            + (f"; e.g. {', '.join(near)}" if near else "; see timm.list_models()")
+        )
     if not pretrained:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     pretrained_cfg = timm.models.get_pretrained_cfg(name)
     path, where = cached_weights(pretrained_cfg.to_dict() if pretrained_cfg else {})
     if path is None:
-        raise UserError(f"{key}.pretrained=true: no cached weights of {name} in {where}; nothing is "
-                        f"downloaded at run time: put the file there, or set {key}.pretrained=false")
-    return timm.create_model(name, pretrained=True, num_classes=num_classes,
-                             pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+        raise UserError(
+            f"{key}.pretrained=true: no cached weights of {name} in {where}; nothing is "
+            f"downloaded at run time: put the file there, or set {key}.pretrained=false"
+        )
+    return timm.create_model(
+        name, pretrained=True, num_classes=num_classes, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+    )

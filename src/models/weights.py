@@ -11,6 +11,7 @@ tensors (BatchNorm statistics) are restored too.
 Weight files come from other people: they are read with ``weights_only=True``, so
 nothing in them is unpickled into objects.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,7 @@ def load_checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]
         raise UserError(f"{key}={path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # any unreadable or unsafe file: torch raises many types here
+    except Exception as err:  # any unreadable or unsafe file: torch raises many types here
         raise UserError(f"{key}={path}: not a readable torch weights file ({type(err).__name__})") from err
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -40,8 +41,9 @@ def load_checkpoint_state(path: str | Path, key: str) -> dict[str, torch.Tensor]
     return obj
 
 
-def load_into(module: nn.Module, checkpoint: str | Path, key: str = "model.init.checkpoint",
-              new_head: bool = False) -> list[str]:
+def load_into(
+    module: nn.Module, checkpoint: str | Path, key: str = "model.init.checkpoint", new_head: bool = False
+) -> list[str]:
     """Overwrite ``module``'s weights from a file; a file that does not fit is a UserError naming ``key``.
 
     ``new_head``: a file whose only difference is the shape of the class head (another class
@@ -54,16 +56,28 @@ def load_into(module: nn.Module, checkpoint: str | Path, key: str = "model.init.
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape_differs = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
-    heads = tuple(f"{p}." for p in module.head_prefixes()) if new_head and hasattr(module, "head_prefixes") else ()
+    heads = (
+        tuple(f"{p}." for p in module.head_prefixes())
+        if new_head and hasattr(module, "head_prefixes")
+        else ()
+    )
     kept = [k for k in own if heads and k.startswith(heads)] if shape_differs else []
-    if heads and shape_differs and not missing and not unexpected and all(k.startswith(heads) for k in shape_differs):
+    if (
+        heads
+        and shape_differs
+        and not missing
+        and not unexpected
+        and all(k.startswith(heads) for k in shape_differs)
+    ):
         module.load_state_dict({k: v for k, v in state.items() if k not in kept}, strict=False)
         return kept
     mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape_differs]
     if missing or unexpected or mismatched:
-        detail = "; ".join(f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
-                           for name, items in (("missing", missing), ("unexpected", unexpected),
-                                               ("shape", mismatched)) if items)
+        detail = "; ".join(
+            f"{name}: {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for name, items in (("missing", missing), ("unexpected", unexpected), ("shape", mismatched))
+            if items
+        )
         raise UserError(f"{key}={checkpoint}: does not fit the model ({detail})")
     module.load_state_dict(state)
     return []

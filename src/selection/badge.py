@@ -35,13 +35,20 @@ row, or when ``refresh_every`` centres wait (None: no such limit). Chosen items 
 remaining weight is 0 (fewer distinct embeddings than the budget) the lowest unchosen
 position is taken.
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def _sq_dist_block(rows: torch.Tensor | slice, centres: torch.Tensor, probs: torch.Tensor, predicted: torch.Tensor,
-                   features: torch.Tensor, sq_norm_g: torch.Tensor) -> torch.Tensor:
+def _sq_dist_block(
+    rows: torch.Tensor | slice,
+    centres: torch.Tensor,
+    probs: torch.Tensor,
+    predicted: torch.Tensor,
+    features: torch.Tensor,
+    sq_norm_g: torch.Tensor,
+) -> torch.Tensor:
     """||g_i - g_c||^2 for rows (positions or a slice) x centres, [R, M] float64, from p, yhat and h alone:
     dot products in the inputs' dtype, the difference of large terms in float64."""
     p_rows, p_centres = probs[rows], probs[centres]
@@ -59,9 +66,11 @@ def _lower_weights(min_sq_dist: torch.Tensor, centres: torch.Tensor, args: tuple
     """min_sq_dist <- min(min_sq_dist, distance to the nearest of ``centres``), chunk_rows rows at a time."""
     n = min_sq_dist.shape[0]
     for start in range(0, n, chunk_rows):
-        rows = slice(start, min(start + chunk_rows, n))    # a view: no copy of the rows
+        rows = slice(start, min(start + chunk_rows, n))  # a view: no copy of the rows
         block = _sq_dist_block(rows, centres, *args).min(dim=1).values
-        torch.minimum(min_sq_dist[start:start + chunk_rows], block, out=min_sq_dist[start:start + chunk_rows])
+        torch.minimum(
+            min_sq_dist[start : start + chunk_rows], block, out=min_sq_dist[start : start + chunk_rows]
+        )
     min_sq_dist[centres] = 0.0
 
 
@@ -69,13 +78,14 @@ def _row_sq_norms(matrix: torch.Tensor, chunk_rows: int = 8192) -> torch.Tensor:
     """sum_c m_ic^2 per row in float64, a block of rows at a time (no full-size temporary)."""
     out = torch.empty(matrix.shape[0], dtype=torch.float64)
     for start in range(0, matrix.shape[0], chunk_rows):
-        block = matrix[start:start + chunk_rows].double()
-        out[start:start + chunk_rows] = torch.einsum("nc,nc->n", block, block)
+        block = matrix[start : start + chunk_rows].double()
+        out[start : start + chunk_rows] = torch.einsum("nc,nc->n", block, block)
     return out
 
 
-def gradient_embedding_sq_norms(probs: torch.Tensor, features: torch.Tensor,
-                                predicted: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_embedding_sq_norms(
+    probs: torch.Tensor, features: torch.Tensor, predicted: torch.Tensor | None = None
+) -> torch.Tensor:
     """||g_i||^2 = ||p_i - onehot(yhat_i)||^2 ||h_i||^2 (float64), yhat = argmax p unless given."""
     if predicted is None:
         predicted = probs.argmax(dim=1)
@@ -105,16 +115,24 @@ class _Centres:
     def min_sq_dist(self, i: int, since: int) -> float:
         """min over centres since..end of ||g_i - g_c||^2 (the same formula as _sq_dist_block)."""
         probs, predicted, features, sq_norm_g = self.inputs
-        p_c, y_c = self.p[since:len(self.ids)], self.y[since:len(self.ids)]
+        p_c, y_c = self.p[since : len(self.ids)], self.y[since : len(self.ids)]
         a_dot = p_c @ probs[i] - probs[i, y_c] - p_c[:, predicted[i]] + (y_c == predicted[i])
-        h_dot = (self.h[since:len(self.ids)] @ features[i]).double()
-        d2 = (self.sq[since:len(self.ids)] + sq_norm_g[i]).addcmul_(a_dot.double(), h_dot, value=-2.0)
+        h_dot = (self.h[since : len(self.ids)] @ features[i]).double()
+        d2 = (self.sq[since : len(self.ids)] + sq_norm_g[i]).addcmul_(a_dot.double(), h_dot, value=-2.0)
         return float(d2.min().clamp_min(0.0))
 
 
-def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, generator: torch.Generator,
-                 predicted: torch.Tensor | None = None, refresh_every: int | None = None,
-                 max_rejections: int = 16, chunk_rows: int = 8192) -> torch.Tensor:
+def badge_select(
+    probs: torch.Tensor,
+    features: torch.Tensor,
+    budget: int,
+    *,
+    generator: torch.Generator,
+    predicted: torch.Tensor | None = None,
+    refresh_every: int | None = None,
+    max_rejections: int = 16,
+    chunk_rows: int = 8192,
+) -> torch.Tensor:
     """``budget`` pool positions chosen by BADGE, in the order chosen.
 
     ``probs`` [N, C] softmax, ``features`` [N, D] penultimate features of the same items,
@@ -122,8 +140,10 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, ge
     ``refresh_every`` (None: no limit) / ``max_rejections`` / ``chunk_rows``: see the module docstring.
     """
     if probs.ndim != 2 or features.ndim != 2 or probs.shape[0] != features.shape[0]:
-        raise ValueError(f"probs {tuple(probs.shape)} and features {tuple(features.shape)} "
-                         "must be [N, C] and [N, D] for the same N items")
+        raise ValueError(
+            f"probs {tuple(probs.shape)} and features {tuple(features.shape)} "
+            "must be [N, C] and [N, D] for the same N items"
+        )
     n = probs.shape[0]
     if not 0 < budget <= n:
         raise ValueError(f"budget={budget} must be in [1, {n}] (the pool size)")
@@ -136,14 +156,18 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, ge
     centres.add(int(torch.argmax(sq_norm_g)))
     is_centre = torch.zeros(n, dtype=torch.bool)
     is_centre[centres.ids[0]] = True
-    stale = torch.full((n,), float("inf"), dtype=torch.float64)   # w' (exact as of the last refresh)
-    absorbed, rejections, cumulative, total = 0, 0, None, 0.0       # centres the weights include
+    stale = torch.full((n,), float("inf"), dtype=torch.float64)  # w' (exact as of the last refresh)
+    absorbed, rejections, cumulative, total = 0, 0, None, 0.0  # centres the weights include
     while len(centres.ids) < budget:
         waiting = len(centres.ids) - absorbed
         if cumulative is None or rejections >= max_rejections or (refresh_every and waiting >= refresh_every):
             if waiting:
-                _lower_weights(stale, torch.tensor(centres.ids[absorbed:]), (probs, predicted, features, sq_norm_g),
-                               chunk_rows)
+                _lower_weights(
+                    stale,
+                    torch.tensor(centres.ids[absorbed:]),
+                    (probs, predicted, features, sq_norm_g),
+                    chunk_rows,
+                )
             absorbed, rejections = len(centres.ids), 0
             cumulative = torch.cumsum(stale, dim=0)
             total = float(cumulative[-1])
@@ -151,8 +175,14 @@ def badge_select(probs: torch.Tensor, features: torch.Tensor, budget: int, *, ge
             pick = int(torch.nonzero(~is_centre)[0])
         else:
             u1, u2 = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
-            pick = min(int(torch.searchsorted(cumulative, torch.tensor([u1 * total], dtype=torch.float64),
-                                              right=True)), n - 1)
+            pick = min(
+                int(
+                    torch.searchsorted(
+                        cumulative, torch.tensor([u1 * total], dtype=torch.float64), right=True
+                    )
+                ),
+                n - 1,
+            )
             current = 0.0 if is_centre[pick] else float(stale[pick])
             if current > 0.0 and len(centres.ids) > absorbed:
                 current = min(current, centres.min_sq_dist(pick, absorbed))

@@ -6,6 +6,7 @@ outer-product structure g = (p - onehot(argmax p)) (x) h, so no N x (D * C) matr
 ever built: memory is N x (C + D). The D^2 sampling draws from the round's seeded
 generator.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,7 +17,7 @@ from src.tensors import at_least_float32
 
 
 def _probs_and_features(outputs) -> dict[str, torch.Tensor]:
-    features = at_least_float32(outputs.features())          # the same pass gives the logits
+    features = at_least_float32(outputs.features())  # the same pass gives the logits
     return {"probs": torch.softmax(at_least_float32(outputs.logits()), dim=1), "features": features}
 
 

@@ -35,6 +35,7 @@ the T samples, so nothing underflows however large the batch grows. BatchBALD ho
 thousand by BALD) and small budgets; its cost per chosen item is
 O(N * S * T * C) for S configurations.
 """
+
 from __future__ import annotations
 
 import math
@@ -115,8 +116,9 @@ def bald_and_mc_entropy(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 
 
 # -- BatchBALD ----------------------------------------------------------------------------------
-def _conditional_entropy_given_configs(log_joint: torch.Tensor, config_weight: torch.Tensor,
-                                       probs: torch.Tensor, chunk_elems: int) -> torch.Tensor:
+def _conditional_entropy_given_configs(
+    log_joint: torch.Tensor, config_weight: torch.Tensor, probs: torch.Tensor, chunk_elems: int
+) -> torch.Tensor:
     """H(y_j | y_A) for every candidate j, in nats.
 
     ``log_joint`` [T, S]: log p(y_A = s | w_t) of S configurations; ``config_weight`` [S]:
@@ -125,14 +127,14 @@ def _conditional_entropy_given_configs(log_joint: torch.Tensor, config_weight: t
     sum_t post[t, s] p_t,j with post[t, s] = p(w_t | y_A = s).
     """
     n_passes, n_items, n_classes = probs.shape
-    posterior = torch.softmax(log_joint, dim=0)                       # [T, S]
+    posterior = torch.softmax(log_joint, dim=0)  # [T, S]
     n_configs = posterior.shape[1]
     rows = max(1, chunk_elems // max(1, n_configs * n_classes))
     out = torch.empty(n_items, dtype=probs.dtype)
     for start in range(0, n_items, rows):
-        block = probs[:, start:start + rows]                          # [T, b, C]
-        predictive = torch.einsum("ts,tbc->bsc", posterior, block)    # [b, S, C]
-        out[start:start + rows] = (_entropy_nats(predictive) * config_weight).sum(dim=1)
+        block = probs[:, start : start + rows]  # [T, b, C]
+        predictive = torch.einsum("ts,tbc->bsc", posterior, block)  # [b, S, C]
+        out[start : start + rows] = (_entropy_nats(predictive) * config_weight).sum(dim=1)
     return out
 
 
@@ -141,9 +143,15 @@ def _first_max(values: torch.Tensor) -> int:
     return int(torch.argmax(values))
 
 
-def batch_bald(probs: torch.Tensor, budget: int, *, generator: torch.Generator,
-               max_exact_configs: int = 4096, num_samples: int = 1000,
-               chunk_elems: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_bald(
+    probs: torch.Tensor,
+    budget: int,
+    *,
+    generator: torch.Generator,
+    max_exact_configs: int = 4096,
+    num_samples: int = 1000,
+    chunk_elems: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy BatchBALD over N candidates: ``probs`` [T, N, C] -> (chosen positions, gains).
 
     Returns the ``budget`` chosen candidate positions in the order chosen and, for each,
@@ -157,12 +165,12 @@ def batch_bald(probs: torch.Tensor, budget: int, *, generator: torch.Generator,
     if not 0 < budget <= n_items:
         raise ValueError(f"budget={budget} must be in [1, {n_items}] (the number of candidates)")
     probs = probs.double()
-    conditional = _entropy_nats(probs).mean(dim=0)                  # E_w H(y_j | w), [N]
+    conditional = _entropy_nats(probs).mean(dim=0)  # E_w H(y_j | w), [N]
     log_probs = torch.log(probs.clamp_min(torch.finfo(torch.float64).tiny))
 
     # configurations of the chosen batch: log p(y_A = s | w_t); the empty batch has one
     log_joint = torch.zeros(n_passes, 1, dtype=torch.float64)
-    sampled_passes: torch.Tensor | None = None                        # w index of each sample
+    sampled_passes: torch.Tensor | None = None  # w index of each sample
     chosen: list[int] = []
     gains: list[float] = []
     available = torch.ones(n_items, dtype=torch.bool)
@@ -177,8 +185,9 @@ def batch_bald(probs: torch.Tensor, budget: int, *, generator: torch.Generator,
         chosen.append(j)
         gains.append((batch_entropy - chosen_conditional) / math.log(n_classes))
         available[j] = False
-        log_joint, sampled_passes = _extend_configs(log_joint, sampled_passes, log_probs[:, j], probs[:, j],
-                                                    max_exact_configs, num_samples, generator)
+        log_joint, sampled_passes = _extend_configs(
+            log_joint, sampled_passes, log_probs[:, j], probs[:, j], max_exact_configs, num_samples, generator
+        )
     return torch.tensor(chosen, dtype=torch.int64), torch.tensor(gains, dtype=torch.float64)
 
 
@@ -198,7 +207,9 @@ def _entropy_of_configs(log_joint: torch.Tensor, sampled_passes: torch.Tensor | 
     return float(-(torch.exp(log_marginal) * log_marginal).sum())
 
 
-def _extend_configs(log_joint, sampled_passes, log_probs_j, probs_j, max_exact_configs, num_samples, generator):
+def _extend_configs(
+    log_joint, sampled_passes, log_probs_j, probs_j, max_exact_configs, num_samples, generator
+):
     """Add item j to the batch's configurations (log_probs_j, probs_j: [T, C])."""
     n_passes, n_configs = log_joint.shape
     n_classes = log_probs_j.shape[1]
@@ -209,9 +220,9 @@ def _extend_configs(log_joint, sampled_passes, log_probs_j, probs_j, max_exact_c
         # switch to sampling: draw configurations of A from the mixture (1/T) sum_t p(s | w_t),
         # each sample remembering the pass t it was drawn under
         sampled_passes = torch.arange(num_samples) % n_passes
-        config_probs = torch.softmax(log_joint[sampled_passes], dim=1)          # [M, S], rows sum to 1
+        config_probs = torch.softmax(log_joint[sampled_passes], dim=1)  # [M, S], rows sum to 1
         configs = torch.multinomial(config_probs, 1, generator=generator).squeeze(1)
-        log_joint = log_joint[:, configs]                                          # [T, M]
+        log_joint = log_joint[:, configs]  # [T, M]
     # draw y_j for every sample under its pass, then update p(y_A, y_j | w_t) for all t
     classes = torch.multinomial(probs_j[sampled_passes], 1, generator=generator).squeeze(1)  # [M]
     return log_joint + log_probs_j[:, classes], sampled_passes

@@ -29,13 +29,15 @@ uniformly with ``generator`` (the paper starts from the labelled set; a random f
 point is the usual choice without one), so a seeded generator makes the result
 reproducible.
 """
+
 from __future__ import annotations
 
 import torch
 
 
-def _nearest_centre_sq_dist(features: torch.Tensor, sq_norms: torch.Tensor, centres: torch.Tensor,
-                            chunk_rows: int) -> torch.Tensor:
+def _nearest_centre_sq_dist(
+    features: torch.Tensor, sq_norms: torch.Tensor, centres: torch.Tensor, chunk_rows: int
+) -> torch.Tensor:
     """min over centres of ||x_i - c||^2 for every row of ``features``, ``chunk_rows`` rows at a time."""
     n = features.shape[0]
     out = torch.full((n,), float("inf"), dtype=features.dtype)
@@ -43,15 +45,21 @@ def _nearest_centre_sq_dist(features: torch.Tensor, sq_norms: torch.Tensor, cent
         return out
     centre_sq = torch.einsum("nd,nd->n", centres, centres)
     for start in range(0, n, chunk_rows):
-        block = features[start:start + chunk_rows]
-        d2 = sq_norms[start:start + chunk_rows, None] + centre_sq[None, :] - 2.0 * (block @ centres.T)
-        out[start:start + chunk_rows] = d2.min(dim=1).values.clamp_min_(0.0)
+        block = features[start : start + chunk_rows]
+        d2 = sq_norms[start : start + chunk_rows, None] + centre_sq[None, :] - 2.0 * (block @ centres.T)
+        out[start : start + chunk_rows] = d2.min(dim=1).values.clamp_min_(0.0)
     return out
 
 
-def k_center_greedy(features: torch.Tensor, labelled_features: torch.Tensor, budget: int, *,
-                    generator: torch.Generator | None = None, chunk_rows: int = 4096,
-                    max_lazy_checks: int = 64) -> torch.Tensor:
+def k_center_greedy(
+    features: torch.Tensor,
+    labelled_features: torch.Tensor,
+    budget: int,
+    *,
+    generator: torch.Generator | None = None,
+    chunk_rows: int = 4096,
+    max_lazy_checks: int = 64,
+) -> torch.Tensor:
     """Greedy k-centre: ``budget`` pool positions (into ``features`` [N, D]) in the order chosen.
 
     ``labelled_features`` [L, D] are the initial centres (L may be 0, then ``generator``
@@ -59,16 +67,18 @@ def k_center_greedy(features: torch.Tensor, labelled_features: torch.Tensor, bud
     ``chunk_rows`` x (L or the waiting centres) floats; ``max_lazy_checks``: see the module docstring.
     """
     if features.ndim != 2 or labelled_features.ndim != 2 or labelled_features.shape[1] != features.shape[1]:
-        raise ValueError(f"features {tuple(features.shape)} and labelled features "
-                         f"{tuple(labelled_features.shape)} must be [N, D] and [L, D]")
+        raise ValueError(
+            f"features {tuple(features.shape)} and labelled features "
+            f"{tuple(labelled_features.shape)} must be [N, D] and [L, D]"
+        )
     n = features.shape[0]
     if not 0 < budget <= n:
         raise ValueError(f"budget={budget} must be in [1, {n}] (the pool size)")
     labelled_features = labelled_features.to(features.dtype)
-    sq_norms = torch.einsum("nd,nd->n", features, features)     # no N x D temporary
+    sq_norms = torch.einsum("nd,nd->n", features, features)  # no N x D temporary
     bound = _nearest_centre_sq_dist(features, sq_norms, labelled_features, chunk_rows)
     chosen: list[int] = []
-    absorbed = 0            # chosen centres already included in ``bound``
+    absorbed = 0  # chosen centres already included in ``bound``
     while len(chosen) < budget:
         if not chosen and labelled_features.shape[0] == 0:
             if generator is None:
@@ -76,19 +86,22 @@ def k_center_greedy(features: torch.Tensor, labelled_features: torch.Tensor, bud
             pick = int(torch.randint(n, (1,), generator=generator))
         else:
             pick = _lazy_argmax(bound, features, sq_norms, chosen[absorbed:], max_lazy_checks)
-            if pick is None:    # many bounds were loose: bring every bound up to date, then retry
+            if pick is None:  # many bounds were loose: bring every bound up to date, then retry
                 waiting = features[chosen[absorbed:]]
-                torch.minimum(bound, _nearest_centre_sq_dist(features, sq_norms, waiting, chunk_rows), out=bound)
+                torch.minimum(
+                    bound, _nearest_centre_sq_dist(features, sq_norms, waiting, chunk_rows), out=bound
+                )
                 bound[chosen] = -1.0
                 absorbed = len(chosen)
                 continue
         chosen.append(pick)
-        bound[pick] = -1.0      # never chosen again, even when duplicates leave every distance at 0
+        bound[pick] = -1.0  # never chosen again, even when duplicates leave every distance at 0
     return torch.tensor(chosen, dtype=torch.int64)
 
 
-def _lazy_argmax(bound: torch.Tensor, features: torch.Tensor, sq_norms: torch.Tensor, waiting: list[int],
-                 max_checks: int) -> int | None:
+def _lazy_argmax(
+    bound: torch.Tensor, features: torch.Tensor, sq_norms: torch.Tensor, waiting: list[int], max_checks: int
+) -> int | None:
     """argmax_i min(bound_i, d^2(x_i, waiting centres)), or None after ``max_checks`` loose bounds.
 
     ``bound`` holds upper bounds of the true values (exact for the centres it includes);

@@ -8,6 +8,7 @@ the initial centres. The batch is the greedy k-centre choice
 is drawn from the round's seeded generator. Memory: N x D features, nothing N x N.
 Detection gives the SSD backbone's feature maps, average-pooled and concatenated.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,10 @@ class CoresetScorer(Scorer):
     def collector(self, n: int) -> RowCollector:
         return RowCollector(n, _features)
 
-    def choose(self, pool: RowCollector, labelled: RowCollector, budget: int,
-               generator: torch.Generator) -> torch.Tensor:
+    def choose(
+        self, pool: RowCollector, labelled: RowCollector, budget: int, generator: torch.Generator
+    ) -> torch.Tensor:
         features = pool.get("features")
-        return k_center_greedy(features, labelled.get("features", shape_like=features), budget, generator=generator)
+        return k_center_greedy(
+            features, labelled.get("features", shape_like=features), budget, generator=generator
+        )

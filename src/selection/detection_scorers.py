@@ -15,9 +15,10 @@ scored by its BALD or MC entropy over its full distribution (background included
 divided by ln(C+1) like the entropy above), and the per-detection scores are aggregated
 by ``aggregate_images`` in the same way, no detection -> 1.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchvision.ops import batched_nms
@@ -31,8 +32,9 @@ NMS_CANDIDATES_PER_KEPT, NMS_MIN_CANDIDATES = 10, 100
 NO_DETECTION_SCORE = 1.0
 
 
-def top_detections(probs: torch.Tensor, boxes: torch.Tensor, top_k: int, score_threshold: float,
-                   nms_iou: float = 0.5) -> torch.Tensor:
+def top_detections(
+    probs: torch.Tensor, boxes: torch.Tensor, top_k: int, score_threshold: float, nms_iou: float = 0.5
+) -> torch.Tensor:
     """Indices of the kept detections of one image, most confident first.
 
     ``probs`` [A, C+1] softmax over background (column 0) and the C classes;
@@ -62,14 +64,17 @@ def aggregate(values: torch.Tensor, how: str) -> float:
     raise ValueError(f"scorer.aggregate={how!r}; allowed: {', '.join(AGGREGATES)}")
 
 
-def image_uncertainty(det_probs: list[torch.Tensor], of_probabilities: Callable[[torch.Tensor], torch.Tensor],
-                      how: str = "mean") -> torch.Tensor:
+def image_uncertainty(
+    det_probs: list[torch.Tensor], of_probabilities: Callable[[torch.Tensor], torch.Tensor], how: str = "mean"
+) -> torch.Tensor:
     """One score per image from the class distributions [D_i, C+1] of its kept detections.
 
     ``of_probabilities`` is a classification uncertainty ([N, C] probabilities -> N scores),
     applied to each detection's full distribution, background included.
     """
-    return aggregate_images([of_probabilities(at_least_float32(p)) if p.shape[0] else p.new_zeros(0) for p in det_probs], how)
+    return aggregate_images(
+        [of_probabilities(at_least_float32(p)) if p.shape[0] else p.new_zeros(0) for p in det_probs], how
+    )
 
 
 def aggregate_images(per_detection: list[torch.Tensor], how: str = "mean") -> torch.Tensor:
@@ -79,5 +84,6 @@ def aggregate_images(per_detection: list[torch.Tensor], how: str = "mean") -> to
 
 def predicted_class(det_labels: list[torch.Tensor], empty: int = -1) -> torch.Tensor:
     """Most frequent predicted class per image (lowest index on ties); ``empty`` without detections."""
-    return torch.tensor([int(torch.bincount(l).argmax()) if l.numel() else empty for l in det_labels],
-                        dtype=torch.int64)
+    return torch.tensor(
+        [int(torch.bincount(lab).argmax()) if lab.numel() else empty for lab in det_labels], dtype=torch.int64
+    )

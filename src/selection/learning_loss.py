@@ -21,9 +21,10 @@ features handed to the module).
 
 Pure torch: no Lightning, no I/O. The pool score is l_hat itself (higher = selected first).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -52,8 +53,9 @@ class LossPredictionModule(nn.Module):
 def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
     """The pairwise margin ranking loss averaged over the floor(B/2) pairs (i, B-1-i)."""
     if predicted.shape != target.shape or predicted.ndim != 1:
-        raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} "
-                         "losses must both be [B]")
+        raise ValueError(
+            f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} losses must both be [B]"
+        )
     half = predicted.shape[0] // 2
     if half == 0:
         raise ValueError("the ranking loss needs a mini-batch of at least 2 items (one pair)")
@@ -64,9 +66,13 @@ def loss_ranking_loss(predicted: torch.Tensor, target: torch.Tensor, margin: flo
     return torch.clamp(margin - sign * pred_diff, min=0.0).mean()
 
 
-def learning_loss_objective(per_item_target_loss: torch.Tensor, predicted_loss: torch.Tensor,
-                            weight: float = 1.0, margin: float = 1.0,
-                            target_loss: torch.Tensor | None = None) -> torch.Tensor:
+def learning_loss_objective(
+    per_item_target_loss: torch.Tensor,
+    predicted_loss: torch.Tensor,
+    weight: float = 1.0,
+    margin: float = 1.0,
+    target_loss: torch.Tensor | None = None,
+) -> torch.Tensor:
     """mean_i L_target(i) + weight * ranking loss: the paper's joint objective (weight = lambda).
 
     ``target_loss`` replaces the first term where the target model normalises its batch loss

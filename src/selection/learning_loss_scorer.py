@@ -20,6 +20,7 @@ loss with margin ``margin`` on the per-item losses (SSD: each image's own loss, 
 (null: never) the module's gradient no longer reaches the network (the paper stops it
 after 120 of 200 epochs). The pool score is the predicted loss, highest first.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,6 +50,7 @@ class FeatureTaps:
     def _keeper(self, i: int, pick):
         def keep(module, args, out=None):
             self.outputs[i] = pick(args, out)
+
         return keep
 
     @property
@@ -57,8 +59,13 @@ class FeatureTaps:
         for value in self.outputs:
             if value is None:
                 raise RuntimeError("no forward pass has reached the tapped modules yet")
-            for one in (value.values() if isinstance(value, Mapping) else
-                        value if isinstance(value, (list, tuple)) else [value]):
+            for one in (
+                value.values()
+                if isinstance(value, Mapping)
+                else value
+                if isinstance(value, (list, tuple))
+                else [value]
+            ):
                 maps.append(one if one.ndim == 4 else one.flatten(1)[:, :, None, None])
         return maps
 
@@ -69,8 +76,10 @@ def _tapped_modules(model: nn.Module, layers) -> tuple[list[nn.Module], bool]:
     if layers:
         unknown = [name for name in layers if name not in named]
         if unknown:
-            raise UserError(f"scorer.layers: {unknown[0]!r} is not a module of {type(net).__name__}; "
-                            f"e.g. {', '.join(n for n, _ in list(net.named_children())[:5])}")
+            raise UserError(
+                f"scorer.layers: {unknown[0]!r} is not a module of {type(net).__name__}; "
+                f"e.g. {', '.join(n for n, _ in list(net.named_children())[:5])}"
+            )
         return [named[name] for name in layers], False
     if hasattr(model, "default_feature_taps"):
         return list(model.default_feature_taps()), False
@@ -84,14 +93,26 @@ class LearningLossScorer(Scorer):
     uses = frozenset({"forward"})
     attached = ("loss_prediction",)
 
-    def __init__(self, name: str, layers: list[str] | None = None, width: int = 128, weight: float = 1.0,
-                 margin: float = 1.0, detach_after_epoch: int | None = None, stochastic: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        layers: list[str] | None = None,
+        width: int = 128,
+        weight: float = 1.0,
+        margin: float = 1.0,
+        detach_after_epoch: int | None = None,
+        stochastic: dict | None = None,
+    ):
         super().__init__(name, stochastic)
         for key, value in (("width", width), ("weight", weight), ("margin", margin)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise UserError(f"scorer.{key}={value!r} must be a positive number")
-        if detach_after_epoch is not None and (not isinstance(detach_after_epoch, int) or detach_after_epoch < 0):
-            raise UserError(f"scorer.detach_after_epoch={detach_after_epoch!r} must be an integer >= 0 or null")
+        if detach_after_epoch is not None and (
+            not isinstance(detach_after_epoch, int) or detach_after_epoch < 0
+        ):
+            raise UserError(
+                f"scorer.detach_after_epoch={detach_after_epoch!r} must be an integer >= 0 or null"
+            )
         self.layers, self.width, self.weight, self.margin = layers, int(width), float(weight), float(margin)
         self.detach_after_epoch = detach_after_epoch
         self.taps: FeatureTaps | None = None
@@ -110,19 +131,24 @@ class LearningLossScorer(Scorer):
         model.loss_prediction = LossPredictionModule([m.shape[1] for m in self.taps.maps], width=self.width)
         model.training_objective = self.objective
 
-    def objective(self, model, per_item: torch.Tensor, batch_loss: torch.Tensor | None = None) -> torch.Tensor:
+    def objective(
+        self, model, per_item: torch.Tensor, batch_loss: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The joint loss of one training batch (the taps hold its feature maps) from the model's
         per-item losses [B] and its own batch loss (null: their mean)."""
-        if per_item.shape[0] < 2:         # a last batch of one item has no pair to rank
+        if per_item.shape[0] < 2:  # a last batch of one item has no pair to rank
             return per_item.mean() if batch_loss is None else batch_loss
         detach = self.detach_after_epoch is not None and model.current_epoch >= self.detach_after_epoch
         maps = [m.detach() if detach else m for m in self.taps.maps]
-        return learning_loss_objective(per_item, model.loss_prediction(maps), self.weight, self.margin,
-                                       target_loss=batch_loss)
+        return learning_loss_objective(
+            per_item, model.loss_prediction(maps), self.weight, self.margin, target_loss=batch_loss
+        )
 
     def batch_scores(self, outputs) -> torch.Tensor:
         if self.taps is None or not hasattr(outputs.model, "loss_prediction"):
-            raise UserError(f"scorer={self.name} scores with the loss-prediction module trained in an active-"
-                            "learning run (python -m src.run scorer=learning_loss); this model has none")
-        outputs.forward()                 # the pass fills the taps
+            raise UserError(
+                f"scorer={self.name} scores with the loss-prediction module trained in an active-"
+                "learning run (python -m src.run scorer=learning_loss); this model has none"
+            )
+        outputs.forward()  # the pass fills the taps
         return outputs.model.loss_prediction(self.taps.maps).double()

@@ -28,6 +28,7 @@ budget must fit in the candidates, and the pivot window and class diversity, whi
 a ranking of the whole pool, are refused with it. Classification only: a detection image
 has many boxes, not one [T, C] distribution.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,17 +44,28 @@ QUANTITIES = tuple(bald_math.OF_MOMENTS)
 
 
 class MCDropoutScorer(Scorer):
-    uses = frozenset({"mc_uncertainty"})      # BatchBALD: {"mc_probabilities"}
+    uses = frozenset({"mc_uncertainty"})  # BatchBALD: {"mc_probabilities"}
 
-    def __init__(self, name: str, quantity: str = "bald", passes: int = 20, dropout: float | None = None,
-                 batch_bald: dict | None = None, stochastic: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        quantity: str = "bald",
+        passes: int = 20,
+        dropout: float | None = None,
+        batch_bald: dict | None = None,
+        stochastic: dict | None = None,
+    ):
         super().__init__(name, stochastic)
         if quantity not in QUANTITIES:
             raise UserError(f"scorer.quantity={quantity!r}; allowed: {', '.join(QUANTITIES)}")
         if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-            raise UserError(f"scorer.passes={passes!r} must be a positive integer (stochastic forward passes)")
+            raise UserError(
+                f"scorer.passes={passes!r} must be a positive integer (stochastic forward passes)"
+            )
         if dropout is not None and not (isinstance(dropout, (int, float)) and 0.0 < dropout < 1.0):
-            raise UserError(f"scorer.dropout={dropout!r} must be null (the network's own dropout) or in (0, 1)")
+            raise UserError(
+                f"scorer.dropout={dropout!r} must be null (the network's own dropout) or in (0, 1)"
+            )
         self.quantity, self.passes, self.dropout = quantity, passes, dropout
         self.batch_bald = dict(batch_bald or {})
         self.joint = bool(self.batch_bald.pop("enabled", False))
@@ -62,43 +74,56 @@ class MCDropoutScorer(Scorer):
         self.candidates = self.batch_bald.pop("candidates", 200)
         if self.joint and quantity != "bald":
             raise UserError(f"scorer.batch_bald.enabled=true needs scorer.quantity=bald, not {quantity!r}")
-        if self.joint and (isinstance(self.candidates, bool) or not isinstance(self.candidates, int)
-                           or self.candidates < 1):
+        if self.joint and (
+            isinstance(self.candidates, bool) or not isinstance(self.candidates, int) or self.candidates < 1
+        ):
             raise UserError(f"scorer.batch_bald.candidates={self.candidates!r} must be a positive integer")
         unknown = set(self.batch_bald) - {"max_exact_configs", "num_samples"}
         if unknown:
-            raise UserError(f"scorer.batch_bald.{sorted(unknown)[0]} is not an option; allowed: enabled, "
-                            "candidates, max_exact_configs, num_samples")
+            raise UserError(
+                f"scorer.batch_bald.{sorted(unknown)[0]} is not an option; allowed: enabled, "
+                "candidates, max_exact_configs, num_samples"
+            )
 
     def check(self, task_name: str, provided: frozenset, selection) -> None:
         if self.joint and "mc_probabilities" not in provided and "mc_uncertainty" in provided:
-            raise UserError(f"scorer.batch_bald.enabled=true is not available for task_type={task_name}: BatchBALD "
-                            "needs one [T, C] distribution per item and an image has many detections; "
-                            f"use scorer={self.name} without it")
+            raise UserError(
+                f"scorer.batch_bald.enabled=true is not available for task_type={task_name}: BatchBALD "
+                "needs one [T, C] distribution per item and an image has many detections; "
+                f"use scorer={self.name} without it"
+            )
         super().check(task_name, provided, selection)
         if not self.joint:
             return
         budgets = list(selection.budget) if not isinstance(selection.budget, int) else [selection.budget]
         largest = sum(budgets) if selection.mode == "reselect" else max(budgets)
         if largest > self.candidates:
-            raise UserError(f"scorer.batch_bald.candidates={self.candidates} is smaller than a selection of "
-                            f"{largest} items; raise it or lower selection.budget (BatchBALD is for small budgets)")
+            raise UserError(
+                f"scorer.batch_bald.candidates={self.candidates} is smaller than a selection of "
+                f"{largest} items; raise it or lower selection.budget (BatchBALD is for small budgets)"
+            )
         if selection.pivot != 0 or selection.diversity.enabled:
-            raise UserError("scorer.batch_bald: BatchBALD chooses the top batch jointly; selection.pivot and "
-                            "selection.diversity need a ranking of the whole pool (use it with scorer=bald alone)")
+            raise UserError(
+                "scorer.batch_bald: BatchBALD chooses the top batch jointly; selection.pivot and "
+                "selection.diversity need a ranking of the whole pool (use it with scorer=bald alone)"
+            )
 
     def prepare_model(self, model, datamodule) -> None:
         net = getattr(model, "net", model)
         # a detector names its classification head; a classifier's head is its last Linear layer
         head = model.mc_dropout_head() if hasattr(model, "mc_dropout_head") else None
         if dropout_layers(net) and self.dropout is not None:
-            raise UserError(f"scorer.dropout={self.dropout}: {type(net).__name__} has dropout layers already and MC "
-                            "dropout uses them; set scorer.dropout=null")
+            raise UserError(
+                f"scorer.dropout={self.dropout}: {type(net).__name__} has dropout layers already and MC "
+                "dropout uses them; set scorer.dropout=null"
+            )
         if not dropout_layers(net):
             if self.dropout is None:
                 where = "its classification head" if head is not None else "its head"
-                raise UserError(f"scorer={self.name}: {type(net).__name__} has no dropout layer, so all MC passes "
-                                f"would agree; set scorer.dropout=<p>, e.g. 0.5, to add Dropout(p) before {where}")
+                raise UserError(
+                    f"scorer={self.name}: {type(net).__name__} has no dropout layer, so all MC passes "
+                    f"would agree; set scorer.dropout=<p>, e.g. 0.5, to add Dropout(p) before {where}"
+                )
             add_dropout_before_head(net, float(self.dropout), head=head)
 
     @contextlib.contextmanager
@@ -113,12 +138,13 @@ class MCDropoutScorer(Scorer):
         return outputs.mc_uncertainty(self.quantity, self.passes)
 
     # -- BatchBALD ------------------------------------------------------------------------
-    def collector(self, n: int) -> "TopCandidates":
+    def collector(self, n: int) -> TopCandidates:
         return TopCandidates(self.candidates, self.passes)
 
-    def choose(self, pool: "TopCandidates", labelled, budget: int, generator: torch.Generator) -> torch.Tensor:
-        chosen, _ = bald_math.batch_bald(pool.probs.transpose(0, 1).contiguous(), budget, generator=generator,
-                                         **self.batch_bald)
+    def choose(self, pool: TopCandidates, labelled, budget: int, generator: torch.Generator) -> torch.Tensor:
+        chosen, _ = bald_math.batch_bald(
+            pool.probs.transpose(0, 1).contiguous(), budget, generator=generator, **self.batch_bald
+        )
         return pool.positions[chosen]
 
 
@@ -129,10 +155,10 @@ class TopCandidates:
         self.m, self.passes, self.seen = m, passes, 0
         self.scores = torch.empty(0, dtype=torch.float64)
         self.positions = torch.empty(0, dtype=torch.int64)
-        self.probs: torch.Tensor | None = None      # [m, T, C]
+        self.probs: torch.Tensor | None = None  # [m, T, C]
 
     def add(self, outputs) -> None:
-        probs = outputs.mc_probabilities(self.passes).cpu()                     # [T, B, C]
+        probs = outputs.mc_probabilities(self.passes).cpu()  # [T, B, C]
         batch = probs.shape[1]
         scores = torch.cat([self.scores, bald_math.bald(probs).double()])
         positions = torch.cat([self.positions, torch.arange(self.seen, self.seen + batch)])

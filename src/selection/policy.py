@@ -11,9 +11,10 @@ Pure numpy over ids (thesis 4.1.5, and chapter 1's retroactive selection):
     set the round before trained on, chosen by that round's model, and trains on
     them alone. The labelled set only shrinks.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,8 +44,14 @@ def base_set(mode: str, pool_ids: np.ndarray, base_size: int, rng: np.random.Gen
     return np.sort(pool_ids) if mode == PRUNE else np.zeros(0, dtype=np.int64)
 
 
-def candidates_and_budget(mode: str, pool_ids: np.ndarray, labelled: np.ndarray, base: np.ndarray,
-                          budgets: Sequence[int], selection_index: int) -> tuple[np.ndarray, int]:
+def candidates_and_budget(
+    mode: str,
+    pool_ids: np.ndarray,
+    labelled: np.ndarray,
+    base: np.ndarray,
+    budgets: Sequence[int],
+    selection_index: int,
+) -> tuple[np.ndarray, int]:
     """(the sorted ids selection ``selection_index`` may choose from, how many it takes)."""
     _check_mode(mode)
     if mode == PRUNE:

@@ -12,6 +12,7 @@ Pure numpy over one score (and optionally one class) per pool id. Definitions
   while its class has fewer than k accepted items; raise k by one and walk again
   until the budget is filled.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,9 +85,9 @@ def diverse_accept_order(classes: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass
 class Selection:
-    ids: np.ndarray      # selected ids, in rank order (hardest first)
-    scores: np.ndarray   # their scores
-    ranks: np.ndarray    # their ranks in the full ranking (0 = highest score)
+    ids: np.ndarray  # selected ids, in rank order (hardest first)
+    scores: np.ndarray  # their scores
+    ranks: np.ndarray  # their ranks in the full ranking (0 = highest score)
 
 
 def select(
@@ -108,8 +109,8 @@ def select(
         raise ValueError(f"budget must be positive, got {budget}")
     n = ids.shape[0]
     budget = min(budget, n)
-    ranking = rank_by_score(ids, scores)           # position -> item, by rank
-    visit = pivot_visit_order(n, budget, pivot)    # ranks in visiting order
+    ranking = rank_by_score(ids, scores)  # position -> item, by rank
+    visit = pivot_visit_order(n, budget, pivot)  # ranks in visiting order
     if classes is None:
         chosen_ranks = visit[:budget]
     else:

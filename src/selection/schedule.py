@@ -1,8 +1,9 @@
 """How many items each round adds (or, pruning, keeps), and the seeds of every random choice. Pure Python."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,7 +19,9 @@ def derive_seed(seed: int, round_index: int, stream: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(round_index), int(stream)]).generate_state(1)[0] >> 1)
 
 
-def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None) -> list[int]:
+def plan_budgets(
+    pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None
+) -> list[int]:
     """The budget of every selection, in order.
 
     A run has ``len(result) + (base_size > 0)`` rounds: round 0 trains on the base set
@@ -35,7 +38,9 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
         if n_select is None:
             if available == 0:
                 if not has_base:
-                    raise ValueError("selection: the pool is empty, so there is nothing to select or train on")
+                    raise ValueError(
+                        "selection: the pool is empty, so there is nothing to select or train on"
+                    )
                 return []
             n_select = math.ceil(available / budget)
             return [budget] * (n_select - 1) + [available - budget * (n_select - 1)]
@@ -45,13 +50,17 @@ def plan_budgets(pool_size: int, base_size: int, budget: int | Sequence[int], ro
             plan = budgets
         else:
             if len(budgets) < n_select:
-                raise ValueError(f"selection.budget lists {len(budgets)} budgets but selection.rounds={rounds} "
-                                 f"needs {n_select}")
+                raise ValueError(
+                    f"selection.budget lists {len(budgets)} budgets but selection.rounds={rounds} "
+                    f"needs {n_select}"
+                )
             plan = budgets[:n_select]
     if sum(plan) > available:
-        raise ValueError(f"selection.budget: the rounds select {sum(plan)} items in total but the pool has only "
-                         f"{available} left after the base set of {base_size}; lower selection.budget or "
-                         "selection.rounds")
+        raise ValueError(
+            f"selection.budget: the rounds select {sum(plan)} items in total but the pool has only "
+            f"{available} left after the base set of {base_size}; lower selection.budget or "
+            "selection.rounds"
+        )
     if not plan and not has_base:
         raise ValueError("selection.rounds: the plan has no round to train (no base set and no selection)")
     return plan
@@ -80,12 +89,19 @@ def _check_base_and_rounds(pool_size: int, base_size: int, budget, rounds) -> li
     if not budgets or any((not isinstance(b, int)) or isinstance(b, bool) or b < 1 for b in budgets):
         raise ValueError(f"selection.budget={budget!r} must be a positive integer or a list of them")
     if rounds is not None and (not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1):
-        raise ValueError(f"selection.rounds={rounds!r} must be a positive integer or null (until the pool is exhausted)")
+        raise ValueError(
+            f"selection.rounds={rounds!r} must be a positive integer or null (until the pool is exhausted)"
+        )
     return budgets
 
 
-def plan_prune(pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None,
-               fraction: float | None = None) -> list[int]:
+def plan_prune(
+    pool_size: int,
+    base_size: int,
+    budget: int | Sequence[int],
+    rounds: int | None,
+    fraction: float | None = None,
+) -> list[int]:
     """The kept count of every prune round (``selection.mode=prune``), in order.
 
     Round 0 trains on the base set: ``base_size`` random pool items, or the whole pool
@@ -103,8 +119,10 @@ def plan_prune(pool_size: int, base_size: int, budget: int | Sequence[int], roun
     n_prune = None if rounds is None else rounds - 1
     if fraction is not None:
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction <= 1.0:
-            raise ValueError(f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
-                             "labelled set a prune round keeps) or null (selection.budget items)")
+            raise ValueError(
+                f"selection.fraction={fraction!r} must be a number in (0, 1] (the share of the "
+                "labelled set a prune round keeps) or null (selection.budget items)"
+            )
         plan = []
         for _ in range(1 if n_prune is None else n_prune):
             plan.append(keep_count(plan[-1] if plan else labelled, fraction))
@@ -115,29 +133,45 @@ def plan_prune(pool_size: int, base_size: int, budget: int | Sequence[int], roun
         plan = budgets
     else:
         if len(budgets) < n_prune:
-            raise ValueError(f"selection.budget lists {len(budgets)} kept counts but selection.rounds={rounds} "
-                             f"needs {n_prune} (one per prune round after the base round)")
+            raise ValueError(
+                f"selection.budget lists {len(budgets)} kept counts but selection.rounds={rounds} "
+                f"needs {n_prune} (one per prune round after the base round)"
+            )
         plan = budgets[:n_prune]
     chosen_from = labelled
     for j, keep in enumerate(plan, start=1):
         if keep > chosen_from:
-            what = "the whole pool" if j == 1 and not base_size else ("the base set" if j == 1 else "what it kept")
-            raise ValueError(f"selection.budget={budget!r}: prune round {j} would keep {keep} items but round "
-                             f"{j - 1} trains on only {chosen_from} ({what}); a prune round keeps at most the "
-                             "set it chooses from: lower selection.budget or use selection.fraction")
+            what = (
+                "the whole pool"
+                if j == 1 and not base_size
+                else ("the base set" if j == 1 else "what it kept")
+            )
+            raise ValueError(
+                f"selection.budget={budget!r}: prune round {j} would keep {keep} items but round "
+                f"{j - 1} trains on only {chosen_from} ({what}); a prune round keeps at most the "
+                "set it chooses from: lower selection.budget or use selection.fraction"
+            )
         chosen_from = keep
     return plan
 
 
-def plan_selections(mode: str, pool_size: int, base_size: int, budget: int | Sequence[int], rounds: int | None,
-                    fraction: float | None = None) -> list[int]:
+def plan_selections(
+    mode: str,
+    pool_size: int,
+    base_size: int,
+    budget: int | Sequence[int],
+    rounds: int | None,
+    fraction: float | None = None,
+) -> list[int]:
     """The budget of every selection for ``selection.mode``: ``plan_prune`` for prune, else ``plan_budgets``."""
     if mode == PRUNE:
         return plan_prune(pool_size, base_size, budget, rounds, fraction)
     if fraction is not None:
-        raise ValueError(f"selection.fraction={fraction!r} applies to selection.mode=prune only (the share of "
-                         f"the labelled set a prune round keeps); selection.mode={mode} adds selection.budget "
-                         "items: set selection.fraction=null")
+        raise ValueError(
+            f"selection.fraction={fraction!r} applies to selection.mode=prune only (the share of "
+            f"the labelled set a prune round keeps); selection.mode={mode} adds selection.budget "
+            "items: set selection.fraction=null"
+        )
     return plan_budgets(pool_size, base_size, budget, rounds)
 
 

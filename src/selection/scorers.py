@@ -7,12 +7,13 @@ Lightning, so every formula is tested in milliseconds; ``get_scorer`` alone read
 scorer's yaml. A new scorer is a ``Scorer`` subclass in its own module under
 ``src/selection/`` and a ``conf/scorer/<name>.yaml`` naming it as ``_target_``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,9 +82,9 @@ OUTPUTS = {
     "logits": "a classifier's logits (outputs.logits())",
     "features": "penultimate-layer features (outputs.features())",
     "mc_probabilities": "one class distribution per item and MC-dropout pass (outputs.mc_probabilities(T): "
-                        "[T, B, C] softmax)",
+    "[T, B, C] softmax)",
     "mc_uncertainty": "MC-dropout passes (outputs.mc_uncertainty(quantity, T): one BALD or MC-entropy score "
-                      "per item)",
+    "per item)",
     "forward": "a forward pass a scorer's feature hooks read (outputs.forward())",
 }
 
@@ -111,7 +112,7 @@ class Scorer:
     # names of the modules ``prepare_model`` attaches to the model: the scorer's, not the network's,
     # so ``save_model`` leaves their weights out (src.select rebuilds the network alone)
     attached: tuple[str, ...] = ()
-    of_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None   # a per-distribution uncertainty
+    of_probabilities: Callable[[torch.Tensor], torch.Tensor] | None = None  # a per-distribution uncertainty
 
     def __init__(self, name: str, stochastic: dict | None = None):
         self.name = name
@@ -121,8 +122,9 @@ class Scorer:
 
             beta = self.stochastic.get("beta", 1.0)
             if self.stochastic["mode"] not in MODES:
-                raise UserError(f"scorer.stochastic.mode={self.stochastic['mode']!r}; allowed: null, "
-                                f"{', '.join(MODES)}")
+                raise UserError(
+                    f"scorer.stochastic.mode={self.stochastic['mode']!r}; allowed: null, {', '.join(MODES)}"
+                )
             if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
                 raise UserError(f"scorer.stochastic.beta={beta!r} must be a number >= 0")
             self.stochastic["beta"] = float(beta)
@@ -146,11 +148,15 @@ class Scorer:
         missing = sorted(self.uses - provided)
         if missing:
             needs = OUTPUTS[missing[0]].split(" (")[0]
-            raise UserError(f"scorer={self.name} is not available for task_type={task_name}: it needs {needs}, "
-                            "which that task does not provide; choose another scorer")
+            raise UserError(
+                f"scorer={self.name} is not available for task_type={task_name}: it needs {needs}, "
+                "which that task does not provide; choose another scorer"
+            )
         if self.stochastic is not None and (self.joint or not self.needs_model):
-            raise UserError(f"scorer.stochastic: scorer={self.name} has no scores to sample from "
-                            "(it chooses jointly or at random); set scorer.stochastic.mode=null")
+            raise UserError(
+                f"scorer.stochastic: scorer={self.name} has no scores to sample from "
+                "(it chooses jointly or at random); set scorer.stochastic.mode=null"
+            )
 
     def prepare_model(self, model, datamodule) -> None:
         """Adapt ``model`` before its starting weights are kept (default: nothing)."""
@@ -230,7 +236,7 @@ class RowCollector:
         for key, value in batch.items():
             if key not in self.rows:
                 self.rows[key] = torch.empty((self.n, *value.shape[1:]), dtype=value.dtype)
-            self.rows[key][self.filled:self.filled + size] = value.detach().cpu()
+            self.rows[key][self.filled : self.filled + size] = value.detach().cpu()
         self.filled += size
 
     def get(self, key: str, shape_like: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,8 +252,10 @@ def build_scorer(node, ignore: tuple[str, ...] = ()) -> Scorer:
 
     cfg = {k: v for k, v in dict(node).items() if k not in ignore}
     if "_target_" not in cfg:
-        raise UserError(f"scorer={cfg.get('name')!r} has no _target_ (the Scorer class its yaml builds); "
-                        f"known scorers: {', '.join(scorer_names())}")
+        raise UserError(
+            f"scorer={cfg.get('name')!r} has no _target_ (the Scorer class its yaml builds); "
+            f"known scorers: {', '.join(scorer_names())}"
+        )
     scorer = build(cfg)
     if not isinstance(scorer, Scorer):
         raise UserError(f"scorer._target_={cfg['_target_']} is not a src.selection.scorers.Scorer")

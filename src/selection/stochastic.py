@@ -16,6 +16,7 @@ Gumbel noise comes from ``generator`` (float64 uniforms), so the same scores and
 give the same batch. Items of weight 0 (power with s_i = 0) come after every item of
 positive weight, in ascending position, when k exceeds the positive ones.
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,8 +67,9 @@ def sample_without_replacement(log_w: torch.Tensor, k: int, generator: torch.Gen
     return torch.cat([drawn, torch.nonzero(~positive).squeeze(1)[: k - n_positive]])
 
 
-def stochastic_select(scores: torch.Tensor, k: int, *, mode: str, beta: float,
-                      generator: torch.Generator) -> torch.Tensor:
+def stochastic_select(
+    scores: torch.Tensor, k: int, *, mode: str, beta: float, generator: torch.Generator
+) -> torch.Tensor:
     """The paper's power / softmax / soft-rank acquisition: k positions into ``scores``, in draw order."""
     if scores.ndim != 1:
         raise ValueError(f"expected one score per item, got shape {tuple(scores.shape)}")

@@ -6,11 +6,12 @@ headline metric, its console columns and the per-item view the trackers show. Th
 loop, the entry point and the trackers ask the task instead of probing objects.
 Adding a task is one module here with a ``TASK`` and one entry in ``TASK_MODULES``.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from src.errors import UserError
 
@@ -18,21 +19,25 @@ from src.errors import UserError
 TASK_MODULES = {"classification": "src.tasks.classification", "detection": "src.tasks.detection"}
 
 # (header, record key, format) of the per-round console table, before and after the task's own
-LEADING_COLUMNS = (("round", "round", "{}"), ("labelled", "n_labelled", "{}"), ("epochs", "epochs", "{}"),
-                   ("test loss", "test/loss", "{:.4f}"))
+LEADING_COLUMNS = (
+    ("round", "round", "{}"),
+    ("labelled", "n_labelled", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("test loss", "test/loss", "{:.4f}"),
+)
 TRAILING_COLUMNS = (("select s", "select_seconds", "{:.1f}"), ("fit s", "fit_seconds", "{:.1f}"))
 
 
 @dataclass(frozen=True)
 class Task:
     name: str
-    module_class: str           # dotted path of the LightningModule class the task's models derive from
-    datamodule_class: str       # likewise for its datamodules
+    module_class: str  # dotted path of the LightningModule class the task's models derive from
+    datamodule_class: str  # likewise for its datamodules
     # score_batch(model, batch, scorer, want_classes, collector=None, **scorer options)
     #   -> (scores [B] or None, classes [B] or None); a joint scorer's collector is fed instead
     score_batch: Callable
-    scorer_options: tuple[str, ...]        # the `scorer.*` keys score_batch takes besides the scorer itself
-    headline_metric: str                   # the metric a sweep optimises and the run returns
+    scorer_options: tuple[str, ...]  # the `scorer.*` keys score_batch takes besides the scorer itself
+    headline_metric: str  # the metric a sweep optimises and the run returns
     console_columns: tuple[tuple[str, str, str], ...]
     # item_view(datamodule, ids, images=True[, model]) -> (labels, images, boxes): see src.tracking.ItemView
     item_view: Callable

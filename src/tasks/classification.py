@@ -1,4 +1,5 @@
 """Image classification: ImageClassifier on an ActiveDataModule."""
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,9 @@ class ClassifierOutputs:
         """The input of the network's last Linear layer (penultimate features), [B, D], from the same pass."""
         if self._features is None:
             captured = []
-            hook = last_linear(getattr(self.model, "net", self.model)).register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+            hook = last_linear(getattr(self.model, "net", self.model)).register_forward_pre_hook(
+                lambda m, args: captured.append(args[0])
+            )
             try:
                 self._logits = self.model(self.images)
             finally:
@@ -98,10 +101,14 @@ TASK = Task(
     score_batch=score_batch,
     scorer_options=(),
     headline_metric="test/acc_top1",
-    console_columns=(("top-1", "test/acc_top1", "{:.4f}"), ("top-5", "test/acc_top5", "{:.4f}"),
-                     ("top-20", "test/acc_top20", "{:.4f}")),
+    console_columns=(
+        ("top-1", "test/acc_top1", "{:.4f}"),
+        ("top-5", "test/acc_top5", "{:.4f}"),
+        ("top-20", "test/acc_top20", "{:.4f}"),
+    ),
     item_view=item_view,
     save_data_summary=save_data_summary,
-    provides=frozenset({"probabilities", "loss", "logits", "features", "mc_probabilities", "mc_uncertainty",
-                        "forward"}),
+    provides=frozenset(
+        {"probabilities", "loss", "logits", "features", "mc_probabilities", "mc_uncertainty", "forward"}
+    ),
 )

@@ -1,4 +1,5 @@
 """Object detection: SSDDetector on a DetectionDataModule."""
+
 from __future__ import annotations
 
 import functools
@@ -19,11 +20,24 @@ class DetectorOutputs:
     MC-dropout passes, aggregated the same way. ``forward()``: the plain pass (fills a scorer's taps).
     """
 
-    def __init__(self, model, batch, wants: frozenset, top_k: int = 10, score_threshold: float = 0.1,
-                 aggregate: str = "mean", nms_iou: float = 0.5):
+    def __init__(
+        self,
+        model,
+        batch,
+        wants: frozenset,
+        top_k: int = 10,
+        score_threshold: float = 0.1,
+        aggregate: str = "mean",
+        nms_iou: float = 0.5,
+    ):
         self.model, self.batch, self.aggregate = model, batch, aggregate
-        self.options = dict(losses="loss" in wants, detections="probabilities" in wants or "classes" in wants,
-                            top_k=top_k, score_threshold=score_threshold, nms_iou=nms_iou)
+        self.options = dict(
+            losses="loss" in wants,
+            detections="probabilities" in wants or "classes" in wants,
+            top_k=top_k,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+        )
         self._outputs = None
 
     def _pool_outputs(self):
@@ -35,8 +49,9 @@ class DetectorOutputs:
         return self._pool_outputs()[0].double()
 
     def uncertainty(self, of_probabilities) -> torch.Tensor:
-        return ds.image_uncertainty([probs for probs, _ in self._pool_outputs()[1]], of_probabilities,
-                                    self.aggregate)
+        return ds.image_uncertainty(
+            [probs for probs, _ in self._pool_outputs()[1]], of_probabilities, self.aggregate
+        )
 
     def forward(self) -> None:
         """The batch's eval pass through the network (shared with the detections when those are read)."""
@@ -45,12 +60,18 @@ class DetectorOutputs:
     def mc_uncertainty(self, quantity: str, passes: int) -> torch.Tensor:
         """``quantity`` ("bald" | "mc_entropy") of each top-k detection of ``passes`` MC-dropout passes,
         aggregated per image like ``uncertainty``; no detection -> 1."""
-        kept = self.model.mc_pool_outputs(self.batch, passes, top_k=self.options["top_k"],
-                                          score_threshold=self.options["score_threshold"],
-                                          nms_iou=self.options["nms_iou"])
+        kept = self.model.mc_pool_outputs(
+            self.batch,
+            passes,
+            top_k=self.options["top_k"],
+            score_threshold=self.options["score_threshold"],
+            nms_iou=self.options["nms_iou"],
+        )
         of_moments = OF_MOMENTS[quantity]
-        return ds.aggregate_images([of_moments(probs, entropy) if probs.shape[0] else probs.new_zeros(0)
-                                    for probs, entropy in kept], self.aggregate)
+        return ds.aggregate_images(
+            [of_moments(probs, entropy) if probs.shape[0] else probs.new_zeros(0) for probs, entropy in kept],
+            self.aggregate,
+        )
 
     def features(self) -> torch.Tensor:
         """Pooled backbone features [B, D] (``SSDDetector.pooled_backbone_features``), a pass of their own."""
@@ -82,9 +103,16 @@ def item_view(datamodule, ids, images: bool = True, model=None, predictions: boo
         return labels, None, None
     shown = model is not None and predictions
     detections = _detections(model, [image for image, _ in loaded]) if shown else [[]] * len(ids)
-    overlays = [{"ground_truth": [(*box.tolist(), int(c)) for box, c in zip(target["boxes"], target["labels"])],
-                 "predictions": found} for (_, target), found in zip(loaded, detections)]
-    pictures = [image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy() for image, _ in loaded]
+    overlays = [
+        {
+            "ground_truth": [(*box.tolist(), int(c)) for box, c in zip(target["boxes"], target["labels"])],
+            "predictions": found,
+        }
+        for (_, target), found in zip(loaded, detections)
+    ]
+    pictures = [
+        image.permute(1, 2, 0).numpy() if image.shape[0] == 3 else image[0].numpy() for image, _ in loaded
+    ]
     return labels, pictures, (names, overlays)
 
 
@@ -96,9 +124,16 @@ def _detections(model, images) -> list[list[tuple]]:
     with torch.no_grad():
         found = model(torch.stack(images).to(model.device))
     model.train(was_training)
-    return [[(*box.tolist(), int(c), float(s)) for box, c, s in
-             zip(d["boxes"][:SHOWN_DETECTIONS], d["labels"][:SHOWN_DETECTIONS], d["scores"][:SHOWN_DETECTIONS])
-             if s >= SHOWN_SCORE] for d in found]
+    return [
+        [
+            (*box.tolist(), int(c), float(s))
+            for box, c, s in zip(
+                d["boxes"][:SHOWN_DETECTIONS], d["labels"][:SHOWN_DETECTIONS], d["scores"][:SHOWN_DETECTIONS]
+            )
+            if s >= SHOWN_SCORE
+        ]
+        for d in found
+    ]
 
 
 TASK = Task(

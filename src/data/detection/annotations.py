@@ -18,6 +18,7 @@ any image is decoded.
 When the configured classes keep no box at all, the error lists the class names
 found in the files with their counts, and how to map them.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,8 @@ class ImageRecord:
     file: Path
     width: int
     height: int
-    boxes: np.ndarray        # float32 [N, 4] xyxy, pixels
-    labels: np.ndarray       # int64 [N]
+    boxes: np.ndarray  # float32 [N, 4] xyxy, pixels
+    labels: np.ndarray  # int64 [N]
     split: str | None = None  # 'pool' / 'val' / 'test' when the files come pre-split (YOLO), else None
     # the annotation entry it was read from: a COCO image id, a VOC XML file, a YOLO label file (which may
     # not exist: no boxes); what a kept subset is written from (src/labelling/subsets.py)
@@ -56,9 +57,9 @@ class ImageRecord:
 
 @dataclass
 class RawObject:
-    name: str | None         # the class name as the file writes it; None: a class the file does not declare
-    box: tuple               # x0, y0, x1, y1 in pixels
-    where: str               # "<file>: <entry>", for messages
+    name: str | None  # the class name as the file writes it; None: a class the file does not declare
+    box: tuple  # x0, y0, x1, y1 in pixels
+    where: str  # "<file>: <entry>", for messages
 
 
 @dataclass
@@ -74,26 +75,31 @@ class RawImage:
 @dataclass
 class ReadReport:
     """What a reader kept and skipped, for the log line and the tests."""
+
     images: int = 0
     boxes: int = 0
     dropped_class: int = 0
     dropped_empty_images: int = 0
     bad: Counter = field(default_factory=Counter)
-    found: Counter = field(default_factory=Counter)   # boxes per class name as the files write it
+    found: Counter = field(default_factory=Counter)  # boxes per class name as the files write it
     # a YOLO tree pairs images and label files by name (None for the other formats): an image
     # without a label file has no boxes, the boxes of a label file without an image are not read
     images_without_labels: int | None = None
     labels_without_images: int | None = None
-    outside_root: int = 0       # image files of a scanned folder skipped: symlinks leading out of the root
+    outside_root: int = 0  # image files of a scanned folder skipped: symlinks leading out of the root
 
     def summary(self, source: str) -> str:
         bad = ", ".join(f"{n} {why}" for why, n in sorted(self.bad.items())) or "none"
-        line = (f"{source}: {self.images} images, {self.boxes} boxes kept; {self.dropped_class} boxes of "
-                f"unused classes dropped; {self.dropped_empty_images} images without boxes dropped; "
-                f"bad boxes skipped: {bad}")
+        line = (
+            f"{source}: {self.images} images, {self.boxes} boxes kept; {self.dropped_class} boxes of "
+            f"unused classes dropped; {self.dropped_empty_images} images without boxes dropped; "
+            f"bad boxes skipped: {bad}"
+        )
         if self.images_without_labels is not None:
-            line += (f"; {self.images_without_labels} images without a label file (no boxes), "
-                     f"{self.labels_without_images} label files without an image (their boxes not read)")
+            line += (
+                f"; {self.images_without_labels} images without a label file (no boxes), "
+                f"{self.labels_without_images} label files without an image (their boxes not read)"
+            )
         if self.outside_root:
             line += f"; {self.outside_root} image files skipped: symlinks leading outside the root"
         return line
@@ -114,11 +120,15 @@ class ClassMapper:
                 classes = sorted(set(self.class_map.values()))
         self.classes = [str(c) for c in classes]
         if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise UserError(f"{KEY}.classes={self.classes!r} must be a non-empty list of distinct names, or null "
-                            "(the class names found in the files)")
+            raise UserError(
+                f"{KEY}.classes={self.classes!r} must be a non-empty list of distinct names, or null "
+                "(the class names found in the files)"
+            )
         unknown = sorted(v for v in self.class_map.values() if v not in self.classes)
         if unknown:
-            raise UserError(f"{KEY}.class_map maps to {unknown}, which are not in {KEY}.classes={self.classes}")
+            raise UserError(
+                f"{KEY}.class_map maps to {unknown}, which are not in {KEY}.classes={self.classes}"
+            )
         self.index = {name: i for i, name in enumerate(self.classes)}
 
     def __call__(self, source_name: str) -> int | None:
@@ -132,7 +142,12 @@ def check_box(x0: float, y0: float, x1: float, y1: float, width: int, height: in
         return "non-finite coordinates"
     if x1 - x0 <= 0 or y1 - y0 <= 0:
         return "zero or negative size"
-    if x0 < -EDGE_TOLERANCE or y0 < -EDGE_TOLERANCE or x1 > width + EDGE_TOLERANCE or y1 > height + EDGE_TOLERANCE:
+    if (
+        x0 < -EDGE_TOLERANCE
+        or y0 < -EDGE_TOLERANCE
+        or x1 > width + EDGE_TOLERANCE
+        or y1 > height + EDGE_TOLERANCE
+    ):
         return "outside the image"
     return None
 
@@ -153,17 +168,29 @@ def image_inside(root: Path, name: str, source, entry: str, what: str = "image")
     path = join_inside(root, str(name))
     if path is None:
         written = absolute(root / str(name))
-        if written_inside(written, root):       # inside as written: a symlink out of the root
-            raise UserError(f"{source}: {entry} names {what} {str(name)!r}, which leads outside the image root "
-                            f"{root} through a symlink (to {leads_to(written)}); image paths must stay inside it")
-        raise UserError(f"{source}: {entry} names {what} {str(name)!r}, which is outside the image root {root}; "
-                        "image paths must stay inside it")
+        if written_inside(written, root):  # inside as written: a symlink out of the root
+            raise UserError(
+                f"{source}: {entry} names {what} {str(name)!r}, which leads outside the image root "
+                f"{root} through a symlink (to {leads_to(written)}); image paths must stay inside it"
+            )
+        raise UserError(
+            f"{source}: {entry} names {what} {str(name)!r}, which is outside the image root {root}; "
+            "image paths must stay inside it"
+        )
     return path
 
 
-def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class_map=None, strict: bool = False,
-                  keep_empty: bool = True, require_boxes: bool = True,
-                  files: dict | None = None) -> tuple[list[ImageRecord], ReadReport, list[str]]:
+def apply_classes(
+    raw: list[RawImage],
+    bad: Counter,
+    source: str,
+    classes,
+    class_map=None,
+    strict: bool = False,
+    keep_empty: bool = True,
+    require_boxes: bool = True,
+    files: dict | None = None,
+) -> tuple[list[ImageRecord], ReadReport, list[str]]:
     """Records, report and class names of a reader's raw images (see the module doc); ``require_boxes``
     False accepts files without any kept box (images to score, whose labels are not used); ``files``:
     the reader's file counts for the report (``ReadReport`` fields, e.g. a YOLO tree's unpaired files)."""
@@ -181,8 +208,9 @@ def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class
             why = "unknown class" if obj.name is None else check_box(*obj.box, image.width, image.height)
             if why:
                 if strict:
-                    raise UserError(f"{obj.where}: bad box ({why}); {KEY}.strict=false skips such boxes "
-                                    "with a count")
+                    raise UserError(
+                        f"{obj.where}: bad box ({why}); {KEY}.strict=false skips such boxes with a count"
+                    )
                 report.bad[why] += 1
                 continue
             boxes.append(obj.box)
@@ -190,10 +218,22 @@ def apply_classes(raw: list[RawImage], bad: Counter, source: str, classes, class
         if not boxes and not keep_empty:
             report.dropped_empty_images += 1
             continue
-        clipped = np.clip(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), 0,
-                          [image.width, image.height, image.width, image.height]).astype(np.float32)
-        records.append(ImageRecord(image.file, int(image.width), int(image.height), clipped,
-                                   np.asarray(labels, dtype=np.int64), image.split, image.origin))
+        clipped = np.clip(
+            np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            0,
+            [image.width, image.height, image.width, image.height],
+        ).astype(np.float32)
+        records.append(
+            ImageRecord(
+                image.file,
+                int(image.width),
+                int(image.height),
+                clipped,
+                np.asarray(labels, dtype=np.int64),
+                image.split,
+                image.origin,
+            )
+        )
         report.images += 1
         report.boxes += len(boxes)
     if report.boxes == 0 and require_boxes:
@@ -207,9 +247,11 @@ def no_box_message(source, classes: list[str], report: ReadReport, where: str = 
     if not report.found:
         return f"{source}: the files hold no boxes at all{where}; a detection set needs annotated objects"
     example = ", ".join(f"{name}: {classes[0]}" for name, _ in report.found.most_common(2))
-    return (f"{source}: {KEY}.classes={classes} keep no box{where}; the files name these classes (boxes): "
-            f"{report.found_names()}; rename them with {KEY}.class_map={{{example}}}, or set "
-            f"{KEY}.classes=null to use the names found")
+    return (
+        f"{source}: {KEY}.classes={classes} keep no box{where}; the files name these classes (boxes): "
+        f"{report.found_names()}; rename them with {KEY}.class_map={{{example}}}, or set "
+        f"{KEY}.classes=null to use the names found"
+    )
 
 
 # -- COCO ------------------------------------------------------------------------------------
@@ -226,7 +268,9 @@ def _coco_field(entry, name: str, kind, where: str):
 def _coco_box(ann, where: str) -> tuple:
     bbox = _coco_field(ann, "bbox", list, where)
     if len(bbox) != 4 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-        raise UserError(f"{where}: malformed COCO entry ('bbox' must be 4 numbers [x, y, w, h], got {bbox!r})")
+        raise UserError(
+            f"{where}: malformed COCO entry ('bbox' must be 4 numbers [x, y, w, h], got {bbox!r})"
+        )
     x, y, w, h = (float(v) for v in bbox)
     return x, y, x + w, y + h
 
@@ -240,45 +284,63 @@ def _load_coco(path: Path) -> dict:
         raise UserError(f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})") from err
     except UnicodeDecodeError as err:
         raise UserError(f"{path}: not a text file ({err})") from err
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("images", "annotations", "categories")):
-        raise UserError(f"{path}: not a COCO detection file (needs lists 'images', 'annotations', 'categories')")
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise UserError(
+            f"{path}: not a COCO detection file (needs lists 'images', 'annotations', 'categories')"
+        )
     return data
 
 
-def read_coco(annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True):
+def read_coco(
+    annotation_file, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True
+):
     """Records, report and class names of a COCO detection JSON (``images``, ``annotations``, ``categories``)."""
     path = Path(annotation_file)
     data = _load_coco(path)
     root = image_root(image_dir)
     number = (int, float)
-    category = {_coco_field(c, "id", int, f"{path}: category #{k}"): str(_coco_field(c, "name", str, f"{path}: "
-                f"category #{k}")) for k, c in enumerate(data["categories"])}
+    category = {
+        _coco_field(c, "id", int, f"{path}: category #{k}"): str(
+            _coco_field(c, "name", str, f"{path}: category #{k}")
+        )
+        for k, c in enumerate(data["categories"])
+    }
     raw: dict[int, RawImage] = {}
     for k, im in enumerate(data["images"]):
         where = f"{path}: image #{k}"
         image_id = _coco_field(im, "id", (int, str), where)
         file_name = _coco_field(im, "file_name", str, where)
-        raw[image_id] = RawImage(image_inside(root, file_name, path, f"image {image_id}"),
-                                 int(_coco_field(im, "width", number, where)),
-                                 int(_coco_field(im, "height", number, where)), origin=image_id)
+        raw[image_id] = RawImage(
+            image_inside(root, file_name, path, f"image {image_id}"),
+            int(_coco_field(im, "width", number, where)),
+            int(_coco_field(im, "height", number, where)),
+            origin=image_id,
+        )
         if not raw[image_id].file.is_file():
-            raise UserError(f"{path}: image {image_id} names image {file_name!r}, which does not exist under the "
-                            f"image root {root}")
+            raise UserError(
+                f"{path}: image {image_id} names image {file_name!r}, which does not exist under the "
+                f"image root {root}"
+            )
     bad = Counter()
     for k, ann in enumerate(data["annotations"]):
         where = f"{path}: annotation {ann.get('id', f'#{k}') if isinstance(ann, dict) else f'#{k}'}"
         image = raw.get(_coco_field(ann, "image_id", (int, str), where))
         if image is None:
             if strict:
-                raise UserError(f"{where}: unknown image_id; {KEY}.strict=false skips such boxes with a count")
+                raise UserError(
+                    f"{where}: unknown image_id; {KEY}.strict=false skips such boxes with a count"
+                )
             bad["unknown image_id"] += 1
             continue
         if ann.get("iscrowd", 0):
-            continue        # crowd regions are not single objects
+            continue  # crowd regions are not single objects
         category_id = _coco_field(ann, "category_id", int, where)
         image.objects.append(RawObject(category.get(category_id), _coco_box(ann, where), where))
-    return apply_classes(list(raw.values()), bad, str(path), classes, class_map, strict, keep_empty, require_boxes)
+    return apply_classes(
+        list(raw.values()), bad, str(path), classes, class_map, strict, keep_empty, require_boxes
+    )
 
 
 # -- Pascal VOC ------------------------------------------------------------------------------
@@ -294,7 +356,9 @@ def _voc_number(node, tag: str, xml: Path, where: str = "") -> float:
     try:
         return float(text)
     except ValueError:
-        raise UserError(f"{xml}: malformed VOC annotation (<{tag}>{where} is {text!r}, not a number)") from None
+        raise UserError(
+            f"{xml}: malformed VOC annotation (<{tag}>{where} is {text!r}, not a number)"
+        ) from None
 
 
 def voc_image_path(root: Path, annotation, xml: Path) -> Path:
@@ -321,8 +385,10 @@ def voc_image_path(root: Path, annotation, xml: Path) -> Path:
     for path in tried:
         if path.is_file():
             return path
-    raise UserError(f"{xml}: image {filename!r} does not exist under the image root {root} (looked for "
-                    f"{', '.join(p.relative_to(root).as_posix() for p in dict.fromkeys(tried))})")
+    raise UserError(
+        f"{xml}: image {filename!r} does not exist under the image root {root} (looked for "
+        f"{', '.join(p.relative_to(root).as_posix() for p in dict.fromkeys(tried))})"
+    )
 
 
 def _voc_image(xml: Path, root: Path) -> RawImage:
@@ -331,21 +397,31 @@ def _voc_image(xml: Path, root: Path) -> RawImage:
     except ET.ParseError as err:
         line, col = err.position
         raise UserError(f"{xml}:{line}:{col}: not valid XML ({err})") from err
-    image = RawImage(voc_image_path(root, annotation, xml), int(_voc_number(annotation, "size/width", xml)),
-                     int(_voc_number(annotation, "size/height", xml)), origin=xml)
+    image = RawImage(
+        voc_image_path(root, annotation, xml),
+        int(_voc_number(annotation, "size/width", xml)),
+        int(_voc_number(annotation, "size/height", xml)),
+        origin=xml,
+    )
     for k, obj in enumerate(annotation.findall("object")):
         where = f" in object {k}"
         box = obj.find("bndbox")
         if box is None:
             raise UserError(f"{xml}: malformed VOC annotation (no <bndbox>{where})")
         # VOC corners are 1-based and inclusive: pixel i spans [i-1, i) in xyxy terms
-        corners = (_voc_number(box, "xmin", xml, where) - 1, _voc_number(box, "ymin", xml, where) - 1,
-                   _voc_number(box, "xmax", xml, where), _voc_number(box, "ymax", xml, where))
+        corners = (
+            _voc_number(box, "xmin", xml, where) - 1,
+            _voc_number(box, "ymin", xml, where) - 1,
+            _voc_number(box, "xmax", xml, where),
+            _voc_number(box, "ymax", xml, where),
+        )
         image.objects.append(RawObject(_voc_text(obj, "name", xml, where), corners, f"{xml}: object {k}"))
     return image
 
 
-def read_voc(annotation_dir, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True):
+def read_voc(
+    annotation_dir, image_dir, classes, class_map=None, strict=False, keep_empty=True, require_boxes=True
+):
     """Records, report and class names of a Pascal VOC folder of XML files (one per image)."""
     adir = Path(annotation_dir)
     if not adir.is_dir():

@@ -14,10 +14,11 @@ Two styles give a visible domain shift (thesis 4.3.3, 'Surveillance' vs 'Synthet
 ``street`` has textured asphalt, varying light, haze and sensor noise; ``synthetic``
 is flat, saturated and noise-free, like a simple render.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -27,8 +28,14 @@ from src.errors import UserError
 CLASSES = ("person", "car", "bus", "truck", "bicycle", "motorcycle")
 
 # (width, height) of each class at the bottom edge of the image, in image heights
-_BASE_SIZE = {"person": (0.12, 0.36), "car": (0.48, 0.24), "bus": (0.95, 0.45), "truck": (0.8, 0.42),
-              "bicycle": (0.24, 0.2), "motorcycle": (0.26, 0.22)}
+_BASE_SIZE = {
+    "person": (0.12, 0.36),
+    "car": (0.48, 0.24),
+    "bus": (0.95, 0.45),
+    "truck": (0.8, 0.42),
+    "bicycle": (0.24, 0.2),
+    "motorcycle": (0.26, 0.22),
+}
 # how often each class appears: people and cars dominate a street, as in the thesis' data
 _CLASS_WEIGHTS = np.array([0.34, 0.34, 0.06, 0.08, 0.09, 0.09])
 
@@ -37,17 +44,17 @@ STYLES = {
     "synthetic": dict(light=(1.0, 1.0), noise=0.0, texture=0.0, haze=(0.0, 0.0), saturation=1.3),
 }
 
-HORIZON = 0.3            # horizon at 30 % of the height: the camera looks down on the street
-MIN_SCALE = 0.3          # nothing farther than this (it would be a few pixels)
-MIN_BOX = 4.0            # px; smaller objects are not placed at all
-MAX_OVERLAP = 0.45       # of the smaller box: caps occlusion so every object stays recognisable
+HORIZON = 0.3  # horizon at 30 % of the height: the camera looks down on the street
+MIN_SCALE = 0.3  # nothing farther than this (it would be a few pixels)
+MIN_BOX = 4.0  # px; smaller objects are not placed at all
+MAX_OVERLAP = 0.45  # of the smaller box: caps occlusion so every object stays recognisable
 
 
 @dataclass
 class Scene:
-    image: np.ndarray     # uint8 [H, W, 3]
-    boxes: np.ndarray     # float32 [N, 4] xyxy in pixels, x2/y2 exclusive
-    labels: np.ndarray    # int64 [N], index into CLASSES
+    image: np.ndarray  # uint8 [H, W, 3]
+    boxes: np.ndarray  # float32 [N, 4] xyxy in pixels, x2/y2 exclusive
+    labels: np.ndarray  # int64 [N], index into CLASSES
 
 
 def _overlap_of_smaller(a, b) -> float:
@@ -59,15 +66,24 @@ def _overlap_of_smaller(a, b) -> float:
     return iw * ih / smaller
 
 
-def _layout(rng: np.random.Generator, width: int, height: int, max_objects: int,
-            classes: tuple[int, ...], min_scale: float, size_factor: float) -> list[dict]:
+def _layout(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    max_objects: int,
+    classes: tuple[int, ...],
+    min_scale: float,
+    size_factor: float,
+) -> list[dict]:
     """Classes, foot points, sizes and colours of the objects, far to near."""
     horizon = HORIZON * height
     weights = _CLASS_WEIGHTS[list(classes)]
-    if len(classes) < len(CLASSES):    # (all classes: the stored weights as they are, so the draws stay bitwise)
+    if len(classes) < len(
+        CLASSES
+    ):  # (all classes: the stored weights as they are, so the draws stay bitwise)
         weights = weights / weights.sum()
     objects: list[dict] = []
-    for _ in range(int(rng.integers(1, max_objects + 1)) * 3):       # tries; rejected ones are skipped
+    for _ in range(int(rng.integers(1, max_objects + 1)) * 3):  # tries; rejected ones are skipped
         if len(objects) >= max_objects:
             break
         cls = classes[int(rng.choice(len(classes), p=weights))]
@@ -84,7 +100,7 @@ def _layout(rng: np.random.Generator, width: int, height: int, max_objects: int,
         if any(_overlap_of_smaller(box, o["box"]) > MAX_OVERLAP for o in objects):
             continue
         objects.append(dict(cls=cls, box=box, colour=colour, facing=int(rng.integers(0, 2))))
-    objects.sort(key=lambda o: o["box"][3])          # far (high on the image) first
+    objects.sort(key=lambda o: o["box"][3])  # far (high on the image) first
     return objects
 
 
@@ -128,7 +144,9 @@ def _paint(draw: ImageDraw.ImageDraw, obj: dict, fill=None) -> None:
     name = CLASSES[obj["cls"]]
     if name == "person":
         head = 0.18 * h
-        draw.ellipse([x0 + 0.25 * w, y0, x1 - 0.25 * w, y0 + head], fill=col(1.1) if fill else (225, 190, 160))
+        draw.ellipse(
+            [x0 + 0.25 * w, y0, x1 - 0.25 * w, y0 + head], fill=col(1.1) if fill else (225, 190, 160)
+        )
         draw.rectangle([x0, y0 + head, x1, y0 + 0.6 * h], fill=col(1.0))
         draw.rectangle([x0 + 0.1 * w, y0 + 0.6 * h, x0 + 0.45 * w, y1 - 1], fill=col(0.5))
         draw.rectangle([x0 + 0.55 * w, y0 + 0.6 * h, x1 - 0.1 * w, y1 - 1], fill=col(0.5))
@@ -137,24 +155,38 @@ def _paint(draw: ImageDraw.ImageDraw, obj: dict, fill=None) -> None:
         body_bottom = y1 - wheel * 0.6
         if name == "car":
             draw.rectangle([x0, y0 + 0.45 * h, x1, body_bottom], fill=col(1.0))
-            draw.polygon([(x0 + 0.18 * w, y0 + 0.45 * h), (x0 + 0.3 * w, y0), (x1 - 0.3 * w, y0),
-                          (x1 - 0.15 * w, y0 + 0.45 * h)], fill=col(0.85))
+            draw.polygon(
+                [
+                    (x0 + 0.18 * w, y0 + 0.45 * h),
+                    (x0 + 0.3 * w, y0),
+                    (x1 - 0.3 * w, y0),
+                    (x1 - 0.15 * w, y0 + 0.45 * h),
+                ],
+                fill=col(0.85),
+            )
             draw.rectangle([x0 + 0.33 * w, y0 + 0.1 * h, x1 - 0.33 * w, y0 + 0.4 * h], fill=glass)
         elif name == "bus":
             draw.rectangle([x0, y0, x1, body_bottom], fill=col(1.0))
             for k in range(5):
                 wx = x0 + (0.06 + 0.18 * k) * w
                 draw.rectangle([wx, y0 + 0.15 * h, wx + 0.13 * w, y0 + 0.45 * h], fill=glass)
-        else:   # truck: cab on one side, cargo box on the other
+        else:  # truck: cab on one side, cargo box on the other
             cargo = (x0, x0 + 0.7 * w) if obj["facing"] else (x0 + 0.3 * w, x1)
             cab = (x0 + 0.7 * w, x1) if obj["facing"] else (x0, x0 + 0.3 * w)
             draw.rectangle([cargo[0], y0, cargo[1], body_bottom], fill=col(1.0))
             draw.rectangle([cab[0], y0 + 0.35 * h, cab[1], body_bottom], fill=col(0.7))
-            draw.rectangle([cab[0] + 0.2 * (cab[1] - cab[0]), y0 + 0.42 * h, cab[1] - 0.2 * (cab[1] - cab[0]),
-                            y0 + 0.6 * h], fill=glass)
+            draw.rectangle(
+                [
+                    cab[0] + 0.2 * (cab[1] - cab[0]),
+                    y0 + 0.42 * h,
+                    cab[1] - 0.2 * (cab[1] - cab[0]),
+                    y0 + 0.6 * h,
+                ],
+                fill=glass,
+            )
         for fx in (0.12, 0.72) if name != "bus" else (0.1, 0.78):
             draw.ellipse([x0 + fx * w, y1 - wheel, x0 + fx * w + wheel, y1 - 1], fill=dark)
-    else:       # bicycle / motorcycle: two wheels, a frame, a rider's torso
+    else:  # bicycle / motorcycle: two wheels, a frame, a rider's torso
         r = 0.38 * h
         motor = name == "motorcycle"
         for fx in (0.0, 1.0):
@@ -177,13 +209,22 @@ def _background(rng: np.random.Generator, width: int, height: int, style: dict) 
     draw = ImageDraw.Draw(img)
     draw.rectangle([0, 0, width, horizon], fill=tuple(int(v) for v in np.clip(sky, 0, 255)))
     near_half, far_half = 0.55 * width, 0.08 * width
-    draw.polygon([(width / 2 - far_half, horizon), (width / 2 + far_half, horizon),
-                  (width / 2 + near_half, height), (width / 2 - near_half, height)],
-                 fill=tuple(int(v) for v in np.clip(road, 0, 255)))
-    for k in range(6):    # dashed centre line, foreshortened
+    draw.polygon(
+        [
+            (width / 2 - far_half, horizon),
+            (width / 2 + far_half, horizon),
+            (width / 2 + near_half, height),
+            (width / 2 - near_half, height),
+        ],
+        fill=tuple(int(v) for v in np.clip(road, 0, 255)),
+    )
+    for k in range(6):  # dashed centre line, foreshortened
         t0, t1 = (k + 0.2) / 6, (k + 0.6) / 6
-        draw.line([(width / 2, horizon + t0 * (height - horizon)), (width / 2, horizon + t1 * (height - horizon))],
-                  fill=(230, 230, 210), width=max(1, int(1 + 3 * t1 * height / 144)))
+        draw.line(
+            [(width / 2, horizon + t0 * (height - horizon)), (width / 2, horizon + t1 * (height - horizon))],
+            fill=(230, 230, 210),
+            width=max(1, int(1 + 3 * t1 * height / 144)),
+        )
     arr = np.asarray(img, dtype=np.float32)
     if style["texture"] > 0:
         arr += rng.normal(0, style["texture"], size=(height, width, 1)).astype(np.float32)
@@ -196,15 +237,25 @@ def class_indices(classes: Sequence[str] | None) -> tuple[int, ...]:
         return tuple(range(len(CLASSES)))
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
-        raise UserError(f"dataset.source.classes={list(classes)!r}: give distinct names from "
-                         f"{', '.join(CLASSES)} (or null for all)")
+        raise UserError(
+            f"dataset.source.classes={list(classes)!r}: give distinct names from "
+            f"{', '.join(CLASSES)} (or null for all)"
+        )
     return tuple(CLASSES.index(c) for c in classes)
 
 
-def render_scene(seed: int, style: str = "street", width: int = 256, height: int = 144,
-                 max_objects: int = 8, draw_objects: bool = True, noise: bool = True,
-                 classes: Sequence[str] | None = None, min_scale: float = MIN_SCALE,
-                 size_factor: float = 1.0) -> Scene:
+def render_scene(
+    seed: int,
+    style: str = "street",
+    width: int = 256,
+    height: int = 144,
+    max_objects: int = 8,
+    draw_objects: bool = True,
+    noise: bool = True,
+    classes: Sequence[str] | None = None,
+    min_scale: float = MIN_SCALE,
+    size_factor: float = 1.0,
+) -> Scene:
     """Scene ``seed`` in ``style``. ``draw_objects=False`` gives the same scene empty
     (same background, light and noise), which is how the tests check the boxes.
 
@@ -215,8 +266,10 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
     if style not in STYLES:
         raise UserError(f"scene style {style!r}; allowed: {', '.join(STYLES)}")
     if not 0 < min_scale <= 1 or not 0 < size_factor <= 2:
-        raise UserError(f"dataset.source.min_scale={min_scale!r} must be in (0, 1] and "
-                        f"dataset.source.size_factor={size_factor!r} in (0, 2]")
+        raise UserError(
+            f"dataset.source.min_scale={min_scale!r} must be in (0, 1] and "
+            f"dataset.source.size_factor={size_factor!r} in (0, 2]"
+        )
     subset = class_indices(classes)
     st = STYLES[style]
     # separate streams: the layout is the same in every style, only the look changes
@@ -254,5 +307,8 @@ def render_scene(seed: int, style: str = "street", width: int = 256, height: int
             continue
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         labels.append(subset.index(obj["cls"]))
-    return Scene(image=image, boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                 labels=np.asarray(labels, dtype=np.int64))
+    return Scene(
+        image=image,
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        labels=np.asarray(labels, dtype=np.int64),
+    )

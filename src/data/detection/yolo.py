@@ -19,6 +19,7 @@ symlink followed): ``data.yaml``, its ``path`` and split folders and a label fil
 lead out of it are refused with one line; an image file of a split folder that is a
 symlink out of the root is skipped and counted. The YAML is read with ``yaml.safe_load``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,11 +44,15 @@ SPLITS = {"train": "pool", "val": "val", "test": "test"}
 def _data_yaml(root: Path) -> tuple[Path, dict]:
     path = root / "data.yaml"
     if not path.is_file():
-        raise UserError(f"{KEY}.root={root}: no data.yaml in it (a YOLO tree has <root>/data.yaml naming "
-                        "train, val and names)")
+        raise UserError(
+            f"{KEY}.root={root}: no data.yaml in it (a YOLO tree has <root>/data.yaml naming "
+            "train, val and names)"
+        )
     if not inside_root(path, root):
-        raise UserError(f"{path}: leads outside {KEY}.root={root} through a symlink (to {leads_to(path)}); "
-                        "the tree's files must stay inside its root")
+        raise UserError(
+            f"{path}: leads outside {KEY}.root={root} through a symlink (to {leads_to(path)}); "
+            "the tree's files must stay inside its root"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -66,10 +71,13 @@ def class_names(names, path: Path) -> dict[int, str]:
     """data.yaml ``names`` (a list, or an index -> name map) as {index: name}."""
     if isinstance(names, list):
         names = dict(enumerate(names))
-    if not isinstance(names, dict) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0
-                                              for k in names):
-        raise UserError(f"{path}: names must be a list of class names or a map of class index (0, 1, ...) to "
-                        f"name, got {names!r}")
+    if not isinstance(names, dict) or not all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in names
+    ):
+        raise UserError(
+            f"{path}: names must be a list of class names or a map of class index (0, 1, ...) to "
+            f"name, got {names!r}"
+        )
     return {k: str(v) for k, v in names.items()}
 
 
@@ -79,11 +87,15 @@ def _split_folders(data: dict, key: str, base: Path, root: Path, path: Path) -> 
     for entry in entries:
         folder = image_inside(root, str(base / str(entry)), path, key, what="folder")
         if not folder.is_dir():
-            raise UserError(f"{path}: {key}: {entry!r} is not a folder under {root} (image lists in .txt files "
-                            "are not read; name the image folder)")
+            raise UserError(
+                f"{path}: {key}: {entry!r} is not a folder under {root} (image lists in .txt files "
+                "are not read; name the image folder)"
+            )
         if "images" not in folder.relative_to(root).parts:
-            raise UserError(f"{path}: {key}: {entry!r} is not inside an images/ folder (the labels of "
-                            "images/<split>/x.jpg are read from labels/<split>/x.txt)")
+            raise UserError(
+                f"{path}: {key}: {entry!r} is not inside an images/ folder (the labels of "
+                "images/<split>/x.jpg are read from labels/<split>/x.txt)"
+            )
         folders.append(folder)
     return folders
 
@@ -111,7 +123,9 @@ def _label_files(folders: list[Path], root: Path) -> set[Path]:
     return found
 
 
-def _objects(labels: Path, width: int, height: int, names: dict[int, str], bad: Counter, strict: bool) -> list:
+def _objects(
+    labels: Path, width: int, height: int, names: dict[int, str], bad: Counter, strict: bool
+) -> list:
     objects = []
     for n, line in enumerate(labels.read_text().splitlines(), start=1):
         fields = line.split()
@@ -122,10 +136,12 @@ def _objects(labels: Path, width: int, height: int, names: dict[int, str], bad: 
             values = [float(v) for v in fields]
         except ValueError:
             raise UserError(f"{where}: not a label line 'class cx cy w h' (got {line.strip()!r})") from None
-        if len(values) != 5:     # more values: a segmentation polygon, not a box
+        if len(values) != 5:  # more values: a segmentation polygon, not a box
             if strict:
-                raise UserError(f"{where}: bad box (not 5 values 'class cx cy w h'); {KEY}.strict=false skips "
-                                "such lines with a count")
+                raise UserError(
+                    f"{where}: bad box (not 5 values 'class cx cy w h'); {KEY}.strict=false skips "
+                    "such lines with a count"
+                )
             bad["not 5 values"] += 1
             continue
         cls, cx, cy, w, h = values
@@ -138,14 +154,18 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True,
     """Records (each with its split), report and class names of a YOLO tree (see the module doc)."""
     if not root:
         raise UserError(f"{KEY}.root is not set; name the folder that holds data.yaml")
-    root = Path(os.path.abspath(os.path.expanduser(str(root))))    # '..' folded: the containment test compares paths
+    root = Path(
+        os.path.abspath(os.path.expanduser(str(root)))
+    )  # '..' folded: the containment test compares paths
     if not root.is_dir():
         raise UserError(f"{KEY}.root={root}: no such directory")
     path, data = _data_yaml(root)
     base = join_inside(root, str(data.get("path") or "."))
     if base is None:
-        raise UserError(f"{path}: path={data['path']!r} leaves {KEY}.root={root}; remove it or give a folder "
-                        "inside the root")
+        raise UserError(
+            f"{path}: path={data['path']!r} leaves {KEY}.root={root}; remove it or give a folder "
+            "inside the root"
+        )
     names = class_names(data["names"], path)
     raw, bad, folders, left, paired = [], Counter(), [], [], set()
     for key, split in SPLITS.items():
@@ -153,9 +173,11 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True,
             continue
         for folder in _split_folders(data, key, base, root, path):
             folders.append(folder)
-            images, out = split_inside(sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)), root)
+            images, out = split_inside(
+                sorted(p for p in folder.rglob("*") if p.is_file() and is_image(p)), root
+            )
             left += out
-            paired |= {label_file(f, root) for f in out}       # counted as skipped images, not as unpaired labels
+            paired |= {label_file(f, root) for f in out}  # counted as skipped images, not as unpaired labels
             for image_file in images:
                 try:
                     with Image.open(image_file) as im:
@@ -166,9 +188,11 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True,
                 paired.add(labels)
                 has_labels = labels.is_file()
                 if has_labels and not inside_root(labels, root):
-                    raise UserError(f"{labels}: the label file of {image_file} leads outside {KEY}.root={root} "
-                                    f"through a symlink (to {leads_to(labels)}); label files must stay inside "
-                                    "the root")
+                    raise UserError(
+                        f"{labels}: the label file of {image_file} leads outside {KEY}.root={root} "
+                        f"through a symlink (to {leads_to(labels)}); label files must stay inside "
+                        "the root"
+                    )
                 objects = _objects(labels, width, height, names, bad, strict) if has_labels else []
                 raw.append(RawImage(image_file, width, height, objects, split, origin=labels))
     if left:
@@ -176,6 +200,9 @@ def read_yolo(root, classes=None, class_map=None, strict=False, keep_empty=True,
     if not raw:
         skipped = f" ({len(left)} symlinks leading outside the root skipped)" if left else ""
         raise UserError(f"{path}: its train/val/test folders hold no images{skipped}")
-    unpaired = dict(images_without_labels=sum(not r.origin.is_file() for r in raw),
-                    labels_without_images=len(_label_files(folders, root) - paired), outside_root=len(left))
+    unpaired = dict(
+        images_without_labels=sum(not r.origin.is_file() for r in raw),
+        labels_without_images=len(_label_files(folders, root) - paired),
+        outside_root=len(left),
+    )
     return apply_classes(raw, bad, str(path), classes, class_map, strict, keep_empty, require_boxes, unpaired)
