@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     def network_only():
         with torch.inference_mode():
             for images, _, _ in loader:
-                model._parts(images, None)
+                model.forward_parts(images, None)
 
     def scorer(name, predictions):
         adapter = functools.partial(detection.score_batch, scorer=get_scorer(name))

@@ -24,20 +24,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.analysis.curves import curve_summary
 from src.config.instantiate import build
-from src.config.validate import validate
 from src.errors import UserError
 from src.labelling.trained import save_trained_model
 from src.launch import made_by_this_process, prepare_job
 from src.loop import distributed
 from src.loop.active_loop import ActiveLearningLoop, SelectionSettings, check_fingerprint, round_label
-from src.loop.records import RoundRecord, RunStore, fault_point, lock_run_dir, read_records, write_json_atomic
 from src.loop.trainers import TrainerFactory, quiet_libraries
 from src.models.named_baselines import named_baseline_checkpoint
 from src.models.weights import WeightSnapshot, load_into
+from src.pretraining import make_if_missing
+from src.records import RoundRecord, RunStore, fault_point, lock_run_dir, read_records, write_json_atomic
 from src.selection.schedule import steps_per_epoch
 from src.selection.scorers import Scorer, build_scorer
 from src.tasks import Task, get_task
 from src.tracking import Tracker
+from src.validate import validate
 
 log = logging.getLogger("src.run")
 
@@ -146,6 +147,7 @@ def build_loop(
     validate(cfg, pool_size=len(datamodule.pool_ids))
     scorer_cfg = OmegaConf.to_container(cfg.scorer, resolve=True)
     scorer = build_scorer(scorer_cfg, ignore=task.scorer_options)
+    make_if_missing(cfg)  # a missing named baseline with baseline.make_if_missing: trained first
     model, snapshot = build_model(cfg, datamodule, scorer)
     options = {k: scorer_cfg[k] for k in task.scorer_options if k in scorer_cfg}
     new_trainer = TrainerFactory(

@@ -1,7 +1,7 @@
 """``python -m src.pretrain task=detection baseline=real``: make a named baseline's weights.
 
-A thin CLI over ``src.models.named_baselines.pretrain`` (what a named baseline is,
-where its file goes and when it is made again is documented there). A user mistake
+A thin CLI over ``src.pretraining.pretrain`` (what a named baseline is, where its file
+goes and when it is made again: ``src.models.named_baselines``). A user mistake
 prints one line and exits 2.
 """
 
@@ -14,12 +14,12 @@ from omegaconf import DictConfig
 
 import src.config.resolvers  # noqa: F401  (registers the config resolvers)
 from src.config.overrides import prepare_argv
-from src.config.validate import check_pretraining
 from src.errors import UserError
 from src.experiment import HeldJobLog
 from src.launch import run_entry_point
 from src.loop.trainers import quiet_libraries
-from src.models.named_baselines import pretrain
+from src.pretraining import pretrain
+from src.validate import check_pretraining
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

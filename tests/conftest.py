@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src.config.resolvers  # noqa: F401  (registers the config resolvers)
-from src.loop.records import RoundRecord
+from src.records import RoundRecord
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"

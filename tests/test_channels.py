@@ -11,11 +11,11 @@ from PIL import Image
 from torch import nn
 
 from src.config.instantiate import build
-from src.config.validate import validate
 from src.data.cache import cached_images
 from src.data.folder import ImageFolderSource
 from src.errors import UserError
 from src.experiment import build_model
+from src.validate import validate
 from tests.conftest import read_jsonl, run_cli, run_module
 
 SIZE = 8

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from src.analysis.wandb_offline import read_offline_run, wait_until_finished
+from src.tracking.offline import read_offline_run, wait_until_finished
 from tests.conftest import REPO, cli_env, read_jsonl, run_cli, without_timings
 
 pytestmark = pytest.mark.slow

@@ -8,9 +8,9 @@ from hydra.utils import instantiate
 from src.config.overrides import check_group_overrides, config_groups
 from src.config.resolvers import latest_unfinished_run
 from src.config.resolvers import slug as _slug
-from src.config.validate import validate
 from src.errors import UserError as ConfigError
 from src.tracking import resolve_wandb_mode
+from src.validate import validate
 from tests.conftest import CONF
 
 

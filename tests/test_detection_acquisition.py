@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from baal.active.heuristics import BALD as BaalBALD
 from baal.active.heuristics import Entropy as BaalEntropy
 
+from src import records as records_module
 from src.experiment import build_loop
-from src.loop import records as records_module
 from src.models.detector import SSDDetector, ssd_loss_terms
 from src.models.mc_dropout import mc_dropout_mode
 from src.selection import detection_scorers as ds
@@ -56,7 +56,7 @@ def test_per_image_ssd_losses_add_up_to_torchvisions_batch_loss(batch):
     model = detector()
     images, targets, _ = batch
     with torch.no_grad():
-        _, tgts, head, anchors, _ = model._parts(images, targets)
+        _, tgts, head, anchors, _ = model.forward_parts(images, targets)
         matched = model._matches(tgts, anchors)
         cls, box, positives = ssd_loss_terms(
             head["cls_logits"],
@@ -138,7 +138,7 @@ def test_learning_loss_taps_the_six_ssd_maps_and_trains_with_the_detector(tiny_s
     model.train()
     loss = model.training_step(batch, 0)
     with torch.no_grad():
-        _, tgts, head, anchors, _ = model._parts(batch[0], batch[1])
+        _, tgts, head, anchors, _ = model.forward_parts(batch[0], batch[1])
         per_image = model.per_image_losses(tgts, head, anchors)
         cls = model.losses(tgts, head, anchors)
     predicted = model.loss_prediction(scorer.taps.maps).detach()
@@ -187,7 +187,7 @@ def test_mc_dropout_per_anchor_bald_and_entropy_equal_baal_and_aggregate_by_hand
     with torch.inference_mode():
         probs, boxes, sizes = mc_passes(model, images, 4, seed=11)
         torch.manual_seed(11)
-        kept = model.mc_pool_outputs(batch, 4, top_k=5, score_threshold=0.0)
+        kept = detection.mc_pool_outputs(model, batch, 4, top_k=5, score_threshold=0.0)
         outputs = detection.DetectorOutputs(
             model, batch, frozenset(), top_k=5, score_threshold=0.0, aggregate="max"
         )
@@ -329,7 +329,7 @@ def test_the_extended_detection_experiment_sweeps_the_methods_and_each_value_val
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.config.validate import validate
+    from src.validate import validate
     from tests.conftest import CONF
 
     GlobalHydra.instance().clear()

@@ -7,10 +7,10 @@ import subprocess
 
 import pytest
 
-from src.config.validate import validate
 from src.errors import UserError
 from src.experiment import build_loop
 from src.models.named_baselines import named_baseline_checkpoint
+from src.validate import validate
 from tests.conftest import REPO, read_jsonl, run_cli, run_module, without_timings
 
 # baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
@@ -237,7 +237,7 @@ def test_a_coco_folder_runs_through_the_loop(tmp_path, compose_cfg):
 
 
 def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, tmp_path, monkeypatch):
-    from src.config.validate import budget_capped_notice
+    from src.validate import budget_capped_notice
 
     msg = budget_capped_notice(300, 0, 1000, None)
     assert msg.startswith("selection.budget=1000 is larger than the 300 pool items") and "1 round(s)" in msg
@@ -253,7 +253,7 @@ def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, 
     cfg = compose_cfg(
         "experiment=detection_thesis", "baseline=untrained", "model.module.weights_backbone=null"
     )
-    with caplog.at_level("WARNING", logger="src.config.validate"):
+    with caplog.at_level("WARNING", logger="src.validate"):
         validate(cfg)  # the declared pool: no line yet
         assert not caplog.records
         validate(cfg, pool_size=300)  # the real pool, at start-up

@@ -16,7 +16,7 @@ import torch
 from src.config.instantiate import build
 from src.experiment import build_model
 from src.loop.callbacks import EpochHistory
-from src.loop.records import RoundRecord
+from src.records import RoundRecord
 
 
 def numpy_loss_and_top1(model, dm, ids: list[int], batch_size: int) -> tuple[float, float]:
@@ -100,7 +100,7 @@ def test_epoch_curves_best_epoch_and_class_counts_reach_wandb(tmp_path):
     import collections
     import csv
 
-    from src.analysis.wandb_offline import media, read_offline_run, read_table, wait_until_finished
+    from src.tracking.offline import media, read_offline_run, read_table, wait_until_finished
     from tests.conftest import read_jsonl, run_cli
 
     run_cli("debug=fast", "logger=wandb", f"hydra.run.dir={tmp_path}")

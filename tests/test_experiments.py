@@ -15,10 +15,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from src.config.validate import validate
 from src.experiment import build_loop
-from src.loop.records import read_records
+from src.records import read_records
 from src.report import main as report_main
+from src.validate import validate
 from tests.conftest import CONF, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))

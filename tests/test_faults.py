@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from src.errors import UserError
-from src.loop.records import RoundRecord, lock_run_dir
+from src.records import RoundRecord, lock_run_dir
 from src.tracking import CsvTracker
 from tests.conftest import REPO, made_once, read_jsonl, run_cli
 
@@ -85,7 +85,7 @@ def test_the_lock_of_a_killed_process_is_released_by_the_kernel(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from src.loop.records import lock_run_dir\n"
+            "import sys, time; from src.records import lock_run_dir\n"
             f"held = lock_run_dir({str(tmp_path)!r}); held.__enter__(); print('locked', flush=True); time.sleep(60)",
         ],
         cwd=REPO,
@@ -194,7 +194,7 @@ def run_with_fault(point: str | None, *args: str) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_sigkill_at_every_point_then_resume_gives_the_uninterrupted_records_and_csv_history(tmp_path):
-    from src.loop.records import FAULT_POINTS
+    from src.records import FAULT_POINTS
     from tests.conftest import without_timings
 
     # every kill point is tested, here or in the W&B matrix
@@ -227,7 +227,7 @@ def test_wandb_history_after_kills_and_resumes_holds_every_round_once_in_order(t
     """The W&B run as `wandb sync` of its offline folders assembles it: their histories in folder order."""
     import json
 
-    from src.analysis.wandb_offline import read_offline_run, wait_until_finished
+    from src.tracking.offline import read_offline_run, wait_until_finished
 
     run = ["debug=fast", "selection.rounds=5", "logger=wandb", f"hydra.run.dir={tmp_path}"]
     # killed right after committing round 1 (before logging it), between round 2's epoch rows and its

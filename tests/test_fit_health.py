@@ -11,8 +11,8 @@ from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.analysis.report import fit_health
-from src.loop.records import RoundRecord
 from src.loop.trainers import how_fit_ended
+from src.records import RoundRecord
 
 
 class ConstantValLoss(pl.LightningModule):

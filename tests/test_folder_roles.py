@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from src.config.instantiate import build
-from src.config.validate import validate
 from src.errors import UserError
+from src.validate import validate
 
 
 def make_tree(root, shade: int, per_class: int = 10):

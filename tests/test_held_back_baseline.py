@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from src.config.validate import validate
 from src.data.recipes import build
 from src.data.sources import FontDigits, MnistDigits, UciDigits
 from src.errors import UserError
 from src.experiment import build_model
 from src.models.classifier import ImageClassifier
 from src.models.detector import SSDDetector
-from src.models.named_baselines import baseline_path, named_baseline_checkpoint, pretrain
+from src.models.named_baselines import baseline_path, named_baseline_checkpoint
 from src.models.weights import load_into
+from src.pretraining import make_if_missing, pretrain
+from src.validate import validate
 from tests.conftest import run_cli, run_module
 
 SIZES = {"pool": 600, "val": 300, "test": 300, "baseline": 1000}
@@ -241,7 +242,8 @@ def test_a_folder_baseline_of_other_classes_is_the_backbone_of_a_folder_run(tmp_
     cfg = compose_cfg(*args)
     validate(cfg)
     datamodule = hydra.utils.instantiate(cfg.dataset)
-    model, _ = build_model(cfg, datamodule)  # makes the baseline first (make_if_missing)
+    make_if_missing(cfg)  # makes the baseline first (what a run does before it builds its model)
+    model, _ = build_model(cfg, datamodule)
     path = baseline_path(cfg)
     assert json.loads(path.with_suffix(".json").read_text())["classes"] == ["a", "b", "c"]
     baseline_state = torch.load(path, weights_only=True)["state_dict"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.config.validate import validate
 from src.errors import UserError
 from src.models.backbones import build_network
+from src.validate import validate
 
 
 @pytest.mark.parametrize("recipe, pool", [("v2", 6000), ("mixed", 6000), ("noisy", 6000), ("hard", 24000)])

@@ -15,17 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from src.data.labelstudio import ClassLabel, merge_labels, read_export
 from src.errors import UserError
 from src.labelling.labelstudio import (
     BoxGuess,
     ClassGuess,
-    ClassLabel,
     Proposal,
     image_url,
     import_tasks,
     label_config,
-    merge_labels,
-    read_export,
     write_import_file,
 )
 from tests.labelstudio_scenario import CLASSES, EXPECTED_CLASSIFICATION, EXPECTED_DETECTION

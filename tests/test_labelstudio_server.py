@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from src.labelling.labelstudio import read_export
+from src.data.labelstudio import read_export
 from tests.labelstudio_scenario import CLASSES, EXPECTED_CLASSIFICATION, EXPECTED_DETECTION, round_trip
 from tests.labelstudio_server import LabelStudioServer, label_studio_bin
 

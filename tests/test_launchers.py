@@ -20,8 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from src import launch
-from src.analysis.wandb_offline import read_offline_run, wait_until_finished
 from src.errors import UserError
+from src.tracking.offline import read_offline_run, wait_until_finished
 from tests.conftest import CONF, REPO, cli_env, made_once, read_jsonl, run_cli, without_timings
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.config.validate import validate
 from src.errors import UserError
 from src.models.classifier import ImageClassifier
 from src.selection import ranking
@@ -21,6 +20,7 @@ from src.selection.mc_dropout_scorer import MCDropoutScorer, TopCandidates
 from src.selection.scorers import RowCollector, Scorer, get_scorer, scorer_names
 from src.selection.stochastic import gumbel_keys, log_weights, stochastic_select
 from src.tasks.classification import ClassifierOutputs
+from src.validate import validate
 from tests.conftest import read_jsonl, run_cli
 
 THESIS = ("random", "least_confidence", "margin", "entropy", "loss")

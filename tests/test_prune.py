@@ -124,8 +124,8 @@ def test_other_modes_plan_as_before_and_refuse_a_fraction():
     ],
 )
 def test_a_bad_prune_config_is_one_line_naming_the_key_before_any_work(compose_cfg, overrides, message):
-    from src.config.validate import validate
     from src.errors import UserError
+    from src.validate import validate
 
     with pytest.raises(UserError) as err:
         validate(compose_cfg("debug=fast", *overrides))
@@ -133,7 +133,7 @@ def test_a_bad_prune_config_is_one_line_naming_the_key_before_any_work(compose_c
 
 
 def test_a_prune_config_validates(compose_cfg):
-    from src.config.validate import validate
+    from src.validate import validate
 
     validate(compose_cfg("debug=fast", "selection.mode=prune"))  # keeps budget=20 of 120
     validate(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from src.errors import UserError
-from src.loop.records import RoundRecord, RunStore, read_records
+from src.records import RoundRecord, RunStore, read_records
 
 
 def rec(r: int, **metrics) -> RoundRecord:

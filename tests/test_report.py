@@ -22,10 +22,10 @@ from src.analysis import aggregate as agg
 from src.analysis import plots, selections
 from src.analysis.report import build_report
 from src.analysis.stats import compare, pvalue_matrix
-from src.analysis.wandb_offline import media, media_files, read_offline_run, read_table, wait_until_finished
-from src.loop.records import RoundRecord
+from src.records import RoundRecord
 from src.report import main
 from src.tasks import classification
+from src.tracking.offline import media, media_files, read_offline_run, read_table, wait_until_finished
 
 X = [20, 40, 60]
 # test/acc_top1 per round, by hand: two methods, three seeds; random's seed 3 crashed after 2 rounds

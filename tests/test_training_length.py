@@ -13,9 +13,9 @@ import math
 import pytest
 
 from src.config.overrides import rewrite_renamed_keys
-from src.config.validate import validate
 from src.errors import UserError
 from src.selection.schedule import steps_per_epoch
+from src.validate import validate
 from tests.conftest import read_jsonl, run_cli
 
 

@@ -25,9 +25,9 @@ from PIL import Image
 from src.data.detection.annotations import read_coco, read_voc
 from src.data.detection.yolo import read_yolo
 from src.data.folder import ImageFolderSource
+from src.data.labelstudio import read_export
 from src.data.paths import inside_root, join_inside
 from src.errors import UserError
-from src.labelling.labelstudio import read_export
 from src.labelling.outputs import link_subset
 from src.labelling.pool import pool_files
 from tests.conftest import compose_select, read_jsonl, run_cli

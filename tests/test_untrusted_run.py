@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import UserError
-from src.loop.records import LOCK_FILE, RoundRecord, lock_run_dir
+from src.records import LOCK_FILE, RoundRecord, lock_run_dir
 from tests.conftest import REPO, cli_env, made_once, read_jsonl, run_cli, run_module
 from tests.test_faults import assert_refused
 
@@ -417,7 +417,7 @@ def test_the_override_check_names_the_first_unparsable_override():
     ],
 )
 def test_run_and_pretrain_share_one_check_of_the_counts(compose_cfg, override, needle):
-    from src.config.validate import check_pretraining, validate
+    from src.validate import check_pretraining, validate
 
     cfg = compose_cfg("task=detection", override)
     for check in (validate, check_pretraining):
@@ -426,7 +426,7 @@ def test_run_and_pretrain_share_one_check_of_the_counts(compose_cfg, override, n
 
 
 def test_counts_that_mean_something_at_zero_or_minus_one_pass(compose_cfg):
-    from src.config.validate import check_pretraining
+    from src.validate import check_pretraining
 
     check_pretraining(
         compose_cfg(

@@ -27,7 +27,7 @@ from src.analysis.trust import inside
 from src.config.resolvers import format_value
 from src.config.trust import check_resolvers
 from src.errors import UserError
-from src.loop.records import RECORDS_FILE, RoundRecord, parse_records
+from src.records import RECORDS_FILE, RoundRecord, parse_records
 
 # Keys that name or place a run rather than change its result; never grouping keys.
 IGNORED_PREFIXES = ("hydra.", "paths.", "logger.")

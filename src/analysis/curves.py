@@ -28,7 +28,7 @@ def normalised_auc(x, y) -> float:
 def curve_summary(records) -> dict:
     """AUC (normalised) of every val/test metric over the labelled count, plus its last value.
 
-    ``records`` are round records in round order (``src.loop.records.RoundRecord``).
+    ``records`` are round records in round order (``src.records.RoundRecord``).
     """
     if not records:
         return {}

@@ -30,7 +30,7 @@ from src.analysis.aggregate import Group, RunData
 from src.analysis.wandb_report import log_report
 from src.config.resolvers import format_value
 from src.errors import UserError
-from src.loop.records import RoundRecord
+from src.records import RoundRecord
 
 CURVE_COLUMNS = ["group", "metric", "n_labelled", "mean", "std", "runs"]
 AUC_COLUMNS = ["group", "metric", "mean", "std", "runs", "excluded_incomplete", "values", "seeds"]

@@ -24,7 +24,7 @@ from src.config.instantiate import build
 from src.data.cache import CacheMiss, UnreadableImage, reuse_only
 from src.data.recipes import BuiltDataset
 from src.errors import UserError
-from src.loop.records import RoundRecord
+from src.records import RoundRecord
 
 # What stops a dataset from being rebuilt on this machine (files absent or unreadable, values
 # in the received config the data classes refuse): the grid is skipped with a note instead of
@@ -89,20 +89,13 @@ class BoxedItems:
         ).numpy()
 
     def label(self, i: int) -> str:
+        from src.tasks.detection import class_counts  # the detection stack only where it is shown
+
         _, target = self.dm.source.load(int(i))
         return class_counts([self.label_name(int(c)) for c in target["labels"]])
 
     def label_name(self, c: int) -> str:
         return self.dm.class_names[c]
-
-
-def class_counts(names: list[str]) -> str:
-    """``car x2, person``: each class once, most frequent first; ``(no objects)`` when empty."""
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name] = counts.get(name, 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in ranked) or "(no objects)"
 
 
 def recorded_cache_dir(run: RunData) -> Path | None:

@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from src.analysis.aggregate import RunData
-from src.analysis.wandb_offline import read_offline_run
 from src.tracking import resolve_wandb_mode
+from src.tracking.offline import read_offline_run
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import Container, OmegaConf
 
-from src.loop.records import RunStore
+from src.records import RunStore
 
 # name -> function of every resolver this module registers whose value depends on its
 # arguments alone: the only resolvers (besides ``oc.select``) that the report evaluates in a

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.recipes import BuiltDataset, build
+from src.data.samplers import eval_sampler
 from src.data.sources import Source
-from src.loop.distributed import eval_sampler
 
 
 class RowsDataset(Dataset):

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from src.config.overrides import can_create_in
+from src.data.labelstudio import lexical_abspath
 from src.data.paths import written_inside
 from src.errors import UserError
-from src.labelling.labelstudio import BoxGuess, ClassGuess, Proposal, lexical_abspath
+from src.labelling.labelstudio import BoxGuess, ClassGuess, Proposal
 from src.selection.ranking import pivot_window
 
 RANKED_FIELDS = ["rank", "path", "score", "predicted", "confidence"]

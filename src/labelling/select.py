@@ -30,7 +30,6 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from src.config.validate import check_detection_scorer_options
 from src.data.cache import decode_stretched
 from src.data.detection.datamodule import collate as detection_collate
 from src.data.recipes import _to_shape
@@ -52,6 +51,7 @@ from src.loop.pool import score_pool
 from src.selection.ranking import rank_by_score, select
 from src.selection.scorers import get_scorer, random_scores
 from src.tasks import get_task
+from src.validate import check_detection_scorer_options
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from src.data.cache import cached_images
+from src.data.labelstudio import LOCAL_FILES_PREFIX, lexical_abspath, merge_labels, read_export
 from src.data.sources import Source, SourceData
 from src.errors import UserError
-from src.labelling.labelstudio import LOCAL_FILES_PREFIX, lexical_abspath, merge_labels, read_export
 
 log = logging.getLogger(__name__)
 

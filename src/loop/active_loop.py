@@ -26,9 +26,9 @@ from src.errors import UserError
 from src.loop import distributed
 from src.loop.callbacks import EpochHistory, RestoreBestWeights
 from src.loop.pool import score_pool
-from src.loop.records import RoundRecord, RunStore
 from src.loop.trainers import how_fit_ended
 from src.models.weights import WeightSnapshot
+from src.records import RoundRecord, RunStore
 from src.selection import policy, ranking, stochastic
 from src.selection.schedule import (
     STREAM_BASE,

@@ -35,8 +35,9 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from src.data.samplers import several_processes
 from src.errors import UserError
-from src.loop.records import RoundRecord, RunStore
+from src.records import RoundRecord, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def is_follower() -> bool:
 
 
 def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return several_processes()
 
 
 class Ranks:
@@ -253,17 +254,3 @@ def run_follower(cfg: DictConfig, build_loop: Callable) -> dict:
     finally:
         dist.destroy_process_group()
     return {}
-
-
-def eval_sampler(n_items: int):
-    """Under trainer=ddp, this rank's share of a val or test split with no item repeated; else None.
-
-    Lightning's default DistributedSampler pads the shares to equal length with repeated items,
-    which would count them twice in val/test metrics; its unrepeated sampler (the one it uses for
-    predict) lets the shares differ by one item instead, safe because the metrics are torchmetrics
-    states summed over the ranks and DDP syncs buffers only on the first evaluation batch."""
-    if not active():
-        return None
-    from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
-
-    return UnrepeatedDistributedSampler(range(n_items), shuffle=False)

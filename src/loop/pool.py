@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from src.loop.records import fault_point
+from src.records import fault_point
 
 
 def score_pool(

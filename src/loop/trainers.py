@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from src.config.instantiate import build
 from src.loop.callbacks import EpochHistory
-from src.loop.records import EARLY_STOPPING, EPOCH_CAP, FAULT_ENV, FIXED_LENGTH, STEP_CAP, fault_point
+from src.records import EARLY_STOPPING, EPOCH_CAP, FAULT_ENV, FIXED_LENGTH, STEP_CAP, fault_point
 
 
 def quiet_libraries() -> None:
@@ -57,7 +57,7 @@ class TrainerFactory:
         ]
         built.append(EpochHistory())  # the round record's per-epoch history
         if os.environ.get(FAULT_ENV, "").startswith("fit"):
-            built.append(_FaultInFit())  # testing hook only (src.loop.records.FAULT_ENV)
+            built.append(_FaultInFit())  # testing hook only (src.records.FAULT_ENV)
         return built
 
     def __call__(self, round_index: int) -> pl.Trainer:

@@ -9,7 +9,8 @@ Evaluation runs the network's parts once per batch (transform, backbone, head,
 anchors) and derives from the same head outputs both the loss (torchvision's own
 ``compute_loss``) and the detections (its own post-processing), so val/test report
 classification and box loss next to mAP without a second forward pass. Pool scoring
-uses the same parts and keeps one score and one class per image.
+(``src.tasks.detection``) uses the same parts (``forward_parts``) and keeps one score and one
+class per image.
 
 Per-image losses (``ssd_loss_terms``): torchvision's ``compute_loss`` returns one batch
 loss, (sum over images of each image's classification + box loss sums) / (number of
@@ -22,8 +23,7 @@ the latter, and ``scorer=learning_loss`` trains its loss-prediction module to ra
 
 Scorer hooks: ``default_feature_taps`` (the backbone, whose output is the SSD multi-scale
 feature maps the loss-prediction module reads), ``mc_dropout_head`` (the classification
-head MC dropout puts its dropout before) and ``mc_pool_outputs`` (T stochastic passes
-of that head, reduced per anchor to two running sums).
+head MC dropout puts its dropout before); the detector knows nothing about scorers.
 """
 
 from __future__ import annotations
@@ -40,11 +40,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import box_iou, clip_boxes_to_image
 
 from src.errors import UserError
-from src.models.mc_dropout import mc_dropout_mode
 from src.models.optim import configure
-from src.selection import detection_scorers as ds
-from src.selection.bald import PassMoments
-from src.tensors import at_least_float32
 
 ARCHS = {"ssd300_vgg16": tvd.ssd300_vgg16, "ssdlite320_mobilenet_v3_large": tvd.ssdlite320_mobilenet_v3_large}
 
@@ -193,16 +189,27 @@ class SSDDetector(pl.LightningModule):
         dets = self.net(imgs)
         return [{**d, "labels": d["labels"] - 1} for d in dets]
 
-    def _parts(self, images: torch.Tensor, targets: list[dict] | None):
-        """What SSD.forward computes before its losses or detections, for reuse by both."""
+    def backbone_pass(self, images: torch.Tensor, targets: list[dict] | None = None):
+        """The start of every pass through SSD: the transformed batch, its targets (background-shifted,
+        resized; None without), the backbone's feature maps as a list and the images' sizes on input."""
         imgs, tgts = self._inputs(images, targets)
         original_sizes = [tuple(im.shape[-2:]) for im in imgs]
         batch, tgts = self.net.transform(imgs, tgts)
         features = self.net.backbone(batch.tensors)
         features = list(features.values()) if isinstance(features, dict) else [features]
+        return batch, tgts, features, original_sizes
+
+    def forward_parts(self, images: torch.Tensor, targets: list[dict] | None):
+        """What SSD.forward computes before its losses or detections, for reuse by both (and by pool
+        scoring, ``src.tasks.detection``): batch, targets, head outputs, anchors, sizes on input."""
+        batch, tgts, features, original_sizes = self.backbone_pass(images, targets)
         head = self.net.head(features)
         anchors = self.net.anchor_generator(batch, features)
         return batch, tgts, head, anchors, original_sizes
+
+    def decode_boxes(self, regression: torch.Tensor, anchors: torch.Tensor, size) -> torch.Tensor:
+        """One image's box regression [A, 4] on its anchors as boxes in the transformed image's pixels."""
+        return clip_boxes_to_image(self.net.box_coder.decode_single(regression, anchors), size)
 
     def _matches(self, tgts, anchors) -> list[torch.Tensor]:
         # the anchor-to-box matching of torchvision's SSD.forward (not a separate public function there)
@@ -246,7 +253,7 @@ class SSDDetector(pl.LightningModule):
             cls, box = losses["classification"], losses["bbox_regression"]
             loss = cls + box
         else:  # the same loss from its per-image terms, which the objective also ranks
-            _, tgts, head, anchors, _ = self._parts(images, targets)
+            _, tgts, head, anchors, _ = self.forward_parts(images, targets)
             cls_i, box_i, positives = self.loss_terms(tgts, head, anchors)
             norm = positives.sum().clamp(min=1)
             cls, box = cls_i.sum() / norm, box_i.sum() / norm
@@ -261,7 +268,7 @@ class SSDDetector(pl.LightningModule):
 
     def _eval_step(self, batch, stage: str):
         images, targets, _ = batch
-        batch_t, tgts, head, anchors, original_sizes = self._parts(images, targets)
+        batch_t, tgts, head, anchors, original_sizes = self.forward_parts(images, targets)
         losses = self.losses(tgts, head, anchors)
         n = len(targets)
         self.loss_metrics[f"{stage}_cls"].update(losses["classification"], weight=n)
@@ -312,64 +319,6 @@ class SSDDetector(pl.LightningModule):
     def on_test_epoch_end(self):
         self._eval_epoch_end("test")
 
-    # -- pool scoring ---------------------------------------------------------------------------
-    def pooled_backbone_features(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, sum of channels]: every backbone feature map global-average-pooled and concatenated
-        (what core-set measures distances on; the backbone's input as in every other pass)."""
-        imgs, _ = self._inputs(images, None)
-        batch, _ = self.net.transform(imgs, None)
-        features = self.net.backbone(batch.tensors)
-        features = list(features.values()) if isinstance(features, dict) else [features]
-        return torch.cat([at_least_float32(f).mean(dim=(2, 3)) for f in features], dim=1)
-
-    def pool_outputs(
-        self,
-        batch,
-        losses: bool,
-        detections: bool,
-        top_k: int = 10,
-        score_threshold: float = 0.1,
-        nms_iou: float = 0.5,
-    ) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
-        """What pool scoring reads from one batch, from one pass through the network.
-
-        ``losses``: each image's own cls + box loss [B]. ``detections``: per image the
-        full class distributions [D, C+1] (background first) of its ``top_k`` kept
-        detections and their predicted classes [D] (0..C-1). Only per-image numbers
-        leave this method; the raw anchors of a batch are dropped here.
-        """
-        images, targets, _ = batch
-        batch_t, tgts, head, anchors, _ = self._parts(images, targets if losses else None)
-        per_image = self.per_image_losses(tgts, head, anchors) if losses else None
-        kept = None
-        if detections:
-            probs_all = F.softmax(at_least_float32(head["cls_logits"]), dim=-1)
-            kept = [
-                (probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1))
-                for i, keep in enumerate(
-                    self._kept(
-                        probs_all,
-                        head["bbox_regression"],
-                        anchors,
-                        batch_t.image_sizes,
-                        top_k,
-                        score_threshold,
-                        nms_iou,
-                    )
-                )
-            ]
-        return per_image, kept
-
-    def _kept(self, probs_all, regression, anchors, image_sizes, top_k, score_threshold, nms_iou):
-        """Per image, the anchor indices of its top-k detections (``detection_scorers.top_detections``)."""
-        kept = []
-        for i, (h, w) in enumerate(image_sizes):
-            boxes = clip_boxes_to_image(self.net.box_coder.decode_single(regression[i], anchors[i]), (h, w))
-            kept.append(
-                ds.top_detections(probs_all[i], boxes, int(top_k), float(score_threshold), float(nms_iou))
-            )
-        return kept
-
     # -- scorer hooks ---------------------------------------------------------------------------
     def default_feature_taps(self) -> list[torch.nn.Module]:
         """What the loss-prediction module reads by default: the backbone, whose output is the SSD
@@ -380,34 +329,6 @@ class SSDDetector(pl.LightningModule):
         """The module MC dropout's added dropout goes before: the classification head (the box head
         is left deterministic, so every pass scores the same boxes)."""
         return self.net.head.classification_head
-
-    def mc_pool_outputs(
-        self, batch, passes: int, top_k: int = 10, score_threshold: float = 0.1, nms_iou: float = 0.5
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per image, of its ``top_k`` detections under the mean of ``passes`` MC-dropout passes:
-        the mean class distributions [D, C+1] (background first) and the mean entropies [D] (nats).
-
-        The backbone, the box head and the anchors run once; the classification head, with its
-        dropout on, ``passes`` times. Per anchor only the running sums of the passes' probabilities
-        and entropies are kept (``PassMoments``): two anchor-sized tensors per batch, whatever T is.
-        The detections are chosen as in ``pool_outputs``, on the mean prediction and the boxes of
-        the (deterministic) box head.
-        """
-        imgs, _ = self._inputs(batch[0], None)
-        batch_t, _ = self.net.transform(imgs, None)
-        features = self.net.backbone(batch_t.tensors)
-        features = list(features.values()) if isinstance(features, dict) else [features]
-        anchors = self.net.anchor_generator(batch_t, features)
-        regression = self.net.head.regression_head(features)
-        moments = PassMoments()
-        with mc_dropout_mode(self):
-            for _ in range(int(passes)):
-                moments.add(F.softmax(at_least_float32(self.net.head.classification_head(features)), dim=-1))
-        mean_probs, mean_entropy = moments.mean()
-        keeps = self._kept(
-            mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou
-        )
-        return [(mean_probs[i, keep], mean_entropy[i, keep]) for i, keep in enumerate(keeps)]
 
     def configure_optimizers(self):
         return configure(self, self.optimizer_factory, self.scheduler_factory)

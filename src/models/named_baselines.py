@@ -11,7 +11,8 @@ by side and a run never overwrites the one another run needs. Making it again wi
 same settings reuses the file. An active-learning run with ``baseline=<name>`` loads the
 file (``baseline=untrained`` is the seeded random init and needs none); a missing file
 is an error that prints the command which makes it, unless ``baseline.make_if_missing``
-is set, which pretrains first (so one multirun can make and compare all baselines).
+is set, which pretrains first (so one multirun can make and compare all baselines). This
+module only names, fingerprints and finds the files; training one is ``src/pretraining.py``.
 When the baseline's class count differs from the run's, everything but the class head
 is loaded (``weights.load_into``, thesis 4.3.3: a baseline as backbone).
 """
@@ -21,20 +22,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import hydra
-import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from src.config.instantiate import build
 from src.errors import UserError
-from src.models.pretrained import backbone_weights_file
-from src.models.weights import WeightSnapshot
 
 log = logging.getLogger("src.pretrain")
 
@@ -105,7 +97,7 @@ def will_pretrain(cfg: DictConfig) -> bool:
     )
 
 
-def _is_current(cfg: DictConfig, path: Path) -> bool:
+def is_current(cfg: DictConfig, path: Path) -> bool:
     """Whether ``path`` exists and was made with this config's baseline and model settings."""
     meta = path.with_suffix(".json")
     if not (path.is_file() and meta.is_file()):
@@ -122,25 +114,20 @@ def current_file(cfg: DictConfig) -> Path | None:
     same settings made before the files were keyed (used where it lies); None when neither exists."""
     path = baseline_path(cfg)
     legacy = path.with_name(f"{cfg.baseline.name}.pt")
-    return next((p for p in (path, legacy) if _is_current(cfg, p)), None)
+    return next((p for p in (path, legacy) if is_current(cfg, p)), None)
 
 
 def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
-    """The file of the named baseline for an active-learning run, made first when asked; None when unnamed."""
+    """The file of the named baseline for an active-learning run; None when unnamed. A missing file
+    is a UserError naming the command that makes it (``src.pretraining.make_if_missing`` makes it
+    first when ``baseline.make_if_missing`` is set)."""
     node = cfg.get("baseline")
     if node is None or node.get("name") in NO_FILE:
         return None
     path = current_file(cfg) or baseline_path(cfg)
-    if node.get("make_if_missing") and not _is_current(cfg, path):
-        log.info(
-            "baseline %s: %s is not made yet; making it first (baseline.make_if_missing), then reusing it",
-            node.name,
-            path,
-        )
-        path = pretrain(cfg)
     if not path.is_file():
         raise UserError(missing_message(cfg))
-    if not _is_current(cfg, path):  # the file of this key holds other settings: edited or damaged
+    if not is_current(cfg, path):  # the file of this key holds other settings: edited or damaged
         raise UserError(
             f"baseline={node.name}: {path} was made with other settings than its name says "
             f"(its .json differs); delete it and make it again with: {make_command(cfg)} (same overrides)"
@@ -149,7 +136,7 @@ def named_baseline_checkpoint(cfg: DictConfig) -> Path | None:
     return path
 
 
-def _check_pretrainable(node: DictConfig) -> None:
+def check_pretrainable(node: DictConfig) -> None:
     if node.get("name") in NO_FILE:
         raise UserError(
             f"baseline={node.get('name')}: nothing to pretrain (it is the model's own init); "
@@ -169,94 +156,3 @@ def baseline_datamodule_config(cfg: DictConfig) -> DictConfig:
     if not node.get("part"):
         return node.dataset
     return OmegaConf.merge(OmegaConf.to_container(node.dataset, resolve=True), {"part": node.part})
-
-
-def _fit(cfg: DictConfig, datamodule, model) -> dict[str, float]:
-    """Train ``model`` on the whole pool of ``datamodule`` for ``baseline.epochs``; the final metrics."""
-    node = cfg.baseline
-    datamodule.set_labelled(datamodule.pool_ids, shuffle=True, seed=int(node.get("seed", 0)))
-    pl.seed_everything(int(node.get("seed", 0)), workers=True, verbose=False)
-    # a held-back part carves its own val from the kept-back items (recipes.split_rows)
-    has_val = (
-        int(node.dataset.sizes.get("baseline") or 0) > 1
-        if node.get("part")
-        else int(node.dataset.sizes.get("val") or 0) > 0
-    )
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=[],
-        max_epochs=int(node.epochs),
-        min_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **({} if has_val else {"limit_val_batches": 0}),
-    )
-    log.info(
-        "baseline %s: training %s on %d images of %s for %d epochs",
-        node.name,
-        type(model).__name__,
-        len(datamodule.pool_ids),
-        datamodule.name,
-        node.epochs,
-    )
-    trainer.fit(model, datamodule=datamodule)
-    return {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-
-def pretrain(cfg: DictConfig, accepted: Callable[[], None] | None = None) -> Path:
-    """Train (or reuse) the named baseline and return its file. ``accepted()`` is called once no
-    mistake can refuse the command any more (a file is reused, or the training starts)."""
-    accepted = accepted or (lambda: None)
-    node = cfg.baseline
-    _check_pretrainable(node)
-    path, made = baseline_path(cfg), current_file(cfg)
-    if made is not None:
-        accepted()
-        log.info("baseline %s: reusing %s (same settings)", node.name, made)
-        return made
-    problem = baseline_output_problem(cfg)  # before hours of training, not after them
-    if problem:
-        raise UserError(problem)
-    # a missing ImageNet file stops here, before thousands of images are read or rendered
-    backbone_weights_file(str(cfg.model.module.get("arch")), cfg.model.module.get("weights_backbone"))
-    datamodule = build(baseline_datamodule_config(cfg))
-    datamodule.setup()
-    if len(datamodule.pool_ids) == 0:
-        raise UserError(f"baseline={node.name}: baseline.dataset.sizes.pool is 0; nothing to train on")
-    torch.manual_seed(int(node.get("seed", 0)))
-    module_cfg = cfg.model.module
-    if node.get("optimizer") is not None:  # the pretraining's own optimiser settings, e.g. a higher lr
-        # resolved first: model.module.optimizer interpolates the optim group
-        module_cfg = OmegaConf.merge(
-            OmegaConf.to_container(module_cfg, resolve=True), {"optimizer": node.optimizer}
-        )
-    model = build(module_cfg, num_classes=datamodule.num_classes, in_channels=datamodule.channels)
-    accepted()
-    started = time.perf_counter()
-    metrics = _fit(cfg, datamodule, model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # one temporary file per process: jobs of one sweep may make the same baseline side by side
-    tmp = path.with_suffix(f".pt.{os.getpid()}.tmp")
-    torch.save({"state_dict": WeightSnapshot(model).state}, tmp)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "name": node.name,
-                "fingerprint": baseline_fingerprint(cfg),
-                "metrics": metrics,
-                "classes": list(getattr(datamodule, "class_names", [])),
-                "seconds": time.perf_counter() - started,
-            },
-            indent=1,
-        )
-    )
-    log.info(
-        "baseline %s: saved %s (%s)",
-        node.name,
-        path,
-        ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")),
-    )
-    return path

@@ -5,10 +5,98 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
+from src.models.mc_dropout import mc_dropout_mode
 from src.selection import detection_scorers as ds
-from src.selection.bald import OF_MOMENTS
+from src.selection.bald import OF_MOMENTS, PassMoments
 from src.tasks import Task, score_with
+from src.tensors import at_least_float32
+
+
+# -- what pool scoring reads of the detector: one pass through its parts (SSDDetector.forward_parts)
+def pool_outputs(
+    model,
+    batch,
+    losses: bool,
+    detections: bool,
+    top_k: int = 10,
+    score_threshold: float = 0.1,
+    nms_iou: float = 0.5,
+) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+    """What pool scoring reads from one batch, from one pass through the network.
+
+    ``losses``: each image's own cls + box loss [B]. ``detections``: per image the full class
+    distributions [D, C+1] (background first) of its ``top_k`` kept detections and their predicted
+    classes [D] (0..C-1). Only per-image numbers leave here; the raw anchors of a batch are dropped.
+    """
+    images, targets, _ = batch
+    batch_t, tgts, head, anchors, _ = model.forward_parts(images, targets if losses else None)
+    per_image = model.per_image_losses(tgts, head, anchors) if losses else None
+    kept = None
+    if detections:
+        probs_all = F.softmax(at_least_float32(head["cls_logits"]), dim=-1)
+        keeps = _kept(
+            model,
+            probs_all,
+            head["bbox_regression"],
+            anchors,
+            batch_t.image_sizes,
+            top_k,
+            score_threshold,
+            nms_iou,
+        )
+        kept = [(probs_all[i, keep], probs_all[i, keep, 1:].argmax(dim=1)) for i, keep in enumerate(keeps)]
+    return per_image, kept
+
+
+def _kept(
+    model, probs_all, regression, anchors, image_sizes, top_k, score_threshold, nms_iou
+) -> list[torch.Tensor]:
+    """Per image, the anchor indices of its top-k detections (``detection_scorers.top_detections``)."""
+    return [
+        ds.top_detections(
+            probs_all[i],
+            model.decode_boxes(regression[i], anchors[i], size),
+            int(top_k),
+            float(score_threshold),
+            float(nms_iou),
+        )
+        for i, size in enumerate(image_sizes)
+    ]
+
+
+def mc_pool_outputs(
+    model, batch, passes: int, top_k: int = 10, score_threshold: float = 0.1, nms_iou: float = 0.5
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image, of its ``top_k`` detections under the mean of ``passes`` MC-dropout passes: the mean
+    class distributions [D, C+1] (background first) and the mean entropies [D] (nats).
+
+    The backbone, the box head and the anchors run once; the classification head, with its dropout
+    on (``mc_dropout_head``), ``passes`` times. Per anchor only the running sums of the passes'
+    probabilities and entropies are kept (``PassMoments``): two anchor-sized tensors per batch,
+    whatever T is. The detections are chosen as in ``pool_outputs``, on the mean prediction and the
+    boxes of the (deterministic) box head.
+    """
+    batch_t, _, features, _ = model.backbone_pass(batch[0])
+    anchors = model.net.anchor_generator(batch_t, features)
+    regression = model.net.head.regression_head(features)
+    moments = PassMoments()
+    with mc_dropout_mode(model):
+        for _ in range(int(passes)):
+            moments.add(F.softmax(at_least_float32(model.mc_dropout_head()(features)), dim=-1))
+    mean_probs, mean_entropy = moments.mean()
+    keeps = _kept(
+        model, mean_probs, regression, anchors, batch_t.image_sizes, top_k, score_threshold, nms_iou
+    )
+    return [(mean_probs[i, keep], mean_entropy[i, keep]) for i, keep in enumerate(keeps)]
+
+
+def pooled_backbone_features(model, images: torch.Tensor) -> torch.Tensor:
+    """[B, sum of channels]: every backbone feature map global-average-pooled and concatenated (what
+    core-set measures distances on; the backbone's input as in every other pass)."""
+    _, _, features, _ = model.backbone_pass(images)
+    return torch.cat([at_least_float32(f).mean(dim=(2, 3)) for f in features], dim=1)
 
 
 class DetectorOutputs:
@@ -42,7 +130,7 @@ class DetectorOutputs:
 
     def _pool_outputs(self):
         if self._outputs is None:
-            self._outputs = self.model.pool_outputs(self.batch, **self.options)
+            self._outputs = pool_outputs(self.model, self.batch, **self.options)
         return self._outputs
 
     def loss(self) -> torch.Tensor:
@@ -60,7 +148,8 @@ class DetectorOutputs:
     def mc_uncertainty(self, quantity: str, passes: int) -> torch.Tensor:
         """``quantity`` ("bald" | "mc_entropy") of each top-k detection of ``passes`` MC-dropout passes,
         aggregated per image like ``uncertainty``; no detection -> 1."""
-        kept = self.model.mc_pool_outputs(
+        kept = mc_pool_outputs(
+            self.model,
             self.batch,
             passes,
             top_k=self.options["top_k"],
@@ -74,8 +163,8 @@ class DetectorOutputs:
         )
 
     def features(self) -> torch.Tensor:
-        """Pooled backbone features [B, D] (``SSDDetector.pooled_backbone_features``), a pass of their own."""
-        return self.model.pooled_backbone_features(self.batch[0])
+        """Pooled backbone features [B, D] (``pooled_backbone_features``), a pass of their own."""
+        return pooled_backbone_features(self.model, self.batch[0])
 
     def predicted_classes(self) -> torch.Tensor:
         return ds.predicted_class([labels for _, labels in self._pool_outputs()[1]])
@@ -90,12 +179,19 @@ SHOWN_DETECTIONS = 10
 SHOWN_SCORE = 0.3
 
 
+def class_counts(names: list[str]) -> str:
+    """``car x2, person``: each class once, most frequent first; ``(no objects)`` when empty."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in ranked) or "(no objects)"
+
+
 def item_view(datamodule, ids, images: bool = True, model=None, predictions: bool = True):
     """Per image: its class counts (``car x2, person``); with ``images``, the image (HxWxC) and
     its boxes: ground truth and, with ``predictions``, the detections of ``model`` (a round is
     logged right after its fit and selection, so the model holds that round's weights)."""
-    from src.analysis.selections import class_counts
-
     names = datamodule.class_names
     loaded = [datamodule.source.load(int(i)) for i in ids]
     labels = [class_counts([names[int(c)] for c in target["labels"]]) for _, target in loaded]

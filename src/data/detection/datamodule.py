@@ -27,8 +27,8 @@ from src.data.detection.scenes import CLASSES as SCENE_CLASSES
 from src.data.detection.scenes import class_indices, render_scene
 from src.data.detection.yolo import read_yolo
 from src.data.recipes import DEFAULT_HELD_OUT, split_rows
+from src.data.samplers import eval_sampler
 from src.errors import UserError
-from src.loop.distributed import eval_sampler
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class FileSource:
 
     ``labelstudio``: ``annotations`` names the JSON exports of a labelling campaign (one or a
     list, oldest first; an image labelled again keeps its latest box set,
-    ``labelling.labelstudio.merge_labels``), ``images`` the pool folder every labelled image
+    ``data.labelstudio.merge_labels``), ``images`` the pool folder every labelled image
     must lie in, ``document_root`` the Label Studio server's local-files root the tasks name
     images by; ``classes`` are required (the model's, in label order).
 
@@ -200,7 +200,7 @@ class FileSource:
             self.splits = np.asarray([r.split for r in self.records])
 
     def _labelled_in_label_studio(self) -> list[ImageRecord]:
-        from src.labelling.labelstudio import merge_labels, read_export
+        from src.data.labelstudio import merge_labels, read_export
 
         a, records = self.args, []
         for export in a["annotations"]:

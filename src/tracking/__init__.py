@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from src.loop.records import RoundRecord, fault_point
+from src.records import RoundRecord, fault_point
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class WandbTracker(Tracker):
         # What earlier processes of this run got into their W&B logs (a kill may lose the SDK's
         # unwritten tail, so only what is in the files counts), then the committed rounds after it.
         # Earlier folders are synced before this one, so history stays in order, each round once.
-        from src.analysis.wandb_offline import read_offline_run
+        from src.tracking.offline import read_offline_run
 
         this = Path(self.run.dir).parent.resolve()
         self.replaying = True

@@ -27,7 +27,7 @@ from src.selection.schedule import HALF_POOL, PRUNE, plan_selections
 from src.selection.scorers import build_scorer, scorer_names
 from src.tasks import get_task
 
-log = logging.getLogger("src.config.validate")
+log = logging.getLogger("src.validate")
 
 
 def _is_int(v) -> bool:
@@ -335,7 +335,7 @@ def _check_baseline_counts(node) -> None:
 def check_pretraining(cfg: DictConfig) -> None:
     """What ``src.pretrain`` checks before anything is built: the counts, with the same check as
     ``src.run`` (``check_counts``). Whether the baseline's files can be written is checked by
-    ``named_baselines.pretrain`` once it knows that it trains (a current file is reused)."""
+    ``src.pretraining.pretrain`` once it knows that it trains (a current file is reused)."""
     check_counts(cfg)
 
 
