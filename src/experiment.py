@@ -38,7 +38,7 @@ from src.selection.schedule import steps_per_epoch
 from src.selection.scorers import Scorer, build_scorer
 from src.tasks import Task, get_task
 from src.tracking import Tracker
-from src.validate import validate
+from src.validate import check_pool, validate
 
 log = logging.getLogger("src.run")
 
@@ -139,12 +139,12 @@ def round_line(task: Task, record: RoundRecord, n_rounds: int) -> str:
 def build_loop(
     cfg: DictConfig, run_dir: Path, progress: bool = False, tracker: Tracker | None = None
 ) -> ActiveLearningLoop:
-    """Datamodule, model, starting weights and loop from a composed config (validated here)."""
-    validate(cfg)
+    """Datamodule, model, starting weights and loop from a config that ``validate`` passed (the run
+    validates once, before this; here only the selection plan meets the pool the data gave)."""
     task = get_task(cfg.task_type)
     datamodule = build(cfg.dataset)
     datamodule.setup()
-    validate(cfg, pool_size=len(datamodule.pool_ids))
+    check_pool(cfg, len(datamodule.pool_ids))
     scorer_cfg = OmegaConf.to_container(cfg.scorer, resolve=True)
     scorer = build_scorer(scorer_cfg, ignore=task.scorer_options)
     make_if_missing(cfg)  # a missing named baseline with baseline.make_if_missing: trained first

@@ -51,8 +51,9 @@ def static_pool_size(cfg: DictConfig) -> int | None:
     return int(sizes.pool) * int(cfg.dataset.get("pool_repeats", 1) or 1)
 
 
-def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
-    """Raise UserError for the first invalid value. ``pool_size`` overrides the declared one."""
+def validate(cfg: DictConfig) -> None:
+    """Raise UserError for the first invalid value, before anything is built (once per run: the
+    entry point calls it; ``check_pool`` repeats only the pool's part once the pool is known)."""
     if not _is_int(cfg.get("seed")):
         raise UserError(f"seed={cfg.get('seed')!r} must be an integer")
     if cfg.get("progress") not in ("auto", True, False):
@@ -62,7 +63,7 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
             f"scorer.name={cfg.scorer.name!r} is not a known scorer (conf/scorer/<name>.yaml); "
             f"allowed: {', '.join(scorer_names())}"
         )
-    budget = _check_selection(cfg.selection)
+    _check_selection(cfg.selection)
     source = cfg.get("source")
     if source is not None and source.get("name") == "folders" and not source.get("roots"):
         raise UserError(
@@ -70,26 +71,9 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
             "'source.roots=[/data/studio,/data/phone]' (the first is the V2 role, all of them Mixed)"
         )
     _check_dataset(cfg.dataset)
-    pool = pool_size if pool_size is not None else static_pool_size(cfg)
+    pool = static_pool_size(cfg)
     if pool is not None:
-        try:
-            plan_selections(
-                cfg.selection.mode,
-                pool,
-                cfg.selection.base_size,
-                budget,
-                cfg.selection.rounds,
-                cfg.selection.get("fraction"),
-            )
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        capped = (
-            None
-            if cfg.selection.mode == PRUNE
-            else budget_capped_notice(pool, cfg.selection.base_size, budget, cfg.selection.rounds)
-        )
-        if capped and pool_size is not None:  # the real pool: said once, at start-up
-            log.warning(capped)
+        _check_plan(cfg, pool)
     _check_training(cfg)
     lg = cfg.logger
     if "mode" in lg and lg.mode not in ("auto", "online", "offline", "disabled"):
@@ -98,11 +82,42 @@ def validate(cfg: DictConfig, pool_size: int | None = None) -> None:
     _check_starting_weights(cfg)
 
 
+def check_pool(cfg: DictConfig, pool_size: int) -> None:
+    """The selection plan against the pool the datamodule built (a folder's pool is known only
+    then); says once when the rounds cannot all be filled."""
+    _check_plan(cfg, pool_size)
+    if cfg.selection.mode != PRUNE:
+        capped = budget_capped_notice(
+            pool_size, cfg.selection.base_size, _budget(cfg.selection), cfg.selection.rounds
+        )
+        if capped:
+            log.warning(capped)
+
+
+def _budget(sel: DictConfig):
+    """``selection.budget`` as plain Python (int or list)."""
+    return OmegaConf.to_object(sel.budget) if isinstance(sel.budget, ListConfig) else sel.budget
+
+
+def _check_plan(cfg: DictConfig, pool: int) -> None:
+    try:
+        plan_selections(
+            cfg.selection.mode,
+            pool,
+            cfg.selection.base_size,
+            _budget(cfg.selection),
+            cfg.selection.rounds,
+            cfg.selection.get("fraction"),
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def _check_selection(sel: DictConfig):
     """The ``selection`` group; returns the budget as plain Python (int or list)."""
     if not _is_number(sel.pivot) or not 0.0 <= float(sel.pivot) <= 1.0:
         raise UserError(f"selection.pivot={sel.pivot!r} is outside [0, 1] (0 = hardest items, 1 = easiest)")
-    budget = OmegaConf.to_object(sel.budget) if isinstance(sel.budget, ListConfig) else sel.budget
+    budget = _budget(sel)
     budgets = budget if isinstance(budget, list) else [budget]
     if not budgets or not all(_is_int(b) and b > 0 for b in budgets):
         raise UserError(

@@ -10,7 +10,7 @@ import pytest
 from src.errors import UserError
 from src.experiment import build_loop
 from src.models.named_baselines import named_baseline_checkpoint
-from src.validate import validate
+from src.validate import check_pool, validate
 from tests.conftest import REPO, read_jsonl, run_cli, run_module, without_timings
 
 # baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
@@ -256,10 +256,10 @@ def test_a_budget_larger_than_the_pool_is_said_at_start_up(compose_cfg, caplog, 
     with caplog.at_level("WARNING", logger="src.validate"):
         validate(cfg)  # the declared pool: no line yet
         assert not caplog.records
-        validate(cfg, pool_size=300)  # the real pool, at start-up
+        check_pool(cfg, 300)  # the real pool, at start-up
     assert [r.getMessage() for r in caplog.records] == [budget_capped_notice(300, 0, 1000, None)]
     with pytest.raises(UserError, match="select 1300 items in total but the pool has only 300"):
-        validate(compose_cfg(*TINY, "selection.budget=[1000,300]", "selection.rounds=null"), pool_size=300)
+        check_pool(compose_cfg(*TINY, "selection.budget=[1000,300]", "selection.rounds=null"), 300)
 
 
 def test_thesis_detection_settings_and_its_pretrained_start(compose_cfg, tmp_path, monkeypatch):

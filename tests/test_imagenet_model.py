@@ -10,13 +10,14 @@ from hydra.utils import instantiate
 
 from src.errors import UserError
 from src.models.backbones import build_network
-from src.validate import validate
+from src.validate import check_pool, validate
 
 
 @pytest.mark.parametrize("recipe, pool", [("v2", 6000), ("mixed", 6000), ("noisy", 6000), ("hard", 24000)])
 def test_source_imagenet_gives_the_thesis_sizes_for_every_recipe(compose_cfg, recipe, pool):
     cfg = compose_cfg(f"dataset={recipe}", "source=imagenet", "paths.data_dir=/data/in")
-    validate(cfg, pool_size=pool)
+    validate(cfg)
+    check_pool(cfg, pool)
     assert dict(cfg.dataset.sizes) == {"pool": 6000, "val": 2000, "test": 2000, "baseline": 0}
     assert (cfg.dataset.image_size, cfg.dataset.channels) == (224, 3)
     dm = instantiate(cfg.dataset)
