@@ -21,9 +21,14 @@ from src.analysis import files
 from src.analysis.aggregate import Group, RunData, sample_std
 from src.analysis.trust import inside
 from src.errors import UserError
+from src.tasks import all_tasks
 
 LOSS_KEY = "val/loss"
-ACCURACY_KEYS = ("val/acc_top1", "val/map")  # classification, detection
+
+
+def accuracy_key_names() -> tuple[str, ...]:
+    """The validation accuracy of every task (``Task.accuracy_key``): a run logs the one of its task."""
+    return tuple(task.accuracy_key for task in all_tasks())
 
 
 @dataclass
@@ -43,7 +48,7 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
+def parse_epoch_log(lines, accuracy_keys=None) -> EpochLog | None:
     """The validation rows of a Lightning ``metrics.csv``: one (loss, accuracy) per epoch.
 
     A fit resumed after a kill may have appended a second attempt to the file; its epochs
@@ -52,7 +57,7 @@ def parse_epoch_log(lines, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
     """
     reader = csv.DictReader(lines)
     fields = reader.fieldnames or []
-    acc_key = next((k for k in accuracy_keys if k in fields), None)
+    acc_key = next((k for k in accuracy_keys or accuracy_key_names() if k in fields), None)
     if acc_key is None or LOSS_KEY not in fields or "epoch" not in fields:
         return None
     by_epoch: dict[int, tuple[float, float]] = {}
@@ -88,11 +93,11 @@ def read_epoch_log(path) -> EpochLog | None:
         raise UserError(f"{path}:{line}: not a CSV file ({files.first_line(err)})") from None
 
 
-def history_epoch_log(history: dict | None, accuracy_keys=ACCURACY_KEYS) -> EpochLog | None:
+def history_epoch_log(history: dict | None, accuracy_keys=None) -> EpochLog | None:
     """The same from a round record's ``history`` columns (``rounds.jsonl``, any logger)."""
     if not history or LOSS_KEY not in history:
         return None
-    acc_key = next((k for k in accuracy_keys if k in history), None)
+    acc_key = next((k for k in accuracy_keys or accuracy_key_names() if k in history), None)
     if acc_key is None:
         return None
     rows = [

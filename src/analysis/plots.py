@@ -24,27 +24,23 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from src.analysis import mismatch  # noqa: E402
 from src.analysis.aggregate import EPOCH_METRICS, Group, group_curve  # noqa: E402
+from src.tasks import all_tasks  # noqa: E402
 
-METRIC_TITLES = {
+# the titles of metrics every task logs; each task titles its own (``Task.metric_titles``)
+SHARED_TITLES = {
     "test/loss": "Test loss",
-    "test/acc_top1": "Test top-1 accuracy",
-    "test/acc_top5": "Test top-5 accuracy",
-    "test/acc_top20": "Test top-20 accuracy",
-    "test/map": "Test mAP",
-    "test/map_50": "Test mAP@50",
-    "test/loss_cls": "Test class loss",
-    "test/loss_box": "Test box loss",
     "val/loss": "Validation loss",
-    "val/acc_top1": "Validation top-1 accuracy",
-    "val/acc_top5": "Validation top-5 accuracy",
     "epochs": "Epochs trained per round",
     "best_epoch": "Best epoch per round",
 }
 
 
 def metric_title(metric: str) -> str:
-    if metric in METRIC_TITLES:
-        return METRIC_TITLES[metric]
+    titles = dict(SHARED_TITLES)
+    for task in all_tasks():
+        titles.update(task.metric_titles)
+    if metric in titles:
+        return titles[metric]
     if metric.startswith("test/ap/"):
         return f"Test AP, class {metric[len('test/ap/') :]}"
     return metric

@@ -10,9 +10,11 @@ never written.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra.errors import InstantiationException
@@ -22,9 +24,12 @@ from src.analysis.files import first_line
 from src.analysis.trust import check_dataset_config, inside, with_local_cache
 from src.config.instantiate import build
 from src.data.cache import CacheMiss, UnreadableImage, reuse_only
-from src.data.recipes import BuiltDataset
 from src.errors import UserError
 from src.records import RoundRecord
+from src.tasks import Task, all_tasks
+
+# what a task's grid_items gives (Task.grid_items): len(), image(i), label(i), label_name(c)
+Items = Any
 
 # What stops a dataset from being rebuilt on this machine (files absent or unreadable, values
 # in the received config the data classes refuse): the grid is skipped with a note instead of
@@ -48,56 +53,6 @@ def dataset_config(run: RunData) -> tuple[dict, Path]:
     return dataset, path
 
 
-class ClassificationItems:
-    """A classification dataset's items as the grids show them: the image and its class name."""
-
-    def __init__(self, data: BuiltDataset):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data.labels)
-
-    def image(self, i: int) -> np.ndarray:
-        return self.data.images[i].numpy()
-
-    def label(self, i: int) -> str:
-        return self.data.label_name(int(self.data.labels[i]))
-
-    def label_name(self, c: int) -> str:
-        return self.data.label_name(c)
-
-
-class BoxedItems:
-    """A detection dataset's items: the image with its ground-truth boxes drawn and named,
-    labelled by its class counts (e.g. ``car x2, person``)."""
-
-    def __init__(self, datamodule):
-        self.dm = datamodule
-
-    def __len__(self) -> int:
-        return len(self.dm.source)
-
-    def image(self, i: int) -> np.ndarray:
-        from torchvision.utils import draw_bounding_boxes
-
-        image, target = self.dm.source.load(int(i))
-        if image.shape[0] == 1:
-            image = image.expand(3, -1, -1)
-        names = [self.label_name(int(c)) for c in target["labels"]]
-        return draw_bounding_boxes(
-            image, target["boxes"].float(), labels=names, colors="yellow", width=1
-        ).numpy()
-
-    def label(self, i: int) -> str:
-        from src.tasks.detection import class_counts  # the detection stack only where it is shown
-
-        _, target = self.dm.source.load(int(i))
-        return class_counts([self.label_name(int(c)) for c in target["labels"]])
-
-    def label_name(self, c: int) -> str:
-        return self.dm.class_names[c]
-
-
 def recorded_cache_dir(run: RunData) -> Path | None:
     """The run's own decoded-image cache: its recorded ``paths.cache_dir`` when that is a plain
     absolute path (no interpolation, nothing relative to a directory the run ran in) of an
@@ -119,9 +74,9 @@ class DatasetCache:
     def __init__(self, cache_dir: Path, reuse_runs: bool = False):
         self.cache_dir = Path(cache_dir)
         self.reuse_runs = reuse_runs
-        self._built: dict[str, ClassificationItems | BoxedItems] = {}
+        self._built: dict = {}
 
-    def get(self, run: RunData) -> ClassificationItems | BoxedItems:
+    def get(self, run: RunData):
         dataset, _ = dataset_config(run)
         key = json.dumps(with_local_cache(dataset, Path("<cache>")), sort_keys=True, default=str)
         if key not in self._built:
@@ -135,13 +90,21 @@ class DatasetCache:
                     dm = None
             if dm is None:
                 dm = _setup(with_local_cache(dataset, self.cache_dir))
-            if isinstance(getattr(dm, "data", None), BuiltDataset):
-                self._built[key] = ClassificationItems(dm.data)
-            elif hasattr(dm, "source") and hasattr(dm, "class_names"):  # detection: images with their boxes
-                self._built[key] = BoxedItems(dm)
-            else:
+            task = _task_of(dm)
+            if task is None or task.grid_items is None:
                 raise NotRebuildable(f"{type(dm).__name__} gives no images to draw")
+            self._built[key] = task.grid_items(dm)
         return self._built[key]
+
+
+def _task_of(datamodule) -> Task | None:
+    """The task whose datamodule class this one is (the dataset config names only the datamodule)."""
+    for task in all_tasks():
+        module, _, name = task.datamodule_class.rpartition(".")
+        base = getattr(importlib.import_module(module), name)
+        if isinstance(datamodule, base):
+            return task
+    return None
 
 
 def _setup(dataset: dict):
@@ -189,9 +152,6 @@ def representative(group: Group) -> RunData:
 
 def scored_records(run: RunData) -> list[RoundRecord]:
     return [r for r in run.records if r.selected_scores and len(r.selected_scores) == len(r.selected_ids)]
-
-
-Items = ClassificationItems | BoxedItems
 
 
 def _cell(data: Items, item_id: int, score: float) -> tuple:

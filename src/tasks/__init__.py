@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.errors import UserError
 
@@ -45,6 +45,13 @@ class Task:
     save_data_summary: Callable | None = None
     # the per-item model outputs its outputs view provides (keys of src.selection.scorers.OUTPUTS)
     provides: frozenset = frozenset({"probabilities", "loss"})
+    # the validation accuracy a fit's epochs are judged by beside the loss (the report's best-epoch check)
+    accuracy_key: str = "val/acc_top1"
+    # figure titles of the task's own metrics (the report; metrics shared by every task are titled there)
+    metric_titles: dict = field(default_factory=dict)
+    # grid_items(datamodule) -> the items the report's selection grids draw: len(), image(i), label(i),
+    # label_name(c)
+    grid_items: Callable | None = None
 
     @property
     def columns(self) -> tuple[tuple[str, str, str], ...]:
@@ -62,6 +69,11 @@ def score_with(make_outputs: Callable, model, batch, scorer, want_classes: bool,
     elif scorer.needs_model:
         scores = scorer.batch_scores(outputs)
     return scores, (outputs.predicted_classes() if want_classes else None)
+
+
+def all_tasks() -> list[Task]:
+    """Every task (imports each task's module: for the report, which reads runs of any task)."""
+    return [get_task(name) for name in TASK_MODULES]
 
 
 def get_task(name: str) -> Task:

@@ -94,6 +94,25 @@ def save_data_summary(datamodule, run_dir, title: str) -> None:
     datamodule.save_class_distribution(run_dir, title=title)
 
 
+class DatasetItems:
+    """A classification dataset's items as the report's grids show them: the image and its class name."""
+
+    def __init__(self, datamodule):
+        self.data = datamodule.data
+
+    def __len__(self) -> int:
+        return len(self.data.labels)
+
+    def image(self, i: int):
+        return self.data.images[i].numpy()
+
+    def label(self, i: int) -> str:
+        return self.data.label_name(int(self.data.labels[i]))
+
+    def label_name(self, c: int) -> str:
+        return self.data.label_name(c)
+
+
 TASK = Task(
     name="classification",
     module_class="src.models.classifier.ImageClassifier",
@@ -111,4 +130,13 @@ TASK = Task(
     provides=frozenset(
         {"probabilities", "loss", "logits", "features", "mc_probabilities", "mc_uncertainty", "forward"}
     ),
+    accuracy_key="val/acc_top1",
+    metric_titles={
+        "test/acc_top1": "Test top-1 accuracy",
+        "test/acc_top5": "Test top-5 accuracy",
+        "test/acc_top20": "Test top-20 accuracy",
+        "val/acc_top1": "Validation top-1 accuracy",
+        "val/acc_top5": "Validation top-5 accuracy",
+    },
+    grid_items=DatasetItems,
 )

@@ -232,6 +232,35 @@ def _detections(model, images) -> list[list[tuple]]:
     ]
 
 
+class BoxedItems:
+    """A detection dataset's items as the report's grids show them: the image with its ground-truth
+    boxes drawn and named, labelled by its class counts (e.g. ``car x2, person``)."""
+
+    def __init__(self, datamodule):
+        self.dm = datamodule
+
+    def __len__(self) -> int:
+        return len(self.dm.source)
+
+    def image(self, i: int):
+        from torchvision.utils import draw_bounding_boxes
+
+        image, target = self.dm.source.load(int(i))
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        names = [self.label_name(int(c)) for c in target["labels"]]
+        return draw_bounding_boxes(
+            image, target["boxes"].float(), labels=names, colors="yellow", width=1
+        ).numpy()
+
+    def label(self, i: int) -> str:
+        _, target = self.dm.source.load(int(i))
+        return class_counts([self.label_name(int(c)) for c in target["labels"]])
+
+    def label_name(self, c: int) -> str:
+        return self.dm.class_names[c]
+
+
 TASK = Task(
     name="detection",
     module_class="src.models.detector.SSDDetector",
@@ -242,4 +271,13 @@ TASK = Task(
     console_columns=(("mAP", "test/map", "{:.4f}"), ("mAP@.5", "test/map_50", "{:.4f}")),
     item_view=item_view,
     provides=frozenset({"probabilities", "loss", "features", "forward", "mc_uncertainty"}),
+    accuracy_key="val/map",
+    metric_titles={
+        "test/map": "Test mAP",
+        "test/map_50": "Test mAP@50",
+        "test/loss_cls": "Test class loss",
+        "test/loss_box": "Test box loss",
+        "val/map": "Validation mAP",
+    },
+    grid_items=BoxedItems,
 )
