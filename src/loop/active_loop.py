@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
@@ -53,16 +53,17 @@ NO_IDS = np.zeros(0, dtype=np.int64)
 
 @dataclass
 class SelectionSettings:
-    """The ``selection`` config group, typed."""
+    """The ``selection`` config group, typed. No defaults here: conf/selection/default.yaml is
+    their one home (the loop is built from the composed config)."""
 
-    budget: int | list[int] = 100
-    rounds: int | None = None
-    base_size: int = 0
-    pivot: float = 0.0
-    mode: str = "accumulate"  # accumulate | reselect | prune
-    fraction: float | None = None  # prune: the share of the labelled set each prune round keeps
-    shuffle: str | bool = "round"  # round | epoch | none (thesis 4.1.1; datamodule.train_sampler)
-    diversity: dict = field(default_factory=lambda: {"enabled": False, "k": None, "labels": "predicted"})
+    budget: int | list[int]
+    rounds: int | None
+    base_size: int
+    pivot: float
+    mode: str  # accumulate | reselect | prune
+    fraction: float | None  # prune: the share of the labelled set each prune round keeps
+    shuffle: str | bool  # round | epoch | none (thesis 4.1.1; datamodule.train_sampler)
+    diversity: dict
 
 
 def round_label(index: int, n_rounds: int) -> str:
