@@ -48,8 +48,9 @@ from src.labelling.outputs import (
 from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
 from src.labelling.trained import SavedModel, load_saved_model, saved_model
 from src.loop.pool import score_pool
-from src.selection.ranking import rank_by_score, select
+from src.selection.ranking import rank_by_score
 from src.selection.scorers import get_scorer, random_scores
+from src.selection.stochastic import choose
 from src.tasks import get_task
 from src.validate import check_detection_scorer_options
 
@@ -298,9 +299,11 @@ def _select(cfg: DictConfig, request: Request, ids, scores, predicted):
     classes = None
     if diversity.enabled:
         classes = predicted if request.mode == "label" else request.data.diversity_classes()[ids]
-    return select(
+    # the loop's own selection step (a saved model's scorer is built from its yaml: top-k, no sampling)
+    chosen, _ = choose(
         ids, scores, request.n_select, float(cfg.selection.pivot), classes=classes, diversity_k=diversity.k
     )
+    return chosen
 
 
 def guesses(cfg: DictConfig, run_cfg: DictConfig, request: Request, model, loader, ids) -> list:

@@ -29,7 +29,7 @@ from src.loop.pool import score_pool
 from src.loop.trainers import how_fit_ended
 from src.models.weights import WeightSnapshot
 from src.records import RoundRecord, RunStore
-from src.selection import policy, ranking, stochastic
+from src.selection import policy, stochastic
 from src.selection.schedule import (
     STREAM_BASE,
     STREAM_POOL_PASS,
@@ -251,25 +251,20 @@ class ActiveLearningLoop:
             classes = None
             if diverse:
                 classes = predictions if predicted else self.dm.labels_of(candidates)
-            rank_by = scores
-            if scorer.stochastic is not None:  # sampled: the ranking is by Gumbel-perturbed log-weights
-                rank_by = stochastic.gumbel_keys(
-                    stochastic.log_weights(torch.from_numpy(scores), **scorer.stochastic), generator
-                ).numpy()
-            chosen = ranking.select(
+            chosen, at = stochastic.choose(
                 candidates,
-                rank_by,
+                scores,
                 budget,
                 pivot=self.sel.pivot,
                 classes=classes,
                 diversity_k=diversity.get("k"),
+                stochastic=scorer.stochastic,
+                generator=generator,
             )
-            at = np.searchsorted(candidates, chosen.ids)
-            chosen_scores = scores[at] if rank_by is not scores else chosen.scores
             out = {
                 "round": round_index,
                 "ids": chosen.ids.tolist(),
-                "scores": chosen_scores.tolist(),
+                "scores": chosen.scores.tolist(),
                 "n_scored": int(len(candidates)),
                 "seconds": time.perf_counter() - started,
             }

@@ -19,7 +19,10 @@ positive weight, in ascending position, when k exceeds the positive ones.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from src.selection import ranking
 
 MODES = ("power", "softmax", "soft_rank")
 
@@ -74,3 +77,29 @@ def stochastic_select(
     if scores.ndim != 1:
         raise ValueError(f"expected one score per item, got shape {tuple(scores.shape)}")
     return sample_without_replacement(log_weights(scores, mode, beta), k, generator)
+
+
+def choose(
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    budget: int,
+    pivot: float = 0.0,
+    classes: np.ndarray | None = None,
+    diversity_k: int | None = None,
+    stochastic: dict | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[ranking.Selection, np.ndarray]:
+    """The selection step, as a round of the loop and ``src.select`` take it: rank the sorted
+    ``candidates`` by ``scores`` (with ``stochastic`` = {mode, beta}: by Gumbel-perturbed log-weights
+    of them, drawn from ``generator``), walk from the pivot window, cap classes. Returns the
+    selection, carrying the chosen items' own scores, and their positions in ``candidates``."""
+    rank_by = scores
+    if stochastic is not None:
+        rank_by = gumbel_keys(log_weights(torch.from_numpy(scores), **stochastic), generator).numpy()
+    chosen = ranking.select(
+        candidates, rank_by, budget, pivot=pivot, classes=classes, diversity_k=diversity_k
+    )
+    at = np.searchsorted(candidates, chosen.ids)
+    if rank_by is not scores:
+        chosen = ranking.Selection(ids=chosen.ids, scores=scores[at], ranks=chosen.ranks)
+    return chosen, at
