@@ -200,7 +200,7 @@ def bench_scoring(cfg, n_items: int, repeats: int) -> dict:
 # -- 2. one whole round ----------------------------------------------------------------------------------
 def run_loop_once(cfg, run_dir: Path):
     """A fresh loop built as ``python -m src.run`` builds it, run to the end: (records, datamodule)."""
-    from src.experiment import build_loop
+    from src.experiment.build import build_loop
 
     loop = build_loop(cfg, run_dir, progress=False)
     return loop.run(), loop.dm
@@ -211,7 +211,7 @@ def bare_round(cfg, dm, labelled, candidates, epochs: int, seed: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from src.experiment import build_model
+    from src.experiment.build import build_model
     from src.selection.schedule import steps_per_epoch
 
     model, _ = build_model(cfg, dm)

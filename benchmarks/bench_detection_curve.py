@@ -73,7 +73,7 @@ def start_map50(overrides: list[str]) -> float:
     from hydra import compose, initialize_config_dir
 
     import src.config.resolvers  # noqa: F401  (the config's resolvers)
-    from src.experiment import build_model
+    from src.experiment.build import build_model
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 import src.config.resolvers  # noqa: F401  (registers the config resolvers)
 from src.config.overrides import prepare_argv
 from src.errors import UserError
-from src.experiment import HeldJobLog
+from src.experiment.job_log import HeldJobLog
 from src.launch import run_entry_point
 from src.loop.trainers import quiet_libraries
 from src.pretraining import pretrain

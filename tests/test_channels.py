@@ -14,7 +14,7 @@ from src.config.instantiate import build
 from src.data.cache import cached_images
 from src.data.folder import ImageFolderSource
 from src.errors import UserError
-from src.experiment import build_model
+from src.experiment.build import build_model
 from src.validate import validate
 from tests.conftest import read_jsonl, run_cli, run_module
 

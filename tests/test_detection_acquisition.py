@@ -19,7 +19,7 @@ from baal.active.heuristics import BALD as BaalBALD
 from baal.active.heuristics import Entropy as BaalEntropy
 
 from src import records as records_module
-from src.experiment import build_loop
+from src.experiment.build import build_loop
 from src.models.detector import SSDDetector, ssd_loss_terms
 from src.models.mc_dropout import mc_dropout_mode
 from src.selection import detection_scorers as ds

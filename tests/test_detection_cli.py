@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from src.errors import UserError
-from src.experiment import build_loop
+from src.experiment.build import build_loop
 from src.models.named_baselines import named_baseline_checkpoint
 from src.validate import check_pool, validate
 from tests.conftest import REPO, read_jsonl, run_cli, run_module, without_timings

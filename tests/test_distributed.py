@@ -38,7 +38,7 @@ def _loop_with_fixed_weights(run_dir):
     from hydra.core.global_hydra import GlobalHydra
 
     import src.config.resolvers  # noqa: F401
-    from src.experiment import build_loop
+    from src.experiment.build import build_loop
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

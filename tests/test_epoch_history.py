@@ -14,7 +14,7 @@ import scipy.special
 import torch
 
 from src.config.instantiate import build
-from src.experiment import build_model
+from src.experiment.build import build_model
 from src.loop.callbacks import EpochHistory
 from src.records import RoundRecord
 

@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
-from src.experiment import build_loop
+from src.experiment.build import build_loop
 from src.records import read_records
 from src.report import main as report_main
 from src.validate import validate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.experiment import build_model
+from src.experiment.build import build_model
 from tests.conftest import read_jsonl, run_cli
 
 

@@ -14,7 +14,7 @@ import torch
 from src.data.recipes import build
 from src.data.sources import FontDigits, MnistDigits, UciDigits
 from src.errors import UserError
-from src.experiment import build_model
+from src.experiment.build import build_model
 from src.models.classifier import ImageClassifier
 from src.models.detector import SSDDetector
 from src.models.named_baselines import baseline_path, named_baseline_checkpoint

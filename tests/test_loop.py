@@ -8,7 +8,7 @@ import scipy.special
 import scipy.stats
 import torch
 
-from src.experiment import build_loop
+from src.experiment.build import build_loop
 from tests.conftest import without_timings
 
 FAST = ["debug=fast", "progress=false"]

@@ -491,7 +491,7 @@ def test_wandb_tracker_logs_detection_selections_with_their_boxes(tmp_path, comp
     """The top selected images on W&B with ground-truth and predicted boxes, labelled by class counts."""
     import hydra
 
-    from src.experiment import build_model
+    from src.experiment.build import build_model
     from src.tasks import detection
     from src.tracking import WandbTracker
 

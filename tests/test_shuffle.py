@@ -15,7 +15,7 @@ from src.config.instantiate import build
 from src.config.overrides import rewrite_renamed_keys
 from src.data.datamodule import shuffle_mode
 from src.errors import UserError
-from src.experiment import build_model
+from src.experiment.build import build_model
 from src.validate import validate
 
 SEED = 3

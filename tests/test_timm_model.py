@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from src.config.instantiate import build
 from src.errors import UserError
-from src.experiment import build_loop, build_model
+from src.experiment.build import build_loop, build_model
 
 NET = "test_resnet"  # a tiny timm model (a few hundred thousand parameters)
 

@@ -474,7 +474,7 @@ def test_the_class_distribution_names_the_classes_in_count_order():
 
 def test_the_class_distribution_title_names_the_source_actually_used(tmp_path, compose_cfg):
     from src.config.instantiate import build
-    from src.experiment import data_title
+    from src.experiment.console import data_title
 
     images = _images(tmp_path / "images")
     cfg = compose_cfg("dataset=folder", f"dataset.root={images}")

@@ -235,7 +235,7 @@ def made_once(make: Callable[[], object]):
 def run_follower(cfg: DictConfig, build_loop: Callable) -> dict:
     """Rank 1..N-1: the same rounds as rank 0, in step with it, writing nothing into the run directory.
 
-    ``build_loop(cfg, run_dir)`` is ``src.experiment.build_loop``. Its console lines are left to
+    ``build_loop(cfg, run_dir)`` is ``src.experiment.build.build_loop``. Its console lines are left to
     rank 0 (warnings still show) and Hydra's job log file is detached (rank 0 writes run.log)."""
     from src.loop.trainers import quiet_libraries
 
