@@ -49,7 +49,7 @@ from src.labelling.pool import UnlabelledImages, box_guesses, class_guesses
 from src.labelling.trained import SavedModel, load_saved_model, saved_model
 from src.loop.pool import score_pool
 from src.selection.ranking import rank_by_score
-from src.selection.scorers import get_scorer, random_scores
+from src.selection.scorers import Scorer, get_scorer, random_scores
 from src.selection.stochastic import choose
 from src.tasks import get_task
 from src.validate import check_detection_scorer_options
@@ -71,6 +71,7 @@ class Request:
     n_select: int
     out: Path
     document_root: Path | None
+    scorer: Scorer  # built once, from conf/scorer/<name>.yaml
 
     @property
     def meta(self) -> dict:
@@ -166,7 +167,7 @@ def check_request(cfg: DictConfig) -> Request:
     model = saved_model(_optional_path(cfg, "run_dir"), _optional_path(cfg, "checkpoint"))
     task, classes = model.meta["task"], model.meta["classes"]
     check_format(fmt, task, cfg.mode, cfg.get("annotations"))
-    _check_scorer(cfg, task)
+    scorer = _check_scorer(cfg, task)
     root, out = _path(cfg, "images"), _path(cfg, "out")
     document_root = None
     if cfg.mode == "keep" and cfg.export != "none":
@@ -192,7 +193,7 @@ def check_request(cfg: DictConfig) -> Request:
         document_root = Path(str(cfg.document_root)).expanduser() if cfg.document_root else root
         for f in data.files:  # one line now rather than after the scoring pass
             image_url(f, document_root)
-    return Request(model, cfg.mode, data, _count(cfg, len(data.files)), out, document_root)
+    return Request(model, cfg.mode, data, _count(cfg, len(data.files)), out, document_root, scorer)
 
 
 class InputShape(Dataset):
@@ -280,7 +281,7 @@ def scoring_loader(cfg: DictConfig, run_cfg: DictConfig, request: Request) -> Da
 def score_files(model, cfg: DictConfig, run_cfg: DictConfig, request: Request):
     """((ids, scores, predicted classes or None), loader) of the request's files under ``cfg.scorer``."""
     loader = scoring_loader(cfg, run_cfg, request)
-    scorer = get_scorer(cfg.scorer.name)
+    scorer = request.scorer
     want_classes = bool(cfg.selection.diversity.enabled) and request.mode == "label"
     if not scorer.needs_model:  # random: a seeded draw, the reference subset; no pass through the model
         n = len(request.files)
@@ -379,7 +380,7 @@ def keep(cfg: DictConfig, request: Request, ids, scores, chosen) -> list[str]:
     rank_of = np.empty(len(ids), dtype=np.int64)
     rank_of[ranking] = np.arange(len(ids))
     reasons_by_rank = drop_reasons(len(ids), chosen.ranks, float(cfg.selection.pivot))
-    if not get_scorer(cfg.scorer.name).needs_model:  # random scores: harder/easier would mean nothing
+    if not request.scorer.needs_model:  # random scores: harder/easier would mean nothing
         reasons_by_rank = [reason and "not in the random draw" for reason in reasons_by_rank]
     # cfg["copy"], not cfg.copy: that is DictConfig's copy method, always true
     copy = bool(cfg["copy"])
