@@ -380,3 +380,34 @@ def test_with_a_facet_the_matrix_is_one_family_per_panel(tmp_path, compose_cfg):
         assert float(r["p_holm"]) == pytest.approx(expected[key])
     md = (out / "report.md").read_text()
     assert "test/acc_top1 (dataset.name = v2)" in md and "test/acc_top1 (dataset.name = mixed)" in md
+
+
+def test_a_numeric_facet_finds_the_reference_in_each_panel():
+    """A facet on a number labels its part ``base_size=0`` while the panel is named ``0``: the
+    reference of each panel is still its random group (the base_set sweep's report), and a part of
+    another key with the same value stays in the label."""
+    from src.analysis.aggregate import Group
+    from src.analysis.report import reference_groups
+    from src.errors import UserError
+
+    labels = {
+        "0": ["base_size=0, loss", "base_size=0, random", "base_size=0, entropy"],
+        "60": ["base_size=60, loss", "base_size=60, random"],
+    }
+    facets = [(panel, [Group(label=lab, key=(lab,)) for lab in members]) for panel, members in labels.items()]
+    families = reference_groups([g for _, gs in facets for g in gs], facets, "random", "selection.base_size")
+    assert [ref for ref, _ in families] == ["base_size=0, random", "base_size=60, random"]
+    pivots = [
+        (
+            "0",
+            [
+                Group(label=lab, key=(lab,))
+                for lab in ["pivot=0, base_size=0, random", "pivot=0, base_size=0, loss"]
+            ],
+        )
+    ]
+    with pytest.raises(UserError, match="no group of facet panel 0"):
+        reference_groups(pivots[0][1], pivots, "random", "selection.base_size")
+    assert reference_groups(pivots[0][1], pivots, "pivot=0, random", "selection.base_size")[0][0] == (
+        "pivot=0, base_size=0, random"
+    )

@@ -251,7 +251,7 @@ def build_report(dirs, options: ReportOptions | None = None, **kwargs) -> Report
     grouping = agg.grouping_names(groups, keys, opts.group_by)
     metrics = select_metrics(runs, opts.metrics)
     facets = facet_panels(groups, runs, opts.facet)
-    references = reference_groups(groups, facets, opts.reference)
+    references = reference_groups(groups, facets, opts.reference, opts.facet)
     if opts.grids:
         preflight_datasets(groups)
     epoch_rows = mismatch.mismatch_rows(groups)  # reads the per-epoch logs: a malformed one stops here
@@ -506,10 +506,13 @@ def best_cells(groups: list[Group], metrics: list[str], aucs: dict, first_column
     return cells
 
 
-def reference_groups(groups: list[Group], facets, reference: str | None) -> list[tuple[str, list[Group]]]:
+def reference_groups(
+    groups: list[Group], facets, reference: str | None, facet: str | None = None
+) -> list[tuple[str, list[Group]]]:
     """(reference label, the groups compared with it) per family of tests: all groups, or with a facet
     each panel, whose reference is the panel's group named ``reference`` once the panel's own value
-    is left out of the label ("random, v2" in panel v2 for --reference random)."""
+    is left out of the label ("random, v2" in panel v2, "base_size=0, random" in panel 0, for
+    --reference random)."""
     if reference is None:
         return []
     if not facets:
@@ -520,10 +523,7 @@ def reference_groups(groups: list[Group], facets, reference: str | None) -> list
     families = []
     for panel, members in facets:
         found = [
-            g
-            for g in members
-            if g.label == reference
-            or [part for part in g.label.split(", ") if part != panel] == reference.split(", ")
+            g for g in members if g.label == reference or _without_panel(g.label, panel, facet) == reference
         ]
         if len(found) != 1:
             names = ", ".join(g.label for g in members)
@@ -533,6 +533,18 @@ def reference_groups(groups: list[Group], facets, reference: str | None) -> list
             )
         families.append((found[0].label, members))
     return families
+
+
+def _without_panel(label: str, panel: str, facet: str | None) -> str:
+    """A group's label with the facet's part left out: the part that is the panel's value as the
+    labels write it (``v2``; ``base_size=0`` or ``selection.base_size=0`` for --facet
+    selection.base_size)."""
+    spelled = {panel}
+    if facet:
+        spelled |= {f"{facet}={panel}", f"{facet.rsplit('.', 1)[-1]}={panel}"}
+    parts = label.split(", ")
+    at = next((i for i, part in enumerate(parts) if part in spelled), None)
+    return ", ".join(parts[:at] + parts[at + 1 :]) if at is not None else label
 
 
 def few_seeds_warning(groups: list[Group], per_run: dict, metrics: list[str]) -> list[str]:
