@@ -8,13 +8,14 @@ import hashlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from src.errors import UserError
 from src.records import RoundRecord, lock_run_dir
 from src.tracking import CsvTracker
-from tests.conftest import REPO, made_once, read_jsonl, run_cli
+from tests.conftest import REPO, read_jsonl, run_cli
 
 TINY = ["debug=fast", "selection.rounds=2"]
 
@@ -454,36 +455,27 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bad_input_results(tmp_path_factory):
-    """Every case's command run once (once per session, whichever test worker asks first): its exit
-    status and stderr, with each case folder's files before and after."""
-
-    def make(folder):
-        results = {}
-        for i, (name, make_case, _) in enumerate(BAD_INPUTS):
-            case_dir = folder / f"case{i}"
-            case_dir.mkdir()
-            argv = make_case(case_dir)
-            if not any(a.startswith("hydra.run.dir=") for a in argv):
-                argv.append(f"hydra.run.dir={case_dir / 'run'}")
-            before = snapshot(case_dir)
-            proc = run_cli("debug=fast", "logger=none", *argv, check=False)
-            results[name] = {
-                "returncode": proc.returncode,
-                "stderr": proc.stderr,
-                "before": before,
-                "after": snapshot(case_dir),
-            }
-        return results
-
-    return made_once(tmp_path_factory, "bad-inputs", make)
+def bad_input_outcome(case_dir: Path, name: str) -> dict:
+    """One case's command: its exit status and stderr, with the case folder's files before and after
+    (each case in its own test, so the test workers share the cases out)."""
+    make_case = next(c[1] for c in BAD_INPUTS if c[0] == name)
+    argv = make_case(case_dir)
+    if not any(a.startswith("hydra.run.dir=") for a in argv):
+        argv.append(f"hydra.run.dir={case_dir / 'run'}")
+    before = snapshot(case_dir)
+    proc = run_cli("debug=fast", "logger=none", *argv, check=False)
+    return {
+        "returncode": proc.returncode,
+        "stderr": proc.stderr,
+        "before": before,
+        "after": snapshot(case_dir),
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,needle", [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(bad_input_results, name, needle):
-    assert_refused(bad_input_results[name], needle)
+def test_bad_input_exits_2_with_one_line_naming_it_and_changes_no_file(tmp_path, name, needle):
+    assert_refused(bad_input_outcome(tmp_path, name), needle)
 
 
 def assert_refused(outcome: dict, needle: str) -> None:

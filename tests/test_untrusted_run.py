@@ -26,7 +26,7 @@ import pytest
 
 from src.errors import UserError
 from src.records import LOCK_FILE, RoundRecord, lock_run_dir
-from tests.conftest import REPO, cli_env, made_once, read_jsonl, run_cli, run_module
+from tests.conftest import REPO, cli_env, read_jsonl, run_cli, run_module
 from tests.test_faults import assert_refused
 
 
@@ -345,46 +345,29 @@ CASES = [
 CASE_TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="module")
-def untrusted_results(tmp_path_factory):
-    """Every case's command run once (once per session, whichever test worker asks first), with the
-    case folder as its working directory: its exit status and stderr, with the folder before and after."""
-
-    def make(folder):
-        results = {}
-        for i, (name, (module, base), make_case, _) in enumerate(CASES):
-            case_dir = folder / f"case{i}"
-            case_dir.mkdir()
-            argv = make_case(case_dir)
-            flags = [a for a in argv if a.startswith("--")]  # Hydra takes its flags before the overrides
-            before = snapshot(case_dir)
-            try:
-                proc = run_module(
-                    module,
-                    *flags,
-                    *base,
-                    *[a for a in argv if a not in flags],
-                    cwd=case_dir,
-                    timeout=CASE_TIMEOUT_S,
-                )
-                returncode, stderr = proc.returncode, proc.stderr
-            except subprocess.TimeoutExpired as late:  # still working: it was not refused
-                returncode, stderr = "timed out", late.stderr or ""
-            results[name] = {
-                "returncode": returncode,
-                "stderr": stderr,
-                "before": before,
-                "after": snapshot(case_dir),
-            }
-        return results
-
-    return made_once(tmp_path_factory, "untrusted-run", make)
+def refused_outcome(case_dir: Path, name: str) -> dict:
+    """One case's command run with the case folder as its working directory: its exit status and
+    stderr, with the folder before and after. (Each case runs in its own test, so the test workers
+    share the cases out instead of one worker running them all while the other waits.)"""
+    (module, base), make_case = next((c[1], c[2]) for c in CASES if c[0] == name)
+    argv = make_case(case_dir)
+    flags = [a for a in argv if a.startswith("--")]  # Hydra takes its flags before the overrides
+    before = snapshot(case_dir)
+    try:
+        proc = run_module(
+            module, *flags, *base, *[a for a in argv if a not in flags], cwd=case_dir, timeout=CASE_TIMEOUT_S
+        )
+        returncode, stderr = proc.returncode, proc.stderr
+    except subprocess.TimeoutExpired as late:  # still working: it was not refused
+        returncode, stderr = "timed out", late.stderr or ""
+    return {"returncode": returncode, "stderr": stderr, "before": before, "after": snapshot(case_dir)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,needle", [(c[0], c[3]) for c in CASES], ids=[c[0] for c in CASES])
-def test_refused_with_one_line_naming_it_and_nothing_left_behind(untrusted_results, name, needle):
-    assert_refused(untrusted_results[name], needle)  # snapshot: every file's bytes, and no new folder
+def test_refused_with_one_line_naming_it_and_nothing_left_behind(tmp_path, name, needle):
+    # snapshot: every file's bytes, and no new folder
+    assert_refused(refused_outcome(tmp_path, name), needle)
 
 
 # ---- the pieces, without the CLI -----------------------------------------------------------------------
