@@ -40,9 +40,12 @@ log = logging.getLogger("src.pretrain")
 
 def make_if_missing(cfg: DictConfig) -> None:
     """Pretrain the run's named baseline first when ``baseline.make_if_missing`` is set and its
-    current file is not there yet (logged); else nothing."""
+    current file is not there yet (logged); else nothing. A run that starts from its own
+    ``model.init.checkpoint`` needs no baseline."""
     node = cfg.get("baseline")
     if node is None or node.get("name") in NO_FILE or not node.get("make_if_missing"):
+        return
+    if cfg.get("model", {}).get("init", {}).get("checkpoint"):
         return
     path = current_file(cfg) or baseline_path(cfg)
     if is_current(cfg, path):

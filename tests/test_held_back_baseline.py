@@ -257,3 +257,16 @@ def test_a_folder_baseline_of_other_classes_is_the_backbone_of_a_folder_run(tmp_
     ]:
         with pytest.raises(UserError, match=message):
             validate(compose_cfg(*args, bad))
+
+
+def test_a_run_from_its_own_checkpoint_makes_no_baseline(tmp_path, compose_cfg):
+    """``model.init.checkpoint`` is the start: a named baseline with make_if_missing is not trained
+    for a run that will never load it."""
+    file = tmp_path / "start.pt"
+    torch.save({"state_dict": _classifier(10).state_dict()}, file)
+    baselines = tmp_path / "b"
+    cfg = compose_cfg(*TINY, "baseline.make_if_missing=true", f"baseline.dir={baselines}")
+    make_if_missing(compose_cfg(*TINY, f"baseline.dir={baselines}", f"model.init.checkpoint={file}"))
+    assert not baselines.exists()
+    make_if_missing(cfg)  # the same settings without the checkpoint: made
+    assert baseline_path(cfg).is_file()
