@@ -155,6 +155,24 @@ def run_cli(
     return proc
 
 
+# A detection run in seconds: the embedded scenes at their smallest, one epoch a round, and
+# baseline=none (the task's default pretrains a synthetic baseline first, which takes minutes).
+DETECTION_TINY = [
+    "task=detection",
+    "baseline=none",
+    "logger=none",
+    "progress=false",
+    "dataset.source.n=24",
+    "dataset.sizes.pool=16",
+    "dataset.sizes.val=4",
+    "dataset.sizes.test=4",
+    "dataset.image_size=[96,54]",
+    "selection.budget=4",
+    "selection.rounds=2",
+    "trainer.max_epochs=1",
+]
+
+
 def made_once(tmp_path_factory, name: str, make):
     """``make(folder)`` run once per test session, also when pytest-xdist spreads the tests that
     need it over several workers: the first worker makes it under a file lock, the others read

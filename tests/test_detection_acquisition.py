@@ -27,7 +27,7 @@ from src.selection.learning_loss import learning_loss_objective
 from src.selection.mc_dropout_scorer import MCDropoutScorer
 from src.selection.scorers import get_scorer
 from src.tasks import detection
-from tests.conftest import read_jsonl, run_cli, without_timings
+from tests.conftest import DETECTION_TINY, read_jsonl, run_cli, without_timings
 
 SIZE = (128, 72)
 CLASSES = 6  # + background: K = 7 columns
@@ -255,22 +255,7 @@ def test_mc_dropout_scores_are_seeded_and_refusals_are_one_line(tiny_scenes, bat
 
 
 # -- end to end ------------------------------------------------------------------------------------
-# baseline=none: no synthetic baseline is pretrained first (see tests/test_detection_cli.py)
-TINY = [
-    "task=detection",
-    "baseline=none",
-    "logger=none",
-    "progress=false",
-    "dataset.source.n=24",
-    "dataset.sizes.pool=16",
-    "dataset.sizes.val=4",
-    "dataset.sizes.test=4",
-    "dataset.image_size=[96,54]",
-    "selection.budget=4",
-    "selection.rounds=2",
-    "trainer.max_epochs=1",
-    "seed=4",
-]
+TINY = [*DETECTION_TINY, "seed=4"]
 
 
 class Killed(Exception):

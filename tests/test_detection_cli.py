@@ -11,23 +11,9 @@ from src.errors import UserError
 from src.experiment.build import build_loop
 from src.models.named_baselines import named_baseline_checkpoint
 from src.validate import check_pool, validate
-from tests.conftest import REPO, read_jsonl, run_cli, run_module, without_timings
+from tests.conftest import DETECTION_TINY, REPO, read_jsonl, run_cli, run_module, without_timings
 
-# baseline=none: the task's default pretrains a synthetic baseline first (minutes), which these tests skip
-TINY = [
-    "task=detection",
-    "baseline=none",
-    "logger=none",
-    "progress=false",
-    "dataset.source.n=24",
-    "dataset.sizes.pool=16",
-    "dataset.sizes.val=4",
-    "dataset.sizes.test=4",
-    "dataset.image_size=[96,54]",
-    "selection.budget=4",
-    "selection.rounds=2",
-    "trainer.max_epochs=1",
-]
+TINY = DETECTION_TINY
 
 
 def run_pretrain(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -274,22 +274,18 @@ def test_the_matrix_highlights_the_corrected_p_not_the_raw_one():
     assert "Holm-corrected over 3 comparisons" in t.note
 
 
-def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compose_cfg):
-    """--facet dataset.name --reference random: each dataset's scorers against that dataset's random,
-    Holm-corrected within the dataset (the thesis' per-dataset tables), checked against scipy and
-    statsmodels."""
-    cfg = compose_cfg("debug=fast")
-    other = {key: [min(1.0, v + 0.05 * (key[1] - 2)) for v in acc] for key, acc in ACC.items()}
-    values = {"v2": ACC, "mixed": other}
-    for dataset, table in values.items():
+def dataset_sweep(sweep, cfg, tables: dict) -> None:
+    """One finished run per (scorer, seed) of each dataset's accuracy table, in one sweep folder."""
+    for dataset, table in tables.items():
         on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
         for (scorer, seed), acc in table.items():
-            make_run(
-                tmp_path / "sweep", on, scorer, seed, acc, finished=True, name=f"{dataset}-{scorer}-s{seed}"
-            )
-    out = tmp_path / "rep"
-    proc = report(
-        str(tmp_path / "sweep"),
+            make_run(sweep, on, scorer, seed, acc, finished=True, name=f"{dataset}-{scorer}-s{seed}")
+
+
+def facet_report(sweep, out, *extra: str):
+    """The report of ``sweep`` into ``out``, faceted by dataset, top-1 only, no grids."""
+    return report(
+        str(sweep),
         "--out",
         str(out),
         "--no-grids",
@@ -297,9 +293,20 @@ def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compos
         "test/acc_top1",
         "--facet",
         "dataset.name",
-        "--reference",
-        "random",
+        *extra,
     )
+
+
+def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compose_cfg):
+    """--facet dataset.name --reference random: each dataset's scorers against that dataset's random,
+    Holm-corrected within the dataset (the thesis' per-dataset tables), checked against scipy and
+    statsmodels."""
+    cfg = compose_cfg("debug=fast")
+    other = {key: [min(1.0, v + 0.05 * (key[1] - 2)) for v in acc] for key, acc in ACC.items()}
+    values = {"v2": ACC, "mixed": other}
+    dataset_sweep(tmp_path / "sweep", cfg, values)
+    out = tmp_path / "rep"
+    proc = facet_report(tmp_path / "sweep", out, "--reference", "random")
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(out / "pvalues.csv")
     for dataset, table in values.items():
@@ -322,16 +329,7 @@ def test_reference_mode_with_a_facet_compares_within_each_panel(tmp_path, compos
             assert float(r["p"]) == pytest.approx(p) and float(r["p_holm"]) == pytest.approx(p_holm)
             assert r["comparisons"] == "2" and scorer(r["b"]) == "random"
     # a reference missing from a panel is one line naming the panel
-    proc = report(
-        str(tmp_path / "sweep"),
-        "--out",
-        str(tmp_path / "rep2"),
-        "--no-grids",
-        "--facet",
-        "dataset.name",
-        "--reference",
-        "nope",
-    )
+    proc = facet_report(tmp_path / "sweep", tmp_path / "rep2", "--reference", "nope")
     assert proc.returncode == 2 and "--reference nope: no group of facet panel" in proc.stderr
 
 
@@ -339,29 +337,14 @@ def test_with_a_facet_the_matrix_is_one_family_per_panel(tmp_path, compose_cfg):
     """--facet dataset.name without --reference: one matrix per dataset, Holm over its own pairs;
     no test across datasets."""
     cfg = compose_cfg("debug=fast")
-    for dataset, shift in (("v2", 0.0), ("mixed", -0.1)):
-        on = OmegaConf.merge(cfg, {"dataset": {"name": dataset}})
-        for (scorer, seed), acc in ACC.items():
-            make_run(
-                tmp_path / "sweep",
-                on,
-                scorer,
-                seed,
-                [v + shift for v in acc],
-                finished=True,
-                name=f"{dataset}-{scorer}-s{seed}",
-            )
-    out = tmp_path / "rep"
-    proc = report(
-        str(tmp_path / "sweep"),
-        "--out",
-        str(out),
-        "--no-grids",
-        "--metrics",
-        "test/acc_top1",
-        "--facet",
-        "dataset.name",
+    shifted = {"v2": 0.0, "mixed": -0.1}
+    dataset_sweep(
+        tmp_path / "sweep",
+        cfg,
+        {d: {key: [v + s for v in acc] for key, acc in ACC.items()} for d, s in shifted.items()},
     )
+    out = tmp_path / "rep"
+    proc = facet_report(tmp_path / "sweep", out)
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(out / "pvalues.csv")
     assert len(rows) == 2 * 6  # 3 ordered pairs both ways, per dataset

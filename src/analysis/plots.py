@@ -11,6 +11,7 @@ stop at once) stay visible on top of each other.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -35,10 +36,16 @@ SHARED_TITLES = {
 }
 
 
-def metric_title(metric: str) -> str:
+@functools.cache
+def _titles() -> dict[str, str]:
     titles = dict(SHARED_TITLES)
     for task in all_tasks():
         titles.update(task.metric_titles)
+    return titles
+
+
+def metric_title(metric: str) -> str:
+    titles = _titles()
     if metric in titles:
         return titles[metric]
     if metric.startswith("test/ap/"):

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 
 from omegaconf import DictConfig, OmegaConf
 
 from src.loop.active_loop import round_label
 from src.records import RoundRecord
 from src.tasks import Task
-
-log = logging.getLogger("src.run")
 
 
 def format_table(records: list[RoundRecord], task: Task) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger("src.run")
-
 
 class HeldJobLog(logging.Handler):
     """Hydra's job log files, held off the root logger until the run is accepted.
